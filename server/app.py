@@ -1,0 +1,129 @@
+"""MCP wiring: the `MCPServer`, its lifespan, and the registration of every tool.
+
+Tools are plain functions in `ml_expert.tools` whose first parameter is the `Workspace`. `expose`
+wraps each one: it hides `ws` (and the optional `report` progress callback) from the schema, runs
+the function in a worker thread, forwards progress as MCP progress notifications, and turns
+`MLExpertError` into `ToolError` — the one exception whose message reaches the client.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import typing
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import ToolAnnotations
+
+from ml_expert.server.settings import Settings
+from ml_expert.tools.errors import MLExpertError
+from ml_expert.tools.jobs import JobManager
+from ml_expert.tools.workspace import Workspace
+
+log = logging.getLogger("ml_expert.server")
+HIDDEN_PARAMS = ("ws", "report")
+
+INSTRUCTIONS = """ml-expert develops ML models step by step. Workflow: analyze_data -> prepare_data ->
+recommend_architecture -> train -> evaluate -> package (or run_workflow for all at once). Each step
+returns a run_id/model_id for the next and stores its result in memory under ml-expert/<phase>
+(read with memory_retrieve). Long steps run as jobs: follow with get_job."""
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    workspace: Workspace
+
+
+def make_lifespan(settings: Settings) -> Callable[[MCPServer], Any]:
+    @asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncIterator[AppContext]:
+        ws = open_workspace(settings)
+        try:
+            yield AppContext(settings=settings, workspace=ws)
+        finally:
+            ws.jobs.stop()
+            ws.close()
+
+    return lifespan
+
+
+def open_workspace(settings: Settings) -> Workspace:
+    """The workspace with its store opened and a started job manager attached."""
+    ws = Workspace(settings.workspace, allowed_roots=settings.allow_paths, max_value_bytes=settings.max_value_bytes)
+    ws.store  # noqa: B018 - open and migrate now, not on the first call
+    ws.jobs = JobManager(ws, max_jobs=settings.max_jobs).start()
+    return ws
+
+
+def _progress_forwarder(ctx: Context) -> Callable[[dict[str, Any]], None]:
+    """A callback for tool code running in a thread that sends MCP progress notifications."""
+
+    def report(progress: dict[str, Any]) -> None:
+        step = float(progress.get("step") or 0)
+        total = progress.get("total")
+        message = progress.get("message")
+        try:
+            anyio.from_thread.run(functools.partial(ctx.report_progress, step, total, message))
+        except Exception:  # a client that went away must not break the tool
+            log.debug("progress notification failed", exc_info=True)
+
+    return report
+
+
+def expose(
+    mcp: MCPServer,
+    fn: Callable[..., Any],
+    *,
+    read_only: bool = False,
+    destructive: bool = False,
+    idempotent: bool = False,
+) -> None:
+    """Register a tools/ function as an MCP tool with honest annotations."""
+    hints = typing.get_type_hints(fn, include_extras=True)
+    sig = inspect.signature(fn)
+    params = [p.replace(annotation=hints[p.name]) for p in sig.parameters.values() if p.name not in HIDDEN_PARAMS]
+    takes_report = "report" in sig.parameters
+    params.append(inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context))
+
+    async def tool(**kwargs: Any) -> Any:
+        ctx: Context = kwargs.pop("ctx")
+        ws: Workspace = ctx.request_context.lifespan_context.workspace
+        if takes_report:
+            kwargs["report"] = _progress_forwarder(ctx)
+        try:
+            return await anyio.to_thread.run_sync(functools.partial(fn, ws, **kwargs))
+        except MLExpertError as exc:
+            raise ToolError(str(exc)) from exc
+
+    tool.__name__ = fn.__name__
+    tool.__doc__ = inspect.getdoc(fn)
+    tool.__signature__ = sig.replace(parameters=params, return_annotation=hints["return"])  # type: ignore[attr-defined]
+    tool.__annotations__ = {p.name: p.annotation for p in params} | {"return": hints["return"]}
+    mcp.add_tool(
+        tool,
+        annotations=ToolAnnotations(
+            read_only_hint=read_only,
+            destructive_hint=destructive,
+            idempotent_hint=idempotent or read_only,
+            open_world_hint=False,
+        ),
+    )
+
+
+def build_server(settings: Settings) -> MCPServer:
+    """The ml-expert MCP server with every tool, resource and prompt registered."""
+    from ml_expert.server.registry import register_all
+
+    mcp = MCPServer("ml-expert", instructions=INSTRUCTIONS, lifespan=make_lifespan(settings))
+    register_all(mcp)
+    return mcp

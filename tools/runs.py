@@ -1,0 +1,171 @@
+"""Runs: one pass of the workflow over one dataset and target. Tools: `list_runs`, `get_run`.
+
+A run's row in SQLite records each phase's status, artifacts and the memory keys it wrote;
+`record_phase` is the one place that writes a phase's result to memory, under the seed's
+well-known key (`ml-expert/metrics`, …) and under `ml-expert/runs/<run_id>/<phase>`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field
+
+from ml_expert.memory import DEFAULT_NAMESPACE
+from ml_expert.tools.errors import ConflictError, NotFoundError
+from ml_expert.tools.workspace import Workspace, new_id
+
+PHASES = ("data-analysis", "prepared-data", "task-analysis", "architecture", "training", "metrics", "deployment")
+PHASE_ORDER = ("analyze", "prepare", "recommend", "train", "evaluate", "package")
+PHASE_KEYS: dict[str, tuple[str, ...]] = {
+    "analyze": ("data-analysis",),
+    "prepare": ("prepared-data",),
+    "recommend": ("task-analysis", "architecture"),
+    "train": ("training",),
+    "evaluate": ("metrics",),
+    "package": ("deployment",),
+}
+
+RunId = Annotated[str, Field(description="Run id returned by analyze_data or prepare_data, e.g. 'run_5f2c9a1b'.")]
+Namespace = Annotated[
+    str,
+    Field(description="Memory namespace the phase results are written to (claude-flow style). Default 'default'."),
+]
+
+
+def memory_key(name: str) -> str:
+    return f"ml-expert/{name}"
+
+
+class PhaseRecord(BaseModel):
+    status: str
+    at: float
+    memory_keys: list[str] = Field(default_factory=list)
+    artifacts: dict[str, str] = Field(default_factory=dict)
+
+
+class RunInfo(BaseModel):
+    run_id: str
+    namespace: str
+    dataset: str | None
+    target: str | None
+    created_at: float
+    updated_at: float
+    phases: dict[str, PhaseRecord] = Field(description="Phase name -> status, artifacts, memory keys written.")
+    next_phase: str | None = Field(description="The first phase not yet done, or null when all are done.")
+    folder: str = Field(description="Artifact folder of the run, relative to the workspace.")
+
+
+class RunList(BaseModel):
+    runs: list[RunInfo]
+    total: int
+
+
+def create_run(ws: Workspace, *, dataset: str | None, target: str | None, namespace: str = DEFAULT_NAMESPACE) -> str:
+    run_id = new_id("run")
+    now = time.time()
+    with ws.store.write() as conn:
+        conn.execute(
+            "INSERT INTO runs (run_id, namespace, dataset, target, created_at, updated_at, phases) "
+            "VALUES (?, ?, ?, ?, ?, ?, '{}')",
+            (run_id, namespace, dataset, target, now, now),
+        )
+    ws.run_dir(run_id).mkdir(parents=True, exist_ok=True)
+    return run_id
+
+
+def _row(ws: Workspace, run_id: str) -> dict[str, Any]:
+    rows = ws.store.query("SELECT * FROM runs WHERE run_id = ?", [run_id])
+    if not rows:
+        recent = [r["run_id"] for r in ws.store.query("SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 5")]
+        raise NotFoundError(
+            f"No run {run_id!r} in this workspace. Recent runs: {recent or 'none'}. "
+            "Call list_runs, or start one with analyze_data."
+        )
+    return rows[0]
+
+
+def _info(ws: Workspace, row: dict[str, Any]) -> RunInfo:
+    phases = {k: PhaseRecord(**v) for k, v in json.loads(row["phases"] or "{}").items()}
+    done = {k for k, v in phases.items() if v.status == "done"}
+    return RunInfo(
+        run_id=row["run_id"],
+        namespace=row["namespace"] or DEFAULT_NAMESPACE,
+        dataset=row["dataset"],
+        target=row["target"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        phases=phases,
+        next_phase=next((p for p in PHASE_ORDER if p not in done), None),
+        folder=ws.relative(ws.run_dir(row["run_id"])),
+    )
+
+
+def get_run(ws: Workspace, run_id: RunId) -> RunInfo:
+    """Show one run: dataset, target, each phase's status, artifact paths and memory keys written."""
+    return _info(ws, _row(ws, run_id))
+
+
+def list_runs(
+    ws: Workspace,
+    limit: Annotated[int, Field(description="At most this many runs, newest first.", ge=1, le=200)] = 20,
+) -> RunList:
+    """List the runs of this workspace, newest first, with the status of each phase."""
+    total = ws.store.query("SELECT count(*) AS n FROM runs")[0]["n"]
+    rows = ws.store.query("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", [limit])
+    return RunList(runs=[_info(ws, r) for r in rows], total=total)
+
+
+def update_run(ws: Workspace, run_id: str, **fields: Any) -> None:
+    sets = ", ".join(f"{k} = ?" for k in fields)
+    with ws.store.write() as conn:
+        conn.execute(
+            f"UPDATE runs SET {sets}, updated_at = ? WHERE run_id = ?", [*fields.values(), time.time(), run_id]
+        )
+
+
+def record_phase(
+    ws: Workspace,
+    run_id: str,
+    phase: str,
+    results: dict[str, BaseModel | dict[str, Any]],
+    *,
+    artifacts: dict[str, str] | None = None,
+) -> list[str]:
+    """Write a finished phase: each result under its well-known and per-run memory key; mark the run.
+
+    `results` maps a memory name (e.g. "metrics") to the value. Returns the keys written.
+    """
+    row = _row(ws, run_id)
+    namespace = row["namespace"] or DEFAULT_NAMESPACE
+    keys: list[str] = []
+    for name, value in results.items():
+        data = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+        data = {"run_id": run_id, **data}
+        for key in (memory_key(name), memory_key(f"runs/{run_id}/{name}")):
+            ws.store.store(key, data, namespace=namespace, tags=["ml-expert", phase, run_id])
+            keys.append(key)
+    with ws.store.write() as conn:
+        current = json.loads(conn.execute("SELECT phases FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0] or "{}")
+        current[phase] = PhaseRecord(
+            status="done", at=time.time(), memory_keys=keys, artifacts=artifacts or {}
+        ).model_dump()
+        conn.execute(
+            "UPDATE runs SET phases = ?, updated_at = ? WHERE run_id = ?", (json.dumps(current), time.time(), run_id)
+        )
+    return keys
+
+
+def run_namespace(ws: Workspace, run_id: str) -> str:
+    return _row(ws, run_id)["namespace"] or DEFAULT_NAMESPACE
+
+
+def require_phase(ws: Workspace, run_id: str, phase: str, memory_name: str, hint: str) -> dict[str, Any]:
+    """The stored result of an earlier phase of this run, or a clear error saying what to call first."""
+    namespace = run_namespace(ws, run_id)
+    value = ws.store.get_value(memory_key(f"runs/{run_id}/{memory_name}"), namespace=namespace)
+    if value is None:
+        raise ConflictError(f"Run {run_id!r} has no {phase} result yet. {hint}")
+    return value
