@@ -59,21 +59,37 @@ def build_parser() -> argparse.ArgumentParser:
     mem = sub.add_parser("memory", help="Inspect and edit the memory agents stored.", epilog=EPILOG)
     msub = mem.add_subparsers(dest="memory_command", required=True, metavar="ACTION")
     specs: dict[str, tuple[str, list[tuple[str, dict[str, Any]]]]] = {
-        "list": ("List entries.", [("--prefix", {"help": "Only keys starting with this."}),
-                                   ("--limit", {"type": int, "default": 50}), ("--offset", {"type": int, "default": 0}),
-                                   ("--all-namespaces", {"action": "store_true", "help": "List every namespace."})]),
+        "list": (
+            "List entries.",
+            [
+                ("--prefix", {"help": "Only keys starting with this."}),
+                ("--limit", {"type": int, "default": 50}),
+                ("--offset", {"type": int, "default": 0}),
+                ("--all-namespaces", {"action": "store_true", "help": "List every namespace."}),
+            ],
+        ),
         "get": ("Print one entry's value.", [("key", {"help": "e.g. ml-expert/metrics"})]),
-        "store": ("Store a value.", [("key", {}), ("value", {"help": "JSON (a bare word is stored as a string)."}),
-                                     ("--ttl", {"type": float, "help": "Seconds until it expires."}),
-                                     ("--tag", {"action": "append", "dest": "tags", "help": "Tag (repeatable)."})]),
-        "search": ("Full-text search.", [("query", {}), ("--limit", {"type": int, "default": 10}),
-                                         ("--all-namespaces", {"action": "store_true"})]),
+        "store": (
+            "Store a value.",
+            [
+                ("key", {}),
+                ("value", {"help": "JSON (a bare word is stored as a string)."}),
+                ("--ttl", {"type": float, "help": "Seconds until it expires."}),
+                ("--tag", {"action": "append", "dest": "tags", "help": "Tag (repeatable)."}),
+            ],
+        ),
+        "search": (
+            "Full-text search.",
+            [("query", {}), ("--limit", {"type": int, "default": 10}), ("--all-namespaces", {"action": "store_true"})],
+        ),
         "delete": ("Delete one entry.", [("key", {})]),
         "stats": ("Entries per namespace and database size.", []),
-        "export": ("Write entries as JSON lines (to stdout or --output).",
-                   [("--output", {"type": Path}), ("--all-namespaces", {"action": "store_true"})]),
+        "export": (
+            "Write entries as JSON lines (to stdout or --output).",
+            [("--output", {"type": Path}), ("--all-namespaces", {"action": "store_true"})],
+        ),
         "import": ("Read JSON lines written by export (file or - for stdin).", [("input", {})]),
-    }  # fmt: skip
+    }
     for name, (help_text, args) in specs.items():
         p = msub.add_parser(name, help=help_text, description=help_text, epilog=EPILOG)
         _common(p)
@@ -160,8 +176,15 @@ def cmd_memory(args: argparse.Namespace) -> int:
     elif action == "search":
         hits = store.search(args.query, namespace=None if args.all_namespaces else ns, limit=args.limit)
         if not args.json:
-            rows = [{"score": f"{h.score:.2f}", "namespace": h.entry.namespace, "key": h.entry.key,
-                     "value": _short(h.entry.value, 60)} for h in hits]  # fmt: skip
+            rows = [
+                {
+                    "score": f"{h.score:.2f}",
+                    "namespace": h.entry.namespace,
+                    "key": h.entry.key,
+                    "value": _short(h.entry.value, 60),
+                }
+                for h in hits
+            ]
             _print_table(rows, ["score", "namespace", "key", "value"])
             return 0
         out = [h.model_dump() for h in hits]
@@ -170,8 +193,10 @@ def cmd_memory(args: argparse.Namespace) -> int:
     elif action == "stats":
         out = store.stats().model_dump()
     elif action == "export":
-        lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in store.export_entries(
-            namespace=None if args.all_namespaces else ns))  # fmt: skip
+        lines = (
+            json.dumps(r, ensure_ascii=False) + "\n"
+            for r in store.export_entries(namespace=None if args.all_namespaces else ns)
+        )
         if args.output:
             with open(args.output, "w", encoding="utf-8") as f:
                 n = sum(1 for line in lines if f.write(line))

@@ -195,9 +195,18 @@ class JobManager:
             conn.execute(
                 "INSERT INTO jobs (job_id, kind, run_id, namespace, status, spec, progress, owner_pid, "
                 "cancel_requested, created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, 0, ?, ?)",
-                (job_id, kind, run_id, namespace, json.dumps(spec), json.dumps({"message": "queued"}),
-                 os.getpid(), now, now),
-            )  # fmt: skip
+                (
+                    job_id,
+                    kind,
+                    run_id,
+                    namespace,
+                    json.dumps(spec),
+                    json.dumps({"message": "queued"}),
+                    os.getpid(),
+                    now,
+                    now,
+                ),
+            )
         self._schedule()
         return job_id
 
@@ -285,7 +294,8 @@ class JobManager:
         log = self.ws.home / "jobs" / f"{job_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         threads = max(1, (os.cpu_count() or 1) // self.max_jobs)
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TF_NUM_INTRAOP_THREADS": str(threads)}
+        env = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore", **os.environ, "OMP_NUM_THREADS": str(threads),
+               "TF_NUM_INTRAOP_THREADS": str(threads)}
         with self.ws.store.write() as conn:
             conn.execute(
                 "UPDATE jobs SET status = 'running', started_at = ?, updated_at = ? WHERE job_id = ?",

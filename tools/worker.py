@@ -67,6 +67,10 @@ class Reporter:
 
 
 def handler_for(kind: str) -> Any:
+    if kind == "probe":
+        from ml_expert.tools.selection import run_probe_job
+
+        return run_probe_job
     if kind == "train":
         from ml_expert.tools.training import run_train_job
 

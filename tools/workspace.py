@@ -6,6 +6,7 @@ refuses anything outside the workspace or an explicitly allowed data root.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -86,3 +87,10 @@ class Workspace:
             return str(Path(path).relative_to(self.root))
         except ValueError:
             return str(path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)

@@ -1,0 +1,74 @@
+"""Shared fixtures: a workspace in tmp_path and small real datasets written as files inside it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from ml_expert.tools.workspace import Workspace
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Iterator[Workspace]:
+    workspace = Workspace(tmp_path / "ws")
+    yield workspace
+    if workspace.jobs is not None:
+        workspace.jobs.stop()
+    workspace.close()
+
+
+def sklearn_frame(name: str) -> pd.DataFrame:
+    from sklearn import datasets
+
+    loader = getattr(datasets, f"load_{name}")
+    bunch = loader(as_frame=True)
+    df = bunch.frame.copy()
+    if name in ("breast_cancer", "wine", "iris"):
+        df["target"] = [str(bunch.target_names[i]) for i in bunch.target]
+    return df
+
+
+def write_dataset(ws: Workspace, name: str) -> str:
+    """Write a bundled scikit-learn dataset as CSV in the workspace; return its relative path."""
+    path = ws.root / f"{name}.csv"
+    if not path.exists():
+        sklearn_frame(name).to_csv(path, index=False)
+    return path.name
+
+
+def messy_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    """Mixed types: an id, numbers with gaps, strings, dates, a constant, duplicates; binary target."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(size=n)
+    x2 = rng.normal(loc=5, scale=2, size=n)
+    city = rng.choice(["paris", "rome", "oslo", "lima"], size=n)
+    label = np.where(x1 + (city == "oslo") * 1.5 + rng.normal(scale=0.5, size=n) > 0.5, "yes", "no")
+    df = pd.DataFrame(
+        {
+            "customer_id": np.arange(1000, 1000 + n),
+            "x1": x1,
+            "x2": x2,
+            "city": city,
+            "signup": pd.date_range("2024-01-01", periods=n, freq="D").astype(str),
+            "flag": rng.choice(["true", "false"], size=n),
+            "const": 7,
+            "label": label,
+        }
+    )
+    df.loc[rng.choice(n, 20, replace=False), "x2"] = np.nan
+    df.loc[rng.choice(n, 10, replace=False), "city"] = np.nan
+    return pd.concat([df, df.iloc[:5]], ignore_index=True)
+
+
+@pytest.fixture
+def messy_csv(ws: Workspace) -> str:
+    messy_frame().to_csv(ws.root / "messy.csv", index=False)
+    return "messy.csv"

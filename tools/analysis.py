@@ -1,0 +1,351 @@
+"""Phase 1a — `analyze_data`: profile a dataset and start (or reuse) a run.
+
+Shape, per-column kind and statistics, duplicates, a target summary with the task-type guess,
+warnings with severity (identifiers, constants, missing, high cardinality, leakage suspects,
+imbalance, classes too small to stratify) and concrete cleaning recommendations. Stores
+`ml-expert/data-analysis`.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from ml_expert.tools import runs
+from ml_expert.tools.data_io import read_table
+from ml_expert.tools.errors import InvalidInputError, NotFoundError
+from ml_expert.tools.profiling import HIGH_CARDINALITY, guess_task, infer_kind, is_classification, is_string_like
+from ml_expert.tools.workspace import DEFAULT_SEED, Workspace
+
+MAX_DETAIL_COLUMNS = 40
+LEAKAGE_SAMPLE = 5000
+MAX_CLASSES_SHOWN = 30
+MIN_ROWS_PER_CLASS = 7  # a 70/15/15 stratified split needs about this many rows in every class
+
+Severity = Literal["info", "warning", "high"]
+
+
+class ColumnProfile(BaseModel):
+    name: str
+    dtype: str
+    kind: str = Field(description="numeric, categorical, boolean, datetime, text, identifier, constant or empty.")
+    missing: int
+    missing_share: float
+    unique: int
+    stats: dict[str, float] | None = Field(None, description="mean, std, min, 25%, 50%, 75%, max (numeric).")
+    top_values: list[dict[str, Any]] | None = Field(None, description="Most frequent values with counts.")
+
+
+class TargetSummary(BaseModel):
+    column: str
+    task_type: Literal["binary", "multiclass", "regression"]
+    missing: int
+    n_classes: int | None = None
+    class_counts: dict[str, int] | None = Field(None, description=f"Up to {MAX_CLASSES_SHOWN} classes, largest first.")
+    imbalance_ratio: float | None = Field(None, description="Largest class count / smallest class count.")
+    distribution: dict[str, float] | None = Field(None, description="Regression target statistics.")
+
+
+class DataWarning(BaseModel):
+    severity: Severity
+    code: str
+    column: str | None = None
+    message: str
+
+
+class DataAnalysis(BaseModel):
+    """Profile of a dataset; `run_id` is the handle for the next phases."""
+
+    run_id: str
+    path: str
+    modality: str = "tabular"
+    rows: int
+    columns: int
+    memory_bytes: int
+    duplicate_rows: int
+    kinds: dict[str, int] = Field(description="How many columns of each kind.")
+    column_profiles: list[ColumnProfile]
+    columns_omitted: int = Field(0, description="Columns not detailed here (wide data); see kinds for counts.")
+    target: TargetSummary | None
+    task_type: Literal["binary", "multiclass", "regression", "clustering"]
+    warnings: list[DataWarning]
+    recommendations: list[str]
+    seconds: float
+    next_step: str
+
+
+def _numeric_stats(desc: pd.DataFrame, col: str) -> dict[str, float]:
+    return {k: float(v) for k, v in desc[col].items() if k != "count" and pd.notna(v)}
+
+
+def _top_values(s: pd.Series, n: int = 5) -> list[dict[str, Any]]:
+    counts = s.value_counts(dropna=True).head(n)
+    return [{"value": str(k)[:80], "count": int(v)} for k, v in counts.items()]
+
+
+def _leakage_suspects(df: pd.DataFrame, target: str, task: str, kinds: dict[str, str]) -> list[tuple[str, float]]:
+    """Features that alone predict the target almost perfectly (a shallow tree, cross-validated)."""
+    from sklearn.model_selection import cross_val_score
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    data = df[df[target].notna()]
+    if len(data) > LEAKAGE_SAMPLE:
+        data = data.sample(LEAKAGE_SAMPLE, random_state=DEFAULT_SEED)
+    if len(data) < 30:
+        return []
+    y = data[target]
+    classify = is_classification(task)
+    if classify:
+        y = y.astype(str)
+        if y.value_counts().min() < 3:
+            return []
+        baseline = y.value_counts(normalize=True).iloc[0]
+    suspects = []
+    for col, kind in kinds.items():
+        if col == target or kind not in ("numeric", "categorical", "boolean"):
+            continue
+        x = data[col]
+        x = x.astype("category").cat.codes if not pd.api.types.is_numeric_dtype(x.dtype) else x.fillna(x.median())
+        X = np.asarray(x, dtype=float).reshape(-1, 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if classify:
+                model = DecisionTreeClassifier(max_depth=4, random_state=DEFAULT_SEED)
+                score = cross_val_score(model, X, y, cv=3).mean()
+                if score >= 0.98 and score - baseline >= 0.05:
+                    suspects.append((col, float(score)))
+            else:
+                model = DecisionTreeRegressor(max_depth=6, random_state=DEFAULT_SEED)
+                score = cross_val_score(model, X, np.asarray(y, dtype=float), cv=3, scoring="r2").mean()
+                if score >= 0.98:
+                    suspects.append((col, float(score)))
+    return suspects
+
+
+def _target_summary(df: pd.DataFrame, target: str) -> TargetSummary:
+    y = df[target]
+    missing = int(y.isna().sum())
+    if missing == len(y):
+        raise InvalidInputError(
+            f"Target column {target!r} is entirely missing ({missing} empty values). Pick a column with values."
+        )
+    task = guess_task(y)
+    if not is_classification(task):
+        return TargetSummary(
+            column=target, task_type=task, missing=missing, distribution=_numeric_stats(y.describe().to_frame(), target)
+        )
+    counts = y.dropna().astype(str).value_counts()
+    return TargetSummary(
+        column=target,
+        task_type=task,
+        missing=missing,
+        n_classes=len(counts),
+        class_counts={str(k): int(v) for k, v in counts.head(MAX_CLASSES_SHOWN).items()},
+        imbalance_ratio=float(counts.iloc[0] / counts.iloc[-1]),
+    )
+
+
+def _warnings(
+    df: pd.DataFrame, kinds: dict[str, str], target: TargetSummary | None, duplicates: int
+) -> tuple[list[DataWarning], list[str]]:
+    out: list[DataWarning] = []
+    recs: list[str] = []
+    n = len(df)
+    for col, kind in kinds.items():
+        if target and col == target.column:
+            continue
+        if kind == "identifier":
+            out.append(
+                DataWarning(
+                    severity="warning",
+                    code="identifier",
+                    column=col,
+                    message=f"{col!r} looks like a row identifier (unique per row).",
+                )
+            )
+        elif kind in ("constant", "empty"):
+            out.append(
+                DataWarning(
+                    severity="info", code=kind, column=col, message=f"{col!r} is {kind}: it carries no information."
+                )
+            )
+        share = float(df[col].isna().mean())
+        if 0.5 <= share < 1:
+            out.append(
+                DataWarning(
+                    severity="warning", code="mostly_missing", column=col, message=f"{col!r} is {share:.0%} missing."
+                )
+            )
+        if kind == "categorical" and df[col].nunique() > HIGH_CARDINALITY:
+            out.append(
+                DataWarning(
+                    severity="info",
+                    code="high_cardinality",
+                    column=col,
+                    message=f"{col!r} has {df[col].nunique()} categories; one-hot would be wide.",
+                )
+            )
+    dropped = [w.column for w in out if w.code in ("identifier", "constant", "empty")]
+    if dropped:
+        recs.append(f"Drop {dropped}: identifiers and constants carry no signal (prepare_data does this by default).")
+    if any(w.code == "mostly_missing" for w in out):
+        recs.append("Columns mostly missing: drop them or impute with a constant and keep a missing-indicator.")
+    if any(w.code == "high_cardinality" for w in out):
+        recs.append(
+            "High-cardinality categoricals: use categorical_encoding='ordinal' or 'frequency' for them "
+            "(prepare_data does this above the one-hot limit)."
+        )
+    if duplicates:
+        out.append(
+            DataWarning(
+                severity="warning" if duplicates / n > 0.01 else "info",
+                code="duplicates",
+                message=f"{duplicates} duplicate rows ({duplicates / n:.1%}).",
+            )
+        )
+        recs.append("Drop duplicate rows before splitting so no row lands in both train and test (default).")
+    if df.isna().any().any():
+        recs.append(
+            "Impute missing values with statistics of the training split only (prepare_data default: mean / "
+            "most frequent)."
+        )
+    if target is not None:
+        if target.missing:
+            out.append(
+                DataWarning(
+                    severity="warning",
+                    code="target_missing",
+                    column=target.column,
+                    message=f"{target.missing} rows have no target; they will be dropped.",
+                )
+            )
+        if target.imbalance_ratio is not None and target.imbalance_ratio >= 3:
+            sev: Severity = "high" if target.imbalance_ratio >= 10 else "warning"
+            out.append(
+                DataWarning(
+                    severity=sev,
+                    code="imbalance",
+                    column=target.column,
+                    message=f"Classes are imbalanced (ratio {target.imbalance_ratio:.1f}:1).",
+                )
+            )
+            recs.append(
+                "Imbalanced classes: judge by balanced accuracy / F1, not accuracy; train applies "
+                "class_weight='balanced' automatically at ratio >= 3."
+            )
+        if target.class_counts and min(target.class_counts.values()) < MIN_ROWS_PER_CLASS:
+            small = [k for k, v in target.class_counts.items() if v < MIN_ROWS_PER_CLASS]
+            out.append(
+                DataWarning(
+                    severity="high",
+                    code="too_few_per_class",
+                    column=target.column,
+                    message=f"Classes {small[:10]} have fewer than {MIN_ROWS_PER_CLASS} rows: a "
+                    "stratified 70/15/15 split cannot put them in every split.",
+                )
+            )
+            recs.append("Merge or drop the tiny classes, or collect more rows for them.")
+    return out, recs
+
+
+def analyze_data(
+    ws: Workspace,
+    path: Annotated[str, Field(description="Dataset file inside the workspace, e.g. 'data/train.csv'.")],
+    target: Annotated[
+        str | None, Field(description="Target column to predict, e.g. 'price'; omit for clustering.")
+    ] = None,
+    run_id: Annotated[str | None, Field(description="Reuse this run instead of starting a new one.")] = None,
+    namespace: runs.Namespace = "default",
+) -> DataAnalysis:
+    """Profile a dataset (CSV/TSV/Parquet/JSON lines): columns, kinds, missing, stats, target, warnings.
+
+    Starts a run; call prepare_data(run_id=...) next.
+    """
+    started = time.perf_counter()
+    file = ws.resolve_path(path, kind="dataset")
+    df = read_table(file)
+    if target is not None and target not in df.columns:
+        raise NotFoundError(
+            f"Column {target!r} not in {file.name}. Columns: {list(df.columns)[:50]}. Pass target= one of them."
+        )
+    kinds = {c: infer_kind(df[c], len(df)) for c in df.columns}
+    target_summary = _target_summary(df, target) if target else None
+    duplicates = int(pd.util.hash_pandas_object(df, index=False).duplicated().sum())
+    warns, recs = _warnings(df, kinds, target_summary, duplicates)
+    if target_summary is not None:
+        for col, score in _leakage_suspects(df, target, target_summary.task_type, kinds):
+            warns.append(
+                DataWarning(
+                    severity="high",
+                    code="leakage_suspect",
+                    column=col,
+                    message=f"{col!r} alone predicts {target!r} with score {score:.3f}: check that "
+                    "it is known at prediction time, else drop it.",
+                )
+            )
+        if any(w.code == "leakage_suspect" for w in warns):
+            recs.append(
+                "Leakage suspects: pass them in drop_columns to prepare_data unless they are truly available "
+                "when predicting."
+            )
+
+    numeric_cols = [
+        c for c, k in kinds.items() if k in ("numeric", "identifier") and pd.api.types.is_numeric_dtype(df[c].dtype)
+    ]
+    warned = {w.column for w in warns if w.column}
+    order = sorted(df.columns, key=lambda c: (c != target, c not in warned))
+    detail = order[:MAX_DETAIL_COLUMNS]
+    desc = df[[c for c in numeric_cols if c in detail]].describe() if numeric_cols else pd.DataFrame()
+    missing = df[detail].isna().sum()
+    nunique = df[detail].nunique()
+    profiles = []
+    for col in detail:
+        profiles.append(
+            ColumnProfile(
+                name=col,
+                dtype=str(df[col].dtype),
+                kind=kinds[col],
+                missing=int(missing[col]),
+                missing_share=round(float(missing[col]) / len(df), 4),
+                unique=int(nunique[col]),
+                stats=_numeric_stats(desc, col) if col in desc.columns else None,
+                top_values=_top_values(df[col]) if is_string_like(df[col]) or kinds[col] == "boolean" else None,
+            )
+        )
+    kind_counts: dict[str, int] = {}
+    for k in kinds.values():
+        kind_counts[k] = kind_counts.get(k, 0) + 1
+
+    rel = ws.relative(file)
+    if run_id is None:
+        run_id = runs.create_run(ws, dataset=rel, target=target, namespace=namespace)
+    else:
+        runs.get_run(ws, run_id)
+        runs.update_run(ws, run_id, dataset=rel, target=target)
+    task_type = target_summary.task_type if target_summary else "clustering"
+    result = DataAnalysis(
+        run_id=run_id,
+        path=rel,
+        rows=len(df),
+        columns=df.shape[1],
+        memory_bytes=int(df.memory_usage(deep=True).sum()),
+        duplicate_rows=duplicates,
+        kinds=kind_counts,
+        column_profiles=profiles,
+        columns_omitted=len(df.columns) - len(detail),
+        target=target_summary,
+        task_type=task_type,
+        warnings=warns,
+        recommendations=recs,
+        seconds=round(time.perf_counter() - started, 3),
+        next_step=f"Call prepare_data(run_id='{run_id}'"
+        + (f", target='{target}')" if target else ")")
+        + " to clean, split and scale the data.",
+    )
+    runs.record_phase(ws, run_id, "analyze", {"data-analysis": result})
+    return result

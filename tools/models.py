@@ -1,0 +1,120 @@
+"""Model configuration (`TrainConfig`) and the scikit-learn estimators; Keras networks are in `networks`.
+
+`TrainConfig` is the one configuration model for every architecture; its defaults are the seed's
+(256-128-64 with dropout 0.3, Adam 1e-3, batch 32, 100 epochs, EarlyStopping 10, ReduceLROnPlateau
+0.5/5). TensorFlow is imported inside the functions that need it, never at module import.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ml_expert.tools.workspace import DEFAULT_SEED
+
+KERAS_ARCHITECTURES = ("dnn", "cnn", "rnn", "conv1d", "transformer")
+SKLEARN_ARCHITECTURES = ("random_forest", "gradient_boosting", "linear", "kmeans", "gaussian_mixture")
+CLUSTERING_ARCHITECTURES = ("kmeans", "gaussian_mixture")
+Architecture = Literal[
+    "auto",
+    "dnn",
+    "cnn",
+    "rnn",
+    "conv1d",
+    "transformer",
+    "random_forest",
+    "gradient_boosting",
+    "linear",
+    "kmeans",
+    "gaussian_mixture",
+]
+
+
+class TrainConfig(BaseModel):
+    """Training configuration; every field has the seed's default. Unused fields are ignored."""
+
+    # Keras networks
+    hidden_units: list[int] = Field([256, 128, 64], description="DNN layer widths.", min_length=1, max_length=8)
+    dropout: float = Field(0.3, description="Dropout after each hidden layer but the last.", ge=0, lt=1)
+    batch_norm: bool = Field(False, description="BatchNormalization after each hidden layer.")
+    activation: Literal["relu", "gelu", "tanh", "elu", "selu", "swish"] = "relu"
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0, le=10)
+    loss: str | None = Field(None, description="Keras loss; default from the task (crossentropy / mse).")
+    metrics: list[str] | None = Field(None, description="Keras metrics; default accuracy or mae.")
+    batch_size: int = Field(32, ge=1, le=65536)
+    epochs: int = Field(100, ge=1, le=10000)
+    early_stopping_patience: int = Field(10, ge=0, description="0 disables early stopping.")
+    reduce_lr_patience: int = Field(5, ge=0, description="0 disables ReduceLROnPlateau.")
+    reduce_lr_factor: float = Field(0.5, gt=0, lt=1)
+    class_weight: Literal["auto", "balanced", "none"] = Field(
+        "auto", description="auto: 'balanced' when the training imbalance ratio is >= 3."
+    )
+    seed: int = Field(DEFAULT_SEED, description="One seed for weights, shuffling and dropout (reproducible).")
+    # image / sequence / text networks (issue 7)
+    filters: list[int] = Field([32, 64], description="CNN / conv1d filters per conv block.", min_length=1)
+    augment: bool = Field(False, description="CNN: random flip/rotation/zoom during training.")
+    rnn_cell: Literal["lstm", "gru"] = "lstm"
+    rnn_units: int = Field(64, ge=1)
+    bidirectional: bool = False
+    embed_dim: int = Field(64, ge=4, description="Transformer / text embedding size.")
+    num_heads: int = Field(4, ge=1)
+    ff_dim: int = Field(128, ge=4)
+    # scikit-learn
+    n_estimators: int = Field(300, ge=1, le=5000, description="random_forest trees.")
+    max_depth: int | None = Field(None, ge=1, description="Tree depth limit (None = unlimited / library default).")
+    max_iter: int = Field(300, ge=1, le=10000, description="gradient_boosting iterations / linear solver steps.")
+    regularization: float = Field(1.0, gt=0, description="linear: C for logistic, alpha for ridge.")
+    n_clusters: int | None = Field(None, ge=2, description="kmeans / gaussian_mixture (default: number of classes).")
+
+
+def is_keras(architecture: str) -> bool:
+    return architecture in KERAS_ARCHITECTURES
+
+
+def build_sklearn(architecture: str, task: str, config: TrainConfig, class_weight: str | None, n_classes: int) -> Any:
+    """A scikit-learn estimator for the architecture and task."""
+    from sklearn.cluster import KMeans
+    from sklearn.ensemble import (
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.mixture import GaussianMixture
+
+    classify = task in ("binary", "multiclass")
+    seed = config.seed
+    if architecture == "random_forest":
+        cls = RandomForestClassifier if classify else RandomForestRegressor
+        kw = {"class_weight": class_weight} if classify else {}
+        return cls(n_estimators=config.n_estimators, max_depth=config.max_depth, random_state=seed, n_jobs=1, **kw)
+    if architecture == "gradient_boosting":
+        if classify:
+            return HistGradientBoostingClassifier(
+                max_iter=config.max_iter,
+                max_depth=config.max_depth,
+                early_stopping=False,
+                random_state=seed,
+                class_weight=class_weight,
+            )
+        return HistGradientBoostingRegressor(
+            max_iter=config.max_iter, max_depth=config.max_depth, early_stopping=False, random_state=seed
+        )
+    if architecture == "linear":
+        if classify:
+            return LogisticRegression(
+                C=config.regularization,
+                max_iter=max(config.max_iter, 1000),
+                class_weight=class_weight,
+                random_state=seed,
+            )
+        return Ridge(alpha=config.regularization)
+    k = config.n_clusters or max(2, n_classes)
+    if architecture == "kmeans":
+        return KMeans(n_clusters=k, n_init=10, random_state=seed)
+    if architecture == "gaussian_mixture":
+        return GaussianMixture(n_components=k, random_state=seed)
+    raise ValueError(f"not a scikit-learn architecture: {architecture}")

@@ -1,0 +1,89 @@
+"""Column kinds and task-type inference shared by analysis and preparation.
+
+Kinds: numeric, categorical, boolean, datetime, text, identifier, constant, empty.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pandas as pd
+
+ID_NAME = re.compile(r"(^|[_\s-])(id|uuid|guid|key|index|idx)$|^(id|uuid|guid|index|idx)([_\s-]|$)", re.I)
+BOOL_WORDS = {"true", "false", "yes", "no", "y", "n", "t", "f", "0", "1"}
+MAX_CLASSES = 50
+HIGH_CARDINALITY = 30
+
+
+def is_string_like(s: pd.Series) -> bool:
+    return pd.api.types.is_object_dtype(s.dtype) or pd.api.types.is_string_dtype(s.dtype)
+
+
+def _looks_datetime(s: pd.Series) -> bool:
+    sample = s.dropna().astype(str).head(200)
+    if sample.empty or not sample.str.contains(r"\d").all() or not sample.str.contains(r"[-/:T ]").mean() > 0.9:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
+    return parsed.notna().mean() >= 0.9
+
+
+def infer_kind(s: pd.Series, n_rows: int) -> str:
+    """The kind of one column (see module docstring)."""
+    non_null = s.dropna()
+    if non_null.empty:
+        return "empty"
+    nunique = non_null.nunique()
+    if nunique <= 1:
+        return "constant"
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return "boolean"
+    if pd.api.types.is_datetime64_any_dtype(s.dtype):
+        return "datetime"
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        if nunique == 2 and set(non_null.unique()).issubset({0, 1}):
+            return "boolean"
+        if pd.api.types.is_integer_dtype(s.dtype) or (non_null == non_null.round()).all():
+            unique_ratio = nunique / len(non_null)
+            name_says_id = bool(ID_NAME.search(str(s.name)))
+            if len(non_null) >= 20 and (
+                (name_says_id and unique_ratio >= 0.95) or (unique_ratio >= 0.999 and non_null.is_monotonic_increasing)
+            ):
+                return "identifier"
+        return "numeric"
+    if is_string_like(s):
+        text = non_null.astype(str)
+        if nunique == 2 and {v.lower() for v in text.unique()}.issubset(BOOL_WORDS):
+            return "boolean"
+        if _looks_datetime(text):
+            return "datetime"
+        sample = text.head(1000)
+        avg_words = sample.str.split().str.len().mean()
+        unique_ratio = nunique / len(non_null)
+        if avg_words >= 4 and unique_ratio > 0.5:
+            return "text"
+        if unique_ratio >= 0.95 and len(non_null) >= 20:
+            return "identifier"
+        return "categorical"
+    return "categorical"
+
+
+def guess_task(y: pd.Series) -> str:
+    """binary / multiclass / regression for a target column (missing values ignored)."""
+    y = y.dropna()
+    nunique = y.nunique()
+    if nunique <= 2:
+        return "binary"
+    if pd.api.types.is_bool_dtype(y.dtype) or not pd.api.types.is_numeric_dtype(y.dtype):
+        return "multiclass"
+    integer_valued = pd.api.types.is_integer_dtype(y.dtype) or bool((y == np.round(y)).all())
+    if integer_valued and nunique <= min(MAX_CLASSES, max(3, len(y) // 20)):
+        return "multiclass"
+    return "regression"
+
+
+def is_classification(task: str) -> bool:
+    return task in ("binary", "multiclass")
