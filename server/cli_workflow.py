@@ -80,10 +80,102 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"runs": cmd_runs, "jobs": cmd_jobs, "report": cmd_report}
+def _follow(ws: Any, job_id: str) -> Any:
+    """Wait for a job with a live progress bar (phase, epoch, metrics)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"), TimeElapsedColumn()
+    ) as bar:
+        task = bar.add_task("starting", total=6, detail="")
+
+        def show(progress: dict[str, Any]) -> None:
+            bar.update(
+                task,
+                completed=float(progress.get("step") or 0),
+                total=float(progress.get("total") or 6),
+                description=str(progress.get("phase", "")),
+                detail=str(progress.get("message", ""))[:90],
+            )
+
+        status = ws.jobs.wait(job_id, timeout=24 * 3600, on_progress=show)
+    return status
+
+
+def _print_summary(ws: Any, status: Any) -> int:
+    if status.status != "succeeded":
+        print(f"\nWorkflow {status.status}: {status.error}")
+        return 1
+    r = status.result
+    print("\n" + r["summary"])
+    for label, key in (("Report", "report"), ("Curves", "curves"), ("Deployment package", "deployment")):
+        if r.get(key):
+            print(f"{label + ':':20} {ws.root / r[key]}")
+    if r.get("deployment"):
+        print(f"{'Predict:':20} cd {ws.root / r['deployment']} && python inference.py rows.csv")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ml_expert.tools.jobs import JobManager
+    from ml_expert.tools.models import TrainConfig
+    from ml_expert.tools.workflow import run_workflow
+
+    ws = _workspace(args)
+    ws.jobs = JobManager(ws, max_jobs=1)
+    config = TrainConfig(epochs=args.epochs) if args.epochs else None
+    status = run_workflow(
+        ws,
+        path=str(args.dataset),
+        target=args.target,
+        architecture=args.architecture,
+        output_dir=args.out,
+        config=config,
+        wait_seconds=0,
+    )
+    print(f"Run {status.run_id} · job {status.job_id} · workspace {ws.root}")
+    return _print_summary(ws, _follow(ws, status.job_id))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sklearn.datasets import load_breast_cancer
+
+    ws = _workspace(args)
+    data = load_breast_cancer(as_frame=True)
+    frame = data.frame.copy()
+    frame["target"] = [str(data.target_names[i]) for i in data.target]
+    path = ws.root / "ml-expert-demo" / "breast_cancer.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    print(f"Demo: scikit-learn's breast cancer data ({len(frame)} rows) written to {path}")
+    args.dataset, args.target, args.out = ws.relative(path), "target", None
+    return cmd_run(args)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "runs": cmd_runs,
+    "jobs": cmd_jobs,
+    "report": cmd_report,
+    "run": cmd_run,
+    "demo": cmd_demo,
+}
 
 
 def add_workflow_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    from ml_expert.tools.models import Architecture
+
+    choices = list(Architecture.__args__)
+    p = sub.add_parser("run", help="Run the whole workflow on a dataset with a progress bar.")
+    common(p)
+    p.add_argument("dataset", type=str, help="CSV/TSV/Parquet/JSON-lines file inside the workspace.")
+    p.add_argument("--target", "-t", help="Column to predict (omit for clustering).")
+    p.add_argument("--architecture", "-a", default="auto", choices=choices, help="Model family (default auto).")
+    p.add_argument("--epochs", type=int, help="Maximum epochs for neural networks (default 100).")
+    p.add_argument("--out", help="Deployment folder inside the workspace (default <run>/deployment).")
+    p = sub.add_parser("demo", help="The whole workflow on scikit-learn's breast cancer data (< 2 minutes).")
+    common(p)
+    p.add_argument("--architecture", "-a", default="auto", choices=choices, help="Model family (default auto).")
+    p.add_argument("--epochs", type=int, help="Maximum epochs for neural networks.")
     p = sub.add_parser("runs", help="Table of the workspace's runs.")
     common(p)
     p.add_argument("--limit", type=int, default=20)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mcp.server.mcpserver import MCPServer
 
 from ml_expert.server.app import expose
-from ml_expert.tools import jobs, memory_tools, runs
+from ml_expert.tools import analysis, evaluation, jobs, memory_tools, packaging, preparation, runs, selection, training
 
 
 def register_all(mcp: MCPServer) -> None:
@@ -16,6 +16,13 @@ def register_all(mcp: MCPServer) -> None:
     expose(mcp, memory_tools.memory_search, read_only=True)
     expose(mcp, memory_tools.memory_delete, destructive=True, idempotent=True)
     expose(mcp, memory_tools.memory_stats, read_only=True)
+    # the workflow, phase by phase
+    expose(mcp, analysis.analyze_data, read_only=True)  # reads the data; records only its own run and memory
+    expose(mcp, preparation.prepare_data)
+    expose(mcp, selection.recommend_architecture)
+    expose(mcp, training.train)
+    expose(mcp, evaluation.evaluate, read_only=True)  # reads the model; records only its report and memory
+    expose(mcp, packaging.package)
     # runs and jobs
     expose(mcp, runs.list_runs, read_only=True)
     expose(mcp, runs.get_run, read_only=True)

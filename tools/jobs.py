@@ -294,8 +294,13 @@ class JobManager:
         log = self.ws.home / "jobs" / f"{job_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         threads = max(1, (os.cpu_count() or 1) // self.max_jobs)
-        env = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore", **os.environ, "OMP_NUM_THREADS": str(threads),
-               "TF_NUM_INTRAOP_THREADS": str(threads)}
+        env = {
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONWARNINGS": "ignore",
+            **os.environ,
+            "OMP_NUM_THREADS": str(threads),
+            "TF_NUM_INTRAOP_THREADS": str(threads),
+        }
         with self.ws.store.write() as conn:
             conn.execute(
                 "UPDATE jobs SET status = 'running', started_at = ?, updated_at = ? WHERE job_id = ?",
@@ -351,4 +356,19 @@ def resume_job(
 ) -> JobStatus:
     """Continue an interrupted (or failed/cancelled) training job from its last checkpoint."""
     ws.jobs.resume(job_id)
+    return ws.jobs.wait(job_id, wait_seconds, on_progress=report)
+
+
+def run_as_job(
+    ws: Workspace,
+    kind: str,
+    spec: dict[str, Any],
+    *,
+    run_id: str | None,
+    namespace: str,
+    wait_seconds: float,
+    report: ProgressFn | None = None,
+) -> JobStatus:
+    """Submit a job and wait for it up to wait_seconds, forwarding progress; the common path of job tools."""
+    job_id = ws.jobs.submit(kind, spec, run_id=run_id, namespace=namespace)
     return ws.jobs.wait(job_id, wait_seconds, on_progress=report)

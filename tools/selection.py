@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from ml_expert.tools import runs
 from ml_expert.tools.errors import TrainingError
+from ml_expert.tools.jobs import run_as_job
 from ml_expert.tools.preparation import load_prepared, load_split
 from ml_expert.tools.workspace import Workspace
 
@@ -213,10 +214,10 @@ def recommend_architecture(
             "architectures": [c.architecture for c in cands[:max_candidates]],
             "budget": probe_seconds,
         }
-        job_id = ws.jobs.submit("probe", spec, run_id=run_id, namespace=runs.run_namespace(ws, run_id))
-        status = ws.jobs.wait(job_id, probe_seconds + 120)
+        namespace = runs.run_namespace(ws, run_id)
+        status = run_as_job(ws, "probe", spec, run_id=run_id, namespace=namespace, wait_seconds=probe_seconds + 120)
         if status.status != "succeeded":
-            raise TrainingError(f"The probe job {job_id} ended {status.status}: {status.error}")
+            raise TrainingError(f"The probe job {status.job_id} ended {status.status}: {status.error}")
         measured = status.result or {}
         for c in cands:
             if c.architecture in measured:

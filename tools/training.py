@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from ml_expert.tools import runs
 from ml_expert.tools.errors import InvalidInputError, TrainingError
-from ml_expert.tools.jobs import JobStatus, ProgressFn, WaitSeconds
+from ml_expert.tools.jobs import JobStatus, ProgressFn, WaitSeconds, run_as_job
 from ml_expert.tools.models import (
     CLUSTERING_ARCHITECTURES,
     Architecture,
@@ -127,8 +127,8 @@ def train(
         "base_model": base,
         "fine_tune_layers": fine_tune_layers,
     }
-    job_id = ws.jobs.submit("train", spec, run_id=run_id, namespace=runs.run_namespace(ws, run_id))
-    return ws.jobs.wait(job_id, wait_seconds, on_progress=report)
+    namespace = runs.run_namespace(ws, run_id)
+    return run_as_job(ws, "train", spec, run_id=run_id, namespace=namespace, wait_seconds=wait_seconds, report=report)
 
 
 # -- worker side ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ the job's row, honours cancel requests, and records the result or a clear error.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -66,20 +67,19 @@ class Reporter:
             raise JobCancelled()
 
 
+HANDLERS = {
+    "train": "ml_expert.tools.training:run_train_job",
+    "probe": "ml_expert.tools.selection:run_probe_job",
+    "evaluate": "ml_expert.tools.evaluation:run_evaluate_job",
+    "package": "ml_expert.tools.packaging:run_package_job",
+    "workflow": "ml_expert.tools.workflow:run_workflow_job",
+}
+
+
 def handler_for(kind: str) -> Any:
-    if kind == "probe":
-        from ml_expert.tools.selection import run_probe_job
-
-        return run_probe_job
-    if kind == "train":
-        from ml_expert.tools.training import run_train_job
-
-        return run_train_job
-    if kind == "workflow":
-        from ml_expert.tools.workflow import run_workflow_job
-
-        return run_workflow_job
-    raise ValueError(f"unknown job kind {kind!r}")
+    """The function that runs a job of this kind (imported only in the worker)."""
+    module, _, name = HANDLERS[kind].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Inference for a model packaged by ml-expert.
+
+    from inference import ModelInference
+    model = ModelInference()                 # this folder; fastest verified runtime
+    model.predict([{"age": 41, "city": "oslo"}])      # labels / values in the original space
+    model.predict_proba("new_rows.csv")               # class probabilities
+
+    python inference.py new_rows.csv [--format json|csv] [--runtime auto|onnx|tflite|keras|sklearn]
+
+Inputs are raw rows with the original column names: a list of dicts, a dict, a pandas DataFrame,
+or a CSV / JSON-lines / Parquet path. They are validated against schema.json and transformed by
+the preprocessing fitted at training time. Every pickled file is checked against the sha256 in
+manifest.json before it is loaded; Keras models load with safe_mode=True.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from ml_expert_transformers import SchemaError, coerce_frame  # noqa: E402
+
+__all__ = ["ModelInference", "PackageIntegrityError", "SchemaError"]
+
+
+class PackageIntegrityError(RuntimeError):
+    """A package file does not match the sha256 recorded in manifest.json (tampered or corrupted)."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ModelInference:
+    """Load the package once; predict raw rows many times."""
+
+    def __init__(self, package_dir: str | Path | None = None, runtime: str = "auto") -> None:
+        self.dir = Path(package_dir).resolve() if package_dir else HERE
+        self.manifest = json.loads((self.dir / "manifest.json").read_text())
+        self.schema = json.loads(self._verified("schema.json").read_text())
+        self.task = self.schema["task_type"]
+        self.classes = self.schema.get("classes")
+        self.preprocessor = self._load_pickle(self.manifest["preprocessor"])
+        available = {r["runtime"]: r for r in self.manifest["runtimes"]}
+        if runtime == "auto":
+            if not available:
+                raise RuntimeError("manifest.json lists no verified runtime; re-run ml-expert package.")
+            runtime = self.manifest["runtimes"][0]["runtime"]
+        if runtime not in available:
+            raise ValueError(f"Runtime {runtime!r} is not in this package; available: {sorted(available)}.")
+        self.runtime = runtime
+        entry = available[runtime]
+        self._run = getattr(self, f"_load_{runtime}")(self._verified(entry["file"]), entry)
+
+    # -- loading --------------------------------------------------------------------------------
+
+    def _verified(self, name: str) -> Path:
+        path = self.dir / name
+        expected = self.manifest["files"].get(name)
+        if path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                self._verified(str(file.relative_to(self.dir)))
+            return path
+        if expected is None:
+            raise PackageIntegrityError(f"{name} is not listed in manifest.json; refusing to load it.")
+        if _sha256(path) != expected:
+            raise PackageIntegrityError(
+                f"{name} does not match its sha256 in manifest.json (tampered or corrupted); refusing to load it."
+            )
+        return path
+
+    def _load_pickle(self, name: str) -> Any:
+        import joblib
+
+        return joblib.load(self._verified(name))
+
+    def _load_onnx(self, path: Path, entry: dict[str, Any]) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        index = entry.get("output_index", 0)
+        return lambda X: session.run(None, {name: X})[index]
+
+    def _load_tflite(self, path: Path, entry: dict[str, Any]) -> Any:
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(path), num_threads=1)
+        inp = interpreter.get_input_details()[0]
+        out = interpreter.get_output_details()[0]
+        state = {"shape": None}
+
+        def run(X: np.ndarray) -> np.ndarray:
+            if state["shape"] != X.shape:
+                interpreter.resize_tensor_input(inp["index"], X.shape)
+                interpreter.allocate_tensors()
+                state["shape"] = X.shape
+            interpreter.set_tensor(inp["index"], X)
+            interpreter.invoke()
+            return interpreter.get_tensor(out["index"]).copy()
+
+        return run
+
+    def _load_keras(self, path: Path, entry: dict[str, Any]) -> Any:
+        import keras
+
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+        return lambda X: np.asarray(model(X, training=False) if len(X) <= 256 else model.predict(X, verbose=0))
+
+    def _load_h5(self, path: Path, entry: dict[str, Any]) -> Any:
+        import keras
+
+        model = keras.saving.load_model(path, compile=False)  # legacy HDF5: weights and config, no code
+        return lambda X: np.asarray(model(X, training=False) if len(X) <= 256 else model.predict(X, verbose=0))
+
+    def _load_savedmodel(self, path: Path, entry: dict[str, Any]) -> Any:
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(path))
+        return lambda X: loaded.serve(tf.constant(X)).numpy()
+
+    def _load_sklearn(self, path: Path, entry: dict[str, Any]) -> Any:
+        model = self._load_pickle(entry["file"])
+        if self.task in ("binary", "multiclass"):
+            return model.predict_proba
+        return model.predict
+
+    # -- predicting -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _to_frame(records: Any) -> pd.DataFrame:
+        if isinstance(records, pd.DataFrame):
+            return records
+        if isinstance(records, dict):
+            return pd.DataFrame([records])
+        if isinstance(records, (str, Path)):
+            path = Path(records)
+            suffix = path.suffix.lower()
+            if suffix in (".parquet", ".pq"):
+                return pd.read_parquet(path)
+            if suffix in (".jsonl", ".ndjson"):
+                return pd.read_json(path, lines=True, dtype=False)
+            return pd.read_csv(path, dtype=str, sep=None, engine="python")
+        if isinstance(records, list) and all(isinstance(r, dict) for r in records):
+            return pd.DataFrame(records)
+        raise TypeError("records must be a dict, a list of dicts, a pandas DataFrame, or a CSV/JSONL/Parquet path.")
+
+    def transform(self, records: Any) -> np.ndarray:
+        """Raw rows -> the model's input features (validated against schema.json)."""
+        frame = coerce_frame(self._to_frame(records), self.schema)
+        return np.asarray(self.preprocessor.transform(frame), dtype=np.float32)
+
+    def predict_output(self, records: Any) -> np.ndarray:
+        """Raw model output: class probabilities (n, k) or values (n,)."""
+        out = np.asarray(self._run(self.transform(records)), dtype=np.float64)
+        return out if self.task in ("binary", "multiclass") else out.reshape(len(out), -1)[:, 0]
+
+    def predict_proba(self, records: Any) -> np.ndarray:
+        if self.task not in ("binary", "multiclass"):
+            raise ValueError("predict_proba is for classification models; use predict.")
+        return self.predict_output(records)
+
+    def predict(self, records: Any) -> list[Any]:
+        """Labels in the original label space (classification) or predicted values (regression)."""
+        out = self.predict_output(records)
+        if self.task not in ("binary", "multiclass"):
+            return [float(v) for v in out]
+        labels = [self.classes[i] for i in out.argmax(axis=1)]
+        kind = self.schema.get("target_dtype")
+        if kind in ("i", "u"):
+            return [int(float(v)) for v in labels]
+        if kind == "f":
+            return [float(v) for v in labels]
+        if kind == "b":
+            return [v == "True" for v in labels]
+        return labels
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Predict with this ml-expert package.")
+    parser.add_argument("input", help="CSV, JSON lines or Parquet file of raw rows (original column names).")
+    parser.add_argument("--format", choices=["csv", "json"], default="csv", help="Output format.")
+    parser.add_argument("--runtime", default="auto", help="auto (fastest verified) or one from manifest.json.")
+    args = parser.parse_args(argv)
+    try:
+        model = ModelInference(runtime=args.runtime)
+        preds = model.predict(args.input)
+        probs = model.predict_proba(args.input) if model.task in ("binary", "multiclass") else None
+    except (SchemaError, PackageIntegrityError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rows = []
+    for i, p in enumerate(preds):
+        row: dict[str, Any] = {"prediction": p}
+        if probs is not None:
+            row |= {f"p_{c}": float(probs[i, j]) for j, c in enumerate(model.classes)}
+        rows.append(row)
+    if args.format == "json":
+        print(json.dumps(rows))
+    else:
+        pd.DataFrame(rows).to_csv(sys.stdout, index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
