@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 import typing
 from collections.abc import AsyncIterator, Callable
@@ -22,7 +23,7 @@ import anyio.from_thread
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import ToolAnnotations
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
 
 from ml_expert.server.settings import Settings
 from ml_expert.tools.errors import MLExpertError
@@ -68,8 +69,11 @@ def open_workspace(settings: Settings) -> Workspace:
 def _progress_forwarder(ctx: Context) -> Callable[[dict[str, Any]], None]:
     """A callback for tool code running in a thread that sends MCP progress notifications."""
 
+    last = {"step": 0.0}
+
     def report(progress: dict[str, Any]) -> None:
-        step = float(progress.get("step") or 0)
+        step = max(last["step"], float(progress.get("step") or 0))  # MCP progress must never decrease
+        last["step"] = step
         total = progress.get("total")
         message = progress.get("message")
         try:
@@ -101,16 +105,21 @@ def expose(
         if takes_report:
             kwargs["report"] = _progress_forwarder(ctx)
         try:
-            return await anyio.to_thread.run_sync(functools.partial(fn, ws, **kwargs))
+            result = await anyio.to_thread.run_sync(functools.partial(fn, ws, **kwargs))
         except MLExpertError as exc:
             raise ToolError(str(exc)) from exc
+        data = result.model_dump(mode="json")
+        return CallToolResult(content=[TextContent(type="text", text=json.dumps(data))], structured_content=data)
 
     tool.__name__ = fn.__name__
     tool.__doc__ = inspect.getdoc(fn)
-    tool.__signature__ = sig.replace(parameters=params, return_annotation=hints["return"])  # type: ignore[attr-defined]
-    tool.__annotations__ = {p.name: p.annotation for p in params} | {"return": hints["return"]}
+    tool.__signature__ = sig.replace(parameters=params, return_annotation=CallToolResult)  # type: ignore[attr-defined]
+    tool.__annotations__ = {p.name: p.annotation for p in params} | {"return": CallToolResult}
+    # Results are structured content without an advertised outputSchema: the schemas of all results
+    # would triple the size of list_tools, which every agent pays for in its context.
     mcp.add_tool(
         tool,
+        structured_output=False,
         annotations=ToolAnnotations(
             read_only_hint=read_only,
             destructive_hint=destructive,
@@ -118,6 +127,17 @@ def expose(
             open_world_hint=False,
         ),
     )
+    registered = mcp._tool_manager.get_tool(fn.__name__)  # the SDK has no public setter for the schema
+    registered.parameters = compact_schema(registered.parameters)
+
+
+def compact_schema(schema: Any) -> Any:
+    """Drop the auto-generated 'title' of every property (it only repeats the name)."""
+    if isinstance(schema, dict):
+        return {k: compact_schema(v) for k, v in schema.items() if not (k == "title" and isinstance(v, str))}
+    if isinstance(schema, list):
+        return [compact_schema(v) for v in schema]
+    return schema
 
 
 def build_server(settings: Settings) -> MCPServer:

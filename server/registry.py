@@ -5,7 +5,19 @@ from __future__ import annotations
 from mcp.server.mcpserver import MCPServer
 
 from ml_expert.server.app import expose
-from ml_expert.tools import analysis, evaluation, jobs, memory_tools, packaging, preparation, runs, selection, training
+from ml_expert.server.resources import register_resources
+from ml_expert.tools import (
+    analysis,
+    evaluation,
+    jobs,
+    memory_tools,
+    packaging,
+    preparation,
+    runs,
+    selection,
+    training,
+    workflow,
+)
 
 
 def register_all(mcp: MCPServer) -> None:
@@ -23,6 +35,7 @@ def register_all(mcp: MCPServer) -> None:
     expose(mcp, training.train)
     expose(mcp, evaluation.evaluate, read_only=True)  # reads the model; records only its report and memory
     expose(mcp, packaging.package)
+    expose(mcp, workflow.run_workflow)
     # runs and jobs
     expose(mcp, runs.list_runs, read_only=True)
     expose(mcp, runs.get_run, read_only=True)
@@ -30,3 +43,4 @@ def register_all(mcp: MCPServer) -> None:
     expose(mcp, jobs.list_jobs, read_only=True)
     expose(mcp, jobs.cancel_job, destructive=True, idempotent=True)
     expose(mcp, jobs.resume_job)
+    register_resources(mcp)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from ml_expert.tools import runs
 from ml_expert.tools.errors import InvalidInputError, MLExpertError
@@ -197,7 +197,9 @@ def run_workflow(
         TargetSpec | None, Field(description="Goal checked by evaluate, e.g. {'metric': 'accuracy', 'min': 0.9}.")
     ] = None,
     formats: Annotated[list[Format] | None, Field(description="Package formats (default per framework).")] = None,
-    config: Annotated[TrainConfig | None, Field(description="Training hyper-parameters.")] = None,
+    config: Annotated[
+        dict[str, Any] | None, Field(description="Training hyper-parameters: the fields of train's config.")
+    ] = None,
     probe_seconds: Annotated[float, Field(description="Probe budget for the recommendation (0 = rules).", ge=0)] = 0,
     output_dir: Annotated[str | None, Field(description="Deployment folder inside the workspace.")] = None,
     resume: Annotated[str | None, Field(description="run_id of a stopped workflow: continue where it stopped.")] = None,
@@ -209,6 +211,10 @@ def run_workflow(
 
     Returns the summary when done within wait_seconds; else follow with get_job(job_id).
     """
+    try:
+        train_config = TrainConfig(**(config or {})).model_dump()
+    except ValidationError as exc:
+        raise InvalidInputError(f"config is not a valid training configuration: {exc}") from exc
     if resume:
         info = runs.get_run(ws, resume)
         run_id, namespace = resume, info.namespace
