@@ -24,6 +24,7 @@ from ml_expert.tools.workspace import DEFAULT_SEED, Workspace
 
 MAX_DETAIL_COLUMNS = 40
 LEAKAGE_SAMPLE = 5000
+LEAKAGE_CANDIDATES = 25  # features that get the tree check after the cheap screen
 MAX_CLASSES_SHOWN = 30
 MIN_ROWS_PER_CLASS = 7  # a 70/15/15 stratified split needs about this many rows in every class
 
@@ -88,8 +89,33 @@ def _top_values(s: pd.Series, n: int = 5) -> list[dict[str, Any]]:
     return [{"value": str(k)[:80], "count": int(v)} for k, v in counts.items()]
 
 
+def _screen(data: pd.DataFrame, cols: list[str], y: pd.Series, classify: bool) -> list[str]:
+    """The features most associated with the target by a cheap vectorised statistic (ANOVA F or |r|)."""
+    numeric = [c for c in cols if pd.api.types.is_numeric_dtype(data[c].dtype)]
+    others = [c for c in cols if c not in numeric]
+    if numeric:
+        X = data[numeric].astype(float)
+        X = X.fillna(X.median()).to_numpy()
+        if classify:
+            from sklearn.feature_selection import f_classif
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                strength = np.nan_to_num(f_classif(X, y)[0], nan=0.0, posinf=1e12)
+        else:
+            yc = np.asarray(y, dtype=float) - np.mean(y)
+            Xc = X - X.mean(axis=0)
+            denom = np.sqrt((Xc**2).sum(axis=0) * (yc**2).sum()) + 1e-12
+            strength = np.abs(Xc.T @ yc) / denom
+        numeric = [numeric[i] for i in np.argsort(-strength)[:LEAKAGE_CANDIDATES]]
+    return numeric + others[:LEAKAGE_CANDIDATES]
+
+
 def _leakage_suspects(df: pd.DataFrame, target: str, task: str, kinds: dict[str, str]) -> list[tuple[str, float]]:
-    """Features that alone predict the target almost perfectly (a shallow tree, cross-validated)."""
+    """Features that alone predict the target almost perfectly (a shallow tree, cross-validated).
+
+    Only the strongest candidates of a cheap screen get the tree check, so wide data stays fast.
+    """
     from sklearn.model_selection import cross_val_score
     from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
@@ -105,10 +131,9 @@ def _leakage_suspects(df: pd.DataFrame, target: str, task: str, kinds: dict[str,
         if y.value_counts().min() < 3:
             return []
         baseline = y.value_counts(normalize=True).iloc[0]
+    cols = [c for c, k in kinds.items() if c != target and k in ("numeric", "categorical", "boolean")]
     suspects = []
-    for col, kind in kinds.items():
-        if col == target or kind not in ("numeric", "categorical", "boolean"):
-            continue
+    for col in _screen(data, cols, y, classify):
         x = data[col]
         x = x.astype("category").cat.codes if not pd.api.types.is_numeric_dtype(x.dtype) else x.fillna(x.median())
         X = np.asarray(x, dtype=float).reshape(-1, 1)

@@ -38,16 +38,18 @@ class TrainConfig(BaseModel):
     hidden_units: list[int] = Field([256, 128, 64], description="DNN layer widths.", min_length=1, max_length=8)
     dropout: float = Field(0.3, description="Dropout after each hidden layer but the last.", ge=0, lt=1)
     batch_norm: bool = Field(False, description="BatchNormalization after each hidden layer.")
-    activation: Literal["relu", "gelu", "tanh", "elu", "selu", "swish"] = "relu"
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    learning_rate: float = Field(1e-3, gt=0, le=10)
+    activation: Literal["relu", "gelu", "tanh", "elu", "selu", "swish"] = Field(
+        "relu", description="Hidden activation."
+    )
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adam", description="Keras optimizer.")
+    learning_rate: float = Field(1e-3, gt=0, le=10, description="Initial learning rate.")
     loss: str | None = Field(None, description="Keras loss; default from the task (crossentropy / mse).")
     metrics: list[str] | None = Field(None, description="Keras metrics; default accuracy or mae.")
-    batch_size: int = Field(32, ge=1, le=65536)
-    epochs: int = Field(100, ge=1, le=10000)
+    batch_size: int = Field(32, ge=1, le=65536, description="Rows per gradient step.")
+    epochs: int = Field(100, ge=1, le=10000, description="Maximum epochs (early stopping may end sooner).")
     early_stopping_patience: int = Field(10, ge=0, description="0 disables early stopping.")
     reduce_lr_patience: int = Field(5, ge=0, description="0 disables ReduceLROnPlateau.")
-    reduce_lr_factor: float = Field(0.5, gt=0, lt=1)
+    reduce_lr_factor: float = Field(0.5, gt=0, lt=1, description="ReduceLROnPlateau factor.")
     class_weight: Literal["auto", "balanced", "none"] = Field(
         "auto", description="auto: 'balanced' when the training imbalance ratio is >= 3."
     )
@@ -55,12 +57,12 @@ class TrainConfig(BaseModel):
     # image / sequence / text networks (issue 7)
     filters: list[int] = Field([32, 64], description="CNN / conv1d filters per conv block.", min_length=1)
     augment: bool = Field(False, description="CNN: random flip/rotation/zoom during training.")
-    rnn_cell: Literal["lstm", "gru"] = "lstm"
-    rnn_units: int = Field(64, ge=1)
-    bidirectional: bool = False
+    rnn_cell: Literal["lstm", "gru"] = Field("lstm", description="RNN cell type.")
+    rnn_units: int = Field(64, ge=1, description="RNN units per layer.")
+    bidirectional: bool = Field(False, description="Bidirectional RNN.")
     embed_dim: int = Field(64, ge=4, description="Transformer / text embedding size.")
-    num_heads: int = Field(4, ge=1)
-    ff_dim: int = Field(128, ge=4)
+    num_heads: int = Field(4, ge=1, description="Transformer attention heads.")
+    ff_dim: int = Field(128, ge=4, description="Transformer feed-forward width.")
     # scikit-learn
     n_estimators: int = Field(300, ge=1, le=5000, description="random_forest trees.")
     max_depth: int | None = Field(None, ge=1, description="Tree depth limit (None = unlimited / library default).")

@@ -1,0 +1,259 @@
+"""Phase 1: analyze_data and prepare_data on real and messy data, leakage-free, with clear errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import messy_frame, sklearn_frame, write_dataset
+
+from ml_expert.tools.analysis import analyze_data
+from ml_expert.tools.errors import InvalidInputError, NotFoundError, PathNotAllowedError
+from ml_expert.tools.preparation import load_split, prepare_data
+from ml_expert.tools.runs import get_run, list_runs
+from ml_expert.tools.workspace import Workspace
+
+
+@pytest.mark.parametrize(
+    ("name", "task", "classes"),
+    [("breast_cancer", "binary", 2), ("wine", "multiclass", 3), ("diabetes", "regression", None)],
+)
+def test_analyze_bundled_datasets(ws: Workspace, name: str, task: str, classes: int | None) -> None:
+    path = write_dataset(ws, name)
+    result = analyze_data(ws, path, target="target")
+    frame = sklearn_frame(name)
+    assert (result.rows, result.columns) == frame.shape
+    assert result.task_type == task and result.target.task_type == task
+    assert result.target.n_classes == classes
+    assert result.kinds.get("numeric", 0) >= frame.shape[1] - 2
+    profile = next(p for p in result.column_profiles if p.name == frame.columns[0])
+    assert profile.stats["mean"] == pytest.approx(frame.iloc[:, 0].mean())
+    stored = ws.store.retrieve("ml-expert/data-analysis").value
+    assert stored["run_id"] == result.run_id and stored["rows"] == len(frame)
+    assert ws.store.retrieve(f"ml-expert/runs/{result.run_id}/data-analysis").value["task_type"] == task
+    assert get_run(ws, result.run_id).phases["analyze"].status == "done"
+
+
+def test_analyze_messy_data_kinds_and_warnings(ws: Workspace, messy_csv: str) -> None:
+    result = analyze_data(ws, messy_csv, target="label")
+    kinds = {p.name: p.kind for p in result.column_profiles}
+    assert kinds["customer_id"] == "identifier" and kinds["const"] == "constant"
+    assert kinds["signup"] == "datetime" and kinds["flag"] == "boolean" and kinds["city"] == "categorical"
+    codes = {(w.code, w.column) for w in result.warnings}
+    assert {("identifier", "customer_id"), ("constant", "const"), ("duplicates", None)} <= codes
+    assert result.duplicate_rows == 5
+    city = next(p for p in result.column_profiles if p.name == "city")
+    assert city.missing == messy_frame()["city"].isna().sum() and city.top_values[0]["count"] > 0
+    assert any("Drop ['customer_id', 'const']" in r or "customer_id" in r for r in result.recommendations)
+
+
+def test_leakage_suspect_and_imbalance_are_flagged(ws: Workspace) -> None:
+    rng = np.random.default_rng(0)
+    n = 600
+    y = (rng.random(n) < 0.1).astype(int)
+    df = pd.DataFrame({"noise": rng.normal(size=n), "refund_issued": y * 3 + rng.normal(scale=0.01, size=n), "y": y})
+    df.to_csv(ws.root / "leaky.csv", index=False)
+    result = analyze_data(ws, "leaky.csv", target="y")
+    codes = {(w.code, w.column): w.severity for w in result.warnings}
+    assert codes[("leakage_suspect", "refund_issued")] == "high"
+    assert ("leakage_suspect", "noise") not in codes
+    assert ("imbalance", "y") in codes and result.target.imbalance_ratio == pytest.approx(
+        (y == 0).sum() / (y == 1).sum()
+    )
+
+
+def test_wide_data_stays_bounded(ws: Workspace) -> None:
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame(rng.normal(size=(60, 2000)), columns=[f"f{i}" for i in range(2000)])
+    df["target"] = rng.integers(0, 2, size=60)
+    df.to_csv(ws.root / "wide.csv", index=False)
+    result = analyze_data(ws, "wide.csv", target="target")
+    assert result.columns == 2001 and len(result.column_profiles) <= 40
+    assert result.columns_omitted == 2001 - len(result.column_profiles) and result.kinds["numeric"] == 2000
+    assert len(result.model_dump_json()) < 40_000
+
+
+def test_prepare_fits_on_training_rows_only(ws: Workspace) -> None:
+    path = write_dataset(ws, "breast_cancer")
+    run = analyze_data(ws, path, target="target").run_id
+    prepared = prepare_data(ws, run_id=run, outliers="none")
+    folder = ws.run_dir(run)
+    pre = joblib.load(folder / "preprocessor.joblib")
+    scaler = pre.named_transformers_["numeric"][-1]
+    frame = sklearn_frame("breast_cancer")
+    X_train, y_train = load_split(ws, run, "train")
+    # the scaler's mean is the training rows' mean, not all rows' mean
+    raw = pd.read_csv(ws.root / path).drop_duplicates()
+    train_rows = raw.drop(columns="target").iloc[:0]
+    assert train_rows.shape[1] == 30
+    assert not np.allclose(scaler.mean_, frame.drop(columns="target").mean().to_numpy())
+    assert np.allclose(X_train.mean(axis=0), 0, atol=1e-5) and np.allclose(X_train.std(axis=0), 1, atol=1e-3)
+    X_test, _ = load_split(ws, run, "test")
+    assert not np.allclose(X_test.mean(axis=0), 0, atol=1e-3)  # test rows were transformed, not fitted
+    assert prepared.splits == {"train": 398, "val": 85, "test": 86}
+    assert prepared.label_mapping == {"0": "benign", "1": "malignant"}
+    shares = {k: v["malignant"] / sum(v.values()) for k, v in prepared.class_distribution.items()}
+    assert max(shares.values()) - min(shares.values()) < 0.03  # stratified
+    assert ws.store.retrieve("ml-expert/prepared-data").value["features_out"] == 30
+
+
+def test_outliers_only_leave_the_training_split(ws: Workspace) -> None:
+    path = write_dataset(ws, "diabetes")
+    base = prepare_data(ws, path=path, target="target", outliers="none")
+    cleaned = prepare_data(ws, path=path, target="target", outliers="zscore", max_outlier_share=0.2)
+    assert cleaned.splits["val"] == base.splits["val"] and cleaned.splits["test"] == base.splits["test"]
+    dropped = next(s for s in cleaned.cleaning_log if "outliers" in s.reason).rows
+    assert dropped > 0 and cleaned.splits["train"] == base.splits["train"] - dropped
+
+
+def test_prepare_messy_data_encodes_each_column_separately(ws: Workspace, messy_csv: str) -> None:
+    result = prepare_data(ws, path=messy_csv, target="label")
+    assert result.dropped_columns == {"customer_id": "identifier", "const": "constant"}
+    assert {"city_oslo", "city_lima", "flag", "x1"} <= set(result.feature_names)
+    assert any(n.startswith("signup_") for n in result.feature_names)
+    actions = {s.reason: s.rows for s in result.cleaning_log}
+    assert actions["duplicate rows"] == 5
+    X, _ = load_split(ws, result.run_id, "train")
+    assert not np.isnan(X).any()
+    schema = json.loads((ws.run_dir(result.run_id) / "schema.json").read_text())
+    city = next(c for c in schema["columns"] if c["name"] == "city")
+    assert city["categories"] == ["lima", "oslo", "paris", "rome"]
+
+
+def test_group_and_time_splits(ws: Workspace) -> None:
+    rng = np.random.default_rng(3)
+    n = 400
+    df = pd.DataFrame(
+        {
+            "patient": np.repeat(np.arange(40), 10),
+            "x": np.arange(n) + rng.random(n),
+            "day": pd.date_range("2023-01-01", periods=n, freq="D").astype(str),
+            "y": rng.normal(size=n),
+        }
+    )
+    df.to_csv(ws.root / "groups.csv", index=False)
+    res = prepare_data(
+        ws,
+        path="groups.csv",
+        target="y",
+        split_strategy="group",
+        group_column="patient",
+        drop_identifiers=False,
+        outliers="none",
+    )
+    assert sum(res.splits.values()) == n
+    res_t = prepare_data(ws, path="groups.csv", target="y", split_strategy="time", time_column="day", outliers="none")
+    assert res_t.splits == {"train": 280, "val": 60, "test": 60}
+    raw_test = pd.read_parquet(ws.run_dir(res_t.run_id) / "data" / "raw_test.parquet")
+    assert raw_test["x"].min() > df["x"].iloc[339]  # the newest rows are the test rows
+
+
+def test_missing_target_rows_are_dropped_and_counted(ws: Workspace) -> None:
+    df = messy_frame()
+    df.loc[:9, "label"] = np.nan
+    df.to_csv(ws.root / "gaps.csv", index=False)
+    result = prepare_data(ws, path="gaps.csv", target="label")
+    assert any(s.rows == 10 and "target" in s.reason for s in result.cleaning_log)
+
+
+def test_small_class_falls_back_with_a_warning(ws: Workspace) -> None:
+    df = sklearn_frame("iris")
+    df = pd.concat([df[df.target != "virginica"], df[df.target == "virginica"].head(3)])
+    df.to_csv(ws.root / "tiny_class.csv", index=False)
+    result = prepare_data(ws, path="tiny_class.csv", target="target", outliers="none")
+    assert any("too small to stratify" in w for w in result.warnings)
+
+
+def test_runs_are_listed_newest_first(ws: Workspace, messy_csv: str) -> None:
+    a = analyze_data(ws, messy_csv, target="label").run_id
+    b = analyze_data(ws, messy_csv, target="label").run_id
+    listed = list_runs(ws)
+    assert [r.run_id for r in listed.runs][:2] == [b, a] and listed.total == 2
+    assert listed.runs[0].next_phase == "prepare"
+
+
+def test_latin1_and_gzip_and_tsv_files_just_work(ws: Workspace) -> None:
+    df = pd.DataFrame({"city": ["Zürich", "Málaga", "Orléans"] * 10, "v": range(30), "y": [0, 1, 1] * 10})
+    (ws.root / "latin.csv").write_bytes(df.to_csv(index=False).encode("latin-1"))
+    with gzip.open(ws.root / "data.tsv.gz", "wt") as f:
+        f.write(df.to_csv(index=False, sep="\t"))
+    df.to_json(ws.root / "rows.jsonl", orient="records", lines=True)
+    df.to_parquet(ws.root / "rows.parquet")
+    for name in ("latin.csv", "data.tsv.gz", "rows.jsonl", "rows.parquet"):
+        result = analyze_data(ws, name, target="y")
+        city = next(p for p in result.column_profiles if p.name == "city")
+        assert result.rows == 30 and {v["value"] for v in city.top_values} == {"Zürich", "Málaga", "Orléans"}
+
+
+def _write(ws: Workspace, name: str, content: bytes | str) -> str:
+    data = content.encode() if isinstance(content, str) else content
+    (ws.root / name).write_bytes(data)
+    return name
+
+
+BAD_FILES = [
+    ("empty.csv", b"", InvalidInputError, "empty"),
+    ("header.csv", "a,b,target\n", InvalidInputError, "no data rows"),
+    ("garbage.csv", bytes(range(256)) * 40, InvalidInputError, "binary"),
+    ("ragged.csv", "a,b,target\n1,2,0\n1,2,3,4\n5,6,1\n", InvalidInputError, "different number of fields"),
+    ("notes.docx", "hello", InvalidInputError, "Unsupported file type"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "error", "message"), BAD_FILES)
+def test_unreadable_files_get_clear_errors(ws: Workspace, name: str, content: bytes, error: type, message: str) -> None:
+    _write(ws, name, content)
+    with pytest.raises(error, match=message):
+        analyze_data(ws, name, target="target")
+
+
+def test_paths_outside_the_workspace_are_refused(ws: Workspace, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.csv"
+    outside.write_text("a,target\n1,0\n2,1\n")
+    os.symlink(outside, ws.root / "link.csv")
+    for path in ("../outside.csv", str(outside), "link.csv", "/proc/self/environ", "/etc/passwd"):
+        with pytest.raises(PathNotAllowedError, match=r"outside the workspace.*--allow-path"):
+            analyze_data(ws, path, target="target")
+    with pytest.raises(NotFoundError, match="does not exist"):
+        analyze_data(ws, "missing.csv")
+    allowed = Workspace(ws.root, allowed_roots=(tmp_path,))
+    assert analyze_data(allowed, str(outside), target="target").rows == 2
+
+
+@pytest.mark.parametrize(
+    ("frame", "kwargs", "error", "message"),
+    [
+        (pd.DataFrame({"a": [1, 2, 3], "y": [0, 1, 0]}), {"target": "price"}, NotFoundError, r"Columns: \['a', 'y'\]"),
+        (pd.DataFrame({"a": range(20), "y": [np.nan] * 20}), {"target": "y"}, InvalidInputError, "entirely missing"),
+        (pd.DataFrame({"a": range(20), "y": ["same"] * 20}), {"target": "y"}, InvalidInputError, "single value"),
+        (
+            pd.DataFrame({"a": [1.0, np.nan] * 5, "y": [0, 1] * 5}),
+            {"target": "y", "impute": "drop"},
+            InvalidInputError,
+            r"Only \d+ rows remain",
+        ),
+        (
+            pd.DataFrame({"a": range(40), "y": [0, 1] * 20}),
+            {"target": "y", "split": (0.5, 0.2, 0.2)},
+            InvalidInputError,
+            "summing to 1",
+        ),
+        (
+            pd.DataFrame({"a": range(40), "y": [0, 1] * 20}),
+            {"target": "y", "drop_columns": ["nope"]},
+            NotFoundError,
+            "drop_columns names 'nope'",
+        ),
+    ],
+)
+def test_bad_prepare_requests(ws: Workspace, frame: pd.DataFrame, kwargs: dict, error: type, message: str) -> None:
+    frame.to_csv(ws.root / "bad.csv", index=False)
+    with pytest.raises(error, match=message):
+        prepare_data(ws, path="bad.csv", **kwargs)
+    assert ws.store.get_value("ml-expert/prepared-data") is None  # nothing half-written
