@@ -72,3 +72,30 @@ def messy_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
 def messy_csv(ws: Workspace) -> str:
     messy_frame().to_csv(ws.root / "messy.csv", index=False)
     return "messy.csv"
+
+
+@pytest.fixture
+def jobs_ws(ws: Workspace) -> Workspace:
+    """A workspace with a started job manager (worker processes), stopped at teardown."""
+    from ml_expert.tools.jobs import JobManager
+
+    ws.jobs = JobManager(ws).start()
+    return ws
+
+
+def prepared_run(ws: Workspace, name: str, **prepare: object) -> str:
+    """analyze + prepare a bundled dataset; returns the run id."""
+    from ml_expert.tools.analysis import analyze_data
+    from ml_expert.tools.preparation import prepare_data
+
+    run_id = analyze_data(ws, write_dataset(ws, name), target="target").run_id
+    prepare_data(ws, run_id=run_id, **prepare)
+    return run_id
+
+
+def frame_run(ws: Workspace, frame: pd.DataFrame, target: str, name: str = "data.csv", **prepare: object) -> str:
+    """Write a frame as CSV, prepare it; returns the run id."""
+    from ml_expert.tools.preparation import prepare_data
+
+    frame.to_csv(ws.root / name, index=False)
+    return prepare_data(ws, path=name, target=target, **prepare).run_id

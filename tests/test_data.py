@@ -87,7 +87,7 @@ def test_prepare_fits_on_training_rows_only(ws: Workspace) -> None:
     pre = joblib.load(folder / "preprocessor.joblib")
     scaler = pre.named_transformers_["numeric"][-1]
     frame = sklearn_frame("breast_cancer")
-    X_train, y_train = load_split(ws, run, "train")
+    X_train, _ = load_split(ws, run, "train")
     # the scaler's mean is the training rows' mean, not all rows' mean
     raw = pd.read_csv(ws.root / path).drop_duplicates()
     train_rows = raw.drop(columns="target").iloc[:0]

@@ -16,7 +16,7 @@ from ml_expert.tools import runs
 from ml_expert.tools.errors import InvalidInputError
 from ml_expert.tools.jobs import JobStatus, ProgressFn, WaitSeconds, run_as_job
 from ml_expert.tools.plots import confusion_matrix_png, residuals_png
-from ml_expert.tools.predict import load_model, load_model_meta, model_dir, predict_output
+from ml_expert.tools.predict import beats_baseline, load_model, load_model_meta, main_key, model_dir, predict_output
 from ml_expert.tools.preparation import load_prepared, load_split
 from ml_expert.tools.report import write_report
 from ml_expert.tools.workspace import Workspace, write_json
@@ -157,8 +157,7 @@ def evaluate_model(ws: Workspace, run_id: str, model_id: str | None, target: Tar
         else {"adjusted_rand": 0.0}
     )
     key = main_key(task)
-    margin = 0.02 if key != "r2" else 0.05
-    beats = metrics[key] > baseline[key] + margin
+    beats = beats_baseline(task, metrics, baseline)
     verdict = f"{key} {metrics[key]:.4f} vs baseline {baseline[key]:.4f}: " + (
         "clearly better than the dummy baseline." if beats else "no better than guessing — do not ship this model."
     )
@@ -196,13 +195,6 @@ def evaluate_model(ws: Workspace, run_id: str, model_id: str | None, target: Tar
         classification_report=report_dict,
         confusion_matrix=matrix,
         artifacts=artifacts,
-    )
-
-
-def main_key(task: str) -> str:
-    """The metric that ranks models: balanced accuracy, R², or adjusted Rand for clustering."""
-    return {"binary": "balanced_accuracy", "multiclass": "balanced_accuracy", "regression": "r2"}.get(
-        task, "adjusted_rand"
     )
 
 

@@ -30,6 +30,10 @@ JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "int
 JobId = Annotated[str, Field(description="Job id returned by train or run_workflow, e.g. 'job_1a2b3c4d'.")]
 
 
+class JobCancelled(Exception):
+    """Raised inside a job handler when its cancel flag is seen; args[0] may carry a partial result."""
+
+
 class JobStatus(BaseModel):
     """Where a job stands. When status is 'running' or 'queued', call get_job again later."""
 
@@ -175,8 +179,11 @@ class JobManager:
         for row in self.ws.store.query(
             "SELECT job_id, status, pid, owner_pid FROM jobs WHERE status IN (?, ?)", ACTIVE
         ):
-            alive = _pid_alive(row["pid"]) if row["status"] == "running" else _pid_alive(row["owner_pid"])
-            if not alive and row["owner_pid"] != os.getpid():
+            if row["status"] == "running":
+                alive = _pid_alive(row["pid"])
+            else:  # queued: its server will start it, unless that server is gone
+                alive = row["owner_pid"] == os.getpid() or _pid_alive(row["owner_pid"])
+            if not alive:
                 finish_job(
                     self.ws,
                     row["job_id"],

@@ -97,3 +97,17 @@ def baseline_score(task: str, y_train: np.ndarray, y_true: np.ndarray) -> dict[s
     if task == "clustering":
         return {"silhouette": 0.0, "adjusted_rand": 0.0}
     return val_score(task, y_true, np.full(len(y_true), float(np.mean(y_train))))
+
+
+def beats_baseline(task: str, metrics: dict[str, float], baseline: dict[str, float]) -> bool:
+    """True when the main metric clears the dummy baseline by a margin that noise rarely reaches."""
+    key = main_key(task)
+    margin = 0.05 if key == "r2" else 0.02
+    return metrics[key] > baseline[key] + margin
+
+
+def main_key(task: str) -> str:
+    """The metric that ranks models: balanced accuracy, R², or adjusted Rand for clustering."""
+    return {"binary": "balanced_accuracy", "multiclass": "balanced_accuracy", "regression": "r2"}.get(
+        task, "adjusted_rand"
+    )

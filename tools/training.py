@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from ml_expert.tools import runs
 from ml_expert.tools.errors import InvalidInputError, TrainingError
-from ml_expert.tools.jobs import JobStatus, ProgressFn, WaitSeconds, run_as_job
+from ml_expert.tools.jobs import JobCancelled, JobStatus, ProgressFn, WaitSeconds, run_as_job
 from ml_expert.tools.models import (
     CLUSTERING_ARCHITECTURES,
     Architecture,
@@ -28,7 +28,7 @@ from ml_expert.tools.models import (
     is_keras,
 )
 from ml_expert.tools.plots import training_curves
-from ml_expert.tools.predict import baseline_score, model_dir, predict_output, val_score
+from ml_expert.tools.predict import baseline_score, beats_baseline, model_dir, predict_output, val_score
 from ml_expert.tools.preparation import load_prepared, load_split
 from ml_expert.tools.workspace import Workspace, new_id, write_json
 
@@ -368,8 +368,6 @@ def run_train_job(ws: Workspace, spec: dict[str, Any], reporter: Any) -> dict[st
     """Worker entry for kind 'train'."""
     import joblib
 
-    from ml_expert.tools.worker import JobCancelled
-
     run_id, model_id, arch = spec["run_id"], spec["model_id"], spec["architecture"]
     prepared = load_prepared(ws, run_id)
     task = prepared["task_type"]
@@ -393,7 +391,7 @@ def run_train_job(ws: Workspace, spec: dict[str, Any], reporter: Any) -> dict[st
     metrics = val_score(eval_task, data["y_val"], output, data["X_val"])
     baseline = baseline_score(eval_task, data["y_train"], data["y_val"])
     primary = next(iter(metrics))
-    learned = metrics[primary] > baseline[primary] + 1e-9
+    learned = beats_baseline(eval_task, metrics, baseline)
     if not learned:
         notes.append(
             f"The model did not beat the dummy baseline on validation ({primary} {metrics[primary]:.4f} vs "

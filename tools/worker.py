@@ -17,12 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ml_expert.tools.errors import MLExpertError
-from ml_expert.tools.jobs import finish_job
+from ml_expert.tools.jobs import JobCancelled, finish_job
 from ml_expert.tools.workspace import Workspace
-
-
-class JobCancelled(Exception):
-    """Raised inside a handler when the job's cancel flag is seen."""
 
 
 class Reporter:

@@ -231,7 +231,7 @@ def run_workflow(
         "architecture": architecture,
         "target_metric": target_metric.model_dump() if target_metric else None,
         "formats": formats,
-        "config": config.model_dump() if config else None,
+        "config": train_config,
         "probe_seconds": probe_seconds,
         "output_dir": output_dir,
         "resume": bool(resume),

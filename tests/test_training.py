@@ -1,0 +1,183 @@
+"""Phases 2-3: recommend_architecture and train (scikit-learn and Keras) through background jobs."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import frame_run, prepared_run
+
+from ml_expert.tools.jobs import get_job
+from ml_expert.tools.models import TrainConfig
+from ml_expert.tools.selection import recommend_architecture
+from ml_expert.tools.training import train
+from ml_expert.tools.workspace import Workspace
+
+FAST_DNN = TrainConfig(epochs=40, early_stopping_patience=5, batch_size=32)
+
+
+def _wait_for_epoch(ws: Workspace, job_id: str, epoch: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = get_job(ws, job_id)
+        if status.progress.get("phase") == "train" and (status.progress.get("step") or 0) >= epoch:
+            return
+        assert status.status in ("queued", "running"), status.error
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not reach epoch {epoch}")
+
+
+def test_recommendation_rules_and_memory(ws: Workspace) -> None:
+    run = prepared_run(ws, "breast_cancer")
+    rec = recommend_architecture(ws, run)
+    assert rec.recommended == "gradient_boosting" and not rec.probed
+    assert [c.architecture for c in rec.candidates][:2] == ["gradient_boosting", "random_forest"]
+    assert rec.task_analysis.complexity == "low" and rec.task_analysis.classes == 2
+    assert "gradient_boosting" in rec.why and rec.distribution == "none"
+    assert ws.store.retrieve("ml-expert/architecture").value["recommended"] == "gradient_boosting"
+    assert ws.store.retrieve("ml-expert/task-analysis").value["type"] == "classification"
+    diabetes = prepared_run(ws, "diabetes")
+    assert recommend_architecture(ws, diabetes).recommended == "random_forest"  # the seed's small-regression rule
+
+
+def test_probe_ranks_by_measured_validation_score(jobs_ws: Workspace) -> None:
+    run = prepared_run(jobs_ws, "wine")
+    rec = recommend_architecture(jobs_ws, run, probe_seconds=20, max_candidates=3)
+    probed = [c for c in rec.candidates if c.probe]
+    assert rec.probed and len(probed) == 3
+    assert [c.score for c in probed] == sorted((c.score for c in probed), reverse=True)
+    assert all(c.probe["fit_seconds"] > 0 and 0 <= c.probe["balanced_accuracy"] <= 1 for c in probed)
+    assert rec.candidates[0].score >= 0.9 and "validation" in rec.why
+
+
+@pytest.mark.parametrize("arch", ["gradient_boosting", "random_forest", "linear"])
+def test_sklearn_models_learn_breast_cancer(jobs_ws: Workspace, arch: str) -> None:
+    run = prepared_run(jobs_ws, "breast_cancer")
+    status = train(jobs_ws, run, arch, wait_seconds=120)
+    assert status.status == "succeeded", status.error
+    result = status.result
+    assert result["val_metrics"]["accuracy"] >= 0.93 and result["learned"]
+    folder = jobs_ws.root / result["artifacts"]["folder"]
+    history = json.loads((folder / "training_history.json").read_text())
+    assert {"loss", "val_loss", "accuracy", "val_accuracy"} <= set(history)
+    assert (folder / "training_curves.png").stat().st_size > 5000 and (folder / "model.joblib").exists()
+    assert jobs_ws.store.retrieve("ml-expert/training").value["model_id"] == result["model_id"]
+
+
+def test_dnn_learns_and_writes_the_seed_outputs(jobs_ws: Workspace) -> None:
+    run = prepared_run(jobs_ws, "breast_cancer")
+    seen: list[dict] = []
+    status = train(jobs_ws, run, "dnn", config=FAST_DNN, wait_seconds=180, report=seen.append)
+    assert status.status == "succeeded", status.error
+    result = status.result
+    assert result["framework"] == "keras" and result["val_metrics"]["accuracy"] >= 0.93
+    assert result["parameters"] == 30 * 256 + 256 + 256 * 128 + 128 + 128 * 64 + 64 + 64 * 2 + 2  # the seed's DNN
+    history = json.loads((jobs_ws.root / result["artifacts"]["history"]).read_text())
+    assert {"loss", "val_loss", "accuracy", "val_accuracy"} <= set(history)
+    assert len(history["loss"]) == result["epochs_trained"] <= 40
+    assert any("epoch 1/40" in p.get("message", "") for p in seen)
+    root = jobs_ws.run_dir(run)
+    assert (root / "training_history.json").exists() and (root / "training_curves.png").exists()
+
+
+def test_dnn_regression_learns_diabetes(jobs_ws: Workspace) -> None:
+    run = prepared_run(jobs_ws, "diabetes")
+    status = train(
+        jobs_ws, run, "dnn", config=TrainConfig(epochs=60, hidden_units=[64, 32], dropout=0.1), wait_seconds=180
+    )
+    assert status.status == "succeeded", status.error
+    assert status.result["val_metrics"]["r2"] > 0.3 and status.result["learned"]
+    assert {"mae", "val_mae"} <= set(json.loads((jobs_ws.root / status.result["artifacts"]["history"]).read_text()))
+
+
+def test_same_seed_gives_bit_identical_weights(jobs_ws: Workspace) -> None:
+    import keras
+
+    run = prepared_run(jobs_ws, "wine")
+    config = TrainConfig(epochs=3, seed=7)
+    paths = []
+    for _ in range(2):
+        status = train(jobs_ws, run, "dnn", config=config, wait_seconds=180)
+        assert status.status == "succeeded", status.error
+        paths.append(jobs_ws.root / status.result["artifacts"]["model"])
+    a, b = (keras.saving.load_model(p, safe_mode=True) for p in paths)
+    assert all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights(), strict=True))
+
+
+def test_nan_loss_fails_with_advice(jobs_ws: Workspace) -> None:
+    run = prepared_run(jobs_ws, "diabetes")
+    status = train(
+        jobs_ws, run, "dnn", config=TrainConfig(optimizer="sgd", learning_rate=10, epochs=5), wait_seconds=180
+    )
+    assert status.status == "failed"
+    assert "NaN or infinite" in status.error and "learning_rate" in status.error
+
+
+def test_a_model_that_learned_nothing_is_flagged(jobs_ws: Workspace) -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(600, 5)), columns=list("abcde")).assign(y=rng.normal(size=600))
+    run = frame_run(jobs_ws, frame, "y")
+    result = train(jobs_ws, run, "linear", wait_seconds=60).result
+    assert result["learned"] is False and any("dummy baseline" in n for n in result["notes"])
+
+
+def test_class_weights_are_applied_automatically_on_imbalance(jobs_ws: Workspace) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(800, 3))
+    y = np.where(x[:, 0] + rng.normal(scale=0.5, size=800) > 1.6, "fraud", "ok")
+    run = frame_run(jobs_ws, pd.DataFrame(x, columns=["a", "b", "c"]).assign(label=y), "label")
+    result = train(jobs_ws, run, "gradient_boosting", wait_seconds=60).result
+    assert any("class_weight='balanced' applied" in n for n in result["notes"])
+
+
+def _slow_run(ws: Workspace) -> str:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(12000, 20))
+    return frame_run(ws, pd.DataFrame(x).add_prefix("f").assign(y=(x[:, 0] > 0).astype(int)), "y", outliers="none")
+
+
+def test_cancel_stops_training_and_keeps_best_weights(jobs_ws: Workspace) -> None:
+    run = _slow_run(jobs_ws)
+    status = train(jobs_ws, run, "dnn", config=TrainConfig(epochs=300, early_stopping_patience=0), wait_seconds=0)
+    _wait_for_epoch(jobs_ws, status.job_id, 2)
+    jobs_ws.jobs.cancel(status.job_id)
+    final = jobs_ws.jobs.wait(status.job_id, 120)
+    assert final.status == "cancelled"
+    assert final.result["cancelled"] and final.result["epochs_trained"] < 300
+    assert (jobs_ws.root / final.result["artifacts"]["model"]).exists()
+    assert final.result["val_metrics"]["accuracy"] > 0.9
+
+
+def test_killed_worker_fails_the_job_and_the_manager_keeps_working(jobs_ws: Workspace) -> None:
+    run = _slow_run(jobs_ws)
+    status = train(jobs_ws, run, "dnn", config=TrainConfig(epochs=300), wait_seconds=0)
+    _wait_for_epoch(jobs_ws, status.job_id, 1)
+    jobs_ws.jobs.kill_worker(status.job_id)
+    final = jobs_ws.jobs.wait(status.job_id, 60)
+    assert final.status == "failed" and "killed by signal 9" in final.error
+    again = train(jobs_ws, run, "linear", wait_seconds=60)
+    assert again.status == "succeeded"
+
+
+def test_restart_marks_interrupted_and_resume_finishes(ws: Workspace) -> None:
+    from ml_expert.tools.jobs import JobManager
+
+    first = JobManager(ws).start()
+    ws.jobs = first
+    run = _slow_run(ws)
+    config = TrainConfig(epochs=6, early_stopping_patience=0, reduce_lr_patience=0)
+    status = train(ws, run, "dnn", config=config, wait_seconds=0)
+    _wait_for_epoch(ws, status.job_id, 3)
+    first.stop(terminate=False)  # the server vanishes...
+    first.kill_worker(status.job_id)  # ...and its worker with it
+    time.sleep(0.5)
+    second = JobManager(ws).start()  # a new server on the same workspace
+    ws.jobs = second
+    assert get_job(ws, status.job_id).status == "interrupted"
+    second.resume(status.job_id)
+    final = second.wait(status.job_id, 180)
+    assert final.status == "succeeded", final.error
+    assert final.result["resumed"] and final.result["epochs_trained"] == 6
