@@ -172,8 +172,11 @@ def test_restart_marks_interrupted_and_resume_finishes(ws: Workspace) -> None:
     status = train(ws, run, "dnn", config=config, wait_seconds=0)
     _wait_for_epoch(ws, status.job_id, 3)
     first.stop(terminate=False)  # the server vanishes...
+    pid = get_job(ws, status.job_id)
     first.kill_worker(status.job_id)  # ...and its worker with it
-    time.sleep(0.5)
+    worker = first._procs[status.job_id]
+    worker.wait(30)
+    assert worker.returncode == -9 and pid.status == "running"
     second = JobManager(ws).start()  # a new server on the same workspace
     ws.jobs = second
     assert get_job(ws, status.job_id).status == "interrupted"

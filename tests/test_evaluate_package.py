@@ -1,0 +1,205 @@
+"""Phases 4-5: honest evaluation and a deployment package proven to work from raw rows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import frame_run, messy_frame, prepared_run
+
+from ml_expert.tools.errors import ConflictError, InvalidInputError, NotFoundError
+from ml_expert.tools.evaluation import TargetSpec, evaluate
+from ml_expert.tools.models import TrainConfig
+from ml_expert.tools.packaging import package
+from ml_expert.tools.preparation import load_split
+from ml_expert.tools.training import train
+from ml_expert.tools.workspace import Workspace
+
+
+def _train(ws: Workspace, run: str, arch: str, **config: object) -> str:
+    status = train(ws, run, arch, config=TrainConfig(**config) if config else None, wait_seconds=180)
+    assert status.status == "succeeded", status.error
+    return status.result["model_id"]
+
+
+def _done(status: object) -> dict:
+    assert status.status == "succeeded", status.error
+    return status.result
+
+
+def test_evaluate_binary_metrics_report_and_target(jobs_ws: Workspace) -> None:
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    run = prepared_run(jobs_ws, "breast_cancer")
+    model_id = _train(jobs_ws, run, "gradient_boosting")
+    result = _done(evaluate(jobs_ws, run, target=TargetSpec(metric="accuracy", min=0.9), wait_seconds=120))
+    ev = result["evaluations"][0]
+    model = joblib.load(jobs_ws.run_dir(run) / "models" / model_id / "model.joblib")
+    X, y = load_split(jobs_ws, run, "test")
+    assert ev["test_metrics"]["accuracy"] == pytest.approx(accuracy_score(y, model.predict(X)))
+    assert ev["test_metrics"]["roc_auc"] == pytest.approx(roc_auc_score(y, model.predict_proba(X)[:, 1]))
+    assert ev["test_metrics"]["accuracy"] >= 0.93 and ev["beats_baseline"]
+    assert ev["target"]["passed"] is True and ev["baseline_metrics"]["balanced_accuracy"] == 0.5
+    assert sum(map(sum, ev["confusion_matrix"])) == len(y)
+    report = (jobs_ws.run_dir(run) / "evaluation_report.md").read_text()
+    for section in (
+        "## Performance Metrics",
+        "## Classification Report",
+        "## Model Summary",
+        "## Training History",
+        "Best val loss",
+        "Epochs",
+        "Parameters",
+        "Training Time",
+        "**Target:**",
+        "## Overfitting",
+    ):
+        assert section in report
+    assert (jobs_ws.run_dir(run) / "confusion_matrix.png").stat().st_size > 5000
+    assert jobs_ws.store.retrieve("ml-expert/metrics").value["best_model_id"] == model_id
+    failed = _done(evaluate(jobs_ws, run, target=TargetSpec(metric="accuracy", min=0.999), wait_seconds=120))
+    assert failed["evaluations"][0]["target"]["passed"] is False
+
+
+def test_accuracy_on_imbalanced_data_is_not_mistaken_for_skill(jobs_ws: Workspace) -> None:
+    rng = np.random.default_rng(5)
+    n = 1500
+    frame = pd.DataFrame(rng.normal(size=(n, 4)), columns=list("abcd")).assign(y=np.where(rng.random(n) < 0.94, 0, 1))
+    run = frame_run(jobs_ws, frame, "y", outliers="none")
+    _train(jobs_ws, run, "random_forest", class_weight="none")
+    ev = _done(evaluate(jobs_ws, run, wait_seconds=120))["evaluations"][0]
+    assert ev["test_metrics"]["accuracy"] >= 0.9  # looks great...
+    assert ev["beats_baseline"] is False and "no better than guessing" in ev["baseline_verdict"]
+    assert "one class" in ev["baseline_verdict"]
+
+
+def test_leaderboard_and_regression_metrics(jobs_ws: Workspace) -> None:
+    run = prepared_run(jobs_ws, "diabetes")
+    ids = [_train(jobs_ws, run, "linear"), _train(jobs_ws, run, "random_forest")]
+    result = _done(evaluate(jobs_ws, run, model_ids=ids, wait_seconds=120))
+    board = result["leaderboard"]
+    assert {r["model_id"] for r in board} == set(ids) and board[0]["r2"] >= board[1]["r2"]
+    ev = result["evaluations"][0]
+    assert {"rmse", "mae", "r2", "mape"} <= set(ev["test_metrics"]) and ev["test_metrics"]["r2"] > 0.3
+    assert (
+        "residuals" in ev["artifacts"]
+        and "## Leaderboard" in (jobs_ws.run_dir(run) / "evaluation_report.md").read_text()
+    )
+
+
+def test_clustering_metrics(jobs_ws: Workspace) -> None:
+    run = prepared_run(jobs_ws, "iris", outliers="none")
+    _train(jobs_ws, run, "kmeans")
+    ev = _done(evaluate(jobs_ws, run, wait_seconds=120))["evaluations"][0]
+    assert ev["task_type"] == "clustering" and ev["test_metrics"]["adjusted_rand"] > 0.4
+    assert {"silhouette", "davies_bouldin"} <= set(ev["test_metrics"])
+
+
+def test_evaluate_and_package_need_a_model(jobs_ws: Workspace) -> None:
+    run = prepared_run(jobs_ws, "wine")
+    with pytest.raises(NotFoundError, match=r"no trained model yet.*train"):
+        evaluate(jobs_ws, run)
+    with pytest.raises(NotFoundError, match="no trained model yet"):
+        package(jobs_ws, run)
+    from ml_expert.tools.analysis import analyze_data
+
+    bare = analyze_data(jobs_ws, "wine.csv", target="target").run_id
+    with pytest.raises(ConflictError, match="prepare_data"):
+        evaluate(jobs_ws, bare)
+
+
+def _inference(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(folder / "inference.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=folder.parent,
+    )
+
+
+def test_sklearn_package_predicts_raw_rows_in_a_subprocess(jobs_ws: Workspace) -> None:
+    messy_frame().to_csv(jobs_ws.root / "messy.csv", index=False)
+    run = frame_run(jobs_ws, messy_frame(), "label", name="messy.csv")
+    _train(jobs_ws, run, "gradient_boosting")
+    result = _done(package(jobs_ws, run, wait_seconds=300))
+    formats = {f["format"]: f for f in result["formats"]}
+    assert formats["joblib"]["shipped"] and formats["joblib"]["max_abs_diff"] <= 1e-5
+    assert formats["onnx"]["shipped"] and formats["onnx"]["label_agreement"] >= 0.999
+    folder = jobs_ws.root / result["folder"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert {
+        "inference.py",
+        "preprocessor.joblib",
+        "schema.json",
+        "model.onnx",
+        "requirements.txt",
+        "README.md",
+        "model_card.md",
+    } <= set(manifest["files"])
+    assert "scikit-learn==" in (folder / "requirements.txt").read_text()
+    rows = pd.DataFrame(
+        {
+            "customer_id": [1, 2, 3],
+            "x1": [0.5, -1.0, 2.0],
+            "x2": [5.0, None, 4.0],
+            "city": ["atlantis", "oslo", None],
+            "signup": ["2024-03-01", "2024-05-02", "2024-07-09"],
+            "flag": ["true", "false", "true"],
+            "const": [7, 7, 7],
+        }
+    )
+    rows.to_csv(jobs_ws.root / "new_rows.csv", index=False)
+    out = _inference(folder, str(jobs_ws.root / "new_rows.csv"), "--format", "json")
+    assert out.returncode == 0, out.stderr
+    preds = json.loads(out.stdout)
+    assert len(preds) == 3 and {p["prediction"] for p in preds} <= {"yes", "no"}
+    assert all(abs(p["p_yes"] + p["p_no"] - 1) < 1e-6 for p in preds)
+    missing = _inference(folder, str(jobs_ws.root / "messy.csv").replace("messy", "nope"))
+    assert missing.returncode == 2
+    rows.drop(columns=["x1"]).to_csv(jobs_ws.root / "bad_rows.csv", index=False)
+    bad = _inference(folder, str(jobs_ws.root / "bad_rows.csv"))
+    assert bad.returncode == 2 and "missing columns ['x1']" in bad.stderr
+    rows.assign(x2=["high", "1", "2"]).to_csv(jobs_ws.root / "typo.csv", index=False)
+    typo = _inference(folder, str(jobs_ws.root / "typo.csv"))
+    assert typo.returncode == 2 and "'x2' must be numeric" in typo.stderr and "high" in typo.stderr
+
+
+def test_tampered_pickle_is_refused(jobs_ws: Workspace) -> None:
+    run = prepared_run(jobs_ws, "wine")
+    _train(jobs_ws, run, "linear")
+    folder = jobs_ws.root / _done(package(jobs_ws, run, formats=["joblib"], wait_seconds=300))["folder"]
+    with open(folder / "preprocessor.joblib", "ab") as f:
+        f.write(b"\x00evil")
+    out = _inference(folder, str(jobs_ws.root / "wine.csv"))
+    assert out.returncode != 0 and "sha256" in out.stderr and "refusing" in out.stderr
+
+
+@pytest.mark.parametrize(("dataset", "formats"), [("wine", None), ("diabetes", ["keras", "h5", "savedmodel", "onnx"])])
+def test_keras_package_formats_all_verified(jobs_ws: Workspace, dataset: str, formats: list[str] | None) -> None:
+    run = prepared_run(jobs_ws, dataset)
+    _train(jobs_ws, run, "dnn", epochs=15)
+    result = _done(package(jobs_ws, run, formats=formats, wait_seconds=400))
+    reports = {f["format"]: f for f in result["formats"]}
+    assert set(reports) == set(formats or ["keras", "onnx", "tflite"])
+    for fmt, rep in reports.items():
+        assert rep["shipped"], (fmt, rep["error"])
+        assert rep["max_abs_diff"] <= (1e-5 if fmt in ("keras", "h5", "savedmodel") else 1e-3)
+        assert rep["p50_ms"] > 0 and rep["batch_rows_per_s"] > 0
+    assert result["default_runtime"] in ("onnx", "tflite", "keras")
+    guide = (jobs_ws.root / result["folder"] / "README.md").read_text()
+    assert "## Performance" in guide and "p50" in guide
+    assert jobs_ws.store.retrieve("ml-expert/deployment").value["verified"] is True
+
+
+def test_package_refuses_formats_that_do_not_apply(jobs_ws: Workspace) -> None:
+    run = prepared_run(jobs_ws, "wine")
+    _train(jobs_ws, run, "linear")
+    with pytest.raises(InvalidInputError, match=r"Formats \['tflite'\] do not apply to a sklearn model"):
+        package(jobs_ws, run, formats=["tflite"])
