@@ -43,29 +43,34 @@ TREE_MODELS = ("random_forest", "gradient_boosting")
 VERIFY_TIMEOUT = 600
 
 VERIFY_SCRIPT = """
-import json, sys, time
+import json, sys, time, traceback
 import numpy as np, pandas as pd
-pkg, runtime, raw = sys.argv[1], sys.argv[2], sys.argv[3]
+pkg, raw, runtimes = sys.argv[1], sys.argv[2], sys.argv[3:]
 sys.path.insert(0, pkg)
 from inference import ModelInference
-t0 = time.perf_counter()
-model = ModelInference(pkg, runtime=runtime)
-load_s = time.perf_counter() - t0
-out = model.predict_output(raw)
-labels = model.predict(raw)
 records = pd.read_csv(raw, dtype=str).to_dict("records")
-one = records[0]
-for _ in range(20):
-    model.predict(one)
-times = []
-for i in range(200):
-    t = time.perf_counter(); model.predict(records[i % len(records)]); times.append(time.perf_counter() - t)
 big = pd.read_csv(raw, dtype=str)
 big = pd.concat([big] * (10000 // len(big) + 1), ignore_index=True).head(10000)
-t = time.perf_counter(); model.predict(big); batch_s = time.perf_counter() - t
-print(json.dumps({"output": np.asarray(out).tolist(), "labels": [str(v) for v in labels], "load_seconds": load_s,
-                  "p50_ms": float(np.percentile(times, 50) * 1000), "p95_ms": float(np.percentile(times, 95) * 1000),
-                  "batch_rows_per_s": 10000 / batch_s}))
+results = {}
+for runtime in runtimes:
+    try:
+        t0 = time.perf_counter()
+        model = ModelInference(pkg, runtime=runtime)
+        load_s = time.perf_counter() - t0
+        out = model.predict_output(raw)
+        labels = model.predict(raw)
+        for _ in range(20):
+            model.predict(records[0])
+        times = []
+        for i in range(200):
+            t = time.perf_counter(); model.predict(records[i % len(records)]); times.append(time.perf_counter() - t)
+        t = time.perf_counter(); model.predict(big); batch_s = time.perf_counter() - t
+        results[runtime] = {"output": np.asarray(out).tolist(), "labels": [str(v) for v in labels],
+                            "load_seconds": load_s, "p50_ms": float(np.percentile(times, 50) * 1000),
+                            "p95_ms": float(np.percentile(times, 95) * 1000), "batch_rows_per_s": 10000 / batch_s}
+    except Exception as exc:
+        results[runtime] = {"error": f"{type(exc).__name__}: {exc}"}
+print(json.dumps(results))
 """
 
 
@@ -179,16 +184,18 @@ def _environment(framework: str, runtimes: list[str]) -> dict[str, str]:
     return env
 
 
-def _verify(folder: Path, runtime: str, raw_csv: Path) -> dict[str, Any]:
+def _verify(folder: Path, runtimes: list[str], raw_csv: Path) -> dict[str, Any]:
+    """Load the package in one fresh Python process, from an empty working directory, once per runtime."""
     with tempfile.TemporaryDirectory(prefix="ml-expert-verify-") as empty:
         proc = subprocess.run(
-            [sys.executable, "-c", VERIFY_SCRIPT, str(folder), runtime, str(raw_csv)],
+            [sys.executable, "-c", VERIFY_SCRIPT, str(folder), str(raw_csv), *runtimes],
             cwd=empty,
             capture_output=True,
             text=True,
             timeout=VERIFY_TIMEOUT,
             env={
                 "PYTHONNOUSERSITE": "1",
+                "PYTHONDONTWRITEBYTECODE": "1",
                 "TF_CPP_MIN_LOG_LEVEL": "3",
                 "PATH": "/usr/bin:/bin",
                 "OMP_NUM_THREADS": "1",
@@ -196,7 +203,8 @@ def _verify(folder: Path, runtime: str, raw_csv: Path) -> dict[str, Any]:
             },
         )
     if proc.returncode != 0:
-        raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "verifier failed")
+        reason = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+        return {r: {"error": f"the verifier process failed: {reason}"} for r in runtimes}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -256,18 +264,23 @@ def run_package_job(ws: Workspace, spec: dict[str, Any], reporter: Any) -> dict[
     write_json(build / "manifest.json", manifest)
 
     scale = float(max(1.0, np.std(y_test))) if task == "regression" else 1.0
-    for rep in reports:
-        if not rep.shipped:
-            continue
-        reporter.progress(force=True, phase="package", message=f"verifying {rep.format} in a fresh process")
+    to_verify = [r for r in reports if r.shipped]
+    reporter.progress(
+        force=True,
+        phase="package",
+        step=len(formats),
+        total=len(formats) + 1,
+        message=f"verifying {[r.format for r in to_verify]} in a fresh process",
+    )
+    verified = _verify(build, [r.runtime or "" for r in to_verify], raw_csv) if to_verify else {}
+    for rep in to_verify:
         tol, agreement, text = _tolerance(meta, rep.runtime or "")
         rep.tolerance = text
         target = build / (rep.file or "")
         rep.size_bytes = sum(p.stat().st_size for p in target.rglob("*")) if target.is_dir() else target.stat().st_size
-        try:
-            got = _verify(build, rep.runtime or "", raw_csv)
-        except Exception as exc:
-            rep.shipped, rep.error = False, f"verification failed: {exc}"[:500]
+        got = verified.get(rep.runtime or "", {"error": "not verified"})
+        if "error" in got:
+            rep.shipped, rep.error = False, f"verification failed: {got['error']}"[:500]
             continue
         rep.label_agreement, rep.max_abs_diff = _compare(task, reference, np.asarray(got["output"]), scale)
         rep.p50_ms, rep.p95_ms = round(got["p50_ms"], 4), round(got["p95_ms"], 4)

@@ -45,16 +45,18 @@ class PhaseReporter:
 
     def __init__(self, reporter: Any, index: int, name: str) -> None:
         self.reporter, self.index, self.name = reporter, index, name
+        self.last = float(index)
 
     def progress(self, force: bool = False, **info: Any) -> None:
         inner = (info.get("step") or 0) / info["total"] if info.get("total") else 0.0
         message = f"phase {self.index + 1}/{len(PHASES)} {self.name}: {info.get('message', '')}".rstrip(": ")
+        self.last = max(self.last, self.index + min(inner, 0.999))
         self.reporter.progress(
             force=force,
             **{
                 **info,
                 "phase": self.name,
-                "step": self.index + min(inner, 0.999),
+                "step": self.last,
                 "total": len(PHASES),
                 "message": message,
             },
