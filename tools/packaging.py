@@ -214,6 +214,27 @@ def _compare(task: str, reference: np.ndarray, got: np.ndarray, scale: float) ->
     return None, float(np.max(np.abs(reference - got)) / scale)
 
 
+def _compile_fast_path(build: Path, raw_csv: Path) -> bool:
+    """Write fast_preprocess.json when the compiled preprocessing reproduces the fitted one on the test rows."""
+    import joblib
+
+    from ml_expert.tools.transformers import FastPreprocessor, coerce_frame
+
+    schema = json.loads((build / "schema.json").read_text())
+    pre = joblib.load(build / "preprocessor.joblib")
+    spec = FastPreprocessor.compile(pre, schema)
+    if spec is None:
+        return False
+    raw = pd.read_csv(raw_csv, dtype=str)
+    records = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in raw.to_dict("records")]
+    fast = FastPreprocessor(json.loads(json.dumps(spec))["blocks"], schema).transform_records(records)
+    slow = np.asarray(pre.transform(coerce_frame(raw, schema)), dtype=np.float32)
+    if fast.shape != slow.shape or not np.allclose(fast, slow, rtol=1e-5, atol=1e-5, equal_nan=True):
+        return False
+    (build / "fast_preprocess.json").write_text(json.dumps(spec))
+    return True
+
+
 def run_package_job(ws: Workspace, spec: dict[str, Any], reporter: Any) -> dict[str, Any]:
     """Worker entry for kind 'package'."""
     run_id = spec["run_id"]
@@ -234,9 +255,9 @@ def run_package_job(ws: Workspace, spec: dict[str, Any], reporter: Any) -> dict[
     shutil.copy(Path(__file__).parent / "transformers.py", build / "ml_expert_transformers.py")
     shutil.copy(TEMPLATES / "inference.py", build / "inference.py")
     raw_csv = final.parent / f".{final.name}.raw_test.csv"
-    pd.read_parquet(run_dir / "data" / "raw_test.parquet").drop(columns=[prepared["target"]]).to_csv(
-        raw_csv, index=False
-    )
+    raw_test = pd.read_parquet(run_dir / "data" / "raw_test.parquet").drop(columns=[prepared["target"]])
+    raw_test.to_csv(raw_csv, index=False)
+    fast_ok = _compile_fast_path(build, raw_csv)
 
     reports: list[FormatReport] = []
     entries: list[dict[str, Any]] = []
@@ -258,6 +279,7 @@ def run_package_job(ws: Workspace, spec: dict[str, Any], reporter: Any) -> dict[
         "model_id": meta["model_id"],
         "task_type": task,
         "preprocessor": "preprocessor.joblib",
+        "fast_preprocessor": "fast_preprocess.json" if fast_ok else None,
         "runtimes": entries,
         "files": _file_map(build),
     }

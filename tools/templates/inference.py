@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from ml_expert_transformers import SchemaError, coerce_frame  # noqa: E402
+from ml_expert_transformers import FastPreprocessor, SchemaError, coerce_frame  # noqa: E402
 
 __all__ = ["ModelInference", "PackageIntegrityError", "SchemaError"]
 
@@ -57,6 +57,10 @@ class ModelInference:
         self.task = self.schema["task_type"]
         self.classes = self.schema.get("classes")
         self.preprocessor = self._load_pickle(self.manifest["preprocessor"])
+        fast = self.manifest.get("fast_preprocessor")
+        self.fast = (
+            FastPreprocessor(json.loads(self._verified(fast).read_text())["blocks"], self.schema) if fast else None
+        )
         available = {r["runtime"]: r for r in self.manifest["runtimes"]}
         if runtime == "auto":
             if not available:
@@ -166,6 +170,11 @@ class ModelInference:
 
     def transform(self, records: Any) -> np.ndarray:
         """Raw rows -> the model's input features (validated against schema.json)."""
+        if self.fast is not None and (
+            isinstance(records, dict)
+            or (isinstance(records, list) and 0 < len(records) <= 256 and all(isinstance(r, dict) for r in records))
+        ):
+            return self.fast.transform_records([records] if isinstance(records, dict) else records)
         frame = coerce_frame(self._to_frame(records), self.schema)
         return np.asarray(self.preprocessor.transform(frame), dtype=np.float32)
 
