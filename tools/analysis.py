@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from ml_expert.tools import runs
+from ml_expert.tools import modalities, runs
 from ml_expert.tools.data_io import read_table
 from ml_expert.tools.errors import InvalidInputError, NotFoundError
+from ml_expert.tools.modalities import DataOptions
 from ml_expert.tools.profiling import HIGH_CARDINALITY, guess_task, infer_kind, is_classification, is_string_like
 from ml_expert.tools.workspace import DEFAULT_SEED, Workspace
 
@@ -65,6 +66,8 @@ class DataAnalysis(BaseModel):
     run_id: str
     path: str
     modality: str = "tabular"
+    modality_summary: dict[str, Any] | None = Field(None, description="Images / sequences / text: what was found.")
+    data_options: dict[str, Any] | None = Field(None, description="How non-tabular data was read (reused by prepare).")
     rows: int
     columns: int
     memory_bytes: int
@@ -239,6 +242,14 @@ def _warnings(
             "Impute missing values with statistics of the training split only (prepare_data default: mean / "
             "most frequent)."
         )
+    target_warns, target_recs = _target_warnings(target)
+    return out + target_warns, recs + target_recs
+
+
+def _target_warnings(target: TargetSummary | None) -> tuple[list[DataWarning], list[str]]:
+    """Warnings about the target alone: missing values, imbalance, classes too small to stratify."""
+    out: list[DataWarning] = []
+    recs: list[str] = []
     if target is not None:
         if target.missing:
             out.append(
@@ -285,6 +296,11 @@ def analyze_data(
         str | None, Field(description="Target column to predict, e.g. 'price'; omit for clustering.")
     ] = None,
     run_id: Annotated[str | None, Field(description="Reuse this run instead of starting a new one.")] = None,
+    modality: Annotated[
+        Literal["tabular", "image", "sequence", "text"] | None,
+        Field(description="Data kind; detected when omitted (folder/.npz of images, time series, text)."),
+    ] = None,
+    data_options: Annotated[DataOptions | None, Field(description="Reading options for non-tabular data.")] = None,
     namespace: runs.Namespace = "default",
 ) -> DataAnalysis:
     """Profile a dataset (CSV/TSV/Parquet/JSON lines): columns, kinds, missing, stats, target, warnings.
@@ -293,6 +309,10 @@ def analyze_data(
     """
     started = time.perf_counter()
     file = ws.resolve_path(path, kind="dataset")
+    options = DataOptions.model_validate(data_options or {}).model_dump()
+    kind = modalities.detect_modality(file, modality, options)
+    if kind != "tabular":
+        return _analyze_other(ws, file, kind, target, options, run_id, namespace, started)
     df = read_table(file)
     if target is not None and target not in df.columns:
         raise NotFoundError(
@@ -347,11 +367,7 @@ def analyze_data(
         kind_counts[k] = kind_counts.get(k, 0) + 1
 
     rel = ws.relative(file)
-    if run_id is None:
-        run_id = runs.create_run(ws, dataset=rel, target=target, namespace=namespace)
-    else:
-        runs.get_run(ws, run_id)
-        runs.update_run(ws, run_id, dataset=rel, target=target)
+    run_id = _start_run(ws, rel, target, run_id, namespace)
     task_type = target_summary.task_type if target_summary else "clustering"
     result = DataAnalysis(
         run_id=run_id,
@@ -371,6 +387,64 @@ def analyze_data(
         next_step=f"Call prepare_data(run_id='{run_id}'"
         + (f", target='{target}')" if target else ")")
         + " to clean, split and scale the data.",
+    )
+    runs.record_phase(ws, run_id, "analyze", {"data-analysis": result})
+    return result
+
+
+def _start_run(ws: Workspace, rel: str, target: str | None, run_id: str | None, namespace: str) -> str:
+    if run_id is None:
+        return runs.create_run(ws, dataset=rel, target=target, namespace=namespace)
+    runs.get_run(ws, run_id)
+    runs.update_run(ws, run_id, dataset=rel, target=target)
+    return run_id
+
+
+def _analyze_other(
+    ws: Workspace,
+    file: Any,
+    kind: str,
+    target: str | None,
+    options: dict[str, Any],
+    run_id: str | None,
+    namespace: str,
+    started: float,
+) -> DataAnalysis:
+    """analyze_data for images, sequences and text."""
+    loaded = modalities.load(file, kind, target, options)
+    summ = modalities.summary(loaded, kind)
+    y = pd.Series(loaded["y"])
+    task = summ["task_type"]
+    target_summary = TargetSummary(
+        column=target or "y",
+        task_type=task,
+        missing=int(y.isna().sum()),
+        n_classes=len(summ["class_counts"]) if "class_counts" in summ else None,
+        class_counts=summ.get("class_counts"),
+        imbalance_ratio=summ.get("imbalance_ratio"),
+        distribution=_numeric_stats(y.describe().to_frame(), y.name or 0) if task == "regression" else None,
+    )
+    warns, recs = _target_warnings(target_summary)
+    rel = ws.relative(file)
+    run_id = _start_run(ws, rel, target, run_id, namespace)
+    result = DataAnalysis(
+        run_id=run_id,
+        path=rel,
+        modality=kind,
+        modality_summary=summ,
+        data_options=options,
+        rows=len(loaded["X"]),
+        columns=int(np.prod(loaded["X"].shape[1:])) if loaded["X"].ndim > 1 else 1,
+        memory_bytes=int(loaded["X"].nbytes),
+        duplicate_rows=0,
+        kinds={kind: 1},
+        column_profiles=[],
+        target=target_summary,
+        task_type=task,
+        warnings=warns,
+        recommendations=recs,
+        seconds=round(time.perf_counter() - started, 3),
+        next_step=f"Call prepare_data(run_id='{run_id}') to split and scale the {kind} data.",
     )
     runs.record_phase(ws, run_id, "analyze", {"data-analysis": result})
     return result

@@ -277,7 +277,11 @@ def evaluate(
     ids = list(dict.fromkeys(model_ids or [load_model_meta(ws, run_id, model_id)["model_id"]]))
     for mid in ids:
         load_model_meta(ws, run_id, mid)
-    spec = {"run_id": run_id, "model_ids": ids, "target": target.model_dump() if target else None}
+    spec = {
+        "run_id": run_id,
+        "model_ids": ids,
+        "target": TargetSpec.model_validate(target).model_dump() if target else None,
+    }
     namespace = runs.run_namespace(ws, run_id)
     return run_as_job(
         ws, "evaluate", spec, run_id=run_id, namespace=namespace, wait_seconds=wait_seconds, report=report

@@ -48,9 +48,14 @@ import numpy as np, pandas as pd
 pkg, raw, runtimes = sys.argv[1], sys.argv[2], sys.argv[3:]
 sys.path.insert(0, pkg)
 from inference import ModelInference
-records = pd.read_csv(raw, dtype=str).to_dict("records")
-big = pd.read_csv(raw, dtype=str)
-big = pd.concat([big] * (10000 // len(big) + 1), ignore_index=True).head(10000)
+if raw.endswith(".npz"):
+    raw = np.load(raw, allow_pickle=False)["X"]
+    records = [raw[i : i + 1] for i in range(len(raw))]
+    big = np.concatenate([raw] * (2000 // len(raw) + 1))[:2000]
+else:
+    records = pd.read_csv(raw, dtype=str).to_dict("records")
+    big = pd.read_csv(raw, dtype=str)
+    big = pd.concat([big] * (10000 // len(big) + 1), ignore_index=True).head(10000)
 results = {}
 for runtime in runtimes:
     try:
@@ -67,7 +72,7 @@ for runtime in runtimes:
         t = time.perf_counter(); model.predict(big); batch_s = time.perf_counter() - t
         results[runtime] = {"output": np.asarray(out).tolist(), "labels": [str(v) for v in labels],
                             "load_seconds": load_s, "p50_ms": float(np.percentile(times, 50) * 1000),
-                            "p95_ms": float(np.percentile(times, 95) * 1000), "batch_rows_per_s": 10000 / batch_s}
+                            "p95_ms": float(np.percentile(times, 95) * 1000), "batch_rows_per_s": len(big) / batch_s}
     except Exception as exc:
         results[runtime] = {"error": f"{type(exc).__name__}: {exc}"}
 print(json.dumps(results))
@@ -102,8 +107,11 @@ class PackageResult(BaseModel):
     next_step: str
 
 
-def default_formats(framework: str) -> list[str]:
-    return ["keras", "onnx", "tflite"] if framework == "keras" else ["joblib", "onnx"]
+def default_formats(framework: str, modality: str = "tabular") -> list[str]:
+    if framework != "keras":
+        return ["joblib", "onnx"]
+    # string inputs (TextVectorization) do not convert to ONNX/TFLite; SavedModel serves them
+    return ["keras", "savedmodel"] if modality == "text" else ["keras", "onnx", "tflite"]
 
 
 def _sha256(path: Path) -> str:
@@ -139,7 +147,8 @@ def _export(fmt: str, model: Any, meta: dict[str, Any], folder: Path, X_sample: 
     else:
         import tensorflow as tf
 
-        spec = [tf.TensorSpec([None, *X_sample.shape[1:]], tf.float32, name="features")]
+        dtype = tf.string if X_sample.dtype.kind in "USO" else tf.float32
+        spec = [tf.TensorSpec([None, *X_sample.shape[1:]], dtype, name="features")]
         model.export(
             str(folder / name),
             format={"savedmodel": "tf_saved_model", "tflite": "litert"}.get(fmt, fmt),
@@ -250,18 +259,25 @@ def run_package_job(ws: Workspace, spec: dict[str, Any], reporter: Any) -> dict[
     build = final.parent / f".{final.name}.building-{meta['model_id']}"
     shutil.rmtree(build, ignore_errors=True)
     build.mkdir(parents=True)
+    modality = prepared.get("modality", "tabular")
     for name in ("preprocessor.joblib", "schema.json"):
-        shutil.copy(run_dir / name, build / name)
+        if (run_dir / name).exists():  # images, sequences and text have no fitted preprocessor: schema.json says all
+            shutil.copy(run_dir / name, build / name)
     shutil.copy(Path(__file__).parent / "transformers.py", build / "ml_expert_transformers.py")
     shutil.copy(TEMPLATES / "inference.py", build / "inference.py")
-    raw_csv = final.parent / f".{final.name}.raw_test.csv"
-    raw_test = pd.read_parquet(run_dir / "data" / "raw_test.parquet").drop(columns=[prepared["target"]])
-    raw_test.to_csv(raw_csv, index=False)
-    fast_ok = _compile_fast_path(build, raw_csv)
+    if modality == "tabular":
+        raw_csv = final.parent / f".{final.name}.raw_test.csv"
+        raw_test = pd.read_parquet(run_dir / "data" / "raw_test.parquet").drop(columns=[prepared["target"]])
+        raw_test.to_csv(raw_csv, index=False)
+        fast_ok = _compile_fast_path(build, raw_csv)
+    else:  # raw images / windows / texts, as saved by prepare_data
+        raw_csv = final.parent / f".{final.name}.raw_test.npz"
+        shutil.copy(run_dir / "data" / "raw_test.npz", raw_csv)
+        fast_ok = False
 
     reports: list[FormatReport] = []
     entries: list[dict[str, Any]] = []
-    formats = spec.get("formats") or default_formats(meta["framework"])
+    formats = spec.get("formats") or default_formats(meta["framework"], modality)
     for i, fmt in enumerate(formats):
         reporter.progress(force=True, phase="package", step=i, total=len(formats), message=f"exporting {fmt}")
         try:
@@ -278,7 +294,8 @@ def run_package_job(ws: Workspace, spec: dict[str, Any], reporter: Any) -> dict[
         "run_id": run_id,
         "model_id": meta["model_id"],
         "task_type": task,
-        "preprocessor": "preprocessor.joblib",
+        "preprocessor": "preprocessor.joblib" if modality == "tabular" else None,
+        "modality": modality,
         "fast_preprocessor": "fast_preprocess.json" if fast_ok else None,
         "runtimes": entries,
         "files": _file_map(build),
@@ -378,9 +395,8 @@ def package(
     load_prepared(ws, run_id)
     meta = load_model_meta(ws, run_id, model_id)
     allowed = KERAS_FORMATS if meta["framework"] == "keras" else SKLEARN_FORMATS
-    chosen = list(
-        dict.fromkeys(formats or (["keras", "onnx", "tflite"] if meta["framework"] == "keras" else ["joblib", "onnx"]))
-    )
+    modality = load_prepared(ws, run_id).get("modality", "tabular")
+    chosen = list(dict.fromkeys(formats or default_formats(meta["framework"], modality)))
     bad = [f for f in chosen if f not in allowed]
     if bad:
         raise InvalidInputError(

@@ -56,11 +56,20 @@ def load_model(path: Path, framework: str) -> Any:
 def predict_output(model: Any, framework: str, task: str, X: np.ndarray) -> np.ndarray:
     """Class probabilities (n, k) for classification, values (n,) for regression, cluster ids for clustering."""
     if framework == "keras":
-        out = np.asarray(model.predict(X, batch_size=1024, verbose=0), dtype=np.float64)
+        out = np.asarray(model.predict(as_model_input(X), batch_size=1024, verbose=0), dtype=np.float64)
         return out if task in ("binary", "multiclass") else out.reshape(len(X), -1)[:, 0]
     if task in ("binary", "multiclass"):
         return np.asarray(model.predict_proba(X), dtype=np.float64)
     return np.asarray(model.predict(X), dtype=np.float64)
+
+
+def as_model_input(X: Any) -> Any:
+    """Text arrays become string tensors (Keras does not take numpy unicode arrays); others pass through."""
+    if isinstance(X, np.ndarray) and X.dtype.kind in "USO":
+        import tensorflow as tf
+
+        return tf.constant(X.astype(str))
+    return X
 
 
 def to_labels(output: np.ndarray, task: str) -> np.ndarray:

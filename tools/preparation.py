@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from ml_expert.tools import runs
 from ml_expert.tools.data_io import read_table
 from ml_expert.tools.errors import ConflictError, InvalidInputError, NotFoundError
+from ml_expert.tools.modalities import DataOptions, detect_modality
 from ml_expert.tools.profiling import HIGH_CARDINALITY, guess_task, infer_kind, is_classification
 from ml_expert.tools.splitting import split_indices
 from ml_expert.tools.transformers import DatetimeExpander, FrequencyEncoder, SchemaError, coerce_frame
@@ -40,6 +41,8 @@ class PreparedData(BaseModel):
     """What prepare_data produced; the arrays live in the run folder."""
 
     run_id: str
+    modality: str = "tabular"
+    input_shape: list[int] | None = Field(None, description="Shape of one model input (images, sequences).")
     task_type: Literal["binary", "multiclass", "regression", "clustering"]
     target: str | None
     splits: dict[str, int] = Field(description="Rows per split (train/val/test).")
@@ -195,13 +198,24 @@ def prepare_data(
     group_column: Annotated[str | None, Field(description="Rows of one group stay in one split.")] = None,
     time_column: Annotated[str | None, Field(description="Column that orders rows in time.")] = None,
     random_state: Annotated[int, Field(description="Seed for the split.")] = DEFAULT_SEED,
+    modality: Annotated[
+        Literal["tabular", "image", "sequence", "text"] | None,
+        Field(description="Data kind; default: what analyze_data found."),
+    ] = None,
+    data_options: Annotated[
+        DataOptions | None, Field(description="Reading options for non-tabular data; default: analyze_data's.")
+    ] = None,
     namespace: runs.Namespace = "default",
 ) -> PreparedData:
     """Clean, split (70/15/15), encode and scale a dataset, fitting only on the training split.
 
     Call recommend_architecture(run_id=...) next.
     """
-    options = {k: v for k, v in locals().items() if k not in ("ws", "run_id", "path", "target", "namespace")}
+    options = {
+        k: v
+        for k, v in locals().items()
+        if k not in ("ws", "run_id", "path", "target", "namespace", "modality", "data_options")
+    }
     if abs(sum(split) - 1) > 1e-6 or min(split) <= 0:
         raise InvalidInputError(
             f"split must be three positive shares summing to 1 (train, validation, test); received {list(split)} "
@@ -220,6 +234,17 @@ def prepare_data(
             "pass target and use architecture 'kmeans' only with labelled evaluation."
         )
     file = ws.resolve_path(path, kind="dataset")
+    analysis = (
+        (ws.store.get_value(runs.memory_key(f"runs/{run_id}/data-analysis"), namespace=namespace) or {})
+        if run_id
+        else {}
+    )
+    read_options = (
+        DataOptions.model_validate(data_options).model_dump() if data_options else analysis.get("data_options") or {}
+    )
+    kind = detect_modality(file, modality or analysis.get("modality"), read_options)
+    if kind != "tabular":
+        return _prepare_other(ws, file, kind, target, read_options, split, random_state, run_id, namespace)
     df = read_table(file)
     if target not in df.columns:
         raise NotFoundError(
@@ -380,6 +405,65 @@ def prepare_data(
             "schema": rel(folder / "schema.json"),
         },
         next_step=f"Call recommend_architecture(run_id='{run_id}') to pick a model, or train(run_id='{run_id}').",
+    )
+    write_json(folder / "prepared.json", result.model_dump(mode="json") | {"prepared_at": time.time()})
+    runs.record_phase(ws, run_id, "prepare", {"prepared-data": result}, artifacts=result.artifacts)
+    return result
+
+
+def _prepare_other(
+    ws: Workspace,
+    file: Any,
+    kind: str,
+    target: str,
+    options: dict[str, Any],
+    split: tuple[float, float, float],
+    seed: int,
+    run_id: str | None,
+    namespace: str,
+) -> PreparedData:
+    """prepare_data for images, sequences and text (see tools/modalities.py)."""
+    from ml_expert.tools import modalities
+
+    loaded = modalities.load(file, kind, target, options)
+    out = modalities.prepare(loaded, kind, split, seed)
+    run_id = run_id or runs.create_run(ws, dataset=ws.relative(file), target=target, namespace=namespace)
+    folder = ws.run_dir(run_id)
+    data_dir = folder / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    y, parts, classes = out["y"], out["parts"], out["classes"]
+    for name, idx in parts.items():
+        np.save(data_dir / f"X_{name}.npy", out["arrays"][name])
+        np.save(data_dir / f"y_{name}.npy", y[idx])
+    raw = out["raw_test"].astype(str) if kind == "text" else out["raw_test"]
+    np.savez_compressed(data_dir / "raw_test.npz", X=raw, y=y[parts["test"]])
+    schema = out["schema"] | {"target": target}
+    write_json(folder / "schema.json", schema)
+    shape = list(out["arrays"]["train"].shape[1:])
+    distribution = None
+    if classes:
+        distribution = {
+            n: {classes[k]: int(v) for k, v in zip(*np.unique(y[i], return_counts=True), strict=True)}
+            for n, i in parts.items()
+        }
+    result = PreparedData(
+        run_id=run_id,
+        modality=kind,
+        input_shape=shape,
+        task_type=out["task"],
+        target=target,
+        splits={k: len(v) for k, v in parts.items()},
+        class_distribution=distribution,
+        features_in=[schema.get("text_column") or kind],
+        features_out=int(np.prod(shape)),
+        feature_names=(schema.get("features") or [])[:100],
+        label_mapping={str(i): c for i, c in enumerate(classes)} if classes else None,
+        dropped_columns={},
+        cleaning_log=[],
+        options={"split": list(split), "random_state": seed, **options},
+        warnings=out["warnings"],
+        artifacts={"data": ws.relative(data_dir), "schema": ws.relative(folder / "schema.json")},
+        next_step=f"Call recommend_architecture(run_id='{run_id}') or train(run_id='{run_id}').",
     )
     write_json(folder / "prepared.json", result.model_dump(mode="json") | {"prepared_at": time.time()})
     runs.record_phase(ws, run_id, "prepare", {"prepared-data": result}, artifacts=result.artifacts)

@@ -261,7 +261,8 @@ def run_probe_job(ws: Workspace, spec: dict[str, Any], reporter: Any) -> dict[st
         if is_keras(arch):
             from ml_expert.tools.training import fit_keras_quick
 
-            model = fit_keras_quick(X_tr, y_tr, X_va, y_va, task, n_classes, deadline=start + share)
+            data = {"X_train": X_tr, "y_train": y_tr, "X_val": X_va, "y_val": y_va}
+            model = fit_keras_quick(arch, data, task, n_classes, prepared, deadline=start + share)
             output = predict_output(model, "keras", task, X_va)
         else:
             config = TrainConfig(n_estimators=100, max_iter=100)

@@ -28,7 +28,7 @@ from ml_expert.tools.models import (
     is_keras,
 )
 from ml_expert.tools.plots import training_curves
-from ml_expert.tools.predict import baseline_score, beats_baseline, model_dir, predict_output, val_score
+from ml_expert.tools.predict import as_model_input, baseline_score, beats_baseline, model_dir, predict_output, val_score
 from ml_expert.tools.preparation import load_prepared, load_split
 from ml_expert.tools.workspace import Workspace, new_id, write_json
 
@@ -122,7 +122,7 @@ def train(
         "run_id": run_id,
         "model_id": new_id("mdl"),
         "architecture": arch,
-        "config": (config or TrainConfig()).model_dump(),
+        "config": TrainConfig.model_validate(config or {}).model_dump(),
         "distribution": distribution,
         "base_model": base,
         "fine_tune_layers": fine_tune_layers,
@@ -234,6 +234,7 @@ def _fit_keras(
     task = prepared["task_type"]
     n_classes = len(prepared["label_mapping"] or {}) or 1
     X_tr, y_tr, X_va, y_va = data["X_train"], data["y_train"], data["X_val"], data["y_val"]
+    X_tr, X_va = as_model_input(X_tr), as_model_input(X_va)
     history = _History(folder / "history_partial.json", spec.get("resume", False))
     with strategy_scope(spec["distribution"]) as dist_info:
         if spec.get("base_model"):
@@ -241,7 +242,9 @@ def _fit_keras(
 
             model = build_transfer_model(Path(spec["base_model"]), task, n_classes, config, y_tr)
         else:
-            model = build_network(spec["architecture"], X_tr.shape[1:], task, n_classes, config, prepared, y_tr)
+            model, extra = build_network(spec["architecture"], task, n_classes, config, prepared, data)
+            if extra.get("vocabulary"):  # the text vocabulary, fitted on training texts only, saved with the run
+                write_json(folder / "vocabulary.json", extra["vocabulary"])
         compile_model(model, task, config)
     if dist_info.get("batch_size_multiplier"):
         config.batch_size *= dist_info["batch_size_multiplier"]
@@ -447,17 +450,16 @@ def run_train_job(ws: Workspace, spec: dict[str, Any], reporter: Any) -> dict[st
 
 
 def fit_keras_quick(
-    X_tr: np.ndarray, y_tr: np.ndarray, X_va: np.ndarray, y_va: np.ndarray, task: str, n_classes: int, deadline: float
+    architecture: str, data: dict[str, Any], task: str, n_classes: int, prepared: dict[str, Any], deadline: float
 ) -> Any:
-    """A seed DNN trained until the deadline (for probes)."""
+    """A network with default settings trained until the deadline (for probes)."""
     import keras
 
-    from ml_expert.tools.networks import build_dnn, compile_model
+    from ml_expert.tools.networks import build_network, compile_model
 
     config = TrainConfig()
     seed_everything(config.seed)
-    y_mean, y_std = (float(np.mean(y_tr)), float(np.std(y_tr) or 1.0)) if task == "regression" else (0.0, 1.0)
-    model = build_dnn(X_tr.shape[1], task, n_classes, config, y_mean, y_std)
+    model, _ = build_network(architecture, task, n_classes, config, prepared, data)
     compile_model(model, task, config)
 
     class Deadline(keras.callbacks.Callback):
@@ -466,9 +468,9 @@ def fit_keras_quick(
                 self.model.stop_training = True
 
     model.fit(
-        X_tr,
-        y_tr,
-        validation_data=(X_va, y_va),
+        data["X_train"],
+        data["y_train"],
+        validation_data=(data["X_val"], data["y_val"]),
         epochs=config.epochs,
         batch_size=config.batch_size,
         verbose=0,

@@ -56,7 +56,8 @@ class ModelInference:
         self.schema = json.loads(self._verified("schema.json").read_text())
         self.task = self.schema["task_type"]
         self.classes = self.schema.get("classes")
-        self.preprocessor = self._load_pickle(self.manifest["preprocessor"])
+        pre = self.manifest.get("preprocessor")
+        self.preprocessor = self._load_pickle(pre) if pre else None
         fast = self.manifest.get("fast_preprocessor")
         self.fast = (
             FastPreprocessor(json.loads(self._verified(fast).read_text())["blocks"], self.schema) if fast else None
@@ -128,6 +129,10 @@ class ModelInference:
         import keras
 
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
+        if self.schema.get("modality") == "text":  # string inputs travel as a string tensor
+            import tensorflow as tf
+
+            return lambda X: np.asarray(model.predict(tf.constant(X.astype(str)), verbose=0))
         return lambda X: np.asarray(model(X, training=False) if len(X) <= 256 else model.predict(X, verbose=0))
 
     def _load_h5(self, path: Path, entry: dict[str, Any]) -> Any:
@@ -169,7 +174,10 @@ class ModelInference:
         raise TypeError("records must be a dict, a list of dicts, a pandas DataFrame, or a CSV/JSONL/Parquet path.")
 
     def transform(self, records: Any) -> np.ndarray:
-        """Raw rows -> the model's input features (validated against schema.json)."""
+        """Raw rows / images / windows / texts -> the model's input (validated against schema.json)."""
+        modality = self.schema.get("modality", "tabular")
+        if modality != "tabular":
+            return self._transform_other(records, modality)
         if self.fast is not None and (
             isinstance(records, dict)
             or (isinstance(records, list) and 0 < len(records) <= 256 and all(isinstance(r, dict) for r in records))
@@ -177,6 +185,41 @@ class ModelInference:
             return self.fast.transform_records([records] if isinstance(records, dict) else records)
         frame = coerce_frame(self._to_frame(records), self.schema)
         return np.asarray(self.preprocessor.transform(frame), dtype=np.float32)
+
+    def _transform_other(self, records: Any, modality: str) -> np.ndarray:
+        if modality == "text":
+            if isinstance(records, Path) or (isinstance(records, str) and Path(records).suffix in (".csv", ".jsonl")):
+                records = self._to_frame(records)[self.schema["text_column"]].tolist()
+            texts = [records] if isinstance(records, str) else np.asarray(records, dtype=object).reshape(-1).tolist()
+            return np.asarray([str(t) for t in texts], dtype=object).reshape(-1, 1)
+        if modality == "image":
+            shape = tuple(self.schema["image_shape"])
+            if isinstance(records, (str, Path)) or (
+                isinstance(records, list) and records and isinstance(records[0], (str, Path))
+            ):
+                from PIL import Image
+
+                paths = [records] if isinstance(records, (str, Path)) else records
+                mode = "L" if shape[-1] == 1 else "RGB"
+                records = [np.asarray(Image.open(p).convert(mode).resize((shape[1], shape[0]))) for p in paths]
+            arr = np.asarray(records, dtype=np.float32)
+            if shape[-1] == 1 and arr.shape[-1] != 1:
+                arr = arr[..., None]
+            if arr.ndim == len(shape):
+                arr = arr[None]
+            if arr.shape[1:] != shape:
+                raise SchemaError(f"Images must have shape {list(shape)} (H, W, C); received {list(arr.shape[1:])}.")
+            return arr * np.float32(self.schema["pixel_scale"])
+        shape = tuple(self.schema["sequence_shape"])
+        arr = np.asarray(records, dtype=np.float32)
+        if arr.ndim == len(shape):
+            arr = arr[None]
+        if arr.shape[1:] != shape:
+            raise SchemaError(
+                f"Windows must have shape {list(shape)} (steps, features: "
+                f"{self.schema.get('features')}); received {list(arr.shape[1:])}."
+            )
+        return ((arr - np.asarray(self.schema["mean"])) / np.asarray(self.schema["std"])).astype(np.float32)
 
     def predict_output(self, records: Any) -> np.ndarray:
         """Raw model output: class probabilities (n, k) or values (n,)."""
