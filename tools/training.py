@@ -169,7 +169,9 @@ class _History:
         write_json(self.path, self.data)
 
 
-def keras_callbacks(config: TrainConfig, folder: Path, reporter: Any, history: _History, total: int) -> list[Any]:
+def keras_callbacks(
+    config: TrainConfig, folder: Path, reporter: Any, history: _History, total: int, backup: str = "backup"
+) -> list[Any]:
     """The seed's callbacks plus progress, cancel-at-batch and BackupAndRestore (for resume)."""
     import keras
 
@@ -197,7 +199,7 @@ def keras_callbacks(config: TrainConfig, folder: Path, reporter: Any, history: _
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
         keras.callbacks.ModelCheckpoint(str(folder / "best_model.keras"), monitor="val_loss", save_best_only=True),
-        keras.callbacks.BackupAndRestore(str(folder / "backup")),
+        keras.callbacks.BackupAndRestore(str(folder / backup)),
     ]
     if config.reduce_lr_patience:
         cbs.append(
@@ -240,14 +242,12 @@ def _fit_keras(
         if spec.get("base_model"):
             from ml_expert.tools.transfer import build_transfer_model
 
-            model = build_transfer_model(Path(spec["base_model"]), task, n_classes, config, y_tr)
+            model = build_transfer_model(Path(spec["base_model"]), task, n_classes, config, data)
         else:
             model, extra = build_network(spec["architecture"], task, n_classes, config, prepared, data)
             if extra.get("vocabulary"):  # the text vocabulary, fitted on training texts only, saved with the run
                 write_json(folder / "vocabulary.json", extra["vocabulary"])
         compile_model(model, task, config)
-    if dist_info.get("batch_size_multiplier"):
-        config.batch_size *= dist_info["batch_size_multiplier"]
     reporter.progress(force=True, phase="train", step=0, total=config.epochs, message="training started")
     start = time.perf_counter()
     model.fit(
@@ -264,7 +264,10 @@ def _fit_keras(
     if spec.get("base_model") and spec.get("fine_tune_layers") and not reporter.cancel_requested():
         from ml_expert.tools.transfer import fine_tune
 
-        fine_tune(model, spec["fine_tune_layers"], task, config, data, class_weight, history, reporter)
+        done = len(history.data.get("loss", []))
+        total = done + max(5, config.epochs // 2)
+        stage2 = keras_callbacks(config, folder, reporter, history, total, backup="backup_finetune")
+        fine_tune(model, spec["fine_tune_layers"], task, config, data, class_weight, stage2, done)
     seconds = time.perf_counter() - start
     losses = history.data.get("loss", [])
     if not losses or not all(np.isfinite(losses)) or not np.isfinite(history.data.get("val_loss", [0])).all():
@@ -443,7 +446,8 @@ def run_train_job(ws: Workspace, spec: dict[str, Any], reporter: Any) -> dict[st
     )
     write_json(folder / "model.json", result.model_dump(mode="json") | {"spec": spec, "created_at": time.time()})
     runs.record_phase(ws, run_id, "train", {"training": result}, artifacts=result.artifacts)
-    shutil.rmtree(folder / "backup", ignore_errors=True)
+    for backup in ("backup", "backup_finetune"):
+        shutil.rmtree(folder / backup, ignore_errors=True)
     if cancelled:
         raise JobCancelled(result.model_dump(mode="json"))
     return result.model_dump(mode="json")

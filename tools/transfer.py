@@ -1,0 +1,110 @@
+"""Transfer learning and fine-tuning: reuse a trained Keras network for a new task.
+
+The standard two-stage recipe: the base network (a model of this workspace, or a `.keras` file
+inside it, loaded with `safe_mode=True`) minus its output head becomes a frozen feature extractor;
+a new head is trained for the new task; then, optionally, the top N layers of the base are
+unfrozen and fine-tuned with a ten times lower learning rate. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml_expert.tools.errors import InvalidInputError, NotFoundError
+from ml_expert.tools.models import TrainConfig
+from ml_expert.tools.workspace import Workspace
+
+HEAD_LAYERS = ("output", "output_scaled")
+
+
+def resolve_base_model(ws: Workspace, base_model: str) -> Path:
+    """A model id of this workspace (any run) or a .keras file inside the workspace."""
+    if base_model.startswith("mdl_"):
+        found = sorted(ws.home.glob(f"runs/*/models/{base_model}/model.keras"))
+        if not found:
+            raise NotFoundError(
+                f"No Keras model {base_model!r} in this workspace (scikit-learn models cannot be "
+                "a base). Pass a model_id from train, or a .keras file path."
+            )
+        return found[0]
+    path = ws.resolve_path(base_model, kind="base_model")
+    if path.suffix != ".keras":
+        raise InvalidInputError(f"base_model must be a model_id or a .keras file; received {base_model!r}.")
+    return path
+
+
+def _feature_layer(base: Any) -> Any:
+    """Where the base's general features end: before its classifier block (trailing Dense/Dropout layers)
+    when the network has a feature body (conv, recurrent, attention), else just before the output head."""
+    layers = [layer for layer in base.layers if layer.name not in HEAD_LAYERS]
+    head_types = ("Dense", "Dropout", "Activation", "BatchNormalization")
+    cut = len(layers)
+    while cut > 1 and type(layers[cut - 1]).__name__ in head_types:
+        cut -= 1
+    body_is_features = cut > 1 and type(layers[cut - 1]).__name__ not in ("InputLayer",)
+    return layers[cut - 1] if body_is_features else layers[-1]
+
+
+def build_transfer_model(path: Path, task: str, n_classes: int, config: TrainConfig, data: dict[str, Any]) -> Any:
+    """Frozen base (without its head) + a new head for this task."""
+    import keras
+
+    from ml_expert.tools.networks import output_head
+
+    base = keras.saving.load_model(path, safe_mode=True, compile=False)
+    expected, got = tuple(base.inputs[0].shape[1:]), tuple(data["X_train"].shape[1:])
+    if expected != got:
+        raise InvalidInputError(
+            f"The base model takes inputs of shape {list(expected)}; this run's data is "
+            f"{list(got)}. Prepare the data with the same shape (image_size / lookback)."
+        )
+    extractor = keras.Model(base.inputs, _feature_layer(base).output, name="base")
+    extractor.trainable = False
+    inputs = keras.Input(shape=expected, dtype=base.inputs[0].dtype, name="input")
+    x = extractor(inputs, training=False)
+    x = keras.layers.Dense(128, activation=config.activation, name="new_head")(x)
+    if config.dropout:
+        x = keras.layers.Dropout(config.dropout, seed=config.seed)(x)
+    y = data["y_train"]
+    y_mean, y_std = (float(np.mean(y)), float(np.std(y) or 1.0)) if task == "regression" else (0.0, 1.0)
+    return keras.Model(inputs, output_head(x, task, n_classes, y_mean, y_std), name="transfer")
+
+
+def fine_tune(
+    model: Any,
+    layers: int,
+    task: str,
+    config: TrainConfig,
+    data: dict[str, Any],
+    class_weight: Any,
+    callbacks: list[Any],
+    done_epochs: int,
+) -> None:
+    """Stage 2: unfreeze the top `layers` layers of the base and train on with learning_rate / 10."""
+    from ml_expert.tools.networks import compile_model
+
+    base = model.get_layer("base")
+    base.trainable = True
+    trainable = [layer for layer in base.layers if layer.weights]
+    for layer in trainable[: max(0, len(trainable) - layers)]:
+        layer.trainable = False
+    for layer in base.layers:  # batch statistics stay frozen while fine-tuning
+        if "batch_normalization" in layer.name:
+            layer.trainable = False
+    compile_model(model, task, config.model_copy(update={"learning_rate": config.learning_rate / 10}))
+    extra = max(5, config.epochs // 2)
+    model.fit(
+        data["X_train"],
+        data["y_train"],
+        validation_data=(data["X_val"], data["y_val"]),
+        initial_epoch=done_epochs,
+        epochs=done_epochs + extra,
+        batch_size=config.batch_size,
+        class_weight=class_weight,
+        verbose=0,
+        shuffle=True,
+        callbacks=callbacks,
+    )
