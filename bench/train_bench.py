@@ -41,7 +41,7 @@ Xv, yv = np.load(f"{data}/X_val.npy"), np.load(f"{data}/y_val.npy")
 model = keras.Sequential([keras.Input((X.shape[1],)), keras.layers.Dense(256, activation="relu"),
     keras.layers.Dropout(0.3), keras.layers.Dense(128, activation="relu"), keras.layers.Dropout(0.3),
     keras.layers.Dense(64, activation="relu"), keras.layers.Dense(int(y.max()) + 1, activation="softmax")])
-model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"])
+model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 t1 = time.perf_counter()
 model.fit(X, y, validation_data=(Xv, yv), epochs=epochs, batch_size=32, verbose=0, callbacks=[
     keras.callbacks.EarlyStopping(monitor="val_loss", patience=epochs + 1, restore_best_weights=True),

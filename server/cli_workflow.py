@@ -152,7 +152,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_run(args)
 
 
+class _ConsoleReporter:
+    """Progress to stderr for a worker run from the terminal."""
+
+    def progress(self, force: bool = False, **info: Any) -> None:
+        import sys
+
+        if info.get("message"):
+            print(info["message"], file=sys.stderr, flush=True)
+
+    def cancel_requested(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        return None
+
+
+def cmd_worker_train(args: argparse.Namespace) -> int:
+    import json
+
+    from ml_expert.tools.models import TrainConfig
+    from ml_expert.tools.training import run_train_job
+    from ml_expert.tools.workspace import new_id
+
+    ws = _workspace(args)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+    spec = {
+        "run_id": args.run_id,
+        "model_id": args.model_id or new_id("mdl"),
+        "architecture": args.architecture,
+        "config": config.model_dump(),
+        "distribution": "multi_worker",
+        "base_model": None,
+        "fine_tune_layers": 0,
+    }
+    result = run_train_job(ws, spec, _ConsoleReporter())
+    print(json.dumps(result))
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "worker-train": cmd_worker_train,
     "runs": cmd_runs,
     "jobs": cmd_jobs,
     "report": cmd_report,
@@ -172,6 +212,14 @@ def add_workflow_commands(sub: Any, common: Callable[[argparse.ArgumentParser], 
     p.add_argument("--architecture", "-a", default="auto", choices=choices, help="Model family (default auto).")
     p.add_argument("--epochs", type=int, help="Maximum epochs for neural networks (default 100).")
     p.add_argument("--out", help="Deployment folder inside the workspace (default <run>/deployment).")
+    p = sub.add_parser("worker-train", help="Train as one task of a multi-worker cluster (reads TF_CONFIG).")
+    common(p)
+    p.add_argument("run_id", help="A prepared run present in this machine's workspace.")
+    p.add_argument("--architecture", "-a", default="dnn", choices=["dnn", "cnn", "rnn", "conv1d", "transformer"])
+    p.add_argument("--epochs", type=int, default=20, help="Epochs (every worker must use the same).")
+    p.add_argument("--batch-size", type=int, default=32, help="Per-worker batch size.")
+    p.add_argument("--seed", type=int, default=42, help="Seed (every worker must use the same).")
+    p.add_argument("--model-id", help="Model id to record on the chief (default: a new one).")
     p = sub.add_parser("demo", help="The whole workflow on scikit-learn's breast cancer data (< 2 minutes).")
     common(p)
     p.add_argument("--architecture", "-a", default="auto", choices=choices, help="Model family (default auto).")

@@ -24,7 +24,6 @@ from ml_expert.tools.errors import ConflictError, InvalidInputError, NotFoundErr
 from ml_expert.tools.modalities import DataOptions, detect_modality
 from ml_expert.tools.profiling import HIGH_CARDINALITY, guess_task, infer_kind, is_classification
 from ml_expert.tools.splitting import split_indices
-from ml_expert.tools.transformers import DatetimeExpander, FrequencyEncoder, SchemaError, coerce_frame
 from ml_expert.tools.workspace import DEFAULT_SEED, Workspace, write_json
 
 DROP_KINDS = ("identifier", "constant", "empty")
@@ -64,6 +63,8 @@ def _encoder_pipeline(kind_cols: dict[str, list[str]], card: dict[str, int], opt
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, RobustScaler, StandardScaler
+
+    from ml_expert.tools.transformers import DatetimeExpander, FrequencyEncoder
 
     scalers = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
 
@@ -303,6 +304,8 @@ def prepare_data(
     for col in schema["columns"]:
         if col["kind"] == "categorical":
             col["categories"] = sorted(map(str, df[col["name"]].dropna().unique()))[:200]
+    from ml_expert.tools.transformers import SchemaError, coerce_frame  # scikit-learn: not on the server's start path
+
     try:
         X = coerce_frame(df, schema)
     except SchemaError as exc:

@@ -113,6 +113,10 @@ def train(
         raise InvalidInputError(
             f"distribution={distribution!r} applies to Keras models; {arch!r} is scikit-learn. Use distribution='none'."
         )
+    if distribution == "multi_worker":
+        from ml_expert.tools.distribution import cluster_spec
+
+        cluster_spec()  # a clear error now, not in the worker, when TF_CONFIG is missing or malformed
     base = None
     if base_model is not None:
         from ml_expert.tools.transfer import resolve_base_model
@@ -239,7 +243,9 @@ def _fit_keras(
     X_tr, X_va = as_model_input(X_tr), as_model_input(X_va)
     history = _History(folder / "history_partial.json", spec.get("resume", False))
     with strategy_scope(spec["distribution"]) as dist_info:
-        if spec.get("base_model"):
+        if spec["distribution"] == "multi_worker":
+            model = None  # built inside the multi-worker strategy's scope
+        elif spec.get("base_model"):
             from ml_expert.tools.transfer import build_transfer_model
 
             model = build_transfer_model(Path(spec["base_model"]), task, n_classes, config, data)
@@ -247,9 +253,12 @@ def _fit_keras(
             model, extra = build_network(spec["architecture"], task, n_classes, config, prepared, data)
             if extra.get("vocabulary"):  # the text vocabulary, fitted on training texts only, saved with the run
                 write_json(folder / "vocabulary.json", extra["vocabulary"])
-        compile_model(model, task, config)
+        if model is not None:
+            compile_model(model, task, config)
     reporter.progress(force=True, phase="train", step=0, total=config.epochs, message="training started")
     start = time.perf_counter()
+    if spec["distribution"] == "multi_worker":
+        return _fit_multi_worker(spec, prepared, data, history, reporter, config, start)
     model.fit(
         X_tr,
         y_tr,
@@ -288,6 +297,58 @@ def _fit_keras(
         "parameters": int(model.count_params()),
         "history": history.data,
         "distribution": dist_info or None,
+    }
+
+
+def _fit_multi_worker(
+    spec: dict[str, Any],
+    prepared: dict[str, Any],
+    data: dict[str, Any],
+    history: _History,
+    reporter: Any,
+    config: TrainConfig,
+    start: float,
+) -> dict[str, Any]:
+    """One task of a MultiWorkerMirroredStrategy cluster (TF_CONFIG); the chief saves the model."""
+    from ml_expert.tools.distribution import fit_multi_worker
+    from ml_expert.tools.networks import build_network
+
+    task = prepared["task_type"]
+    n_classes = len(prepared["label_mapping"] or {}) or 1
+
+    def on_epoch(epoch: int, logs: dict[str, float]) -> None:
+        history.add(epoch, logs)
+        shown = " ".join(f"{k} {v:.4g}" for k, v in logs.items())
+        reporter.progress(
+            force=True,
+            phase="train",
+            step=epoch + 1,
+            total=config.epochs,
+            message=f"epoch {epoch + 1}/{config.epochs} {shown}",
+            metrics=logs,
+        )
+
+    model, info = fit_multi_worker(
+        lambda: build_network(spec["architecture"], task, n_classes, config, prepared, data)[0],
+        task,
+        config,
+        data,
+        on_epoch,
+    )
+    if info["chief"]:
+        model.save(history.path.parent / "model.keras")
+    losses = history.data.get("loss", [])
+    if not all(np.isfinite(losses)):
+        raise TrainingError("The loss became NaN or infinite. Try a lower learning_rate.")
+    return {
+        "model": model,
+        "framework": "keras",
+        "epochs_trained": len(losses),
+        "best_epoch": None,
+        "seconds": time.perf_counter() - start,
+        "parameters": int(model.count_params()),
+        "history": history.data,
+        "distribution": info,
     }
 
 
@@ -388,6 +449,9 @@ def run_train_job(ws: Workspace, spec: dict[str, Any], reporter: Any) -> dict[st
     if is_keras(arch):
         fit = _fit_keras(ws, spec, prepared, data, folder, reporter, weights)
         model_file = folder / "model.keras"
+        if fit["distribution"] and fit["distribution"].get("chief") is False:  # only the chief keeps a model
+            shutil.rmtree(folder, ignore_errors=True)
+            return {"run_id": run_id, "model_id": model_id, "chief": False, "distribution": fit["distribution"]}
     else:
         fit = _fit_sklearn(spec, prepared, data, reporter, weights)
         model_file = folder / "model.joblib"
