@@ -9,7 +9,6 @@ imbalance, classes too small to stratify) and concrete cleaning recommendations.
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -25,7 +24,6 @@ from ml_expert.tools.workspace import DEFAULT_SEED, Workspace
 
 MAX_DETAIL_COLUMNS = 40
 LEAKAGE_SAMPLE = 5000
-LEAKAGE_CANDIDATES = 25  # features that get the tree check after the cheap screen
 MAX_CLASSES_SHOWN = 30
 MIN_ROWS_PER_CLASS = 7  # a 70/15/15 stratified split needs about this many rows in every class
 
@@ -92,66 +90,63 @@ def _top_values(s: pd.Series, n: int = 5) -> list[dict[str, Any]]:
     return [{"value": str(k)[:80], "count": int(v)} for k, v in counts.items()]
 
 
-def _screen(data: pd.DataFrame, cols: list[str], y: pd.Series, classify: bool) -> list[str]:
-    """The features most associated with the target by a cheap vectorised statistic (ANOVA F or |r|)."""
-    numeric = [c for c in cols if pd.api.types.is_numeric_dtype(data[c].dtype)]
-    others = [c for c in cols if c not in numeric]
-    if numeric:
-        X = data[numeric].astype(float)
-        X = X.fillna(X.median()).to_numpy()
-        if classify:
-            from sklearn.feature_selection import f_classif
+def _codes(x: pd.Series) -> np.ndarray:
+    """A feature as small integer bins: 64 quantile bins for numbers, codes for categories; missing = own bin."""
+    if pd.api.types.is_numeric_dtype(x.dtype):
+        values = x.to_numpy(dtype=float)
+        edges = np.unique(np.nanquantile(values, np.linspace(0, 1, 65)[1:-1])) if np.isfinite(values).any() else []
+        codes = np.searchsorted(edges, values)
+        codes[np.isnan(values)] = len(edges) + 1
+        return codes
+    return x.astype("category").cat.codes.to_numpy().astype(np.int64) + 1
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                strength = np.nan_to_num(f_classif(X, y)[0], nan=0.0, posinf=1e12)
-        else:
-            yc = np.asarray(y, dtype=float) - np.mean(y)
-            Xc = X - X.mean(axis=0)
-            denom = np.sqrt((Xc**2).sum(axis=0) * (yc**2).sum()) + 1e-12
-            strength = np.abs(Xc.T @ yc) / denom
-        numeric = [numeric[i] for i in np.argsort(-strength)[:LEAKAGE_CANDIDATES]]
-    return numeric + others[:LEAKAGE_CANDIDATES]
+
+def _holdout_score(codes: np.ndarray, y: np.ndarray, classify: bool, train: np.ndarray) -> float:
+    """How well the feature alone predicts y on held-out rows: bin -> majority class (accuracy) or mean (R²)."""
+    test = ~train
+    n_bins = int(codes.max()) + 1
+    if classify:
+        table = np.zeros((n_bins, int(y.max()) + 1))
+        np.add.at(table, (codes[train], y[train]), 1)
+        return float(np.mean(table.argmax(axis=1)[codes[test]] == y[test]))
+    sums = np.bincount(codes[train], weights=y[train], minlength=n_bins)
+    counts = np.bincount(codes[train], minlength=n_bins)
+    means = np.where(counts > 0, sums / np.maximum(counts, 1), y[train].mean())
+    residual = np.sum((y[test] - means[codes[test]]) ** 2)
+    return float(1 - residual / max(np.sum((y[test] - y[test].mean()) ** 2), 1e-12))
 
 
 def _leakage_suspects(df: pd.DataFrame, target: str, task: str, kinds: dict[str, str]) -> list[tuple[str, float]]:
-    """Features that alone predict the target almost perfectly (a shallow tree, cross-validated).
+    """Features that alone predict the target almost perfectly on held-out rows (a leakage smell).
 
-    Only the strongest candidates of a cheap screen get the tree check, so wide data stays fast.
+    Each feature is binned (quantiles / categories); the bin -> class (or mean) map is learned on a
+    random half of a sample and scored on the other half. NumPy only, so wide and long data stay fast.
     """
-    from sklearn.model_selection import cross_val_score
-    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
-
     data = df[df[target].notna()]
     if len(data) > LEAKAGE_SAMPLE:
         data = data.sample(LEAKAGE_SAMPLE, random_state=DEFAULT_SEED)
     if len(data) < 30:
         return []
-    y = data[target]
     classify = is_classification(task)
     if classify:
-        y = y.astype(str)
-        if y.value_counts().min() < 3:
+        labels = data[target].astype(str)
+        if labels.value_counts().min() < 3:
             return []
-        baseline = y.value_counts(normalize=True).iloc[0]
-    cols = [c for c, k in kinds.items() if c != target and k in ("numeric", "categorical", "boolean")]
+        y = labels.astype("category").cat.codes.to_numpy().astype(np.int64)
+    else:
+        y = data[target].to_numpy(dtype=float)
+    train = np.random.default_rng(DEFAULT_SEED).random(len(data)) < 0.5
+    baseline = float(np.mean(y[~train] == np.bincount(y[train]).argmax())) if classify else 0.0
     suspects = []
-    for col in _screen(data, cols, y, classify):
-        x = data[col]
-        x = x.astype("category").cat.codes if not pd.api.types.is_numeric_dtype(x.dtype) else x.fillna(x.median())
-        X = np.asarray(x, dtype=float).reshape(-1, 1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if classify:
-                model = DecisionTreeClassifier(max_depth=4, random_state=DEFAULT_SEED)
-                score = cross_val_score(model, X, y, cv=3).mean()
-                if score >= 0.98 and score - baseline >= 0.05:
-                    suspects.append((col, float(score)))
-            else:
-                model = DecisionTreeRegressor(max_depth=6, random_state=DEFAULT_SEED)
-                score = cross_val_score(model, X, np.asarray(y, dtype=float), cv=3, scoring="r2").mean()
-                if score >= 0.98:
-                    suspects.append((col, float(score)))
+    for col, kind in kinds.items():
+        if col == target or kind not in ("numeric", "categorical", "boolean"):
+            continue
+        codes = _codes(data[col])
+        if codes.max() > 256:  # a near-unique categorical: reported as high cardinality instead
+            continue
+        score = _holdout_score(codes, y, classify, train)
+        if score >= 0.98 and (not classify or score - baseline >= 0.05):
+            suspects.append((col, score))
     return suspects
 
 
