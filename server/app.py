@@ -132,12 +132,23 @@ def expose(
 
 
 def compact_schema(schema: Any) -> Any:
-    """Drop the auto-generated 'title' of every property (it only repeats the name)."""
-    if isinstance(schema, dict):
-        return {k: compact_schema(v) for k, v in schema.items() if not (k == "title" and isinstance(v, str))}
+    """A shorter schema that accepts the same calls: no auto-generated titles (they repeat the name), no
+    `default: null`, and `anyOf: [T, null]` of an optional parameter shown as T (omitting it is the null)."""
     if isinstance(schema, list):
         return [compact_schema(v) for v in schema]
-    return schema
+    if not isinstance(schema, dict):
+        return schema
+    out = {
+        k: compact_schema(v)
+        for k, v in schema.items()
+        if not (k == "title" and isinstance(v, str)) and not (k == "default" and v is None)
+    }
+    options = out.get("anyOf")
+    if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
+        inner = next(o for o in options if o != {"type": "null"})
+        out.pop("anyOf")
+        out = {**inner, **out}
+    return out
 
 
 def build_server(settings: Settings) -> MCPServer:

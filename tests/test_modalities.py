@@ -165,12 +165,8 @@ def test_transfer_learning_reuses_a_frozen_base(jobs_ws: Workspace) -> None:
     assert fine["epochs_trained"] > 10 and fine["learned"]  # a second, fine-tuning stage ran
     with pytest.raises(InvalidInputError, match="inputs of shape"):
         _series().to_csv(jobs_ws.root / "s.csv", index=False)
-        seq = prepare_data(
-            jobs_ws,
-            path="s.csv",
-            target="load",
-            modality="sequence",
-            data_options={"time_column": "time", "lookback": 8},
-        ).run_id
+        options = {"time_column": "time", "lookback": 8}
+        seq = analyze_data(jobs_ws, "s.csv", target="load", modality="sequence", data_options=options).run_id
+        prepare_data(jobs_ws, run_id=seq)
         status = train(jobs_ws, seq, "rnn", base_model=base["model_id"], wait_seconds=120)
         raise InvalidInputError(status.error or "")

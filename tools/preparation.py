@@ -203,9 +203,6 @@ def prepare_data(
         Literal["tabular", "image", "sequence", "text"] | None,
         Field(description="Data kind; default: what analyze_data found."),
     ] = None,
-    data_options: Annotated[
-        DataOptions | None, Field(description="Reading options for non-tabular data; default: analyze_data's.")
-    ] = None,
     namespace: runs.Namespace = "default",
 ) -> PreparedData:
     """Clean, split (70/15/15), encode and scale a dataset, fitting only on the training split.
@@ -213,9 +210,7 @@ def prepare_data(
     Call recommend_architecture(run_id=...) next.
     """
     options = {
-        k: v
-        for k, v in locals().items()
-        if k not in ("ws", "run_id", "path", "target", "namespace", "modality", "data_options")
+        k: v for k, v in locals().items() if k not in ("ws", "run_id", "path", "target", "namespace", "modality")
     }
     if abs(sum(split) - 1) > 1e-6 or min(split) <= 0:
         raise InvalidInputError(
@@ -240,9 +235,7 @@ def prepare_data(
         if run_id
         else {}
     )
-    read_options = (
-        DataOptions.model_validate(data_options).model_dump() if data_options else analysis.get("data_options") or {}
-    )
+    read_options = analysis.get("data_options") or DataOptions().model_dump()  # as analyze_data read the data
     kind = detect_modality(file, modality or analysis.get("modality"), read_options)
     if kind != "tabular":
         return _prepare_other(ws, file, kind, target, read_options, split, random_state, run_id, namespace)
