@@ -91,8 +91,13 @@ def expose(
     read_only: bool = False,
     destructive: bool = False,
     idempotent: bool = False,
+    inline: bool = False,
 ) -> None:
-    """Register a tools/ function as an MCP tool with honest annotations."""
+    """Register a tools/ function as an MCP tool with honest annotations.
+
+    inline=True runs it on the event loop instead of a worker thread: for calls of about a millisecond
+    (memory operations), where the thread hand-off costs as much as the work.
+    """
     hints = typing.get_type_hints(fn, include_extras=True)
     sig = inspect.signature(fn)
     params = [p.replace(annotation=hints[p.name]) for p in sig.parameters.values() if p.name not in HIDDEN_PARAMS]
@@ -105,7 +110,8 @@ def expose(
         if takes_report:
             kwargs["report"] = _progress_forwarder(ctx)
         try:
-            result = await anyio.to_thread.run_sync(functools.partial(fn, ws, **kwargs))
+            call = functools.partial(fn, ws, **kwargs)
+            result = call() if inline else await anyio.to_thread.run_sync(call)
         except MLExpertError as exc:
             raise ToolError(str(exc)) from exc
         data = result.model_dump(mode="json")

@@ -22,11 +22,11 @@ from ml_expert.tools import (
 
 def register_all(mcp: MCPServer) -> None:
     # memory (claude-flow v3 names)
-    expose(mcp, memory_tools.memory_store, idempotent=True)
-    expose(mcp, memory_tools.memory_retrieve, read_only=True)
-    expose(mcp, memory_tools.memory_list, read_only=True)
-    expose(mcp, memory_tools.memory_search, read_only=True)
-    expose(mcp, memory_tools.memory_delete, destructive=True, idempotent=True)
+    expose(mcp, memory_tools.memory_store, idempotent=True, inline=True)
+    expose(mcp, memory_tools.memory_retrieve, read_only=True, inline=True)
+    expose(mcp, memory_tools.memory_list, read_only=True, inline=True)
+    expose(mcp, memory_tools.memory_search, read_only=True, inline=True)
+    expose(mcp, memory_tools.memory_delete, destructive=True, idempotent=True, inline=True)
     expose(mcp, memory_tools.memory_stats, read_only=True)
     # the workflow, phase by phase
     expose(mcp, analysis.analyze_data, read_only=True)  # reads the data; records only its own run and memory
