@@ -174,7 +174,7 @@ def _target_summary(df: pd.DataFrame, target: str) -> TargetSummary:
 
 
 def _warnings(
-    df: pd.DataFrame, kinds: dict[str, str], target: TargetSummary | None, duplicates: int
+    df: pd.DataFrame, kinds: dict[str, str], target: TargetSummary | None, duplicates: int, nunique: pd.Series
 ) -> tuple[list[DataWarning], list[str]]:
     out: list[DataWarning] = []
     recs: list[str] = []
@@ -204,13 +204,13 @@ def _warnings(
                     severity="warning", code="mostly_missing", column=col, message=f"{col!r} is {share:.0%} missing."
                 )
             )
-        if kind == "categorical" and df[col].nunique() > HIGH_CARDINALITY:
+        if kind == "categorical" and nunique[col] > HIGH_CARDINALITY:
             out.append(
                 DataWarning(
                     severity="info",
                     code="high_cardinality",
                     column=col,
-                    message=f"{col!r} has {df[col].nunique()} categories; one-hot would be wide.",
+                    message=f"{col!r} has {nunique[col]} categories; one-hot would be wide.",
                 )
             )
     dropped = [w.column for w in out if w.code in ("identifier", "constant", "empty")]
@@ -313,10 +313,11 @@ def analyze_data(
         raise NotFoundError(
             f"Column {target!r} not in {file.name}. Columns: {list(df.columns)[:50]}. Pass target= one of them."
         )
-    kinds = {c: infer_kind(df[c], len(df)) for c in df.columns}
+    nunique = df.nunique()  # once: the most expensive statistic on long data
+    kinds = {c: infer_kind(df[c], len(df), int(nunique[c])) for c in df.columns}
     target_summary = _target_summary(df, target) if target else None
     duplicates = int(pd.util.hash_pandas_object(df, index=False).duplicated().sum())
-    warns, recs = _warnings(df, kinds, target_summary, duplicates)
+    warns, recs = _warnings(df, kinds, target_summary, duplicates, nunique)
     if target_summary is not None:
         for col, score in _leakage_suspects(df, target, target_summary.task_type, kinds):
             warns.append(
@@ -342,7 +343,6 @@ def analyze_data(
     detail = order[:MAX_DETAIL_COLUMNS]
     desc = df[[c for c in numeric_cols if c in detail]].describe() if numeric_cols else pd.DataFrame()
     missing = df[detail].isna().sum()
-    nunique = df[detail].nunique()
     profiles = []
     for col in detail:
         profiles.append(

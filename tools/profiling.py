@@ -31,12 +31,12 @@ def _looks_datetime(s: pd.Series) -> bool:
     return parsed.notna().mean() >= 0.9
 
 
-def infer_kind(s: pd.Series, n_rows: int) -> str:
-    """The kind of one column (see module docstring)."""
+def infer_kind(s: pd.Series, n_rows: int, nunique: int | None = None) -> str:
+    """The kind of one column (see module docstring); pass nunique when it is already known."""
     non_null = s.dropna()
     if non_null.empty:
         return "empty"
-    nunique = non_null.nunique()
+    nunique = non_null.nunique() if nunique is None else nunique
     if nunique <= 1:
         return "constant"
     if pd.api.types.is_bool_dtype(s.dtype):
@@ -55,12 +55,11 @@ def infer_kind(s: pd.Series, n_rows: int) -> str:
                 return "identifier"
         return "numeric"
     if is_string_like(s):
-        text = non_null.astype(str)
-        if nunique == 2 and {v.lower() for v in text.unique()}.issubset(BOOL_WORDS):
+        if nunique == 2 and {str(v).lower() for v in non_null.unique()}.issubset(BOOL_WORDS):
             return "boolean"
-        if _looks_datetime(text):
+        sample = non_null.head(1000).astype(str)  # a sample: converting a million strings costs a second
+        if _looks_datetime(sample):
             return "datetime"
-        sample = text.head(1000)
         avg_words = sample.str.split().str.len().mean()
         unique_ratio = nunique / len(non_null)
         if avg_words >= 4 and unique_ratio > 0.5:
