@@ -92,17 +92,18 @@ def build_sklearn(architecture: str, task: str, config: TrainConfig, class_weigh
         kw = {"class_weight": class_weight} if classify else {}
         return cls(n_estimators=config.n_estimators, max_depth=config.max_depth, random_state=seed, n_jobs=1, **kw)
     if architecture == "gradient_boosting":
+        # stop adding trees once a held-out 15 % of the training rows stops improving (as Keras' EarlyStopping)
+        boosting = {
+            "max_iter": config.max_iter,
+            "max_depth": config.max_depth,
+            "early_stopping": True,
+            "validation_fraction": 0.15,
+            "n_iter_no_change": 15,
+            "random_state": seed,
+        }
         if classify:
-            return HistGradientBoostingClassifier(
-                max_iter=config.max_iter,
-                max_depth=config.max_depth,
-                early_stopping=False,
-                random_state=seed,
-                class_weight=class_weight,
-            )
-        return HistGradientBoostingRegressor(
-            max_iter=config.max_iter, max_depth=config.max_depth, early_stopping=False, random_state=seed
-        )
+            return HistGradientBoostingClassifier(class_weight=class_weight, **boosting)
+        return HistGradientBoostingRegressor(**boosting)
     if architecture == "linear":
         if classify:
             return LogisticRegression(
