@@ -259,7 +259,7 @@ def run_probe_job(ws: Workspace, spec: dict[str, Any], reporter: Any) -> dict[st
         reporter.progress(force=True, step=i, total=len(spec["architectures"]), message=f"probing {arch}")
         start = time.perf_counter()
         if is_keras(arch):
-            from ml_expert.tools.training import fit_keras_quick
+            from ml_expert.tools.keras_training import fit_keras_quick
 
             data = {"X_train": X_tr, "y_train": y_tr, "X_val": X_va, "y_val": y_va}
             model = fit_keras_quick(arch, data, task, n_classes, prepared, deadline=start + share)
