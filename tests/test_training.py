@@ -168,7 +168,7 @@ def test_restart_marks_interrupted_and_resume_finishes(ws: Workspace) -> None:
     first = JobManager(ws).start()
     ws.jobs = first
     run = _slow_run(ws)
-    config = TrainConfig(epochs=6, early_stopping_patience=0, reduce_lr_patience=0)
+    config = TrainConfig(epochs=20, early_stopping_patience=0, reduce_lr_patience=0)  # long enough to kill mid-run
     status = train(ws, run, "dnn", config=config, wait_seconds=0)
     _wait_for_epoch(ws, status.job_id, 3)
     first.stop(terminate=False)  # the server vanishes...
@@ -176,11 +176,12 @@ def test_restart_marks_interrupted_and_resume_finishes(ws: Workspace) -> None:
     first.kill_worker(status.job_id)  # ...and its worker with it
     worker = first._procs[status.job_id]
     worker.wait(30)
-    assert worker.returncode == -9 and pid.status == "running"
+    assert worker.returncode == -9 and pid.status == "running", (worker.returncode, pid.status, pid.progress)
     second = JobManager(ws).start()  # a new server on the same workspace
     ws.jobs = second
-    assert get_job(ws, status.job_id).status == "interrupted"
+    interrupted = get_job(ws, status.job_id)
+    assert interrupted.status == "interrupted", (interrupted.status, interrupted.error)
     second.resume(status.job_id)
     final = second.wait(status.job_id, 180)
     assert final.status == "succeeded", final.error
-    assert final.result["resumed"] and final.result["epochs_trained"] == 6
+    assert final.result["resumed"] and final.result["epochs_trained"] == 20, final.result

@@ -179,8 +179,10 @@ class JobManager:
         for row in self.ws.store.query(
             "SELECT job_id, status, pid, owner_pid FROM jobs WHERE status IN (?, ?)", ACTIVE
         ):
-            if row["status"] == "running":
+            if row["status"] == "running" and row["pid"]:
                 alive = _pid_alive(row["pid"])
+            elif row["status"] == "running":  # launched, pid not written yet: its server decides
+                alive = _pid_alive(row["owner_pid"])
             else:  # queued: its server will start it, unless that server is gone
                 alive = row["owner_pid"] == os.getpid() or _pid_alive(row["owner_pid"])
             if not alive:

@@ -5,6 +5,7 @@ history for resume, transfer learning's second stage, distribution strategies, a
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,48 @@ class History:
             del series[epoch:]
             series.append(float(v))
         write_json(self.path, self.data)
+
+
+def _snapshot_class() -> Any:
+    import keras
+
+    class _SnapshotBackup(keras.callbacks.Callback):
+        """After BackupAndRestore has written an epoch, keep a complete copy of it (copy, then rename).
+
+        A worker killed while the backup is being written leaves a torn file; resume starts from the last
+        complete copy instead (at most one epoch earlier).
+        """
+
+        def __init__(self, backup: Path) -> None:
+            super().__init__()
+            self.backup = backup
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if not self.backup.exists():
+                return
+            good, tmp, old = (self.backup.with_name(self.backup.name + s) for s in (".good", ".tmp", ".old"))
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(self.backup, tmp)
+            if good.exists():
+                good.rename(old)
+            tmp.rename(good)
+            shutil.rmtree(old, ignore_errors=True)
+
+    return _SnapshotBackup
+
+
+def SnapshotBackup(backup: Path) -> Any:
+    return _snapshot_class()(backup)
+
+
+def restore_snapshot(backup: Path) -> None:
+    """Before a resumed fit: put the last complete backup copy in BackupAndRestore's place."""
+    for suffix in (".good", ".old"):
+        copy = backup.with_name(backup.name + suffix)
+        if copy.exists():
+            shutil.rmtree(backup, ignore_errors=True)
+            shutil.copytree(copy, backup)
+            return
 
 
 def end_of_epoch(history: History, reporter: Any, epoch: int, total: int, logs: dict[str, Any]) -> None:
@@ -69,6 +112,7 @@ def keras_callbacks(
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
         keras.callbacks.ModelCheckpoint(str(folder / "best_model.keras"), monitor="val_loss", save_best_only=True),
         keras.callbacks.BackupAndRestore(str(folder / backup)),
+        SnapshotBackup(folder / backup),
     ]
     if config.reduce_lr_patience:
         cbs.append(
@@ -107,6 +151,8 @@ def fit_keras(
     X_tr, y_tr, X_va, y_va = data["X_train"], data["y_train"], data["X_val"], data["y_val"]
     X_tr, X_va = as_model_input(X_tr), as_model_input(X_va)
     history = History(folder / "history_partial.json", spec.get("resume", False))
+    if spec.get("resume"):
+        restore_snapshot(folder / "backup")
     with strategy_scope(spec["distribution"]) as dist_info:
         if spec["distribution"] == "multi_worker":
             model = None  # built inside the multi-worker strategy's scope

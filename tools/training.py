@@ -235,7 +235,8 @@ def run_train_job(ws: Workspace, spec: dict[str, Any], reporter: Any) -> dict[st
     write_json(folder / "model.json", result.model_dump(mode="json") | {"spec": spec, "created_at": time.time()})
     runs.record_phase(ws, run_id, "train", {"training": result}, artifacts=result.artifacts)
     for backup in ("backup", "backup_finetune"):
-        shutil.rmtree(folder / backup, ignore_errors=True)
+        for suffix in ("", ".good", ".old", ".tmp"):
+            shutil.rmtree(folder / f"{backup}{suffix}", ignore_errors=True)
     if cancelled:
         raise JobCancelled(result.model_dump(mode="json"))
     return result.model_dump(mode="json")
