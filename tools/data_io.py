@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 from pathlib import Path
 
 import pandas as pd
@@ -143,9 +142,3 @@ def _check_rows(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     if dupes:
         raise InvalidInputError(f"{path.name} has duplicate column names {dupes}. Rename them so each is unique.")
     return df
-
-
-def to_csv_text(df: pd.DataFrame) -> str:
-    buf = io.StringIO()
-    df.to_csv(buf, index=False)
-    return buf.getvalue()

@@ -72,10 +72,6 @@ def as_model_input(X: Any) -> Any:
     return X
 
 
-def to_labels(output: np.ndarray, task: str) -> np.ndarray:
-    return output.argmax(axis=1) if task in ("binary", "multiclass") else output
-
-
 def val_score(task: str, y_true: np.ndarray, output: np.ndarray, X: np.ndarray | None = None) -> dict[str, float]:
     """The headline validation metrics: balanced accuracy + accuracy (classification), R² + RMSE (regression)."""
     from sklearn import metrics

@@ -19,14 +19,6 @@ from ml_expert.tools.workspace import Workspace, new_id
 
 PHASES = ("data-analysis", "prepared-data", "task-analysis", "architecture", "training", "metrics", "deployment")
 PHASE_ORDER = ("analyze", "prepare", "recommend", "train", "evaluate", "package")
-PHASE_KEYS: dict[str, tuple[str, ...]] = {
-    "analyze": ("data-analysis",),
-    "prepare": ("prepared-data",),
-    "recommend": ("task-analysis", "architecture"),
-    "train": ("training",),
-    "evaluate": ("metrics",),
-    "package": ("deployment",),
-}
 
 RunId = Annotated[str, Field(description="Run id returned by analyze_data or prepare_data, e.g. 'run_5f2c9a1b'.")]
 Namespace = Annotated[

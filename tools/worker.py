@@ -58,10 +58,6 @@ class Reporter:
             self._cancelled = bool(rows and rows[0]["cancel_requested"])
         return self._cancelled
 
-    def check_cancel(self) -> None:
-        if self.cancel_requested():
-            raise JobCancelled()
-
 
 HANDLERS = {
     "train": "ml_expert.tools.training:run_train_job",
