@@ -181,13 +181,17 @@ def fit_keras(
         shuffle=True,
         callbacks=keras_callbacks(config, folder, reporter, history, config.epochs),
     )
-    if spec.get("base_model") and spec.get("fine_tune_layers") and not reporter.cancel_requested():
-        from ml_expert.tools.transfer import fine_tune
+    transfer_info = None
+    if spec.get("base_model"):
+        from ml_expert.tools import transfer
 
-        done = len(history.data.get("loss", []))
-        total = done + max(5, config.epochs // 2)
-        stage2 = keras_callbacks(config, folder, reporter, history, total, backup="backup_finetune")
-        fine_tune(model, spec["fine_tune_layers"], task, config, data, class_weight, stage2, done)
+        done, fine_tuned = len(history.data.get("loss", [])), []
+        if spec.get("fine_tune_layers") and not reporter.cancel_requested():
+            total = done + max(5, config.epochs // 2)
+            stage2 = keras_callbacks(config, folder, reporter, history, total, backup="backup_finetune")
+            layers = spec["fine_tune_layers"]
+            fine_tuned = transfer.fine_tune(model, layers, task, config, data, class_weight, stage2, done)
+        transfer_info = transfer.summary(model, fine_tuned, done, len(history.data.get("loss", [])))
     seconds = time.perf_counter() - start
     losses = history.data.get("loss", [])
     if not losses or not all(np.isfinite(losses)) or not np.isfinite(history.data.get("val_loss", [0])).all():
@@ -208,6 +212,7 @@ def fit_keras(
         "parameters": int(model.count_params()),
         "history": history.data,
         "distribution": dist_info or None,
+        "transfer": transfer_info,
     }
 
 

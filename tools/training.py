@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -52,6 +53,9 @@ class TrainResult(BaseModel):
     notes: list[str]
     config: dict[str, Any]
     distribution: dict[str, Any] | None = None
+    transfer: dict[str, Any] | None = Field(
+        None, description="Transfer learning: base model, layers kept frozen / fine-tuned, epochs per stage."
+    )
     resumed: bool = False
     cancelled: bool = False
     artifacts: dict[str, str]
@@ -118,9 +122,13 @@ def train(
         cluster_spec()  # a clear error now, not in the worker, when TF_CONFIG is missing or malformed
     base = None
     if base_model is not None:
-        from ml_expert.tools.transfer import resolve_base_model
+        from ml_expert.tools import transfer
 
-        base = str(resolve_base_model(ws, base_model))
+        path = transfer.resolve_base_model(ws, base_model)
+        stored = transfer.stored_input_shape(path)
+        if stored is not None:  # a clear error now rather than a failed job
+            transfer.check_input_shape(stored, prepared.get("input_shape") or [prepared["features_out"]])
+        base = str(path)
     spec = {
         "run_id": run_id,
         "model_id": new_id("mdl"),
@@ -222,6 +230,7 @@ def run_train_job(ws: Workspace, spec: dict[str, Any], reporter: Any) -> dict[st
         notes=notes,
         config=spec["config"],
         distribution=fit["distribution"],
+        transfer=fit.get("transfer") and {"base_model": ws.relative(Path(spec["base_model"]))} | fit["transfer"],
         resumed=bool(spec.get("resume")),
         cancelled=cancelled,
         artifacts={

@@ -8,6 +8,8 @@ unfrozen and fine-tuned with a ten times lower learning rate. Nothing is downloa
 
 from __future__ import annotations
 
+import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,33 @@ def resolve_base_model(ws: Workspace, base_model: str) -> Path:
     return path
 
 
-def _feature_layer(base: Any) -> Any:
+def stored_input_shape(path: Path) -> list[int | None] | None:
+    """The input shape recorded in a .keras file's config.json (read without TensorFlow), or None if absent."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise InvalidInputError(
+            f"{path.name} is not a readable Keras model file ({exc}). A base model is a .keras file written by "
+            "model.save('name.keras') (Keras 3), or a model_id from train."
+        ) from exc
+    for layer in config.get("config", {}).get("layers", []):
+        if layer.get("class_name") == "InputLayer" and layer.get("config", {}).get("batch_shape"):
+            return list(layer["config"]["batch_shape"][1:])
+    shape = (config.get("build_config") or {}).get("input_shape")
+    return list(shape[1:]) if shape else None
+
+
+def check_input_shape(expected: list[int | None] | tuple[int | None, ...], got: list[int] | tuple[int, ...]) -> None:
+    """The base's input shape must match the run's data (None = any size along that axis)."""
+    if len(expected) != len(got) or any(e is not None and e != g for e, g in zip(expected, got, strict=False)):
+        raise InvalidInputError(
+            f"The base model takes inputs of shape {list(expected)}; this run's data is {list(got)}. "
+            "Prepare the data with the same shape (image_size / lookback / the same feature columns)."
+        )
+
+
+def feature_layer(base: Any) -> Any:
     """Where the base's general features end: before its classifier block (trailing Dense/Dropout layers)
     when the network has a feature body (conv, recurrent, attention), else just before the output head."""
     layers = [layer for layer in base.layers if layer.name not in HEAD_LAYERS]
@@ -55,13 +83,9 @@ def build_transfer_model(path: Path, task: str, n_classes: int, config: TrainCon
     from ml_expert.tools.networks import output_head
 
     base = keras.saving.load_model(path, safe_mode=True, compile=False)
-    expected, got = tuple(base.inputs[0].shape[1:]), tuple(data["X_train"].shape[1:])
-    if expected != got:
-        raise InvalidInputError(
-            f"The base model takes inputs of shape {list(expected)}; this run's data is "
-            f"{list(got)}. Prepare the data with the same shape (image_size / lookback)."
-        )
-    extractor = keras.Model(base.inputs, _feature_layer(base).output, name="base")
+    expected = tuple(base.inputs[0].shape[1:])
+    check_input_shape(expected, data["X_train"].shape[1:])
+    extractor = keras.Model(base.inputs, feature_layer(base).output, name="base")
     extractor.trainable = False
     inputs = keras.Input(shape=expected, dtype=base.inputs[0].dtype, name="input")
     x = extractor(inputs, training=False)
@@ -82,8 +106,10 @@ def fine_tune(
     class_weight: Any,
     callbacks: list[Any],
     done_epochs: int,
-) -> None:
-    """Stage 2: unfreeze the top `layers` layers of the base and train on with learning_rate / 10."""
+) -> list[str]:
+    """Stage 2: unfreeze the top `layers` layers of the base and train on with learning_rate / 10.
+
+    Returns the names of the base layers that were fine-tuned."""
     from ml_expert.tools.networks import compile_model
 
     base = model.get_layer("base")
@@ -108,3 +134,17 @@ def fine_tune(
         shuffle=True,
         callbacks=callbacks,
     )
+    return [layer.name for layer in trainable if layer.trainable]
+
+
+def summary(model: Any, fine_tuned: list[str], head_epochs: int, total_epochs: int) -> dict[str, Any]:
+    """What was reused, what stayed frozen, and how long each stage ran (for the train result)."""
+    base = model.get_layer("base")
+    with_weights = [layer.name for layer in base.layers if layer.weights]
+    return {
+        "reused_up_to": base.layers[-1].name,
+        "frozen_layers": [name for name in with_weights if name not in fine_tuned],
+        "fine_tuned_layers": fine_tuned,
+        "head_epochs": head_epochs,
+        "fine_tune_epochs": total_epochs - head_epochs,
+    }
