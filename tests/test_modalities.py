@@ -205,6 +205,15 @@ def test_transfer_takes_a_user_keras_file_and_checks_it(jobs_ws: Workspace) -> N
     tuned = keras.saving.load_model(jobs_ws.root / result["artifacts"]["model"], safe_mode=True)
     before, after = model.get_layer("edges").get_weights(), tuned.get_layer("base").get_layer("edges").get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    config = TrainConfig(epochs=3)
+    free = _ok(train(jobs_ws, run, "cnn", config=config, base_model="mine.keras", freeze=False, wait_seconds=300))
+    assert free["transfer"]["frozen_layers"] == [] and free["transfer"]["fine_tuned_layers"] == ["edges"]
+    trained = keras.saving.load_model(jobs_ws.root / free["artifacts"]["model"], safe_mode=True)
+    assert not np.array_equal(trained.get_layer("base").get_layer("edges").get_weights()[0], before[0])
+    with pytest.raises(InvalidInputError, match="with freeze=false every layer trains already"):
+        train(jobs_ws, run, "cnn", base_model="mine.keras", freeze=False, fine_tune_layers=1)
+    with pytest.raises(InvalidInputError, match="pass base_model too"):
+        train(jobs_ws, run, "cnn", fine_tune_layers=1)
     with pytest.raises(InvalidInputError, match="not a readable Keras model file"):
         train(jobs_ws, run, "cnn", base_model="notes.keras")
     with pytest.raises(InvalidInputError, match=r"model_id or a \.keras file"):

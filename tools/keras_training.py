@@ -159,7 +159,8 @@ def fit_keras(
         elif spec.get("base_model"):
             from ml_expert.tools.transfer import build_transfer_model
 
-            model = build_transfer_model(Path(spec["base_model"]), task, n_classes, config, data)
+            base_path, freeze = Path(spec["base_model"]), spec.get("freeze", True)
+            model = build_transfer_model(base_path, task, n_classes, config, data, freeze)
         else:
             model, extra = build_network(spec["architecture"], task, n_classes, config, prepared, data)
             if extra.get("vocabulary"):  # the text vocabulary, fitted on training texts only, saved with the run
@@ -185,13 +186,12 @@ def fit_keras(
     if spec.get("base_model"):
         from ml_expert.tools import transfer
 
-        done, fine_tuned = len(history.data.get("loss", [])), []
+        done = len(history.data.get("loss", []))
         if spec.get("fine_tune_layers") and not reporter.cancel_requested():
             total = done + max(5, config.epochs // 2)
             stage2 = keras_callbacks(config, folder, reporter, history, total, backup="backup_finetune")
-            layers = spec["fine_tune_layers"]
-            fine_tuned = transfer.fine_tune(model, layers, task, config, data, class_weight, stage2, done)
-        transfer_info = transfer.summary(model, fine_tuned, done, len(history.data.get("loss", [])))
+            transfer.fine_tune(model, spec["fine_tune_layers"], task, config, data, class_weight, stage2, done)
+        transfer_info = transfer.summary(model, done, len(history.data.get("loss", [])))
     seconds = time.perf_counter() - start
     losses = history.data.get("loss", [])
     if not losses or not all(np.isfinite(losses)) or not np.isfinite(history.data.get("val_loss", [0])).all():

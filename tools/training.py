@@ -103,6 +103,9 @@ def train(
     fine_tune_layers: Annotated[
         int, Field(description="With base_model: unfreeze this many top base layers for a second, low-LR stage.", ge=0)
     ] = 0,
+    freeze: Annotated[
+        bool, Field(description="With base_model: keep the base frozen while the new head trains (false: train all).")
+    ] = True,
     wait_seconds: WaitSeconds = 45,
     report: ProgressFn | None = None,
 ) -> JobStatus:
@@ -121,6 +124,13 @@ def train(
 
         cluster_spec()  # a clear error now, not in the worker, when TF_CONFIG is missing or malformed
     base = None
+    if base_model is None and (fine_tune_layers or not freeze):
+        raise InvalidInputError("fine_tune_layers and freeze apply to transfer learning; pass base_model too.")
+    if fine_tune_layers and not freeze:
+        raise InvalidInputError(
+            "fine_tune_layers unfreezes layers of a frozen base; with freeze=false every layer trains already. "
+            "Pass one or the other."
+        )
     if base_model is not None:
         from ml_expert.tools import transfer
 
@@ -137,6 +147,7 @@ def train(
         "distribution": distribution,
         "base_model": base,
         "fine_tune_layers": fine_tune_layers,
+        "freeze": freeze,
     }
     namespace = runs.run_namespace(ws, run_id)
     return run_as_job(ws, "train", spec, run_id=run_id, namespace=namespace, wait_seconds=wait_seconds, report=report)

@@ -76,8 +76,10 @@ def feature_layer(base: Any) -> Any:
     return layers[cut - 1] if body_is_features else layers[-1]
 
 
-def build_transfer_model(path: Path, task: str, n_classes: int, config: TrainConfig, data: dict[str, Any]) -> Any:
-    """Frozen base (without its head) + a new head for this task."""
+def build_transfer_model(
+    path: Path, task: str, n_classes: int, config: TrainConfig, data: dict[str, Any], freeze: bool = True
+) -> Any:
+    """The base (without its head; frozen unless freeze=False) + a new head for this task."""
     import keras
 
     from ml_expert.tools.networks import output_head
@@ -86,9 +88,9 @@ def build_transfer_model(path: Path, task: str, n_classes: int, config: TrainCon
     expected = tuple(base.inputs[0].shape[1:])
     check_input_shape(expected, data["X_train"].shape[1:])
     extractor = keras.Model(base.inputs, feature_layer(base).output, name="base")
-    extractor.trainable = False
+    extractor.trainable = not freeze
     inputs = keras.Input(shape=expected, dtype=base.inputs[0].dtype, name="input")
-    x = extractor(inputs, training=False)
+    x = extractor(inputs, training=False)  # batch statistics stay the base's, even when its weights train
     x = keras.layers.Dense(128, activation=config.activation, name="new_head")(x)
     if config.dropout:
         x = keras.layers.Dropout(config.dropout, seed=config.seed)(x)
@@ -106,10 +108,8 @@ def fine_tune(
     class_weight: Any,
     callbacks: list[Any],
     done_epochs: int,
-) -> list[str]:
-    """Stage 2: unfreeze the top `layers` layers of the base and train on with learning_rate / 10.
-
-    Returns the names of the base layers that were fine-tuned."""
+) -> None:
+    """Stage 2: unfreeze the top `layers` layers of the base and train on with learning_rate / 10."""
     from ml_expert.tools.networks import compile_model
 
     base = model.get_layer("base")
@@ -134,17 +134,16 @@ def fine_tune(
         shuffle=True,
         callbacks=callbacks,
     )
-    return [layer.name for layer in trainable if layer.trainable]
 
 
-def summary(model: Any, fine_tuned: list[str], head_epochs: int, total_epochs: int) -> dict[str, Any]:
-    """What was reused, what stayed frozen, and how long each stage ran (for the train result)."""
+def summary(model: Any, head_epochs: int, total_epochs: int) -> dict[str, Any]:
+    """What was reused, which base layers stayed frozen or were trained, and the epochs of each stage."""
     base = model.get_layer("base")
-    with_weights = [layer.name for layer in base.layers if layer.weights]
+    with_weights = [layer for layer in base.layers if layer.weights]
     return {
         "reused_up_to": base.layers[-1].name,
-        "frozen_layers": [name for name in with_weights if name not in fine_tuned],
-        "fine_tuned_layers": fine_tuned,
+        "frozen_layers": [layer.name for layer in with_weights if not layer.trainable],
+        "fine_tuned_layers": [layer.name for layer in with_weights if layer.trainable],
         "head_epochs": head_epochs,
         "fine_tune_epochs": total_epochs - head_epochs,
     }
