@@ -19,6 +19,7 @@ from ml_expert.tools.models import TrainConfig
 from ml_expert.tools.packaging import package
 from ml_expert.tools.preparation import prepare_data
 from ml_expert.tools.training import train
+from ml_expert.tools.transformers import resize_images
 from ml_expert.tools.workspace import Workspace
 
 
@@ -55,6 +56,33 @@ def test_digits_as_images_cnn(jobs_ws: Workspace) -> None:
     raw = digits.images[:5].tolist()
     preds = _predict_raw(jobs_ws.root / pkg["folder"], json.dumps(raw))
     assert preds == [int(v) for v in digits.target[:5]]
+
+
+def test_pixel_csv_resized_and_packaged_for_raw_arrays_of_the_original_size(jobs_ws: Workspace) -> None:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits(as_frame=True)
+    digits.frame.to_csv(jobs_ws.root / "pixels.csv", index=False)
+    options = {"image_shape": [8, 8], "image_size": [12, 12]}
+    analysis = analyze_data(jobs_ws, "pixels.csv", target="target", data_options=options)
+    summary = analysis.modality_summary
+    assert analysis.modality == "image" and summary["image_shape"] == [12, 12, 1]
+    assert summary["original_sizes"] == {"8x8": 1797}
+    prepared = prepare_data(jobs_ws, run_id=analysis.run_id)
+    assert prepared.input_shape == [12, 12, 1]
+    with pytest.raises(InvalidInputError, match=r"image_size must be \[height, width\] between 1 and 4096"):
+        analyze_data(jobs_ws, "pixels.csv", target="target", data_options={"image_shape": [8, 8], "image_size": [0, 9]})
+    model_id = _ok(train(jobs_ws, analysis.run_id, "cnn", config=TrainConfig(epochs=8), wait_seconds=300))["model_id"]
+    ev = _ok(evaluate(jobs_ws, analysis.run_id, wait_seconds=120))["evaluations"][0]
+    assert ev["test_metrics"]["accuracy"] >= 0.9
+    pkg = _ok(package(jobs_ws, analysis.run_id, model_id=model_id, formats=["keras"], wait_seconds=400))
+    folder = jobs_ws.root / pkg["folder"]
+    assert "pillow==" in (folder / "requirements.txt").read_text()
+    raw = digits.images[::9]  # 8x8, as the CSV held them: the package resizes them like prepare_data did
+    preds = _predict_raw(folder, json.dumps(raw.tolist()))
+    assert np.mean(np.array(preds) == digits.target[::9]) >= 0.9
+    resized = resize_images(raw[:20, ..., None], (12, 12))
+    assert _predict_raw(folder, json.dumps(resized.tolist())) == preds[:20]
 
 
 def test_image_folder_is_read_per_class(ws: Workspace) -> None:
@@ -95,6 +123,28 @@ def test_rnn_forecast_beats_the_naive_last_value(jobs_ws: Workspace) -> None:
     window = raw["X"][:3].tolist()
     preds = _predict_raw(jobs_ws.root / pkg["folder"], json.dumps(window))
     assert np.allclose(preds, raw["y"][:3], atol=4)
+
+
+def test_sequence_classification_from_npz(jobs_ws: Workspace) -> None:
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 2 * np.pi, 30)
+    fast = rng.random(400) < 0.5
+    phase = rng.uniform(0, 2 * np.pi, (400, 1))
+    wave = np.sin(np.where(fast[:, None], 3.0, 1.0) * t + phase)
+    X = np.stack([wave, rng.normal(0, 1, (400, 30))], axis=-1) + rng.normal(0, 0.3, (400, 30, 2))
+    np.savez(jobs_ws.root / "waves.npz", X=X.astype(np.float32), y=np.where(fast, "fast", "slow"))
+    analysis = analyze_data(jobs_ws, "waves.npz", target="speed")
+    assert analysis.modality == "sequence" and analysis.modality_summary["sequence_shape"] == [30, 2]
+    prepared = prepare_data(jobs_ws, run_id=analysis.run_id)
+    assert prepared.task_type == "binary" and prepared.label_mapping == {"0": "fast", "1": "slow"}
+    model_id = _ok(train(jobs_ws, analysis.run_id, "conv1d", config=TrainConfig(epochs=15), wait_seconds=300))[
+        "model_id"
+    ]
+    ev = _ok(evaluate(jobs_ws, analysis.run_id, wait_seconds=120))["evaluations"][0]
+    assert ev["test_metrics"]["accuracy"] >= 0.9
+    pkg = _ok(package(jobs_ws, analysis.run_id, model_id=model_id, formats=["keras"], wait_seconds=400))
+    preds = _predict_raw(jobs_ws.root / pkg["folder"], json.dumps(X[:40].round(4).tolist()))
+    assert np.mean(np.array(preds) == np.where(fast[:40], "fast", "slow")) >= 0.9
 
 
 def _reviews(n: int = 800) -> pd.DataFrame:

@@ -86,8 +86,11 @@ def load(path: Path, modality: str, target: str | None, options: dict[str, Any])
     """Inputs X, targets y and facts about them for a non-tabular dataset."""
     info: dict[str, Any] = {}
     if modality == "image":
+        size = options.get("image_size")
+        if size and not 1 <= min(size) <= max(size) <= 4096:
+            raise InvalidInputError(f"image_size must be [height, width] between 1 and 4096; received {list(size)}.")
         if path.is_dir():
-            X, y, info = _load_image_folder(path, options.get("image_size"))
+            X, y, info = _load_image_folder(path, size)
         elif path.suffix.lower() == ".npz":
             with np.load(path, allow_pickle=False) as data:
                 X, y = data["X"], data["y"]
@@ -109,6 +112,11 @@ def load(path: Path, modality: str, target: str | None, options: dict[str, Any])
             y = df[target].to_numpy()
         if X.ndim != 4:
             raise InvalidInputError(f"Images must be (N, H, W) or (N, H, W, C); received shape {X.shape}.")
+        if not path.is_dir() and size and X.shape[1:3] != tuple(size):  # folders are resized while read
+            from ml_expert.tools.transformers import resize_images
+
+            info["original_sizes"] = {f"{X.shape[1]}x{X.shape[2]}": len(X)}
+            X = resize_images(X, size)
         return {"X": X, "y": y, "info": {**info, "image_shape": list(X.shape[1:])}}
     if modality == "sequence":
         if path.suffix.lower() == ".npz":
@@ -275,7 +283,9 @@ class DataOptions(BaseModel):
     image_shape: list[int] | None = Field(
         None, description="Pixel CSV: [H, W] or [H, W, C].", min_length=2, max_length=3
     )
-    image_size: tuple[int, int] | None = Field(None, description="Image folder: resize to [H, W] (default <= 64).")
+    image_size: tuple[int, int] | None = Field(
+        None, description="Images: resize to [H, W] (folders default to at most 64 per side)."
+    )
     text_column: str | None = Field(None, description="Text: the column of documents.")
     time_column: str | None = Field(None, description="Time series: the column that orders rows.")
     lookback: int | None = Field(None, description="Time series: past steps per window (default 24).", ge=1, le=10000)

@@ -176,8 +176,8 @@ def _file_map(folder: Path) -> dict[str, str]:
     }
 
 
-def _environment(framework: str, runtimes: list[str]) -> dict[str, str]:
-    names = ["numpy", "pandas", "scikit-learn", "joblib"]
+def _environment(framework: str, runtimes: list[str], modality: str = "tabular") -> dict[str, str]:
+    names = ["numpy", "pandas", "scikit-learn", "joblib"] + (["pillow"] if modality == "image" else [])
     if framework == "keras" or {"keras", "h5", "savedmodel"} & set(runtimes):
         names += ["tensorflow", "keras"]
     if "onnx" in runtimes:
@@ -341,10 +341,11 @@ def run_package_job(ws: Workspace, spec: dict[str, Any], reporter: Any) -> dict[
         ev = next((e for e in evs if e["model_id"] == meta["model_id"]), None)
         test_metric = dict(list(ev["test_metrics"].items())[:4]) if ev else {}
     runtimes = [r.runtime for r in good if r.runtime]
-    write_docs(build, meta, prepared, reports, test_metric, _environment(meta["framework"], runtimes))
+    env = _environment(meta["framework"], runtimes, prepared.get("modality", "tabular"))
+    write_docs(build, meta, prepared, reports, test_metric, env)
     manifest |= {
         "files": _file_map(build),
-        "environment": _environment(meta["framework"], runtimes),
+        "environment": env,
         "verification": [r.model_dump() for r in reports],
         "created_at": time.time(),
     }

@@ -30,6 +30,23 @@ class SchemaError(ValueError):
     """Raw input rows do not match the feature schema the model was trained on."""
 
 
+def resize_images(X: np.ndarray, size: tuple[int, int] | list[int]) -> np.ndarray:
+    """(N, H, W, C) images resized to (N, *size, C), bilinear per channel, values kept in their own range.
+
+    Used by prepare_data and by the packaged inference, so both resize arrays the same way."""
+    from PIL import Image
+
+    height, width = int(size[0]), int(size[1])
+    if X.shape[1:3] == (height, width):
+        return X.astype(np.float32, copy=False)
+    out = np.empty((len(X), height, width, X.shape[-1]), np.float32)
+    for i, image in enumerate(X.astype(np.float32, copy=False)):
+        for c in range(X.shape[-1]):
+            plane = Image.fromarray(np.ascontiguousarray(image[:, :, c]), mode="F")
+            out[i, :, :, c] = np.asarray(plane.resize((width, height), Image.Resampling.BILINEAR))
+    return out
+
+
 def _as_object(s: pd.Series) -> pd.Series:
     out = s.astype(object)
     return out.where(s.notna(), np.nan)

@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from ml_expert_transformers import FastPreprocessor, SchemaError, coerce_frame  # noqa: E402
+from ml_expert_transformers import FastPreprocessor, SchemaError, coerce_frame, resize_images  # noqa: E402
 
 __all__ = ["ModelInference", "PackageIntegrityError", "SchemaError"]
 
@@ -207,6 +207,8 @@ class ModelInference:
                 arr = arr[..., None]
             if arr.ndim == len(shape):
                 arr = arr[None]
+            if arr.ndim == 4 and arr.shape[-1] == shape[-1] and arr.shape[1:3] != shape[:2]:
+                arr = resize_images(arr, shape[:2])  # arrays of another size, resized as prepare_data did
             if arr.shape[1:] != shape:
                 raise SchemaError(f"Images must have shape {list(shape)} (H, W, C); received {list(arr.shape[1:])}.")
             return arr * np.float32(self.schema["pixel_scale"])
