@@ -191,7 +191,8 @@ def fit_keras(
             total = done + max(5, config.epochs // 2)
             stage2 = keras_callbacks(config, folder, reporter, history, total, backup="backup_finetune")
             transfer.fine_tune(model, spec["fine_tune_layers"], task, config, data, class_weight, stage2, done)
-        transfer_info = transfer.summary(model, done, len(history.data.get("loss", [])))
+        transfer_info = {"base_model": ws.relative(Path(spec["base_model"]))}
+        transfer_info |= transfer.summary(model, done, len(history.data.get("loss", [])))
     seconds = time.perf_counter() - start
     losses = history.data.get("loss", [])
     if not losses or not all(np.isfinite(losses)) or not np.isfinite(history.data.get("val_loss", [0])).all():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -241,7 +240,7 @@ def run_train_job(ws: Workspace, spec: dict[str, Any], reporter: Any) -> dict[st
         notes=notes,
         config=spec["config"],
         distribution=fit["distribution"],
-        transfer=fit.get("transfer") and {"base_model": ws.relative(Path(spec["base_model"]))} | fit["transfer"],
+        transfer=fit.get("transfer"),
         resumed=bool(spec.get("resume")),
         cancelled=cancelled,
         artifacts={

@@ -3,7 +3,8 @@
 The standard two-stage recipe: the base network (a model of this workspace, or a `.keras` file
 inside it, loaded with `safe_mode=True`) minus its output head becomes a frozen feature extractor;
 a new head is trained for the new task; then, optionally, the top N layers of the base are
-unfrozen and fine-tuned with a ten times lower learning rate. Nothing is downloaded.
+unfrozen and fine-tuned with a ten times lower learning rate. With freeze=False the base trains
+with the head from the start (one stage). Nothing is downloaded.
 """
 
 from __future__ import annotations
