@@ -26,9 +26,9 @@ RESULTS = Path(__file__).parent / "results"
 
 CODE = {
     "pandas_read_csv_describe": "import pandas as pd; df = pd.read_csv(PATH); df.describe(include='all')",
-    "analyze_data": "from ml_expert.tools.workspace import Workspace; from ml_expert.tools.analysis import "
+    "analyze_data": "from ml_expert.tools.workspace import Workspace; from ml_expert.tools.data.analyze import "
     "analyze_data; analyze_data(Workspace(ROOT), PATH, target='target')",
-    "prepare_data": "from ml_expert.tools.workspace import Workspace; from ml_expert.tools.preparation import "
+    "prepare_data": "from ml_expert.tools.workspace import Workspace; from ml_expert.tools.data.prepare import "
     "prepare_data; prepare_data(Workspace(ROOT), path=PATH, target='target')",
 }
 RUNNER = """

@@ -42,12 +42,12 @@ def timings(fn: Any, rows: list[Any], n: int = 300) -> dict[str, float]:
 def build(root: Path) -> dict[str, Path]:
     from sklearn.datasets import load_breast_cancer
 
-    from ml_expert.tools.analysis import analyze_data
-    from ml_expert.tools.jobs import JobManager
-    from ml_expert.tools.models import TrainConfig
-    from ml_expert.tools.packaging import package
-    from ml_expert.tools.preparation import prepare_data
-    from ml_expert.tools.training import train
+    from ml_expert.tools.data.analyze import analyze_data
+    from ml_expert.tools.data.prepare import prepare_data
+    from ml_expert.tools.jobs.manager import JobManager
+    from ml_expert.tools.packaging.package import package
+    from ml_expert.tools.training.config import TrainConfig
+    from ml_expert.tools.training.train import train
     from ml_expert.tools.workspace import Workspace
 
     ws = Workspace(root)

@@ -68,7 +68,7 @@ def server(root: Path) -> StdioServerParameters:
 
 
 def overhead(root: Path, rows: int, epochs: int) -> dict[str, Any]:
-    from ml_expert.tools.preparation import prepare_data
+    from ml_expert.tools.data.prepare import prepare_data
     from ml_expert.tools.workspace import Workspace
 
     run_id = prepare_data(Workspace(root), path=make_data(root, rows), target="y", outliers="none").run_id
@@ -119,11 +119,11 @@ def overhead(root: Path, rows: int, epochs: int) -> dict[str, Any]:
 def accuracy(root: Path) -> dict[str, Any]:
     from sklearn import datasets
 
-    from ml_expert.tools.analysis import analyze_data
-    from ml_expert.tools.evaluation import evaluate
-    from ml_expert.tools.jobs import JobManager
-    from ml_expert.tools.preparation import prepare_data
-    from ml_expert.tools.training import train
+    from ml_expert.tools.data.analyze import analyze_data
+    from ml_expert.tools.data.prepare import prepare_data
+    from ml_expert.tools.evaluation.evaluate import evaluate
+    from ml_expert.tools.jobs.manager import JobManager
+    from ml_expert.tools.training.train import train
     from ml_expert.tools.workspace import Workspace
 
     ws = Workspace(root / "accuracy")

@@ -42,8 +42,8 @@ def linear_probe(ws: Any, run_id: str, base_model: str) -> dict[str, float]:
     import keras
     from sklearn.linear_model import LogisticRegression
 
-    from ml_expert.tools.preparation import load_split
-    from ml_expert.tools.transfer import feature_layer
+    from ml_expert.tools.artifacts import load_split
+    from ml_expert.tools.training.transfer import feature_layer
 
     (X, y), (X_test, y_test) = load_split(ws, run_id, "train"), load_split(ws, run_id, "test")
     base = keras.saving.load_model(ws.root / base_model, safe_mode=True, compile=False)
@@ -61,10 +61,10 @@ def linear_probe(ws: Any, run_id: str, base_model: str) -> dict[str, float]:
 def one_draw(ws: Any, name: str, draw: int, epochs: int) -> dict[str, float]:
     from sklearn.datasets import load_digits
 
-    from ml_expert.tools.evaluation import evaluate
-    from ml_expert.tools.models import TrainConfig
-    from ml_expert.tools.preparation import prepare_data
-    from ml_expert.tools.training import train
+    from ml_expert.tools.data.prepare import prepare_data
+    from ml_expert.tools.evaluation.evaluate import evaluate
+    from ml_expert.tools.training.config import TrainConfig
+    from ml_expert.tools.training.train import train
 
     def ok(status: Any) -> dict[str, Any]:
         assert status.status == "succeeded", status.error
@@ -101,7 +101,7 @@ def one_draw(ws: Any, name: str, draw: int, epochs: int) -> dict[str, float]:
 
 
 def main() -> None:
-    from ml_expert.tools.jobs import JobManager
+    from ml_expert.tools.jobs.manager import JobManager
     from ml_expert.tools.workspace import Workspace
 
     parser = argparse.ArgumentParser()

@@ -1,5 +1,35 @@
-"""ml-expert's persistent memory: the namespaced key-value store and the SQLite schema."""
+"""ml-expert's persistent state in one SQLite file: the namespaced key-value memory (`MemoryStore`),
+the workflow runs (`RunStore`) and the background jobs (`JobStore`), plus the errors they raise.
 
-from ml_expert.memory.store import DEFAULT_NAMESPACE, MemoryEntry, MemoryPage, MemoryStats, MemoryStore, SearchHit
+All SQL of the project lives in this package, and it imports nothing from `ml_expert.tools`.
+"""
 
-__all__ = ["DEFAULT_NAMESPACE", "MemoryEntry", "MemoryPage", "MemoryStats", "MemoryStore", "SearchHit"]
+from ml_expert.memory.database import Database
+from ml_expert.memory.jobs import ACTIVE, FINISHED, JobRow, JobStore
+from ml_expert.memory.runs import RunRow, RunStore
+from ml_expert.memory.store import (
+    DEFAULT_MAX_VALUE_BYTES,
+    DEFAULT_NAMESPACE,
+    MemoryEntry,
+    MemoryPage,
+    MemoryStats,
+    MemoryStore,
+    SearchHit,
+)
+
+__all__ = [
+    "ACTIVE",
+    "DEFAULT_MAX_VALUE_BYTES",
+    "DEFAULT_NAMESPACE",
+    "FINISHED",
+    "Database",
+    "JobRow",
+    "JobStore",
+    "MemoryEntry",
+    "MemoryPage",
+    "MemoryStats",
+    "MemoryStore",
+    "RunRow",
+    "RunStore",
+    "SearchHit",
+]

@@ -7,28 +7,21 @@ CLI — can read and write the same file at once without losing a write.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
-import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlite_utils import Database
 
-from ml_expert.memory.migrations import migrations
-from ml_expert.tools.errors import InvalidInputError, NotFoundError
+from ml_expert.memory.database import Database
+from ml_expert.memory.errors import InvalidInputError, NotFoundError
 
 DEFAULT_NAMESPACE = "default"
 MAX_NAME_CHARS = 1024
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
-BUSY_TIMEOUT_MS = 30_000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -63,7 +56,7 @@ class SearchHit(BaseModel):
 class MemoryStats(BaseModel):
     entries: int
     namespaces: dict[str, int] = Field(description="Entries per namespace.")
-    value_bytes: int = Field(description="Total size of the stored JSON values.")
+    value_bytes: int = Field(description="Total size of the stored entries: keys, JSON values and tags.")
     file_bytes: int = Field(description="Size of the SQLite file (main file only).")
     path: str
 
@@ -96,58 +89,20 @@ class MemoryStore:
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | Database,
         *,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.database = path if isinstance(path, Database) else Database(path)
+        self.path = self.database.path
         self.max_value_bytes = max_value_bytes
         self.clock = clock
-        self._lock = threading.RLock()
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None)
-        self.db = Database(conn)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self._migrate()
-        conn.execute("PRAGMA synchronous = NORMAL")
-
-    def _migrate(self) -> None:
-        # Migrations from two processes at once would clash: serialise them with a file lock.
-        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                if self.db.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    self.db.conn.execute("PRAGMA journal_mode = WAL")
-                if migrations.pending(self.db):
-                    migrations.apply(self.db)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        self._write = self.database.transaction
+        self.query = self.database.query
 
     def close(self) -> None:
-        with self._lock:
-            self.db.conn.close()
-
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that takes the write lock up front (BEGIN IMMEDIATE).
-
-        Taking it at the start means SQLite's busy timeout applies, instead of the instant
-        'database is locked' a deferred transaction gets when it upgrades from read to write.
-        """
-        with self._lock:
-            conn = self.db.conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-
-    def query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self.db.query(sql, list(params)))
+        self.database.close()
 
     # -- entries ---------------------------------------------------------------------------
 
@@ -168,6 +123,42 @@ class MemoryStore:
         prefix = f"{alias}." if alias else ""
         return f"({prefix}expires_at IS NULL OR {prefix}expires_at > ?)", self.clock()
 
+    def _row(
+        self, key: str, value: Any, *, namespace: str, ttl: float | None, tags: list[str] | None
+    ) -> tuple[str, str, str, str]:
+        """Validate one entry; (namespace, key, value JSON, tags JSON). Key, value and tags count toward the limit."""
+        check_name("key", key)
+        check_name("namespace", namespace)
+        if ttl is not None and (not isinstance(ttl, int | float) or isinstance(ttl, bool) or not ttl > 0):
+            raise InvalidInputError(
+                f"ttl must be a positive number of seconds; received {ttl!r}. Omit it to keep forever."
+            )
+        try:
+            text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(
+                f"value must be JSON (object, list, string, number, true/false, null); {exc}. Convert it first."
+            ) from exc
+        if tags is not None and not isinstance(tags, list):
+            raise InvalidInputError(f"tags must be a list of strings; received {type(tags).__name__}.")
+        tag_text = json.dumps([str(t) for t in (tags or [])], ensure_ascii=False)
+        size = len(text.encode()) + len(tag_text.encode()) + len(key.encode())
+        if size > self.max_value_bytes:
+            raise InvalidInputError(
+                f"the entry is {size} bytes serialized (key, value and tags); the limit is {self.max_value_bytes}. "
+                "Store a summary or a file path instead of the data itself, and keep tags short."
+            )
+        return namespace, key, text, tag_text
+
+    def _upsert(self, conn: Any, row: tuple[str, str, str, str], now: float, expires: float | None) -> None:
+        conn.execute(
+            """INSERT INTO memory (namespace, key, value, tags, created_at, updated_at, access_count, expires_at)
+               VALUES (?, ?, ?, ?, ?, ?, 0, ?)
+               ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value, tags = excluded.tags,
+                 updated_at = excluded.updated_at, expires_at = excluded.expires_at""",
+            (*row, now, now, expires),
+        )
+
     def store(
         self,
         key: str,
@@ -178,49 +169,25 @@ class MemoryStore:
         tags: list[str] | None = None,
     ) -> MemoryEntry:
         """Insert or replace the value under (namespace, key); keeps created_at of an existing entry."""
-        check_name("key", key)
-        check_name("namespace", namespace)
-        if ttl is not None and ttl <= 0:
-            raise InvalidInputError(
-                f"ttl must be a positive number of seconds; received {ttl}. Omit it to keep forever."
-            )
-        try:
-            text = json.dumps(value, ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(
-                f"value must be JSON (object, list, string, number, true/false, null); {exc}. Convert it first."
-            ) from exc
-        size = len(text.encode())
-        if size > self.max_value_bytes:
-            raise InvalidInputError(
-                f"value is {size} bytes serialized; the limit is {self.max_value_bytes}. "
-                "Store a summary or a file path instead of the data itself."
-            )
-        tag_list = [str(t) for t in (tags or [])]
+        row = self._row(key, value, namespace=namespace, ttl=ttl, tags=tags)
         now = self.clock()
         expires = now + ttl if ttl is not None else None
-        with self.write() as conn:
+        with self._write() as conn:
             conn.execute("DELETE FROM memory WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
-            conn.execute(
-                """INSERT INTO memory (namespace, key, value, tags, created_at, updated_at, access_count, expires_at)
-                   VALUES (?, ?, ?, ?, ?, ?, 0, ?)
-                   ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value, tags = excluded.tags,
-                     updated_at = excluded.updated_at, expires_at = excluded.expires_at""",
-                (namespace, key, text, json.dumps(tag_list), now, now, expires),
-            )
-            row = conn.execute(
+            self._upsert(conn, row, now, expires)
+            found = conn.execute(
                 "SELECT created_at, access_count, accessed_at FROM memory WHERE namespace = ? AND key = ?",
                 (namespace, key),
             ).fetchone()
         return MemoryEntry(
             namespace=namespace,
             key=key,
-            value=json.loads(text),
-            tags=tag_list,
-            created_at=row[0],
+            value=json.loads(row[2]),
+            tags=json.loads(row[3]),
+            created_at=found[0],
             updated_at=now,
-            access_count=row[1] or 0,
-            accessed_at=row[2],
+            access_count=found[1] or 0,
+            accessed_at=found[2],
             expires_at=expires,
         )
 
@@ -229,7 +196,7 @@ class MemoryStore:
         check_name("key", key)
         check_name("namespace", namespace)
         alive, now = self._alive()
-        with self.write() as conn:
+        with self._write() as conn:
             cur = conn.execute(
                 f"""UPDATE memory SET access_count = access_count + 1, accessed_at = ?
                     WHERE namespace = ? AND key = ? AND {alive}
@@ -309,19 +276,20 @@ class MemoryStore:
         """Delete the entry; True when something was deleted."""
         check_name("key", key)
         check_name("namespace", namespace)
-        with self.write() as conn:
+        with self._write() as conn:
             cur = conn.execute("DELETE FROM memory WHERE namespace = ? AND key = ?", (namespace, key))
         return cur.rowcount > 0
 
     def purge_expired(self) -> int:
-        with self.write() as conn:
+        with self._write() as conn:
             cur = conn.execute("DELETE FROM memory WHERE expires_at IS NOT NULL AND expires_at <= ?", (self.clock(),))
         return cur.rowcount
 
     def stats(self) -> MemoryStats:
         self.purge_expired()
         rows = self.query(
-            "SELECT namespace, count(*) AS n, sum(length(CAST(value AS BLOB))) AS b FROM memory GROUP BY namespace"
+            "SELECT namespace, count(*) AS n, sum(length(CAST(value AS BLOB)) + length(CAST(tags AS BLOB)) "
+            "+ length(CAST(key AS BLOB))) AS b FROM memory GROUP BY namespace"
         )
         return MemoryStats(
             entries=sum(r["n"] for r in rows),
@@ -343,25 +311,33 @@ class MemoryStore:
             if offset >= page.total or not page.entries:
                 return
 
-    def import_entries(self, records: Iterable[dict[str, Any]]) -> int:
-        """Upsert exported records; keeps their tags and remaining TTL. Returns how many were written."""
-        count = 0
+    def import_entries(self, records: Iterable[Any]) -> int:
+        """Upsert exported records, all or nothing: every record is checked first, then all are written in
+        one transaction. Keeps tags and remaining TTL; already expired records are skipped. Returns the count."""
         now = self.clock()
+        rows: list[tuple[tuple[str, str, str, str], float | None]] = []
         for i, rec in enumerate(records, 1):
-            if not isinstance(rec, dict) or "key" not in rec or "value" not in rec:
-                raise InvalidInputError(
-                    f"Record {i} must be an object with at least 'key' and 'value' (as written by memory export); "
-                    f"received {str(rec)[:200]}."
-                )
-            expires = rec.get("expires_at")
-            if expires is not None and expires <= now:
-                continue
-            self.store(
-                rec["key"],
-                rec["value"],
-                namespace=rec.get("namespace") or DEFAULT_NAMESPACE,
-                tags=rec.get("tags") or [],
-                ttl=None if expires is None else expires - now,
+            try:
+                row, expires = self._import_row(rec, now)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"Record {i}: {exc} Nothing was imported.") from exc
+            if expires is None or expires > now:
+                rows.append((row, expires))
+        with self._write() as conn:
+            for row, expires in rows:
+                self._upsert(conn, row, now, expires)
+        return len(rows)
+
+    def _import_row(self, rec: Any, now: float) -> tuple[tuple[str, str, str, str], float | None]:
+        if not isinstance(rec, dict) or "key" not in rec or "value" not in rec:
+            raise InvalidInputError(
+                "each record must be an object with at least 'key' and 'value' (as written by memory export); "
+                f"received {str(rec)[:200]}."
             )
-            count += 1
-        return count
+        expires = rec.get("expires_at")
+        if expires is not None and (isinstance(expires, bool) or not isinstance(expires, int | float)):
+            raise InvalidInputError(f"expires_at must be a Unix time (a number) or null; received {expires!r}.")
+        ttl = None if expires is None or expires <= now else expires - now
+        namespace = rec.get("namespace") or DEFAULT_NAMESPACE
+        row = self._row(rec["key"], rec["value"], namespace=namespace, ttl=ttl, tags=rec.get("tags") or [])
+        return row, expires

@@ -1,37 +1,22 @@
-"""MCP wiring: the `MCPServer`, its lifespan, and the registration of every tool.
+"""MCP wiring: the `MCPServer`, its lifespan (workspace, store, job manager) and the server's instructions.
 
-Tools are plain functions in `ml_expert.tools` whose first parameter is the `Workspace`. `expose`
-wraps each one: it hides `ws` (and the optional `report` progress callback) from the schema, runs
-the function in a worker thread, forwards progress as MCP progress notifications, and turns
-`MLExpertError` into `ToolError` — the one exception whose message reaches the client.
+Tools are plain functions in `ml_expert.tools` whose first parameter is the `Workspace`;
+`server.expose` registers each one (see its docstring) and `server.registry` lists them.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import json
-import logging
-import typing
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
-import anyio.from_thread
-import anyio.to_thread
-from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp.server.mcpserver import MCPServer
 
-from ml_expert.server.settings import Settings
-from ml_expert.tools.errors import MLExpertError
-from ml_expert.tools.jobs import JobManager
+from ml_expert.server.registry import register_all
+from ml_expert.tools.jobs.manager import JobManager
+from ml_expert.tools.settings import Settings
 from ml_expert.tools.workspace import Workspace
-
-log = logging.getLogger("ml_expert.server")
-HIDDEN_PARAMS = ("ws", "report")
 
 INSTRUCTIONS = """ml-expert develops ML models step by step. Workflow: analyze_data -> prepare_data ->
 recommend_architecture -> train -> evaluate -> package (or run_workflow for all at once). Each step
@@ -60,107 +45,14 @@ def make_lifespan(settings: Settings) -> Callable[[MCPServer], Any]:
 
 def open_workspace(settings: Settings) -> Workspace:
     """The workspace with its store opened and a started job manager attached."""
-    ws = Workspace(settings.workspace, allowed_roots=settings.allow_paths, max_value_bytes=settings.max_value_bytes)
+    ws = Workspace(settings=settings)
     ws.store  # noqa: B018 - open and migrate now, not on the first call
-    ws.jobs = JobManager(ws, max_jobs=settings.max_jobs).start()
+    ws.jobs = JobManager(ws).start()
     return ws
-
-
-def _progress_forwarder(ctx: Context) -> Callable[[dict[str, Any]], None]:
-    """A callback for tool code running in a thread that sends MCP progress notifications."""
-
-    last = {"step": 0.0}
-
-    def report(progress: dict[str, Any]) -> None:
-        step = max(last["step"], float(progress.get("step") or 0))  # MCP progress must never decrease
-        last["step"] = step
-        total = progress.get("total")
-        message = progress.get("message")
-        try:
-            anyio.from_thread.run(functools.partial(ctx.report_progress, step, total, message))
-        except Exception:  # a client that went away must not break the tool
-            log.debug("progress notification failed", exc_info=True)
-
-    return report
-
-
-def expose(
-    mcp: MCPServer,
-    fn: Callable[..., Any],
-    *,
-    read_only: bool = False,
-    destructive: bool = False,
-    idempotent: bool = False,
-    inline: bool = False,
-) -> None:
-    """Register a tools/ function as an MCP tool with honest annotations.
-
-    inline=True runs it on the event loop instead of a worker thread: for calls of about a millisecond
-    (memory operations), where the thread hand-off costs as much as the work.
-    """
-    hints = typing.get_type_hints(fn, include_extras=True)
-    sig = inspect.signature(fn)
-    params = [p.replace(annotation=hints[p.name]) for p in sig.parameters.values() if p.name not in HIDDEN_PARAMS]
-    takes_report = "report" in sig.parameters
-    params.append(inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context))
-
-    async def tool(**kwargs: Any) -> Any:
-        ctx: Context = kwargs.pop("ctx")
-        ws: Workspace = ctx.request_context.lifespan_context.workspace
-        if takes_report:
-            kwargs["report"] = _progress_forwarder(ctx)
-        try:
-            call = functools.partial(fn, ws, **kwargs)
-            result = call() if inline else await anyio.to_thread.run_sync(call)
-        except MLExpertError as exc:
-            raise ToolError(str(exc)) from exc
-        data = result.model_dump(mode="json")
-        return CallToolResult(content=[TextContent(type="text", text=json.dumps(data))], structured_content=data)
-
-    tool.__name__ = fn.__name__
-    tool.__doc__ = inspect.getdoc(fn)
-    tool.__signature__ = sig.replace(parameters=params, return_annotation=CallToolResult)  # type: ignore[attr-defined]
-    tool.__annotations__ = {p.name: p.annotation for p in params} | {"return": CallToolResult}
-    # Results are structured content without an advertised outputSchema: the schemas of all results
-    # would triple the size of list_tools, which every agent pays for in its context.
-    mcp.add_tool(
-        tool,
-        structured_output=False,
-        annotations=ToolAnnotations(
-            read_only_hint=read_only,
-            destructive_hint=destructive,
-            idempotent_hint=idempotent or read_only,
-            open_world_hint=False,
-        ),
-    )
-    registered = mcp._tool_manager.get_tool(fn.__name__)  # the SDK has no public setter for the schema
-    registered.parameters = compact_schema(registered.parameters)
-
-
-def compact_schema(schema: Any) -> Any:
-    """A shorter schema that accepts the same calls: no auto-generated titles (they repeat the name), no
-    `default: null`, and `anyOf: [T, null]` of an optional parameter shown as T (omitting it is the null)."""
-    if isinstance(schema, list):
-        return [compact_schema(v) for v in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {
-        k: compact_schema(v)
-        for k, v in schema.items()
-        if not (k == "title" and isinstance(v, str)) and not (k == "default" and v is None)
-    }
-    options = out.get("anyOf")
-    if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
-        inner = next(o for o in options if o != {"type": "null"})
-        out.pop("anyOf")
-        out = {**inner, **out}
-    return out
 
 
 def build_server(settings: Settings) -> MCPServer:
     """The ml-expert MCP server with every tool, resource and prompt registered."""
-    from ml_expert.server.registry import register_all
-
     mcp = MCPServer("ml-expert", instructions=INSTRUCTIONS, lifespan=make_lifespan(settings))
     register_all(mcp)
     return mcp

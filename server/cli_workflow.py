@@ -3,30 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ml_expert.server.settings import Settings
+from ml_expert.memory.errors import NotFoundError
+from ml_expert.server.cli_common import print_table, settings_from
+from ml_expert.tools.jobs.manager import JobManager
+from ml_expert.tools.jobs.tools import list_jobs
+from ml_expert.tools.runs import get_run, list_runs
+from ml_expert.tools.training.config import Architecture
+from ml_expert.tools.workspace import Workspace
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    from ml_expert.server.cli import settings_from
-
-    return settings_from(args)
-
-
-def _workspace(args: argparse.Namespace) -> Any:
-    from ml_expert.tools.workspace import Workspace
-
-    s = _settings(args)
-    return Workspace(s.workspace, allowed_roots=s.allow_paths)
+def _workspace(args: argparse.Namespace) -> Workspace:
+    return Workspace(settings=settings_from(args))
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from ml_expert.server.cli import _print_table
-    from ml_expert.tools.runs import list_runs
-
     ws = _workspace(args)
     result = list_runs(ws, limit=args.limit)
     rows = [
@@ -40,15 +35,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
         }
         for r in result.runs
     ]
-    _print_table(rows, ["run_id", "created", "dataset", "target", "done", "next"])
+    print_table(rows, ["run_id", "created", "dataset", "target", "done", "next"])
     print(f"{len(rows)} of {result.total} runs")
     return 0
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from ml_expert.server.cli import _print_table
-    from ml_expert.tools.jobs import list_jobs
-
     ws = _workspace(args)
     result = list_jobs(ws, limit=args.limit)
     rows = [
@@ -62,15 +54,12 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         }
         for j in result.jobs
     ]
-    _print_table(rows, ["job_id", "kind", "status", "run_id", "progress", "error"])
+    print_table(rows, ["job_id", "kind", "status", "run_id", "progress", "error"])
     print(f"{len(rows)} of {result.total} jobs")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ml_expert.tools.errors import NotFoundError
-    from ml_expert.tools.runs import get_run
-
     ws = _workspace(args)
     get_run(ws, args.run_id)
     path = ws.run_dir(args.run_id) / "evaluation_report.md"
@@ -117,13 +106,11 @@ def _print_summary(ws: Any, status: Any) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ml_expert.tools.jobs import JobManager
-    from ml_expert.tools.models import TrainConfig
-    from ml_expert.tools.workflow import run_workflow
+    from ml_expert.tools.workflow import run_workflow  # pandas, scikit-learn…: only when a workflow runs
 
     ws = _workspace(args)
     ws.jobs = JobManager(ws, max_jobs=1)
-    config = TrainConfig(epochs=args.epochs) if args.epochs else None
+    config = {"epochs": args.epochs} if args.epochs else None
     status = run_workflow(
         ws,
         path=str(args.dataset),
@@ -156,8 +143,6 @@ class _ConsoleReporter:
     """Progress to stderr for a worker run from the terminal."""
 
     def progress(self, force: bool = False, **info: Any) -> None:
-        import sys
-
         if info.get("message"):
             print(info["message"], file=sys.stderr, flush=True)
 
@@ -169,25 +154,14 @@ class _ConsoleReporter:
 
 
 def cmd_worker_train(args: argparse.Namespace) -> int:
-    import json
-
-    from ml_expert.tools.models import TrainConfig
-    from ml_expert.tools.training import run_train_job
-    from ml_expert.tools.workspace import new_id
+    from ml_expert.tools.training.train import run_train_job, train_spec  # pandas & co.: only when used
 
     ws = _workspace(args)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
-    spec = {
-        "run_id": args.run_id,
-        "model_id": args.model_id or new_id("mdl"),
-        "architecture": args.architecture,
-        "config": config.model_dump(),
-        "distribution": "multi_worker",
-        "base_model": None,
-        "fine_tune_layers": 0,
-    }
-    result = run_train_job(ws, spec, _ConsoleReporter())
-    print(json.dumps(result))
+    config = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
+    spec = train_spec(ws, args.run_id, args.architecture, config, distribution="multi_worker")
+    if args.model_id:
+        spec = spec.model_copy(update={"model_id": args.model_id})
+    print(run_train_job(ws, spec, _ConsoleReporter()).model_dump_json())
     return 0
 
 
@@ -202,8 +176,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def add_workflow_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
-    from ml_expert.tools.models import Architecture
-
     choices = list(Architecture.__args__)
     p = sub.add_parser("run", help="Run the whole workflow on a dataset with a progress bar.")
     common(p)

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 from mcp.server.mcpserver import MCPServer
 
-from ml_expert.server.app import expose
+from ml_expert.server.expose import expose
 from ml_expert.server.resources import register_resources
-from ml_expert.tools import (
-    analysis,
-    evaluation,
-    jobs,
-    memory_tools,
-    packaging,
-    preparation,
-    runs,
-    selection,
-    training,
-    workflow,
-)
+from ml_expert.tools import memory_tools, runs, workflow
+from ml_expert.tools.data import analyze, prepare
+from ml_expert.tools.evaluation import evaluate
+from ml_expert.tools.jobs import tools as jobs
+from ml_expert.tools.packaging import package
+from ml_expert.tools.selection import recommend
+from ml_expert.tools.training import train
 
 
 def register_all(mcp: MCPServer) -> None:
@@ -29,12 +24,12 @@ def register_all(mcp: MCPServer) -> None:
     expose(mcp, memory_tools.memory_delete, destructive=True, idempotent=True, inline=True)
     expose(mcp, memory_tools.memory_stats, read_only=True)
     # the workflow, phase by phase
-    expose(mcp, analysis.analyze_data, read_only=True)  # reads the data; records only its own run and memory
-    expose(mcp, preparation.prepare_data)
-    expose(mcp, selection.recommend_architecture)
-    expose(mcp, training.train)
-    expose(mcp, evaluation.evaluate, read_only=True)  # reads the model; records only its report and memory
-    expose(mcp, packaging.package)
+    expose(mcp, analyze.analyze_data, read_only=True)  # reads the data; records only its own run and memory
+    expose(mcp, prepare.prepare_data)
+    expose(mcp, recommend.recommend_architecture)
+    expose(mcp, train.train)
+    expose(mcp, evaluate.evaluate, read_only=True)  # reads the model; records only its report and memory
+    expose(mcp, package.package)
     expose(mcp, workflow.run_workflow)
     # runs and jobs
     expose(mcp, runs.list_runs, read_only=True)

@@ -9,8 +9,8 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.server.mcpserver.resources import ResourceSecurity
 
-from ml_expert.tools.errors import MLExpertError
-from ml_expert.tools.predict import list_model_ids, model_dir
+from ml_expert.memory.errors import MLExpertError
+from ml_expert.tools.artifacts import list_model_ids, model_dir
 from ml_expert.tools.runs import get_run
 from ml_expert.tools.workspace import Workspace
 

@@ -77,7 +77,7 @@ def messy_csv(ws: Workspace) -> str:
 @pytest.fixture
 def jobs_ws(ws: Workspace) -> Workspace:
     """A workspace with a started job manager (worker processes), stopped at teardown."""
-    from ml_expert.tools.jobs import JobManager
+    from ml_expert.tools.jobs.manager import JobManager
 
     ws.jobs = JobManager(ws).start()
     return ws
@@ -85,8 +85,8 @@ def jobs_ws(ws: Workspace) -> Workspace:
 
 def prepared_run(ws: Workspace, name: str, **prepare: object) -> str:
     """analyze + prepare a bundled dataset; returns the run id."""
-    from ml_expert.tools.analysis import analyze_data
-    from ml_expert.tools.preparation import prepare_data
+    from ml_expert.tools.data.analyze import analyze_data
+    from ml_expert.tools.data.prepare import prepare_data
 
     run_id = analyze_data(ws, write_dataset(ws, name), target="target").run_id
     prepare_data(ws, run_id=run_id, **prepare)
@@ -95,7 +95,7 @@ def prepared_run(ws: Workspace, name: str, **prepare: object) -> str:
 
 def frame_run(ws: Workspace, frame: pd.DataFrame, target: str, name: str = "data.csv", **prepare: object) -> str:
     """Write a frame as CSV, prepare it; returns the run id."""
-    from ml_expert.tools.preparation import prepare_data
+    from ml_expert.tools.data.prepare import prepare_data
 
     frame.to_csv(ws.root / name, index=False)
     return prepare_data(ws, path=name, target=target, **prepare).run_id

@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 from conftest import messy_frame, sklearn_frame, write_dataset
 
-from ml_expert.tools.analysis import analyze_data
-from ml_expert.tools.errors import InvalidInputError, NotFoundError, PathNotAllowedError
-from ml_expert.tools.preparation import load_split, prepare_data
+from ml_expert.memory.errors import InvalidInputError, NotFoundError, PathNotAllowedError
+from ml_expert.tools.artifacts import load_split
+from ml_expert.tools.data.analyze import analyze_data
+from ml_expert.tools.data.prepare import prepare_data
 from ml_expert.tools.runs import get_run, list_runs
 from ml_expert.tools.workspace import Workspace
 
@@ -88,11 +89,16 @@ def test_prepare_fits_on_training_rows_only(ws: Workspace) -> None:
     scaler = pre.named_transformers_["numeric"][-1]
     frame = sklearn_frame("breast_cancer")
     X_train, _ = load_split(ws, run, "train")
-    # the scaler's mean is the training rows' mean, not all rows' mean
-    raw = pd.read_csv(ws.root / path).drop_duplicates()
-    train_rows = raw.drop(columns="target").iloc[:0]
-    assert train_rows.shape[1] == 30
-    assert not np.allclose(scaler.mean_, frame.drop(columns="target").mean().to_numpy())
+    X_val, _ = load_split(ws, run, "val")
+    # the scaler's mean is the training rows' mean: all rows minus the validation and test rows
+    features = frame.drop(columns="target").drop_duplicates()
+    test_raw = pd.read_parquet(folder / "data" / "raw_test.parquet").drop(columns="target")[features.columns]
+    val_raw = scaler.inverse_transform(X_val.astype(np.float64))
+    n_train = len(features) - len(val_raw) - len(test_raw)
+    assert n_train == len(X_train) == prepared.splits["train"]
+    train_mean = (features.to_numpy().sum(axis=0) - val_raw.sum(axis=0) - test_raw.to_numpy().sum(axis=0)) / n_train
+    assert np.allclose(scaler.mean_, train_mean, rtol=1e-4)
+    assert not np.allclose(scaler.mean_, features.mean().to_numpy(), rtol=1e-4)
     assert np.allclose(X_train.mean(axis=0), 0, atol=1e-5) and np.allclose(X_train.std(axis=0), 1, atol=1e-3)
     X_test, _ = load_split(ws, run, "test")
     assert not np.allclose(X_test.mean(axis=0), 0, atol=1e-3)  # test rows were transformed, not fitted
@@ -222,7 +228,7 @@ def test_paths_outside_the_workspace_are_refused(ws: Workspace, tmp_path: Path) 
             analyze_data(ws, path, target="target")
     with pytest.raises(NotFoundError, match="does not exist"):
         analyze_data(ws, "missing.csv")
-    allowed = Workspace(ws.root, allowed_roots=(tmp_path,))
+    allowed = Workspace(ws.root, allow_paths=(tmp_path,))
     assert analyze_data(allowed, str(outside), target="target").rows == 2
 
 

@@ -12,11 +12,11 @@ import time
 import pytest
 from conftest import prepared_run
 
-from ml_expert.tools.errors import InvalidInputError
-from ml_expert.tools.evaluation import evaluate
-from ml_expert.tools.jobs import JobManager
-from ml_expert.tools.models import TrainConfig
-from ml_expert.tools.training import train
+from ml_expert.memory.errors import InvalidInputError
+from ml_expert.tools.evaluation.evaluate import evaluate
+from ml_expert.tools.jobs.manager import JobManager
+from ml_expert.tools.training.config import TrainConfig
+from ml_expert.tools.training.train import train
 from ml_expert.tools.workspace import Workspace
 
 
@@ -73,9 +73,11 @@ def test_a_dead_worker_fails_the_chief_without_hanging(ws: Workspace) -> None:
     run = prepared_run(ws, "breast_cancer")
     chief, worker = _workers(ws, run, epochs=500)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (ws.run_dir(run) / "models").exists():
-        time.sleep(0.5)
-    time.sleep(8)  # both are training now
+    # an epoch ends only when both workers have run its collective steps: both are training now
+    while time.monotonic() < deadline and not list(ws.run_dir(run).glob("models/*/history_partial.json")):
+        assert chief.poll() is None and worker.poll() is None, "a worker ended before training"
+        time.sleep(0.2)
+    assert list(ws.run_dir(run).glob("models/*/history_partial.json")), "no epoch finished within 120 s"
     worker.kill()
     worker.wait()
     try:

@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 from conftest import frame_run, messy_frame, prepared_run
 
-from ml_expert.tools.errors import ConflictError, InvalidInputError, NotFoundError
-from ml_expert.tools.evaluation import TargetSpec, evaluate
-from ml_expert.tools.models import TrainConfig
-from ml_expert.tools.packaging import package
-from ml_expert.tools.preparation import load_split
-from ml_expert.tools.training import train
+from ml_expert.memory.errors import ConflictError, InvalidInputError, NotFoundError
+from ml_expert.tools.artifacts import load_split
+from ml_expert.tools.evaluation.evaluate import TargetSpec, evaluate
+from ml_expert.tools.packaging.package import package
+from ml_expert.tools.training.config import TrainConfig
+from ml_expert.tools.training.train import train
 from ml_expert.tools.workspace import Workspace
 
 
@@ -107,7 +107,7 @@ def test_evaluate_and_package_need_a_model(jobs_ws: Workspace) -> None:
         evaluate(jobs_ws, run)
     with pytest.raises(NotFoundError, match="no trained model yet"):
         package(jobs_ws, run)
-    from ml_expert.tools.analysis import analyze_data
+    from ml_expert.tools.data.analyze import analyze_data
 
     bare = analyze_data(jobs_ws, "wine.csv", target="target").run_id
     with pytest.raises(ConflictError, match="prepare_data"):
@@ -191,7 +191,7 @@ def test_keras_package_formats_all_verified(jobs_ws: Workspace, dataset: str, fo
     for fmt, rep in reports.items():
         assert rep["shipped"], (fmt, rep["error"])
         assert rep["max_abs_diff"] <= (1e-5 if fmt in ("keras", "h5", "savedmodel") else 1e-3)
-        assert rep["p50_ms"] > 0 and rep["batch_rows_per_s"] > 0
+        assert rep["p50_ms"] <= rep["p95_ms"] < 1000 and rep["batch_rows_per_s"] > 100  # measured, and plausible
     assert result["default_runtime"] in ("onnx", "tflite", "keras")
     guide = (jobs_ws.root / result["folder"] / "README.md").read_text()
     assert "## Performance" in guide and "p50" in guide

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ml_expert.memory import MemoryStore
-from ml_expert.tools.errors import InvalidInputError, NotFoundError
+from ml_expert.memory.errors import InvalidInputError, NotFoundError
 
 
 class Clock:
@@ -136,7 +136,8 @@ def test_delete_stats_and_reopen(tmp_path: Path) -> None:
     store.store("b", [1, 2], namespace="x")
     assert store.delete("a") is True and store.delete("a") is False
     stats = store.stats()
-    assert stats.entries == 1 and stats.namespaces == {"x": 1} and stats.value_bytes == len("[1, 2]")
+    # key, value and tags all count: "b" + "[1, 2]" + "[]"
+    assert stats.entries == 1 and stats.namespaces == {"x": 1} and stats.value_bytes == len("b[1, 2][]")
     store.close()
     again = MemoryStore(path)  # migrations already applied: reopening changes nothing
     assert again.retrieve("b", namespace="x").value == [1, 2]

@@ -11,15 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_expert.tools.analysis import analyze_data
-from ml_expert.tools.errors import InvalidInputError, NotFoundError
-from ml_expert.tools.evaluation import evaluate
-from ml_expert.tools.jobs import list_jobs
-from ml_expert.tools.models import TrainConfig
-from ml_expert.tools.packaging import package
-from ml_expert.tools.preparation import prepare_data
-from ml_expert.tools.training import train
-from ml_expert.tools.transformers import resize_images
+from ml_expert.memory.errors import InvalidInputError, NotFoundError
+from ml_expert.tools.data.analyze import analyze_data
+from ml_expert.tools.data.prepare import prepare_data
+from ml_expert.tools.evaluation.evaluate import evaluate
+from ml_expert.tools.jobs.tools import list_jobs
+from ml_expert.tools.packaging.package import package
+from ml_expert.tools.packaging.portable.preprocessing import resize_images
+from ml_expert.tools.training.config import TrainConfig
+from ml_expert.tools.training.train import train
 from ml_expert.tools.workspace import Workspace
 
 
@@ -268,8 +268,10 @@ def test_transfer_takes_a_user_keras_file_and_checks_it(jobs_ws: Workspace) -> N
         train(jobs_ws, run, "cnn", base_model="notes.keras")
     with pytest.raises(InvalidInputError, match=r"model_id or a \.keras file"):
         train(jobs_ws, run, "cnn", base_model="d.npz")
-    with pytest.raises(NotFoundError, match="No Keras model 'mdl_missing'"):
-        train(jobs_ws, run, "cnn", base_model="mdl_missing")
+    with pytest.raises(NotFoundError, match="No Keras model 'mdl_0000dead'"):
+        train(jobs_ws, run, "cnn", base_model="mdl_0000dead")
+    with pytest.raises(InvalidInputError, match="is not a model id"):  # an id never becomes part of a path
+        train(jobs_ws, run, "cnn", base_model="mdl_x/../../../outside/x")
     _series().to_csv(jobs_ws.root / "s.csv", index=False)
     options = {"time_column": "time", "lookback": 8}
     seq = analyze_data(jobs_ws, "s.csv", target="load", modality="sequence", data_options=options).run_id

@@ -15,7 +15,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from ml_expert.server.app import build_server
-from ml_expert.server.settings import Settings
+from ml_expert.tools.settings import Settings
 
 
 def server_for(workspace: Path) -> Any:
@@ -120,7 +120,7 @@ def test_server_process_does_not_import_tensorflow(tmp_path: Path) -> None:
         "from pathlib import Path\n"
         "from mcp import Client\n"
         "from ml_expert.server.app import build_server\n"
-        "from ml_expert.server.settings import Settings\n"
+        "from ml_expert.tools.settings import Settings\n"
         "async def main():\n"
         f"    async with Client(build_server(Settings.from_env(env={{}}, workspace=Path({str(tmp_path)!r})))) as c:\n"
         "        await c.list_tools()\n"
@@ -197,8 +197,14 @@ def test_list_tools_stays_compact(tmp_path: Path) -> None:
     assert chars / 4 < 6000, f"list_tools is {chars / 4:.0f} tokens"
 
 
-@pytest.mark.parametrize("uri", ["ml-expert://runs/run_nope/report", "ml-expert://memory/default/ml-expert/none"])
-def test_missing_resources_say_what_is_missing(tmp_path: Path, uri: str) -> None:
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("ml-expert://runs/run_nope/report", "No run 'run_nope'"),
+        ("ml-expert://memory/default/ml-expert/none", "No memory entry with key 'ml-expert/none'"),
+    ],
+)
+def test_missing_resources_say_what_is_missing(tmp_path: Path, uri: str, expected: str) -> None:
     async def steps(c: Client) -> Any:
         try:
             await c.read_resource(uri)
@@ -207,4 +213,4 @@ def test_missing_resources_say_what_is_missing(tmp_path: Path, uri: str) -> None
         return "no error"
 
     message = call(tmp_path, steps)
-    assert "No run 'run_nope'" in message or "No memory entry" in message
+    assert expected in message, message

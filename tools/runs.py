@@ -7,14 +7,13 @@ well-known key (`ml-expert/metrics`, …) and under `ml-expert/runs/<run_id>/<ph
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from ml_expert.memory import DEFAULT_NAMESPACE
-from ml_expert.tools.errors import ConflictError, NotFoundError
+from ml_expert.memory import DEFAULT_NAMESPACE, RunRow
+from ml_expert.memory.errors import ConflictError, NotFoundError
 from ml_expert.tools.workspace import Workspace, new_id
 
 PHASES = ("data-analysis", "prepared-data", "task-analysis", "architecture", "training", "metrics", "deployment")
@@ -57,41 +56,34 @@ class RunList(BaseModel):
 
 def create_run(ws: Workspace, *, dataset: str | None, target: str | None, namespace: str = DEFAULT_NAMESPACE) -> str:
     run_id = new_id("run")
-    now = time.time()
-    with ws.store.write() as conn:
-        conn.execute(
-            "INSERT INTO runs (run_id, namespace, dataset, target, created_at, updated_at, phases) "
-            "VALUES (?, ?, ?, ?, ?, ?, '{}')",
-            (run_id, namespace, dataset, target, now, now),
-        )
+    ws.runs.create(run_id, namespace=namespace, dataset=dataset, target=target)
     ws.run_dir(run_id).mkdir(parents=True, exist_ok=True)
     return run_id
 
 
-def _row(ws: Workspace, run_id: str) -> dict[str, Any]:
-    rows = ws.store.query("SELECT * FROM runs WHERE run_id = ?", [run_id])
-    if not rows:
-        recent = [r["run_id"] for r in ws.store.query("SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 5")]
+def _row(ws: Workspace, run_id: str) -> RunRow:
+    row = ws.runs.get(run_id)
+    if row is None:
         raise NotFoundError(
-            f"No run {run_id!r} in this workspace. Recent runs: {recent or 'none'}. "
+            f"No run {run_id!r} in this workspace. Recent runs: {ws.runs.recent_ids() or 'none'}. "
             "Call list_runs, or start one with analyze_data."
         )
-    return rows[0]
+    return row
 
 
-def _info(ws: Workspace, row: dict[str, Any]) -> RunInfo:
-    phases = {k: PhaseRecord(**v) for k, v in json.loads(row["phases"] or "{}").items()}
+def _info(ws: Workspace, row: RunRow) -> RunInfo:
+    phases = {k: PhaseRecord(**v) for k, v in row.phases.items()}
     done = {k for k, v in phases.items() if v.status == "done"}
     return RunInfo(
-        run_id=row["run_id"],
-        namespace=row["namespace"] or DEFAULT_NAMESPACE,
-        dataset=row["dataset"],
-        target=row["target"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
+        run_id=row.run_id,
+        namespace=row.namespace,
+        dataset=row.dataset,
+        target=row.target,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
         phases=phases,
         next_phase=next((p for p in PHASE_ORDER if p not in done), None),
-        folder=ws.relative(ws.run_dir(row["run_id"])),
+        folder=ws.relative(ws.run_dir(row.run_id)),
     )
 
 
@@ -105,17 +97,8 @@ def list_runs(
     limit: Annotated[int, Field(description="At most this many runs, newest first.", ge=1, le=200)] = 20,
 ) -> RunList:
     """List the runs of this workspace, newest first, with the status of each phase."""
-    total = ws.store.query("SELECT count(*) AS n FROM runs")[0]["n"]
-    rows = ws.store.query("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", [limit])
+    rows, total = ws.runs.list(limit)
     return RunList(runs=[_info(ws, r) for r in rows], total=total)
-
-
-def update_run(ws: Workspace, run_id: str, **fields: Any) -> None:
-    sets = ", ".join(f"{k} = ?" for k in fields)
-    with ws.store.write() as conn:
-        conn.execute(
-            f"UPDATE runs SET {sets}, updated_at = ? WHERE run_id = ?", [*fields.values(), time.time(), run_id]
-        )
 
 
 def record_phase(
@@ -130,8 +113,7 @@ def record_phase(
 
     `results` maps a memory name (e.g. "metrics") to the value. Returns the keys written.
     """
-    row = _row(ws, run_id)
-    namespace = row["namespace"] or DEFAULT_NAMESPACE
+    namespace = _row(ws, run_id).namespace
     keys: list[str] = []
     for name, value in results.items():
         data = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
@@ -139,19 +121,13 @@ def record_phase(
         for key in (memory_key(name), memory_key(f"runs/{run_id}/{name}")):
             ws.store.store(key, data, namespace=namespace, tags=["ml-expert", phase, run_id])
             keys.append(key)
-    with ws.store.write() as conn:
-        current = json.loads(conn.execute("SELECT phases FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0] or "{}")
-        current[phase] = PhaseRecord(
-            status="done", at=time.time(), memory_keys=keys, artifacts=artifacts or {}
-        ).model_dump()
-        conn.execute(
-            "UPDATE runs SET phases = ?, updated_at = ? WHERE run_id = ?", (json.dumps(current), time.time(), run_id)
-        )
+    record = PhaseRecord(status="done", at=time.time(), memory_keys=keys, artifacts=artifacts or {})
+    ws.runs.set_phase(run_id, phase, record.model_dump())
     return keys
 
 
 def run_namespace(ws: Workspace, run_id: str) -> str:
-    return _row(ws, run_id)["namespace"] or DEFAULT_NAMESPACE
+    return _row(ws, run_id).namespace
 
 
 def require_phase(ws: Workspace, run_id: str, phase: str, memory_name: str, hint: str) -> dict[str, Any]:

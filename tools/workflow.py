@@ -9,17 +9,41 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
+from ml_expert.memory.errors import InvalidInputError, MLExpertError
+from ml_expert.memory.store import check_name
 from ml_expert.tools import runs
-from ml_expert.tools.errors import InvalidInputError, MLExpertError
-from ml_expert.tools.evaluation import TargetSpec
-from ml_expert.tools.jobs import JobStatus, ProgressFn, WaitSeconds, run_as_job
-from ml_expert.tools.models import Architecture, TrainConfig
-from ml_expert.tools.packaging import Format
-from ml_expert.tools.workspace import Workspace, new_id
+from ml_expert.tools.artifacts import load_model_meta
+from ml_expert.tools.data.analyze import analyze_data
+from ml_expert.tools.data.prepare import prepare_data
+from ml_expert.tools.evaluation.evaluate import evaluate_spec, run_evaluate_job
+from ml_expert.tools.evaluation.metrics import TargetSpec
+from ml_expert.tools.jobs.manager import run_as_job
+from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn, WaitSeconds
+from ml_expert.tools.packaging.export import Format
+from ml_expert.tools.packaging.package import check_output_dir, package_spec
+from ml_expert.tools.selection.probe import run_probe_job
+from ml_expert.tools.selection.recommend import recommend
+from ml_expert.tools.training.config import Architecture, TrainConfig
+from ml_expert.tools.training.train import parse_config, run_train_job, train_spec
+from ml_expert.tools.workspace import Workspace
 
 PHASES = runs.PHASE_ORDER
+
+
+class WorkflowSpec(JobSpec):
+    """A checked run_workflow call, read by the worker that runs the phases."""
+
+    kind = "workflow"
+    path: str
+    target: str | None = None
+    architecture: str = "auto"
+    target_metric: TargetSpec | None = None
+    formats: list[str] | None = None
+    config: TrainConfig = Field(default_factory=TrainConfig)
+    probe_seconds: float = 0
+    output_dir: str | None = None
 
 
 class WorkflowResult(BaseModel):
@@ -69,66 +93,24 @@ class PhaseReporter:
         self.reporter.flush()
 
 
-def _phase(ws: Workspace, spec: dict[str, Any], run_id: str, name: str, reporter: Any) -> dict[str, Any] | None:
-    from ml_expert.tools.analysis import analyze_data
-    from ml_expert.tools.evaluation import run_evaluate_job
-    from ml_expert.tools.packaging import run_package_job
-    from ml_expert.tools.preparation import load_prepared, prepare_data
-    from ml_expert.tools.selection import recommend_architecture, run_probe_job
-    from ml_expert.tools.training import resolve_architecture, run_train_job
-
+def _phase(ws: Workspace, spec: WorkflowSpec, name: str, reporter: Any) -> None:
+    """Run one phase through the same spec builders and job handlers as the phase's own tool."""
+    run_id = spec.run_id
     if name == "analyze":
-        analyze_data(ws, spec["path"], target=spec.get("target"), run_id=run_id)
+        analyze_data(ws, spec.path, target=spec.target, run_id=run_id)
     elif name == "prepare":
         prepare_data(ws, run_id=run_id)
     elif name == "recommend":
-        rec = recommend_architecture(ws, run_id)  # rules; a probe below replaces the ranking with measurements
-        if spec.get("probe_seconds"):
-            measured = run_probe_job(
-                ws,
-                {
-                    "run_id": run_id,
-                    "architectures": [c.architecture for c in rec.candidates[:3]],
-                    "budget": spec["probe_seconds"],
-                },
-                reporter,
-            )
-            best = max(measured, key=lambda a: measured[a]["score"])
-            stored = rec.model_dump(mode="json") | {"recommended": best, "probe": measured}
-            runs.record_phase(ws, run_id, "recommend", {"task-analysis": rec.task_analysis, "architecture": stored})
+        recommend(ws, run_id, spec.probe_seconds, 3, lambda probe: run_probe_job(ws, probe, reporter).measured)
     elif name == "train":
-        prepared = load_prepared(ws, run_id)
-        arch = resolve_architecture(ws, run_id, spec.get("architecture") or "auto", prepared)
-        return run_train_job(
-            ws,
-            {
-                "run_id": run_id,
-                "model_id": new_id("mdl"),
-                "architecture": arch,
-                "config": spec.get("config") or TrainConfig().model_dump(),
-                "distribution": "none",
-            },
-            reporter,
-        )
+        run_train_job(ws, train_spec(ws, run_id, spec.architecture, spec.config), reporter)
     elif name == "evaluate":
-        from ml_expert.tools.predict import load_model_meta
-
         model_id = load_model_meta(ws, run_id, None)["model_id"]
-        return run_evaluate_job(
-            ws, {"run_id": run_id, "model_ids": [model_id], "target": spec.get("target_metric")}, reporter
-        )
+        run_evaluate_job(ws, evaluate_spec(ws, run_id, model_id, target=spec.target_metric), reporter)
     elif name == "package":
-        return run_package_job(
-            ws,
-            {
-                "run_id": run_id,
-                "model_id": None,
-                "formats": spec.get("formats") or None,
-                "output_dir": spec.get("output_dir"),
-            },
-            reporter,
-        )
-    return None
+        from ml_expert.tools.packaging.build import run_package_job  # scikit-learn & co.: worker only
+
+        run_package_job(ws, package_spec(ws, run_id, None, spec.formats, spec.output_dir), reporter)
 
 
 def _result(ws: Workspace, run_id: str, done: list[str]) -> WorkflowResult:
@@ -167,19 +149,19 @@ def _result(ws: Workspace, run_id: str, done: list[str]) -> WorkflowResult:
     )
 
 
-def run_workflow_job(ws: Workspace, spec: dict[str, Any], reporter: Any) -> dict[str, Any]:
+def run_workflow_job(ws: Workspace, spec: WorkflowSpec, reporter: Any) -> WorkflowResult:
     """Worker entry for kind 'workflow'."""
-    run_id = spec["run_id"]
+    run_id = spec.run_id
     info = runs.get_run(ws, run_id)
     done_before = {p for p, rec in info.phases.items() if rec.status == "done"}
     done: list[str] = []
     for i, name in enumerate(PHASES):
-        if name in done_before and spec.get("resume"):
+        if name in done_before and spec.resume:
             continue
         phase_reporter = PhaseReporter(reporter, i, name)
         phase_reporter.progress(force=True, message="started")
         try:
-            _phase(ws, spec, run_id, name, phase_reporter)
+            _phase(ws, spec, name, phase_reporter)
         except MLExpertError as exc:
             raise type(exc)(
                 f"Phase '{name}' failed: {exc} Earlier phases are kept; fix the cause and call "
@@ -187,7 +169,7 @@ def run_workflow_job(ws: Workspace, spec: dict[str, Any], reporter: Any) -> dict
             ) from exc
         done.append(name)
     reporter.progress(force=True, phase="done", step=len(PHASES), total=len(PHASES), message="workflow finished")
-    return _result(ws, run_id, done).model_dump(mode="json")
+    return _result(ws, run_id, done)
 
 
 def run_workflow(
@@ -200,23 +182,24 @@ def run_workflow(
     ] = None,
     formats: Annotated[list[Format] | None, Field(description="Package formats (default per framework).")] = None,
     config: Annotated[
-        dict[str, Any] | None, Field(description="Training hyper-parameters: the fields of train's config.")
+        dict[str, Any] | None,
+        Field(description="Training hyper-parameters: the fields of train's config, e.g. {'epochs': 20}."),
     ] = None,
     probe_seconds: Annotated[float, Field(description="Probe budget for the recommendation (0 = rules).", ge=0)] = 0,
     output_dir: Annotated[str | None, Field(description="Deployment folder inside the workspace.")] = None,
     resume: Annotated[str | None, Field(description="run_id of a stopped workflow: continue where it stopped.")] = None,
     namespace: runs.Namespace = "default",
-    wait_seconds: WaitSeconds = 45,
+    wait_seconds: WaitSeconds = None,
     report: ProgressFn | None = None,
 ) -> JobStatus:
     """Run all phases (analyze, prepare, recommend, train, evaluate, package) as one job.
 
     Returns the summary when done within wait_seconds; else follow with get_job(job_id).
     """
-    try:
-        train_config = TrainConfig(**(config or {})).model_dump()
-    except ValidationError as exc:
-        raise InvalidInputError(f"config is not a valid training configuration: {exc}") from exc
+    train_config = parse_config(config)
+    check_name("namespace", namespace)
+    if output_dir:
+        check_output_dir(ws, output_dir)
     if resume:
         info = runs.get_run(ws, resume)
         run_id, namespace = resume, info.namespace
@@ -226,18 +209,16 @@ def run_workflow(
             raise InvalidInputError("run_workflow needs path= (a dataset file) or resume= (a run_id).")
         ws.resolve_path(path, kind="dataset")
         run_id = runs.create_run(ws, dataset=path, target=target, namespace=namespace)
-    spec = {
-        "run_id": run_id,
-        "path": path,
-        "target": target,
-        "architecture": architecture,
-        "target_metric": target_metric.model_dump() if target_metric else None,
-        "formats": formats,
-        "config": train_config,
-        "probe_seconds": probe_seconds,
-        "output_dir": output_dir,
-        "resume": bool(resume),
-    }
-    return run_as_job(
-        ws, "workflow", spec, run_id=run_id, namespace=namespace, wait_seconds=wait_seconds, report=report
+    spec = WorkflowSpec(
+        run_id=run_id,
+        path=path or "",
+        target=target,
+        architecture=architecture,
+        target_metric=target_metric,
+        formats=formats,
+        config=train_config,
+        probe_seconds=probe_seconds,
+        output_dir=output_dir,
+        resume=bool(resume),
     )
+    return run_as_job(ws, spec, namespace=namespace, wait_seconds=wait_seconds, report=report)

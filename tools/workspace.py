@@ -1,7 +1,8 @@
-"""The workspace: where data may be read from, where runs keep their artifacts, the shared store.
+"""The workspace: where data may be read from, where runs keep their artifacts, the shared stores.
 
 Every path a client names goes through `Workspace.resolve_path`, which resolves symlinks and
-refuses anything outside the workspace or an explicitly allowed data root.
+refuses anything outside the workspace or an explicitly allowed data root. A workspace is built
+from `Settings`; the job manager passes the same settings to its workers.
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ml_expert.memory import MemoryStore
-from ml_expert.tools.errors import InvalidInputError, NotFoundError, PathNotAllowedError
+from ml_expert.memory import Database, JobStore, MemoryStore, RunStore
+from ml_expert.memory.errors import InvalidInputError, NotFoundError, PathNotAllowedError
+from ml_expert.tools.settings import Settings
 
 STATE_DIR = ".ml-expert"
 DEFAULT_SEED = 42
@@ -25,38 +26,65 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(4)}"
 
 
-@dataclass
 class Workspace:
-    """A workspace root, the data roots a client may also read from, and the shared memory store."""
+    """A workspace root with its settings, the stores in `<root>/.ml-expert/memory.db`, and a job manager."""
 
-    root: Path
-    allowed_roots: tuple[Path, ...] = ()
-    max_value_bytes: int = 1024 * 1024
-    db_path: Path | None = None
-    jobs: Any = field(default=None, repr=False)  # a JobManager, attached by the server or the CLI
-    _store: MemoryStore | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        self.root = Path(self.root).expanduser().resolve()
-        self.allowed_roots = tuple(Path(p).expanduser().resolve() for p in self.allowed_roots)
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, settings: Settings | None = None, **kw: Any):
+        """`Workspace(root, allow_paths=…)` or `Workspace(settings=…)`; keywords are Settings fields."""
+        if settings is None:
+            settings = Settings.from_env({}, workspace=root, **kw)
+        self.settings = settings
         self.root.mkdir(parents=True, exist_ok=True)
-        if self.db_path is None:
-            self.db_path = self.home / "memory.db"
+        self.jobs: Any = None  # a JobManager, attached by the server or the CLI
+        self._database: Database | None = None
+        self._stores: dict[str, Any] = {}
+
+    @property
+    def root(self) -> Path:
+        return self.settings.workspace
+
+    @property
+    def allowed_roots(self) -> tuple[Path, ...]:
+        return self.settings.allow_paths
 
     @property
     def home(self) -> Path:
         return self.root / STATE_DIR
 
     @property
+    def db_path(self) -> Path:
+        return self.home / "memory.db"
+
+    @property
+    def database(self) -> Database:
+        if self._database is None:
+            self._database = Database(self.db_path)
+        return self._database
+
+    @property
     def store(self) -> MemoryStore:
-        if self._store is None:
-            self._store = MemoryStore(self.db_path, max_value_bytes=self.max_value_bytes)
-        return self._store
+        """The namespaced key-value memory."""
+        if "memory" not in self._stores:
+            self._stores["memory"] = MemoryStore(self.database, max_value_bytes=self.settings.max_value_bytes)
+        return self._stores["memory"]
+
+    @property
+    def runs(self) -> RunStore:
+        if "runs" not in self._stores:
+            self._stores["runs"] = RunStore(self.database)
+        return self._stores["runs"]
+
+    @property
+    def job_store(self) -> JobStore:
+        if "jobs" not in self._stores:
+            self._stores["jobs"] = JobStore(self.database)
+        return self._stores["jobs"]
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        if self._database is not None:
+            self._database.close()
+            self._database = None
+            self._stores.clear()
 
     def run_dir(self, run_id: str) -> Path:
         return self.home / "runs" / run_id
@@ -87,6 +115,10 @@ class Workspace:
             return str(Path(path).relative_to(self.root))
         except ValueError:
             return str(path)
+
+    def wait_for(self, wait_seconds: float | None) -> float:
+        """A tool's wait: the call's value, else the server's --wait-seconds."""
+        return self.settings.wait_seconds if wait_seconds is None else wait_seconds
 
 
 def write_json(path: Path, data: Any) -> None:

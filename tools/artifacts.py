@@ -1,0 +1,112 @@
+"""A run's folder on disk, and the one place that saves, finds, loads and runs trained models.
+
+Layout of `<workspace>/.ml-expert/runs/<run_id>/`:
+- `prepared.json`, `schema.json`, `preprocessor.joblib`, `data/X_{train,val,test}.npy`, `data/y_*.npy`,
+  `data/raw_test.parquet` (or `.npz`) — written by prepare_data;
+- `models/<model_id>/` with `model.json` (what train returned plus its spec) and `model.keras`
+  (loaded with `safe_mode=True`) or `model.joblib` (only from the server's own run folders),
+  `training_history.json`, `training_curves.png`, evaluation pictures and report;
+- `evaluation_report.md`, `metrics.json`, `deployment/` — the latest evaluation and package.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml_expert.memory.errors import ConflictError, NotFoundError
+from ml_expert.tools.data.profiling import is_classification
+from ml_expert.tools.runs import get_run
+from ml_expert.tools.workspace import Workspace
+
+MODEL_FILES = {"keras": "model.keras", "sklearn": "model.joblib"}
+
+
+def load_prepared(ws: Workspace, run_id: str) -> dict[str, Any]:
+    """The prepare_data result of a run (from its folder), or a clear error to run it first."""
+    get_run(ws, run_id)
+    path = ws.run_dir(run_id) / "prepared.json"
+    if not path.exists():
+        raise ConflictError(f"Run {run_id!r} has no prepared data yet. Call prepare_data(run_id='{run_id}') first.")
+    return json.loads(path.read_text())
+
+
+def load_split(ws: Workspace, run_id: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """X and y of one split (train, val or test) as prepare_data saved them."""
+    data = ws.run_dir(run_id) / "data"
+    return np.load(data / f"X_{split}.npy"), np.load(data / f"y_{split}.npy")
+
+
+def model_dir(ws: Workspace, run_id: str, model_id: str) -> Path:
+    return ws.run_dir(run_id) / "models" / model_id
+
+
+def list_model_ids(ws: Workspace, run_id: str) -> list[str]:
+    """Model ids of a run, oldest first."""
+    root = ws.run_dir(run_id) / "models"
+    metas = [p for p in root.glob("*/model.json")] if root.exists() else []
+    return [p.parent.name for p in sorted(metas, key=lambda p: p.stat().st_mtime)]
+
+
+def load_model_meta(ws: Workspace, run_id: str, model_id: str | None) -> dict[str, Any]:
+    """model.json of a model (the latest of the run when model_id is None), or a clear error."""
+    ids = list_model_ids(ws, run_id)
+    if model_id is None:
+        if not ids:
+            raise NotFoundError(f"Run {run_id!r} has no trained model yet. Call train(run_id='{run_id}') first.")
+        model_id = ids[-1]
+    if model_id not in ids:
+        raise NotFoundError(f"No model {model_id!r} in run {run_id!r}. Models of this run: {ids or 'none'}.")
+    return json.loads((model_dir(ws, run_id, model_id) / "model.json").read_text())
+
+
+def model_path(ws: Workspace, run_id: str, meta: dict[str, Any]) -> Path:
+    """The model file of a model: its folder plus the fixed file name of its framework."""
+    return model_dir(ws, run_id, meta["model_id"]) / MODEL_FILES[meta["framework"]]
+
+
+def save_model(model: Any, framework: str, folder: Path) -> Path:
+    """Write a trained model under its framework's fixed file name; the one place models are saved."""
+    path = folder / MODEL_FILES[framework]
+    if framework == "keras":
+        model.save(path)
+    else:
+        import joblib
+
+        joblib.dump(model, path)
+    return path
+
+
+def load_model(path: Path, framework: str) -> Any:
+    """Load a saved model file: Keras with safe_mode=True, scikit-learn with joblib."""
+    if framework == "keras":
+        import keras
+
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    import joblib
+
+    from ml_expert.tools.packaging.portable import preprocessing  # noqa: F401 - makes pickled transformers importable
+
+    return joblib.load(path)
+
+
+def predict_output(model: Any, framework: str, task: str, X: np.ndarray) -> np.ndarray:
+    """Class probabilities (n, k) for classification, values (n,) for regression, cluster ids for clustering."""
+    if framework == "keras":
+        out = np.asarray(model.predict(as_model_input(X), batch_size=1024, verbose=0), dtype=np.float64)
+        return out if is_classification(task) else out.reshape(len(X), -1)[:, 0]
+    if is_classification(task):
+        return np.asarray(model.predict_proba(X), dtype=np.float64)
+    return np.asarray(model.predict(X), dtype=np.float64)
+
+
+def as_model_input(X: Any) -> Any:
+    """Text arrays become string tensors (Keras does not take numpy unicode arrays); others pass through."""
+    if isinstance(X, np.ndarray) and X.dtype.kind in "USO":
+        import tensorflow as tf
+
+        return tf.constant(X.astype(str))
+    return X

@@ -1,0 +1,88 @@
+"""The tabular preprocessing that prepare_data fits on the training split: one ColumnTransformer
+(imputers, per-column encoders, scalers, datetime parts) and the training-only outlier rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ml_expert.memory.errors import InvalidInputError
+
+
+def encoder_pipeline(kind_cols: dict[str, list[str]], card: dict[str, int], options: dict[str, Any]) -> Any:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, RobustScaler, StandardScaler
+
+    from ml_expert.tools.packaging.portable.preprocessing import DatetimeExpander, FrequencyEncoder
+
+    scalers = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
+
+    def scaled(*steps: Any) -> Any:
+        scale = options["scaling"]
+        return make_pipeline(*steps, *([scalers[scale]()] if scale != "none" else []))
+
+    strategy = {"mean": "mean", "median": "median", "constant": "constant", "drop": "mean"}[options["impute"]]
+    numeric_imputer = SimpleImputer(strategy=strategy, fill_value=0.0, keep_empty_features=True)
+    parts: list[tuple[str, Any, list[str]]] = []
+    if kind_cols["numeric"]:
+        parts.append(("numeric", scaled(numeric_imputer), kind_cols["numeric"]))
+    if kind_cols["boolean"]:
+        parts.append(
+            ("boolean", SimpleImputer(strategy="most_frequent", keep_empty_features=True), kind_cols["boolean"])
+        )
+    if kind_cols["datetime"]:
+        parts.append(
+            (
+                "datetime",
+                scaled(DatetimeExpander(), SimpleImputer(strategy="median", keep_empty_features=True)),
+                kind_cols["datetime"],
+            )
+        )
+    cat_imputer = SimpleImputer(strategy="most_frequent", missing_values=np.nan, keep_empty_features=True)
+    limit = options["one_hot_max_categories"]
+    encoding = options["categorical_encoding"]
+    low = [c for c in kind_cols["categorical"] if encoding == "onehot" or (encoding == "auto" and card[c] <= limit)]
+    high = [c for c in kind_cols["categorical"] if c not in low]
+    if low:
+        parts.append(
+            ("onehot", make_pipeline(cat_imputer, OneHotEncoder(handle_unknown="ignore", sparse_output=False)), low)
+        )
+    if high:
+        if options["high_cardinality_encoding"] == "frequency":
+            parts.append(("frequency", scaled(FrequencyEncoder()), high))
+        else:
+            ordinal = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1)
+            parts.append(("ordinal", scaled(ordinal), high))
+    if not parts:
+        raise InvalidInputError(
+            "No usable feature columns remain after dropping identifiers, constants and text. "
+            "Pass keep_columns= to keep some, or check the data."
+        )
+    return ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=False)
+
+
+def outlier_mask(train: pd.DataFrame, numeric: list[str], method: str, threshold: float, max_share: float) -> Any:
+    """Training rows to keep; thresholds from training rows only; at most max_share of them removed."""
+    if method == "none" or not numeric:
+        return np.ones(len(train), dtype=bool), 0
+    x = train[numeric].astype(float)
+    if method == "zscore":
+        score = ((x - x.mean()) / x.std(ddof=0).replace(0, np.nan)).abs().max(axis=1).fillna(0)
+        limit = threshold
+    else:  # iqr: distance beyond the quartiles, in IQRs
+        q1, q3 = x.quantile(0.25), x.quantile(0.75)
+        iqr = (q3 - q1).replace(0, np.nan)
+        score = pd.concat([(q1 - x) / iqr, (x - q3) / iqr]).groupby(level=0).max().max(axis=1).fillna(0)
+        score = score.reindex(x.index).fillna(0)
+        limit = threshold
+    outlier = (score > limit).to_numpy()
+    cap = int(max_share * len(train))
+    if outlier.sum() > cap:  # keep only the most extreme `cap` rows as outliers
+        order = np.argsort(-score.to_numpy())
+        outlier = np.zeros(len(train), dtype=bool)
+        outlier[order[:cap]] = True
+    return ~outlier, int(outlier.sum())

@@ -1,0 +1,450 @@
+"""Phase 1b — `prepare_data`: clean, split, encode and scale without leakage.
+
+Unlike the reference recipe, every fitted statistic (imputer, encoders, scaler, outlier
+thresholds) comes from the training split only, as one scikit-learn `ColumnTransformer` saved with
+the run; outliers are removed from training rows only; every categorical column has its own
+encoder. Saves `data/X_{train,val,test}.npy`, `data/y_*.npy`, `preprocessor.joblib`,
+`schema.json`, the feature names and the label mapping. Stores `ml-expert/prepared-data`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import joblib
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from ml_expert.memory.errors import InvalidInputError, NotFoundError
+from ml_expert.tools import runs
+from ml_expert.tools.data import modalities
+from ml_expert.tools.data.encoding import encoder_pipeline, outlier_mask
+from ml_expert.tools.data.io import read_table
+from ml_expert.tools.data.modalities import DataOptions, detect_modality
+from ml_expert.tools.data.profiling import HIGH_CARDINALITY, guess_task, infer_kind, is_classification
+from ml_expert.tools.data.splitting import split_indices
+from ml_expert.tools.workspace import DEFAULT_SEED, Workspace, write_json
+
+DROP_KINDS = ("identifier", "constant", "empty")
+Split = tuple[float, float, float]
+
+
+class PrepareOptions(BaseModel):
+    """How prepare_data cleans, encodes, scales and splits tabular data (recorded in its result)."""
+
+    impute: Literal["mean", "median", "constant", "drop"] = "mean"
+    drop_duplicates: bool = True
+    outliers: Literal["zscore", "iqr", "none"] = "zscore"
+    outlier_threshold: float = Field(3.0, gt=0)
+    max_outlier_share: float = Field(0.05, ge=0, le=0.5)
+    categorical_encoding: Literal["auto", "onehot", "ordinal"] = "auto"
+    one_hot_max_categories: int = Field(HIGH_CARDINALITY, ge=2, le=1000)
+    high_cardinality_encoding: Literal["ordinal", "frequency"] = "ordinal"
+    scaling: Literal["standard", "minmax", "robust", "none"] = "standard"
+    drop_identifiers: bool = True
+    drop_columns: list[str] | None = None
+    keep_columns: list[str] | None = None
+    split: Split = (0.7, 0.15, 0.15)
+    split_strategy: Literal["random", "group", "time"] = "random"
+    group_column: str | None = None
+    time_column: str | None = None
+    random_state: int = DEFAULT_SEED
+
+
+def check_split(split: Split) -> None:
+    if abs(sum(split) - 1) > 1e-6 or min(split) <= 0:
+        raise InvalidInputError(
+            f"split must be three positive shares summing to 1 (train, validation, test); received "
+            f"{list(split)} (sum {sum(split):.3f}). Use e.g. [0.7, 0.15, 0.15]."
+        )
+
+
+@dataclass
+class Table:
+    """The rows being prepared: features X, the frame they came from, and the cleaning log."""
+
+    df: pd.DataFrame
+    X: pd.DataFrame
+    target: str
+    log: list[CleaningStep]
+
+
+class CleaningStep(BaseModel):
+    action: str
+    rows: int = 0
+    columns: list[str] = Field(default_factory=list)
+    reason: str
+
+
+class PreparedData(BaseModel):
+    """What prepare_data produced; the arrays live in the run folder."""
+
+    run_id: str
+    modality: str = "tabular"
+    input_shape: list[int] | None = Field(None, description="Shape of one model input (images, sequences).")
+    task_type: Literal["binary", "multiclass", "regression", "clustering"]
+    target: str | None
+    splits: dict[str, int] = Field(description="Rows per split (train/val/test).")
+    class_distribution: dict[str, dict[str, int]] | None = Field(None, description="Split -> class -> rows.")
+    features_in: list[str] = Field(description="Raw input columns the model uses (the inference schema).")
+    features_out: int = Field(description="Number of features after encoding.")
+    feature_names: list[str] = Field(description="First 100 feature names after encoding.")
+    label_mapping: dict[str, str] | None = Field(None, description="Encoded label -> original label.")
+    dropped_columns: dict[str, str] = Field(description="Column -> why it was dropped.")
+    cleaning_log: list[CleaningStep]
+    options: dict[str, Any]
+    warnings: list[str]
+    artifacts: dict[str, str]
+    next_step: str
+
+
+def prepare_data(
+    ws: Workspace,
+    run_id: Annotated[str | None, Field(description="Run from analyze_data; its dataset and target are used.")] = None,
+    path: Annotated[str | None, Field(description="Dataset file (starts a new run when run_id is omitted).")] = None,
+    target: Annotated[str | None, Field(description="Target column; defaults to the run's target.")] = None,
+    impute: Annotated[
+        Literal["mean", "median", "constant", "drop"],
+        Field(description="Numeric missing values: mean (default), median, constant 0, or drop rows."),
+    ] = "mean",
+    drop_duplicates: Annotated[bool, Field(description="Drop exact duplicate rows before splitting.")] = True,
+    outliers: Annotated[
+        Literal["zscore", "iqr", "none"], Field(description="Outlier rule, applied to training rows only.")
+    ] = "zscore",
+    outlier_threshold: Annotated[
+        float, Field(description="z-score (default 3) or IQR multiple (use 1.5).", gt=0)
+    ] = 3.0,
+    max_outlier_share: Annotated[
+        float, Field(description="Never drop more than this share of training rows as outliers.", ge=0, le=0.5)
+    ] = 0.05,
+    categorical_encoding: Annotated[
+        Literal["auto", "onehot", "ordinal"],
+        Field(description="auto: one-hot up to one_hot_max_categories, else high_cardinality_encoding."),
+    ] = "auto",
+    one_hot_max_categories: Annotated[
+        int, Field(description="One-hot limit for auto.", ge=2, le=1000)
+    ] = HIGH_CARDINALITY,
+    high_cardinality_encoding: Annotated[
+        Literal["ordinal", "frequency"], Field(description="Encoding above the one-hot limit.")
+    ] = "ordinal",
+    scaling: Annotated[
+        Literal["standard", "minmax", "robust", "none"], Field(description="Feature scaling.")
+    ] = "standard",
+    drop_identifiers: Annotated[bool, Field(description="Drop identifier, constant and empty columns.")] = True,
+    drop_columns: Annotated[list[str] | None, Field(description="Columns to drop, e.g. leakage suspects.")] = None,
+    keep_columns: Annotated[list[str] | None, Field(description="Columns to keep even if they look like ids.")] = None,
+    split: Annotated[Split, Field(description="Train/validation/test shares; must sum to 1.")] = (0.7, 0.15, 0.15),
+    split_strategy: Annotated[
+        Literal["random", "group", "time"],
+        Field(
+            description="random (stratified for classification), group (needs group_column), time (needs "
+            "time_column; oldest rows train, newest test)."
+        ),
+    ] = "random",
+    group_column: Annotated[str | None, Field(description="Rows of one group stay in one split.")] = None,
+    time_column: Annotated[str | None, Field(description="Column that orders rows in time.")] = None,
+    random_state: Annotated[int, Field(description="Seed for the split.")] = DEFAULT_SEED,
+    modality: Annotated[
+        Literal["tabular", "image", "sequence", "text"] | None,
+        Field(description="Data kind; default: what analyze_data found."),
+    ] = None,
+    namespace: runs.Namespace = "default",
+) -> PreparedData:
+    """Clean, split (70/15/15), encode and scale a dataset, fitting only on the training split.
+
+    Call recommend_architecture(run_id=...) next.
+    """
+    check_split(split)
+    opts = PrepareOptions(
+        impute=impute,
+        drop_duplicates=drop_duplicates,
+        outliers=outliers,
+        outlier_threshold=outlier_threshold,
+        max_outlier_share=max_outlier_share,
+        categorical_encoding=categorical_encoding,
+        one_hot_max_categories=one_hot_max_categories,
+        high_cardinality_encoding=high_cardinality_encoding,
+        scaling=scaling,
+        drop_identifiers=drop_identifiers,
+        drop_columns=drop_columns,
+        keep_columns=keep_columns,
+        split=split,
+        split_strategy=split_strategy,
+        group_column=group_column,
+        time_column=time_column,
+        random_state=random_state,
+    )
+    if run_id is None and path is None:
+        raise InvalidInputError("Pass run_id (from analyze_data) or path (a dataset file).")
+    analysis: dict[str, Any] = {}
+    if run_id is not None:
+        info = runs.get_run(ws, run_id)
+        path, target, namespace = path or info.dataset, target or info.target, info.namespace
+        analysis = ws.store.get_value(runs.memory_key(f"runs/{run_id}/data-analysis"), namespace=namespace) or {}
+    file = ws.resolve_path(path or "", kind="dataset")
+    read_options = analysis.get("data_options") or DataOptions().model_dump()  # as analyze_data read the data
+    kind = detect_modality(file, modality or analysis.get("modality"), read_options)
+    if kind != "tabular":
+        return _prepare_other(ws, file, kind, target, read_options, opts, run_id, namespace)
+    if target is None:
+        raise InvalidInputError(
+            "prepare_data needs target= (the column to predict) for tabular data. Pass target=, or start with "
+            "analyze_data(path=..., target=...)."
+        )
+    return _prepare_table(ws, file, target, opts, run_id, namespace)
+
+
+def _prepare_table(
+    ws: Workspace, file: Path, target: str, opts: PrepareOptions, run_id: str | None, namespace: str
+) -> PreparedData:
+    """The tabular path: clean, type, split, fit the preprocessor on training rows, save."""
+    from ml_expert.tools.packaging.portable.preprocessing import SchemaError, coerce_frame  # sklearn: not at start
+
+    table = _read_and_check(file, target, opts)
+    task = guess_task(table.df[target])
+    features, dropped, schema = _select_features(table, task, opts)
+    try:
+        table.X = coerce_frame(table.df, schema)
+    except SchemaError as exc:
+        raise InvalidInputError(str(exc)) from exc
+    _drop_rows(table, opts)
+    y, classes = _encode_target(table.df[target], task)
+    parts, warns = _split(table, y if classes else None, opts)
+    _drop_outliers(table, parts, schema, opts)
+    pre, feature_names = _fit_preprocessor(table.X, parts["train"], schema, opts)
+    run_id = run_id or runs.create_run(ws, dataset=ws.relative(file), target=target, namespace=namespace)
+    folder = ws.run_dir(run_id)
+    arrays = {name: pre.transform(table.X.iloc[idx]).astype(np.float32) for name, idx in parts.items()}
+    data_dir = _save_splits(folder, arrays, y, parts)
+    table.df.iloc[parts["test"]][[*features, target]].to_parquet(data_dir / "raw_test.parquet", index=False)
+    joblib.dump(pre, folder / "preprocessor.joblib")
+    schema |= {"classes": classes, "target_dtype": table.df[target].dtype.kind, "feature_names": feature_names}
+    write_json(folder / "schema.json", schema)  # target_dtype (b, i, u, f or O): labels go back to this type
+    rel = ws.relative
+    result = PreparedData(
+        run_id=run_id,
+        task_type=task,
+        target=target,
+        splits={k: len(v) for k, v in parts.items()},
+        class_distribution=_class_distribution(y, parts, classes),
+        features_in=features,
+        features_out=len(feature_names),
+        feature_names=feature_names[:100],
+        label_mapping={str(i): c for i, c in enumerate(classes)} if classes else None,
+        dropped_columns=dropped,
+        cleaning_log=table.log,
+        options=opts.model_dump(mode="json"),
+        warnings=warns,
+        artifacts={
+            "data": rel(data_dir),
+            "preprocessor": rel(folder / "preprocessor.joblib"),
+            "schema": rel(folder / "schema.json"),
+        },
+        next_step=f"Call recommend_architecture(run_id='{run_id}') to pick a model, or train(run_id='{run_id}').",
+    )
+    return _record(ws, folder, result)
+
+
+def _read_and_check(file: Path, target: str, opts: PrepareOptions) -> Table:
+    """Read the table, check the named columns, drop rows without a target; refuse a target with one value."""
+    df = read_table(file)
+    if target not in df.columns:
+        raise NotFoundError(
+            f"Column {target!r} not in {file.name}. Columns: {list(df.columns)[:50]}. Pass target= one of them."
+        )
+    for name, col in (("group_column", opts.group_column), ("time_column", opts.time_column)):
+        if col is not None and col not in df.columns:
+            raise NotFoundError(f"{name} {col!r} not in {file.name}. Columns: {list(df.columns)[:50]}.")
+    log: list[CleaningStep] = []
+    missing_target = int(df[target].isna().sum())
+    if missing_target == len(df):
+        raise InvalidInputError(f"Target column {target!r} is entirely missing. Pick a column with values.")
+    if missing_target:
+        df = df[df[target].notna()]
+        log.append(CleaningStep(action="drop_rows", rows=missing_target, reason=f"target {target!r} missing"))
+    if df[target].nunique() < 2:
+        raise InvalidInputError(
+            f"Target {target!r} has a single value ({df[target].iloc[0]!r}); there is nothing to learn. "
+            "Pick another target or add rows of other classes."
+        )
+    return Table(df=df, X=df.drop(columns=[target]), target=target, log=log)
+
+
+def _select_features(table: Table, task: str, opts: PrepareOptions) -> tuple[list[str], dict[str, str], dict[str, Any]]:
+    """Which columns become features (and why the others were dropped), and the inference schema."""
+    df, target = table.df, table.target
+    kinds = {c: infer_kind(df[c], len(df)) for c in df.columns if c != target}
+    dropped: dict[str, str] = {}
+    for col in opts.drop_columns or []:
+        if col not in df.columns:
+            raise NotFoundError(f"drop_columns names {col!r}, which is not a column. Columns: {list(df.columns)[:50]}.")
+        dropped[col] = "requested"
+    keep = set(opts.keep_columns or [])
+    for col, kind in kinds.items():
+        if col in dropped or col in keep:
+            continue
+        if opts.drop_identifiers and kind in DROP_KINDS:
+            dropped[col] = kind
+        elif kind == "text":
+            dropped[col] = "free text (train a text model for it; see modality='text')"
+    for col in (opts.group_column, opts.time_column):
+        if col and col not in dropped and kinds.get(col) in ("identifier", "datetime"):
+            dropped.setdefault(col, "split column")
+    if dropped:
+        reason = "; ".join(f"{c}: {r}" for c, r in dropped.items())
+        table.log.append(CleaningStep(action="drop_columns", columns=list(dropped), reason=reason))
+    features = [c for c in kinds if c not in dropped]
+    columns = [{"name": c, "kind": "categorical" if kinds[c] in (*DROP_KINDS, "text") else kinds[c]} for c in features]
+    for col in columns:
+        if col["kind"] == "categorical":
+            col["categories"] = sorted(map(str, df[col["name"]].dropna().unique()))[:200]
+    return features, dropped, {"target": target, "task_type": task, "columns": columns}
+
+
+def _drop_rows(table: Table, opts: PrepareOptions) -> None:
+    """Duplicates (before the split, so no row is in two splits) and, with impute='drop', rows with gaps."""
+    if opts.drop_duplicates:
+        both = pd.concat([table.X, table.df[[table.target]]], axis=1)
+        dup = pd.util.hash_pandas_object(both, index=False).duplicated().to_numpy()
+        if dup.any():
+            table.X, table.df = table.X[~dup], table.df[~dup]
+            table.log.append(CleaningStep(action="drop_rows", rows=int(dup.sum()), reason="duplicate rows"))
+    if opts.impute == "drop":
+        na = table.X.isna().any(axis=1).to_numpy()
+        if na.any():
+            table.X, table.df = table.X[~na], table.df[~na]
+            table.log.append(CleaningStep(action="drop_rows", rows=int(na.sum()), reason="missing feature values"))
+    if len(table.X) < 10:
+        raise InvalidInputError(
+            f"Only {len(table.X)} rows remain after cleaning ({[s.action for s in table.log]}); at least 10 "
+            "are needed. Use impute='mean' instead of 'drop', or keep duplicates."
+        )
+
+
+def _encode_target(y_raw: pd.Series, task: str) -> tuple[np.ndarray, list[str] | None]:
+    """Class indices (classes sorted, numerically when the labels are numbers) or float values."""
+    if not is_classification(task):
+        return y_raw.astype(float).to_numpy(), None
+    y_str = y_raw.astype(str)
+    classes = sorted(y_str.unique(), key=lambda v: (len(v), v) if y_raw.dtype.kind in "iuf" else (0, v))
+    index = {c: i for i, c in enumerate(classes)}
+    return y_str.map(index).to_numpy(dtype=np.int64), classes
+
+
+def _split(table: Table, y_classes: np.ndarray | None, opts: PrepareOptions) -> tuple[dict[str, np.ndarray], list[str]]:
+    df = table.df
+    return split_indices(
+        len(table.X),
+        opts.split,
+        strategy=opts.split_strategy,
+        y=y_classes,
+        groups=df[opts.group_column].to_numpy() if opts.split_strategy == "group" else None,
+        order=df[opts.time_column] if opts.split_strategy == "time" else None,
+        seed=opts.random_state,
+    )
+
+
+def _drop_outliers(table: Table, parts: dict[str, np.ndarray], schema: dict[str, Any], opts: PrepareOptions) -> None:
+    """Remove outlying training rows (never validation or test rows), at most max_outlier_share of them."""
+    numeric = [c["name"] for c in schema["columns"] if c["kind"] == "numeric"]
+    train_X = table.X.iloc[parts["train"]]
+    keep, n_out = outlier_mask(train_X, numeric, opts.outliers, opts.outlier_threshold, opts.max_outlier_share)
+    if n_out:
+        parts["train"] = parts["train"][keep]
+        table.log.append(
+            CleaningStep(
+                action="drop_rows",
+                rows=n_out,
+                reason=f"{opts.outliers} outliers (> {opts.outlier_threshold}) "
+                "in the training split only; validation/test rows are never removed",
+            )
+        )
+
+
+def _fit_preprocessor(
+    X: pd.DataFrame, train: np.ndarray, schema: dict[str, Any], opts: PrepareOptions
+) -> tuple[Any, list[str]]:
+    """The ColumnTransformer fitted on the training rows only, and its output feature names."""
+    kind_cols = {
+        k: [c["name"] for c in schema["columns"] if c["kind"] == k]
+        for k in ("numeric", "boolean", "datetime", "categorical")
+    }
+    card = {c: int(X[c].iloc[train].nunique()) for c in kind_cols["categorical"]}
+    pre = encoder_pipeline(kind_cols, card, opts.model_dump())
+    pre.fit(X.iloc[train])
+    return pre, [str(n) for n in pre.get_feature_names_out()]
+
+
+def _save_splits(folder: Path, arrays: dict[str, np.ndarray], y: np.ndarray, parts: dict[str, np.ndarray]) -> Path:
+    """data/X_<split>.npy and data/y_<split>.npy for train, val and test."""
+    data_dir = folder / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for name, idx in parts.items():
+        np.save(data_dir / f"X_{name}.npy", arrays[name])
+        np.save(data_dir / f"y_{name}.npy", y[idx])
+    return data_dir
+
+
+def _class_distribution(
+    y: np.ndarray, parts: dict[str, np.ndarray], classes: list[str] | None
+) -> dict[str, dict[str, int]] | None:
+    if not classes:
+        return None
+    return {
+        name: {classes[k]: int(v) for k, v in zip(*np.unique(y[idx], return_counts=True), strict=True)}
+        for name, idx in parts.items()
+    }
+
+
+def _record(ws: Workspace, folder: Path, result: PreparedData) -> PreparedData:
+    write_json(folder / "prepared.json", result.model_dump(mode="json") | {"prepared_at": time.time()})
+    runs.record_phase(ws, result.run_id, "prepare", {"prepared-data": result}, artifacts=result.artifacts)
+    return result
+
+
+def _prepare_other(
+    ws: Workspace,
+    file: Path,
+    kind: str,
+    target: str | None,
+    read_options: dict[str, Any],
+    opts: PrepareOptions,
+    run_id: str | None,
+    namespace: str,
+) -> PreparedData:
+    """prepare_data for images, sequences and text (see `modalities`)."""
+    loaded = modalities.load(file, kind, target, read_options)
+    out = modalities.prepare(loaded, kind, opts.split, opts.random_state)
+    run_id = run_id or runs.create_run(ws, dataset=ws.relative(file), target=target, namespace=namespace)
+    folder = ws.run_dir(run_id)
+    y, parts, classes = out["y"], out["parts"], out["classes"]
+    data_dir = _save_splits(folder, out["arrays"], y, parts)
+    raw = out["raw_test"].astype(str) if kind == "text" else out["raw_test"]
+    np.savez_compressed(data_dir / "raw_test.npz", X=raw, y=y[parts["test"]])
+    schema = out["schema"] | {"target": target}
+    write_json(folder / "schema.json", schema)
+    shape = list(out["arrays"]["train"].shape[1:])
+    result = PreparedData(
+        run_id=run_id,
+        modality=kind,
+        input_shape=shape,
+        task_type=out["task"],
+        target=target,
+        splits={k: len(v) for k, v in parts.items()},
+        class_distribution=_class_distribution(y, parts, classes),
+        features_in=[schema.get("text_column") or kind],
+        features_out=int(np.prod(shape)),
+        feature_names=(schema.get("features") or [])[:100],
+        label_mapping={str(i): c for i, c in enumerate(classes)} if classes else None,
+        dropped_columns={},
+        cleaning_log=[],
+        options={"split": list(opts.split), "random_state": opts.random_state, **read_options},
+        warnings=out["warnings"],
+        artifacts={"data": ws.relative(data_dir), "schema": ws.relative(folder / "schema.json")},
+        next_step=f"Call recommend_architecture(run_id='{run_id}') or train(run_id='{run_id}').",
+    )
+    return _record(ws, folder, result)

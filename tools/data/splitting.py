@@ -1,0 +1,99 @@
+"""Train/validation/test splits: stratified random, grouped, or in time order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ml_expert.memory.errors import InvalidInputError
+
+
+def _stratify_ok(y: np.ndarray | None, share: float) -> bool:
+    """A stratified split needs every class at least twice on each side of the cut."""
+    if y is None:
+        return False
+    counts = np.unique(y, return_counts=True)[1]
+    return bool(counts.min() * min(share, 1 - share) >= 2)
+
+
+def _time_split(n: int, shares: tuple[float, float, float], order: pd.Series | None) -> dict[str, np.ndarray]:
+    """Oldest rows train, newest test."""
+    if order is None:
+        raise InvalidInputError("split_strategy='time' needs time_column= (the column that orders the rows).")
+    keys = (
+        order.to_numpy()
+        if pd.api.types.is_numeric_dtype(order)
+        else pd.to_datetime(order, errors="coerce", format="mixed").to_numpy()
+    )
+    sorted_idx = np.arange(n)[np.argsort(keys, kind="stable")]
+    a, b = round(n * shares[0]), round(n * (shares[0] + shares[1]))
+    return {"train": sorted_idx[:a], "val": sorted_idx[a:b], "test": sorted_idx[b:]}
+
+
+def _group_split(
+    n: int, shares: tuple[float, float, float], groups: np.ndarray | None, seed: int
+) -> dict[str, np.ndarray]:
+    """Every group's rows in one split."""
+    from sklearn.model_selection import GroupShuffleSplit
+
+    if groups is None:
+        raise InvalidInputError("split_strategy='group' needs group_column= (rows of a group stay together).")
+    if len(np.unique(groups)) < 3:
+        raise InvalidInputError(
+            f"split_strategy='group' needs at least 3 distinct groups; received {len(np.unique(groups))}."
+        )
+    _, val_share, test_share = shares
+    outer = GroupShuffleSplit(n_splits=1, test_size=val_share + test_share, random_state=seed)
+    train, rest = next(outer.split(np.arange(n), groups=groups))
+    inner = GroupShuffleSplit(n_splits=1, test_size=test_share / (val_share + test_share), random_state=seed)
+    v, t = next(inner.split(rest, groups=groups[rest]))
+    return {"train": train, "val": rest[v], "test": rest[t]}
+
+
+def _random_split(
+    n: int, shares: tuple[float, float, float], y: np.ndarray | None, seed: int, warnings: list[str]
+) -> dict[str, np.ndarray]:
+    """Random, stratified by class where every class is large enough."""
+    from sklearn.model_selection import train_test_split
+
+    _, val_share, test_share = shares
+    rest_share = val_share + test_share
+    strat = y if _stratify_ok(y, rest_share) else None
+    if y is not None and strat is None:
+        warnings.append(
+            "Some classes are too small to stratify the split; used a plain random split instead, "
+            "so a rare class may be missing from validation or test."
+        )
+    train, rest = train_test_split(np.arange(n), test_size=rest_share, random_state=seed, stratify=strat)
+    inner_share = test_share / rest_share
+    strat2 = y[rest] if strat is not None and y is not None and _stratify_ok(y[rest], inner_share) else None
+    if strat is not None and strat2 is None:
+        warnings.append("Validation/test could not both be stratified (small classes); split them randomly.")
+    val, test = train_test_split(rest, test_size=inner_share, random_state=seed, stratify=strat2)
+    return {"train": train, "val": val, "test": test}
+
+
+def split_indices(
+    n: int,
+    shares: tuple[float, float, float],
+    *,
+    strategy: str = "random",
+    y: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
+    order: pd.Series | None = None,
+    seed: int = 42,
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Row positions of the train, val and test splits, and any warnings (e.g. stratification dropped)."""
+    warnings: list[str] = []
+    if strategy == "time":
+        parts = _time_split(n, shares, order)
+    elif strategy == "group":
+        parts = _group_split(n, shares, groups, seed)
+    else:
+        parts = _random_split(n, shares, y, seed, warnings)
+    for name, part in parts.items():
+        if len(part) == 0:
+            raise InvalidInputError(
+                f"The {name} split is empty with {n} rows and shares {list(shares)}. Use more rows or larger shares."
+            )
+    return {k: np.sort(v) if strategy != "time" else v for k, v in parts.items()}, warnings

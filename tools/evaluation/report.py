@@ -1,0 +1,139 @@
+"""`evaluation_report.md`: the seed's sections (performance metrics, classification report, model
+summary, training history) plus the baseline, the overfitting verdict, the target and the pictures.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ml_expert.tools import runs
+from ml_expert.tools.artifacts import model_dir
+from ml_expert.tools.evaluation.plots import main_metric
+from ml_expert.tools.workspace import Workspace
+
+LOWER_IS_BETTER = {"loss", "mae", "mse", "rmse", "mape", "log_loss", "davies_bouldin"}
+
+
+def history_summary(history: dict[str, list[float]]) -> dict[str, Any]:
+    """Best validation loss / metric and epochs trained."""
+    metric = main_metric(history)
+    out: dict[str, Any] = {"epochs": len(history.get("loss", []))}
+    if history.get("val_loss"):
+        out["best_val_loss"] = min(history["val_loss"])
+    if metric and history.get(f"val_{metric}"):
+        values = history[f"val_{metric}"]
+        out[f"best_val_{metric}"] = min(values) if metric in LOWER_IS_BETTER else max(values)
+    return out
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return str(int(v)) if v.is_integer() and abs(v) >= 1 else f"{v:.4f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _performance(run_id: str, dataset: str | None, ev: Any, prepared: dict[str, Any]) -> list[str]:
+    lines = [
+        "# Model Evaluation Report",
+        "",
+        f"Run `{run_id}` · model `{ev.model_id}` · dataset `{dataset}` · target `{prepared.get('target')}` · "
+        f"task {ev.task_type}",
+        "",
+        "## Performance Metrics (test split, never seen in training)",
+        "",
+        _table(
+            [{"metric": k, "test": v, "baseline": ev.baseline_metrics.get(k, "")} for k, v in ev.test_metrics.items()],
+            ["metric", "test", "baseline"],
+        ),
+        "",
+        f"**Baseline:** {ev.baseline_verdict}",
+        "",
+    ]
+    if ev.target:
+        t = ev.target
+        goal = f">= {t['min']}" if "min" in t else f"<= {t['max']}"
+        lines += [f"**Target:** {t['metric']} {goal} → {t['value']:.4f} — **{'PASS' if t['passed'] else 'FAIL'}**", ""]
+    if ev.classification_report:
+        rows = [{"class": k, **v} for k, v in ev.classification_report.items() if isinstance(v, dict)]
+        lines += [
+            "## Classification Report",
+            "",
+            _table(rows, ["class", "precision", "recall", "f1-score", "support"]),
+            "",
+            "![Confusion matrix](confusion_matrix.png)",
+            "",
+        ]
+    elif ev.task_type == "regression":
+        lines += ["## Residuals", "", "![Residuals](residuals.png)", ""]
+    return lines
+
+
+def _model_and_training(meta: dict[str, Any], prepared: dict[str, Any], history: dict[str, Any]) -> list[str]:
+    def line(k: str, v: Any) -> str:
+        return f"- {k.replace('_', ' ').capitalize()}: " + (f"{v:.4f}" if isinstance(v, float) else str(v))
+
+    return [
+        "## Model Summary",
+        "",
+        f"- Architecture: {meta['architecture']} ({meta['framework']})",
+        f"- Parameters: {meta['parameters']:,}",
+        f"- Training Time: {meta['train_seconds']:.2f} seconds",
+        f"- Features: {prepared['features_out']} (from {len(prepared['features_in'])} input columns)",
+        f"- Rows: train {prepared['splits']['train']}, validation {prepared['splits']['val']}, "
+        f"test {prepared['splits']['test']}",
+        *[f"- Note: {n}" for n in meta.get("notes", [])],
+        "",
+        "## Training History",
+        "",
+        *[line(k, v) for k, v in history_summary(history).items()],
+        "",
+        "![Training curves](training_curves.png)",
+        "",
+    ]
+
+
+def _overfitting_and_leaderboard(ev: Any, leaderboard: list[dict[str, Any]] | None) -> list[str]:
+    lines = [
+        "## Overfitting",
+        "",
+        _table([{"split": k, "score": v} for k, v in ev.split_scores.items()], ["split", "score"]),
+        "",
+        f"Rule: {ev.overfitting_rule}. Verdict: **{'overfitting' if ev.overfitting else 'no overfitting detected'}**.",
+        "",
+    ]
+    if leaderboard:
+        rows = [
+            {"model_id": e["model_id"], "architecture": e["architecture"], **e["test_metrics"]} for e in leaderboard
+        ]
+        cols = ["model_id", "architecture", *list(leaderboard[0]["test_metrics"])[:6]]
+        lines += ["## Leaderboard", "", _table(rows, cols), ""]
+    return lines
+
+
+def write_report(
+    ws: Workspace,
+    run_id: str,
+    meta: dict[str, Any],
+    ev: Any,
+    prepared: dict[str, Any],
+    leaderboard: list[dict[str, Any]] | None = None,
+) -> Path:
+    """Write the model's evaluation_report.md (the seed's sections + baseline) in its folder; return the path."""
+    folder = model_dir(ws, run_id, ev.model_id)
+    history_file = folder / "training_history.json"
+    history = json.loads(history_file.read_text()) if history_file.exists() else {}
+    lines = [
+        *_performance(run_id, runs.get_run(ws, run_id).dataset, ev, prepared),
+        *_model_and_training(meta, prepared, history),
+        *_overfitting_and_leaderboard(ev, leaderboard),
+    ]
+    path = folder / "evaluation_report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

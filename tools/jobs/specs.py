@@ -1,0 +1,63 @@
+"""What crosses the process boundary: a typed spec per job kind, and the status a client sees.
+
+A tool function validates the call and builds the spec (`TrainSpec`, `EvaluateSpec`, …, each
+defined next to its tool); the job manager stores it as JSON; the worker validates it back into
+the same class before running the handler. Unknown fields are refused on both sides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ml_expert.tools.settings import MAX_WAIT_SECONDS
+
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+JobId = Annotated[str, Field(description="Job id returned by train or run_workflow, e.g. 'job_1a2b3c4d'.")]
+WaitSeconds = Annotated[
+    float | None,
+    Field(
+        description="Seconds to wait for the job before returning status 'running' (then follow with get_job); "
+        "default: the server's --wait-seconds (45).",
+        ge=0,
+        le=MAX_WAIT_SECONDS,
+    ),
+]
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+class JobSpec(BaseModel):
+    """The base of every job's spec: which run it works on, and whether it resumes an earlier attempt."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: ClassVar[str]
+
+    run_id: str
+    resume: bool = False
+
+
+class JobCancelled(Exception):
+    """Raised inside a job handler when its cancel flag is seen; args[0] may carry a partial result."""
+
+
+class JobStatus(BaseModel):
+    """Where a job stands. When status is 'running' or 'queued', call get_job again later."""
+
+    job_id: str
+    kind: str
+    status: JobState
+    run_id: str | None = None
+    progress: dict[str, Any] = Field(default_factory=dict, description="Latest progress: phase, epoch, metrics.")
+    result: dict[str, Any] | None = Field(None, description="The finished tool result (status 'succeeded').")
+    error: str | None = None
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    next_step: str | None = Field(None, description="What to call next.")
+
+
+class JobList(BaseModel):
+    jobs: list[JobStatus]
+    total: int

@@ -1,0 +1,123 @@
+"""Worker process entry point: `python -m ml_expert.tools.jobs.worker JOB_ID`.
+
+Runs one job's handler (TensorFlow is imported here, never in the server) with the workspace its
+server had (settings arrive as JSON in the environment), validates the stored spec into its typed
+class, reports progress into the job's row, honours cancel requests, and records the typed result
+or a clear error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+from pydantic import BaseModel
+
+from ml_expert.memory.errors import MLExpertError
+from ml_expert.tools.jobs.specs import JobCancelled, JobSpec
+from ml_expert.tools.settings import SETTINGS_ENV, Settings
+from ml_expert.tools.workspace import Workspace
+
+# kind -> (module, spec class, handler); modules are imported only in the worker
+JOB_KINDS: dict[str, tuple[str, str, str]] = {
+    "train": ("ml_expert.tools.training.train", "TrainSpec", "run_train_job"),
+    "probe": ("ml_expert.tools.selection.probe", "ProbeSpec", "run_probe_job"),
+    "evaluate": ("ml_expert.tools.evaluation.evaluate", "EvaluateSpec", "run_evaluate_job"),
+    "package": ("ml_expert.tools.packaging.build", "PackageSpec", "run_package_job"),
+    "workflow": ("ml_expert.tools.workflow", "WorkflowSpec", "run_workflow_job"),
+}
+
+
+class Reporter:
+    """What a job handler gets: progress reporting and the cancel flag, both throttled."""
+
+    def __init__(self, ws: Workspace, job_id: str, *, min_interval: float = 0.2) -> None:
+        self.ws = ws
+        self.job_id = job_id
+        self.min_interval = min_interval
+        self._last_write = 0.0
+        self._last_check = 0.0
+        self._cancelled = False
+        self._pending: dict[str, Any] | None = None
+
+    def progress(self, force: bool = False, **info: Any) -> None:
+        self._pending = info
+        now = time.monotonic()
+        if force or now - self._last_write >= self.min_interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending is None:
+            return
+        self.ws.job_store.set_progress(self.job_id, self._pending)
+        self._pending = None
+        self._last_write = time.monotonic()
+
+    def cancel_requested(self) -> bool:
+        now = time.monotonic()
+        if not self._cancelled and now - self._last_check >= 0.25:
+            self._last_check = now
+            self._cancelled = self.ws.job_store.cancel_requested(self.job_id)
+        return self._cancelled
+
+
+def handler_for(kind: str) -> tuple[type[JobSpec], Any]:
+    """The spec class and the function that run a job of this kind."""
+    module_name, spec_name, handler_name = JOB_KINDS[kind]
+    module = importlib.import_module(module_name)
+    return getattr(module, spec_name), getattr(module, handler_name)
+
+
+def as_json(result: Any) -> Any:
+    return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+
+
+def run_job(ws: Workspace, job_id: str) -> None:
+    """Run one recorded job to its end and record how it ended."""
+    store = ws.job_store
+    row = store.get(job_id)
+    if row is None:
+        raise SystemExit(f"no job {job_id}")
+    reporter = Reporter(ws, job_id)
+    reporter.progress(force=True, message="worker started", phase="starting")
+    try:
+        spec_class, handler = handler_for(row.kind)
+        result = handler(ws, spec_class.model_validate(row.spec), reporter)
+    except JobCancelled as exc:
+        reporter.flush()
+        partial = as_json(exc.args[0]) if exc.args else None
+        store.finish(job_id, "cancelled", result=partial, error="Cancelled on request.")
+        return
+    except KeyboardInterrupt:
+        store.finish(job_id, "interrupted", error="The worker was stopped. Call resume_job to continue.")
+        return
+    except MLExpertError as exc:
+        reporter.flush()
+        store.finish(job_id, "failed", error=str(exc))
+        return
+    except Exception as exc:
+        traceback.print_exc()
+        reporter.flush()
+        store.finish(job_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        return
+    reporter.flush()
+    store.finish(job_id, "succeeded", result=as_json(result))
+
+
+def main(argv: list[str] | None = None) -> int:
+    job_id = (argv or sys.argv[1:])[0]
+    ws = Workspace(settings=Settings.model_validate_json(os.environ[SETTINGS_ENV]))
+    # A terminated worker (server shutdown) ends like an interruption, keeping its checkpoint.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    ws.job_store.set_pid(job_id, os.getpid())
+    run_job(ws, job_id)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

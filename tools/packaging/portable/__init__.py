@@ -1,0 +1,1 @@
+"""Files copied into every deployment package; they import nothing from ml-expert."""

@@ -1,0 +1,131 @@
+"""Proving a package works: load it in a fresh Python process, from an empty working directory,
+with raw test rows, once per runtime, and compare with the in-process model; plus the compiled
+single-row preprocessing (`fast_preprocess.json`), kept only when it reproduces the fitted one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ml_expert.tools.data.profiling import is_classification
+from ml_expert.tools.packaging.export import FormatReport, tolerance
+from ml_expert.tools.packaging.portable.preprocessing import FastPreprocessor, coerce_frame
+
+VERIFY_TIMEOUT = 600
+
+VERIFY_SCRIPT = """
+import json, sys, time, traceback
+import numpy as np, pandas as pd
+pkg, raw, runtimes = sys.argv[1], sys.argv[2], sys.argv[3:]
+sys.path.insert(0, pkg)
+from inference import ModelInference
+if raw.endswith(".npz"):
+    raw = np.load(raw, allow_pickle=False)["X"]
+    records = [raw[i : i + 1] for i in range(len(raw))]
+    big = np.concatenate([raw] * (2000 // len(raw) + 1))[:2000]
+else:
+    records = pd.read_csv(raw, dtype=str).to_dict("records")
+    big = pd.read_csv(raw, dtype=str)
+    big = pd.concat([big] * (10000 // len(big) + 1), ignore_index=True).head(10000)
+results = {}
+for runtime in runtimes:
+    try:
+        t0 = time.perf_counter()
+        model = ModelInference(pkg, runtime=runtime)
+        load_s = time.perf_counter() - t0
+        out = model.predict_output(raw)
+        labels = model.predict(raw)
+        for _ in range(20):
+            model.predict(records[0])
+        times = []
+        for i in range(200):
+            t = time.perf_counter(); model.predict(records[i % len(records)]); times.append(time.perf_counter() - t)
+        t = time.perf_counter(); model.predict(big); batch_s = time.perf_counter() - t
+        results[runtime] = {"output": np.asarray(out).tolist(), "labels": [str(v) for v in labels],
+                            "load_seconds": load_s, "p50_ms": float(np.percentile(times, 50) * 1000),
+                            "p95_ms": float(np.percentile(times, 95) * 1000), "batch_rows_per_s": len(big) / batch_s}
+    except Exception as exc:
+        results[runtime] = {"error": f"{type(exc).__name__}: {exc}"}
+print(json.dumps(results))
+"""
+
+
+def run_in_fresh_process(folder: Path, runtimes: list[str], raw: Path) -> dict[str, Any]:
+    """Load the package in one fresh Python process, from an empty working directory, once per runtime."""
+    with tempfile.TemporaryDirectory(prefix="ml-expert-verify-") as empty:
+        proc = subprocess.run(
+            [sys.executable, "-c", VERIFY_SCRIPT, str(folder), str(raw), *runtimes],
+            cwd=empty,
+            capture_output=True,
+            text=True,
+            timeout=VERIFY_TIMEOUT,
+            env={
+                "PYTHONNOUSERSITE": "1",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "TF_CPP_MIN_LOG_LEVEL": "3",
+                "PATH": "/usr/bin:/bin",
+                "OMP_NUM_THREADS": "1",
+                "PYTHONWARNINGS": "ignore",
+            },
+        )
+    if proc.returncode != 0:
+        reason = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+        return {r: {"error": f"the verifier process failed: {reason}"} for r in runtimes}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def compare(task: str, reference: np.ndarray, got: np.ndarray, scale: float) -> tuple[float | None, float]:
+    """(label agreement or None for regression, max |Δ| scaled by the target's spread)."""
+    if is_classification(task):
+        return float(np.mean(reference.argmax(1) == got.argmax(1))), float(np.max(np.abs(reference - got)))
+    return None, float(np.max(np.abs(reference - got)) / scale)
+
+
+def verify_reports(
+    build: Path, reports: list[FormatReport], meta: dict[str, Any], reference: np.ndarray, raw: Path, scale: float
+) -> None:
+    """Verify every shipped format in a fresh process; a format that fails loses `shipped` and says why."""
+    to_verify = [r for r in reports if r.shipped]
+    verified = run_in_fresh_process(build, [r.runtime or "" for r in to_verify], raw) if to_verify else {}
+    for rep in to_verify:
+        tol, agreement, text = tolerance(meta, rep.runtime or "")
+        rep.tolerance = text
+        target = build / (rep.file or "")
+        rep.size_bytes = sum(p.stat().st_size for p in target.rglob("*")) if target.is_dir() else target.stat().st_size
+        got = verified.get(rep.runtime or "", {"error": "not verified"})
+        if "error" in got:
+            rep.shipped, rep.error = False, f"verification failed: {got['error']}"[:500]
+            continue
+        rep.label_agreement, rep.max_abs_diff = compare(meta["task_type"], reference, np.asarray(got["output"]), scale)
+        rep.p50_ms, rep.p95_ms = round(got["p50_ms"], 4), round(got["p95_ms"], 4)
+        rep.batch_rows_per_s = round(got["batch_rows_per_s"], 1)
+        if rep.max_abs_diff > tol or (rep.label_agreement is not None and rep.label_agreement < agreement):
+            rep.shipped = False
+            rep.error = f"parity failed: agreement {rep.label_agreement}, max |Δ| {rep.max_abs_diff:.3g} ({text})"
+
+
+def compile_fast_path(build: Path, raw_csv: Path) -> bool:
+    """Write fast_preprocess.json when the compiled preprocessing reproduces the fitted one on the test rows."""
+    import joblib
+
+    schema = json.loads((build / "schema.json").read_text())
+    pre = joblib.load(build / "preprocessor.joblib")
+    spec = FastPreprocessor.compile(pre, schema)
+    if spec is None:
+        return False
+    raw = pd.read_csv(raw_csv, dtype=str)
+    records = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in raw.to_dict("records")]
+    fast = FastPreprocessor(json.loads(json.dumps(spec))["blocks"], schema).transform_records(records)
+    slow = np.asarray(pre.transform(coerce_frame(raw, schema)), dtype=np.float32)
+    if fast.shape != slow.shape or not np.allclose(fast, slow, rtol=1e-5, atol=1e-5, equal_nan=True):
+        return False
+    (build / "fast_preprocess.json").write_text(json.dumps(spec))
+    return True

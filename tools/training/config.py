@@ -1,0 +1,117 @@
+"""What a training job is told and what a fit gives back: `TrainConfig`, `TrainSpec`, `Fit`.
+
+`TrainConfig` is the one configuration model for every architecture; its defaults are the seed's
+(256-128-64 with dropout 0.3, Adam 1e-3, batch 32, 100 epochs, EarlyStopping 10, ReduceLROnPlateau
+0.5/5). Unknown fields are refused (a typo must not silently train with a default), and layer sizes
+are bounded so that one call cannot exhaust memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ml_expert.tools.jobs.specs import JobSpec
+from ml_expert.tools.workspace import DEFAULT_SEED
+
+KERAS_ARCHITECTURES = ("dnn", "cnn", "rnn", "conv1d", "transformer")
+SKLEARN_ARCHITECTURES = ("random_forest", "gradient_boosting", "linear", "kmeans", "gaussian_mixture")
+CLUSTERING_ARCHITECTURES = ("kmeans", "gaussian_mixture")
+Architecture = Literal[
+    "auto",
+    "dnn",
+    "cnn",
+    "rnn",
+    "conv1d",
+    "transformer",
+    "random_forest",
+    "gradient_boosting",
+    "linear",
+    "kmeans",
+    "gaussian_mixture",
+]
+
+
+Width = Annotated[int, Field(ge=1, le=4096)]
+Filters = Annotated[int, Field(ge=1, le=1024)]
+
+
+class TrainConfig(BaseModel):
+    """Training configuration; every field has the seed's default. Fields a family does not use are ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Keras networks
+    hidden_units: list[Width] = Field([256, 128, 64], description="DNN layer widths.", min_length=1, max_length=8)
+    dropout: float = Field(0.3, description="Dropout rate.", ge=0, lt=1)
+    batch_norm: bool = Field(False, description="Batch normalization.")
+    activation: Literal["relu", "gelu", "tanh", "elu", "selu", "swish"] = Field(
+        "relu", description="Hidden activation."
+    )
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adam", description="Keras optimizer.")
+    learning_rate: float = Field(1e-3, gt=0, le=10, description="Initial learning rate.")
+    loss: str | None = Field(None, description="Keras loss (default by task).")
+    metrics: list[str] | None = Field(None, description="Keras metrics (default by task).")
+    batch_size: int = Field(32, ge=1, le=65536, description="Rows per gradient step.")
+    epochs: int = Field(100, ge=1, le=10000, description="Maximum epochs.")
+    early_stopping_patience: int = Field(10, ge=0, description="EarlyStopping patience (0 = off).")
+    reduce_lr_patience: int = Field(5, ge=0, description="ReduceLROnPlateau patience (0 = off).")
+    reduce_lr_factor: float = Field(0.5, gt=0, lt=1, description="LR reduction factor.")
+    class_weight: Literal["auto", "balanced", "none"] = Field("auto", description="auto: balanced at imbalance >= 3.")
+    seed: int = Field(DEFAULT_SEED, description="Random seed.")
+    # image / sequence / text networks
+    filters: list[Filters] = Field([32, 64], description="Conv filters per block.", min_length=1, max_length=6)
+    augment: bool = Field(False, description="CNN data augmentation.")
+    rnn_cell: Literal["lstm", "gru"] = Field("lstm", description="RNN cell type.")
+    rnn_units: int = Field(64, ge=1, le=1024, description="RNN units per layer.")
+    bidirectional: bool = Field(False, description="Bidirectional RNN.")
+    embed_dim: int = Field(64, ge=4, le=1024, description="Embedding size.")
+    num_heads: int = Field(4, ge=1, le=32, description="Attention heads.")
+    ff_dim: int = Field(128, ge=4, le=4096, description="Feed-forward width.")
+    # scikit-learn
+    n_estimators: int = Field(300, ge=1, le=5000, description="Forest trees.")
+    max_depth: int | None = Field(None, ge=1, le=1000, description="Tree depth limit.")
+    max_iter: int = Field(300, ge=1, le=10000, description="Boosting / solver iterations.")
+    regularization: float = Field(1.0, gt=0, description="linear: C or alpha.")
+    n_clusters: int | None = Field(None, ge=2, le=1000, description="Clusters (default: classes).")
+
+
+def is_keras(architecture: str) -> bool:
+    return architecture in KERAS_ARCHITECTURES
+
+
+def is_clustering(architecture: str) -> bool:
+    return architecture in CLUSTERING_ARCHITECTURES
+
+
+Distribution = Literal["none", "mirrored", "multi_worker"]
+
+
+class TrainSpec(JobSpec):
+    """A checked train call: built by `train_spec` (tool, workflow and CLI alike), read by the worker."""
+
+    kind = "train"
+    model_id: str
+    architecture: str
+    config: TrainConfig = Field(default_factory=TrainConfig)
+    distribution: Distribution = "none"
+    base_model: str | None = Field(None, description="Absolute path of a checked .keras base model.")
+    fine_tune_layers: int = Field(0, ge=0)
+    freeze: bool = True
+
+
+@dataclass
+class Fit:
+    """What fitting a model gives back to `run_train_job` (in the worker)."""
+
+    model: Any
+    framework: Literal["keras", "sklearn"]
+    epochs_trained: int
+    best_epoch: int | None
+    seconds: float
+    parameters: int
+    history: dict[str, list[float]]
+    distribution: dict[str, Any] | None = None
+    transfer: dict[str, Any] | None = None

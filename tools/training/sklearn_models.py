@@ -1,0 +1,141 @@
+"""scikit-learn models: the estimator for each architecture, and its fit inside a worker with
+per-stage curves under Keras' history names."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from ml_expert.tools.artifacts import predict_output
+from ml_expert.tools.data.profiling import is_classification
+from ml_expert.tools.training.config import Fit, TrainConfig, TrainSpec, is_clustering
+
+
+def build_sklearn(architecture: str, task: str, config: TrainConfig, class_weight: str | None, n_classes: int) -> Any:
+    """A scikit-learn estimator for the architecture and task."""
+    from sklearn.cluster import KMeans
+    from sklearn.ensemble import (
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.mixture import GaussianMixture
+
+    classify = is_classification(task)
+    seed = config.seed
+    if architecture == "random_forest":
+        cls = RandomForestClassifier if classify else RandomForestRegressor
+        kw = {"class_weight": class_weight} if classify else {}
+        return cls(n_estimators=config.n_estimators, max_depth=config.max_depth, random_state=seed, n_jobs=1, **kw)
+    if architecture == "gradient_boosting":
+        # stop adding trees once a held-out 15 % of the training rows stops improving (as Keras' EarlyStopping)
+        boosting = {
+            "max_iter": config.max_iter,
+            "max_depth": config.max_depth,
+            "early_stopping": True,
+            "validation_fraction": 0.15,
+            "n_iter_no_change": 15,
+            "random_state": seed,
+        }
+        if classify:
+            return HistGradientBoostingClassifier(class_weight=class_weight, **boosting)
+        return HistGradientBoostingRegressor(**boosting)
+    if architecture == "linear":
+        if classify:
+            return LogisticRegression(
+                C=config.regularization,
+                max_iter=max(config.max_iter, 1000),
+                class_weight=class_weight,
+                random_state=seed,
+            )
+        return Ridge(alpha=config.regularization)
+    k = config.n_clusters or max(2, n_classes)
+    if architecture == "kmeans":
+        return KMeans(n_clusters=k, n_init=10, random_state=seed)
+    if architecture == "gaussian_mixture":
+        return GaussianMixture(n_components=k, random_state=seed)
+    raise ValueError(f"not a scikit-learn architecture: {architecture}")
+
+
+def _sklearn_history(model: Any, task: str, data: dict[str, Any]) -> dict[str, list[float]]:
+    """Per-iteration curves for boosting, per-tree-count for forests, one point otherwise (Keras' key names)."""
+    from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, mean_squared_error
+
+    classify = is_classification(task)
+    metric = "accuracy" if classify else "mae"
+
+    def point(split: str, out: np.ndarray) -> tuple[float, float]:
+        y = data[f"y_{split}"]
+        if classify:
+            return log_loss(y, out, labels=range(out.shape[1])), accuracy_score(y, out.argmax(1))
+        return mean_squared_error(y, out), mean_absolute_error(y, out)
+
+    stages: list[tuple[np.ndarray, np.ndarray]] = []
+    if hasattr(model, "staged_predict_proba" if classify else "staged_predict"):
+        staged = {
+            s: list((model.staged_predict_proba if classify else model.staged_predict)(data[f"X_{s}"]))
+            for s in ("train", "val")
+        }
+        step = max(1, len(staged["train"]) // 50)
+        stages = list(zip(staged["train"][::step], staged["val"][::step], strict=True))
+    elif hasattr(model, "estimators_") and not hasattr(model, "staged_predict"):
+        trees = model.estimators_
+        for k in np.unique(np.linspace(1, len(trees), num=min(20, len(trees))).astype(int)):
+            pair = []
+            for s in ("train", "val"):
+                preds = [t.predict_proba(data[f"X_{s}"]) if classify else t.predict(data[f"X_{s}"]) for t in trees[:k]]
+                pair.append(np.mean(preds, axis=0))
+            stages.append((pair[0], pair[1]))
+    else:
+        stages = [
+            (
+                predict_output(model, "sklearn", task, data["X_train"]),
+                predict_output(model, "sklearn", task, data["X_val"]),
+            )
+        ]
+    hist: dict[str, list[float]] = {"loss": [], metric: [], "val_loss": [], f"val_{metric}": []}
+    for tr, va in stages:
+        for prefix, split, out in (("", "train", tr), ("val_", "val", va)):
+            loss, m = point(split, out)
+            hist[f"{prefix}loss"].append(float(loss))
+            hist[f"{prefix}{metric}"].append(float(m))
+    return hist
+
+
+def fit_sklearn(
+    spec: TrainSpec, prepared: dict[str, Any], data: dict[str, Any], reporter: Any, class_weight: Any
+) -> Fit:
+    """Fit the spec's estimator on the training split, with curves (and progress) for the run."""
+    task = prepared["task_type"]
+    arch = spec.architecture
+    n_classes = len(prepared["label_mapping"] or {}) or 1
+    fit_task = "clustering" if is_clustering(arch) else task
+    model = build_sklearn(arch, fit_task, spec.config, "balanced" if class_weight else None, n_classes)
+    reporter.progress(force=True, phase="train", step=0, total=1, message=f"fitting {arch}")
+    start = time.perf_counter()
+    model.fit(data["X_train"], data["y_train"])
+    seconds = time.perf_counter() - start
+    history = {} if fit_task == "clustering" else _sklearn_history(model, task, data)
+    reporter.progress(force=True, phase="train", step=1, total=1, message=f"fitted {arch} in {seconds:.1f}s")
+    return Fit(
+        model=model,
+        framework="sklearn",
+        epochs_trained=max(1, len(history.get("loss", []))),
+        best_epoch=None,
+        seconds=seconds,
+        parameters=count_parameters(model),
+        history=history,
+    )
+
+
+def count_parameters(model: Any) -> int:
+    """Fitted numbers of a scikit-learn model: tree nodes for forests and boosting, else coefficient entries."""
+    if hasattr(model, "estimators_"):
+        return sum(int(t.tree_.node_count) for t in np.ravel(model.estimators_))
+    if hasattr(model, "_predictors"):  # HistGradientBoosting
+        return sum(len(p.nodes) for stage in model._predictors for p in stage)
+    return sum(int(np.size(v)) for k, v in vars(model).items() if k.endswith("_") and isinstance(v, np.ndarray))

@@ -1,0 +1,320 @@
+"""Phase 3 — `train`: Keras networks or scikit-learn models, as background jobs.
+
+`train_spec` checks a request and builds the `TrainSpec` (the tool, `run_workflow` and the CLI all
+go through it); `train` submits it and waits up to `wait_seconds` while the worker process
+(`run_train_job`, where TensorFlow is imported) fits the model with the seed's callbacks, reports
+every epoch, honours cancel requests at batch boundaries, and writes `model.keras` /
+`model.joblib`, `training_history.json` and `training_curves.png`. Stores `ml-expert/training`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field, ValidationError
+
+from ml_expert.memory.errors import InvalidInputError
+from ml_expert.tools import runs
+from ml_expert.tools.artifacts import load_prepared, load_split, model_dir, predict_output, save_model
+from ml_expert.tools.data.profiling import is_classification
+from ml_expert.tools.evaluation.metrics import baseline_scores, beats_baseline, headline, scores
+from ml_expert.tools.evaluation.plots import training_curves
+from ml_expert.tools.jobs.manager import run_as_job
+from ml_expert.tools.jobs.specs import JobCancelled, JobStatus, ProgressFn, WaitSeconds
+from ml_expert.tools.selection.recommend import analyze_task, rank_candidates
+from ml_expert.tools.training import distributed, transfer
+from ml_expert.tools.training.config import (
+    Architecture,
+    Distribution,
+    Fit,
+    TrainConfig,
+    TrainSpec,
+    is_clustering,
+    is_keras,
+)
+from ml_expert.tools.training.sklearn_models import fit_sklearn
+from ml_expert.tools.workspace import Workspace, new_id, write_json
+
+
+class TrainResult(BaseModel):
+    """A trained model; pass model_id to evaluate and package."""
+
+    run_id: str
+    model_id: str
+    architecture: str
+    framework: Literal["keras", "sklearn"]
+    task_type: str
+    epochs_trained: int
+    best_epoch: int | None
+    train_seconds: float
+    parameters: int
+    val_metrics: dict[str, float]
+    baseline_val_metrics: dict[str, float] = Field(description="Dummy baseline (majority class / mean) on validation.")
+    learned: bool = Field(description="False when the validation score is not above the dummy baseline.")
+    notes: list[str]
+    config: dict[str, Any]
+    distribution: dict[str, Any] | None = None
+    transfer: dict[str, Any] | None = Field(
+        None, description="Transfer learning: base model, layers kept frozen / fine-tuned, epochs per stage."
+    )
+    resumed: bool = False
+    cancelled: bool = False
+    artifacts: dict[str, str]
+    next_step: str
+
+
+def resolve_architecture(ws: Workspace, run_id: str, architecture: str, prepared: dict[str, Any]) -> str:
+    """`auto` -> the run's recommendation (or the rule-based top pick); check the choice fits the task."""
+    if architecture == "auto":
+        stored = ws.store.get_value(
+            runs.memory_key(f"runs/{run_id}/architecture"), namespace=runs.run_namespace(ws, run_id)
+        )
+        architecture = stored["recommended"] if stored else rank_candidates(analyze_task(prepared, 0))[0].architecture
+    modality = prepared.get("modality", "tabular")
+    if architecture == "cnn" and modality != "image":
+        raise InvalidInputError(
+            f"architecture 'cnn' needs image data; run {run_id} is {modality}. "
+            "Use dnn, gradient_boosting, random_forest or linear."
+        )
+    if architecture in ("rnn", "conv1d", "transformer") and modality not in ("sequence", "text"):
+        raise InvalidInputError(
+            f"architecture {architecture!r} needs sequence or text data; run {run_id} is "
+            f"{modality}. Use dnn or a tree model."
+        )
+    if modality in ("image", "sequence", "text") and not is_keras(architecture):
+        raise InvalidInputError(
+            f"{modality} data needs a Keras network (cnn, rnn, conv1d, transformer, dnn); received {architecture!r}."
+        )
+    return architecture
+
+
+def parse_config(config: TrainConfig | dict[str, Any] | None) -> TrainConfig:
+    """A TrainConfig from a model, a dict of its fields, or None (the seed's defaults); unknown fields refused."""
+    if isinstance(config, TrainConfig):
+        return config
+    try:
+        return TrainConfig.model_validate(config or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
+        raise InvalidInputError(
+            f"config is not a valid training configuration ({problems}). Allowed fields: "
+            f"{sorted(TrainConfig.model_fields)}."
+        ) from exc
+
+
+def _check_transfer(ws: Workspace, prepared: dict[str, Any], base_model: str | None, layers: int, freeze: bool) -> str:
+    """The checked base model's absolute path ('' without transfer learning)."""
+    if base_model is None:
+        if layers or not freeze:
+            raise InvalidInputError("fine_tune_layers and freeze apply to transfer learning; pass base_model too.")
+        return ""
+    if layers and not freeze:
+        raise InvalidInputError(
+            "fine_tune_layers unfreezes layers of a frozen base; with freeze=false every layer trains already. "
+            "Pass one or the other."
+        )
+    path = transfer.resolve_base_model(ws, base_model)
+    stored = transfer.stored_input_shape(path)
+    if stored is not None:  # a clear error now rather than a failed job
+        transfer.check_input_shape(stored, prepared.get("input_shape") or [prepared["features_out"]])
+    return str(path)
+
+
+def train_spec(
+    ws: Workspace,
+    run_id: str,
+    architecture: str = "auto",
+    config: TrainConfig | dict[str, Any] | None = None,
+    distribution: Distribution = "none",
+    base_model: str | None = None,
+    fine_tune_layers: int = 0,
+    freeze: bool = True,
+) -> TrainSpec:
+    """Check a train request against the run and build its job spec (every caller goes through here)."""
+    prepared = load_prepared(ws, run_id)
+    arch = resolve_architecture(ws, run_id, architecture, prepared)
+    train_config = parse_config(config)
+    if distribution != "none" and not is_keras(arch):
+        raise InvalidInputError(
+            f"distribution={distribution!r} applies to Keras models; {arch!r} is scikit-learn. Use distribution='none'."
+        )
+    if distribution == "multi_worker":
+        distributed.cluster_spec()  # a clear error now, not in the worker, when TF_CONFIG is missing or malformed
+    base = _check_transfer(ws, prepared, base_model, fine_tune_layers, freeze)
+    return TrainSpec(
+        run_id=run_id,
+        model_id=new_id("mdl"),
+        architecture=arch,
+        config=train_config,
+        distribution=distribution,
+        base_model=base or None,
+        fine_tune_layers=fine_tune_layers,
+        freeze=freeze,
+    )
+
+
+def train(
+    ws: Workspace,
+    run_id: runs.RunId,
+    architecture: Annotated[Architecture, Field(description="Model family; 'auto' = the recommendation.")] = "auto",
+    config: Annotated[TrainConfig | None, Field(description="Hyper-parameters (seed defaults when omitted).")] = None,
+    distribution: Annotated[
+        Distribution, Field(description="none, mirrored (all local GPUs / CPU replicas) or multi_worker (TF_CONFIG).")
+    ] = "none",
+    base_model: Annotated[
+        str | None, Field(description="Transfer learning: a model_id of this workspace or a .keras file inside it.")
+    ] = None,
+    fine_tune_layers: Annotated[
+        int, Field(description="With base_model: unfreeze this many top base layers for a second, low-LR stage.", ge=0)
+    ] = 0,
+    freeze: Annotated[
+        bool, Field(description="With base_model: keep the base frozen while the new head trains (false: train all).")
+    ] = True,
+    wait_seconds: WaitSeconds = None,
+    report: ProgressFn | None = None,
+) -> JobStatus:
+    """Train a model on the run's prepared data as a background job; returns the result or the running job.
+
+    When status is 'running', follow with get_job(job_id). Then call evaluate(run_id, model_id).
+    """
+    spec = train_spec(ws, run_id, architecture, config, distribution, base_model, fine_tune_layers, freeze)
+    return run_as_job(ws, spec, namespace=runs.run_namespace(ws, run_id), wait_seconds=wait_seconds, report=report)
+
+
+# -- worker side ------------------------------------------------------------------------------
+
+
+def class_weights(task: str, y: np.ndarray, choice: str) -> tuple[dict[int, float] | None, str | None]:
+    """Balanced class weights when asked, or automatically at an imbalance ratio >= 3; with a note saying so."""
+    if not is_classification(task) or choice == "none":
+        return None, None
+    counts = np.bincount(y.astype(int))
+    counts = counts[counts > 0]
+    ratio = counts.max() / counts.min()
+    if choice == "auto" and ratio < 3:
+        return None, None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    classes = np.unique(y)
+    weights = compute_class_weight("balanced", classes=classes, y=y)
+    note = f"class_weight='balanced' applied (training imbalance ratio {ratio:.1f}:1" + (
+        ", >= 3)." if choice == "auto" else ")."
+    )
+    return {int(c): float(w) for c, w in zip(classes, weights, strict=True)}, note
+
+
+def _fit(
+    ws: Workspace, spec: TrainSpec, prepared: dict[str, Any], data: dict[str, Any], reporter: Any, weights: Any
+) -> Fit:
+    folder = model_dir(ws, spec.run_id, spec.model_id)
+    if is_keras(spec.architecture):
+        from ml_expert.tools.training.keras_fit import fit_keras  # TensorFlow: imported in the worker only
+
+        return fit_keras(ws, spec, prepared, data, folder, reporter, weights)
+    return fit_sklearn(spec, prepared, data, reporter, weights)
+
+
+def _write_curves(ws: Workspace, spec: TrainSpec, fit: Fit, folder: Any) -> dict[str, str]:
+    """training_history.json and training_curves.png, in the model folder and (latest model) at the run root."""
+    history_path, curves = folder / "training_history.json", folder / "training_curves.png"
+    write_json(history_path, fit.history)
+    if fit.history:
+        title = f"{spec.architecture} — {spec.run_id}/{spec.model_id}"
+        training_curves(fit.history, curves, title, "Epoch" if fit.framework == "keras" else "Stage")
+    for f in (history_path, curves):
+        if f.exists():
+            shutil.copy(f, ws.run_dir(spec.run_id) / f.name)
+    return {"history": ws.relative(history_path), "curves": ws.relative(curves)}
+
+
+def _clean_backups(folder: Any) -> None:
+    for backup in ("backup", "backup_finetune"):
+        for suffix in ("", ".good", ".old", ".tmp"):
+            shutil.rmtree(folder / f"{backup}{suffix}", ignore_errors=True)
+
+
+class WorkerTaskResult(BaseModel):
+    """What a non-chief task of a multi-worker cluster returns: the chief keeps the model."""
+
+    run_id: str
+    model_id: str
+    chief: bool = False
+    distribution: dict[str, Any] | None
+    next_step: str = "The chief worker records the model; evaluate it there."
+
+
+def _validate(
+    fit: Fit, task: str, prepared: dict[str, Any], data: dict[str, Any], notes: list[str]
+) -> tuple[dict[str, float], dict[str, float], bool]:
+    """Validation metrics, the dummy baseline's, and whether the model beat it (with a note when not)."""
+    n_classes = len(prepared["label_mapping"] or {}) or 1
+    output = predict_output(fit.model, fit.framework, task, data["X_val"])
+    metrics = headline(task, scores(task, data["y_val"], output, data["X_val"]))
+    baseline = headline(task, baseline_scores(task, data["y_train"], data["y_val"], n_classes))
+    learned = beats_baseline(task, metrics, baseline)
+    if not learned:
+        primary = next(iter(metrics))
+        notes.append(
+            f"The model did not beat the dummy baseline on validation ({primary} {metrics[primary]:.4f} vs "
+            f"{baseline[primary]:.4f}): it learned nothing useful. Check the target, features and scaling."
+        )
+    return metrics, baseline, learned
+
+
+def run_train_job(ws: Workspace, spec: TrainSpec, reporter: Any) -> TrainResult | WorkerTaskResult:
+    """Worker entry for kind 'train': fit, score on validation against the dummy baseline, save, record."""
+    run_id, model_id, arch = spec.run_id, spec.model_id, spec.architecture
+    prepared = load_prepared(ws, run_id)
+    data: dict[str, Any] = {}
+    for split in ("train", "val"):
+        data[f"X_{split}"], data[f"y_{split}"] = load_split(ws, run_id, split)
+    folder = model_dir(ws, run_id, model_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights, note = class_weights(prepared["task_type"], data["y_train"], spec.config.class_weight)
+    notes = [note] if note else []
+    fit = _fit(ws, spec, prepared, data, reporter, weights)
+    if fit.distribution and fit.distribution.get("chief") is False:  # only the chief keeps a model
+        shutil.rmtree(folder, ignore_errors=True)
+        return WorkerTaskResult(run_id=run_id, model_id=model_id, distribution=fit.distribution)
+    model_file = save_model(fit.model, fit.framework, folder)
+    task = "clustering" if is_clustering(arch) else prepared["task_type"]
+    metrics, baseline, learned = _validate(fit, task, prepared, data, notes)
+    cancelled = reporter.cancel_requested()
+    if cancelled:
+        notes.append("Cancelled on request; the best weights so far were kept.")
+    result = TrainResult(
+        run_id=run_id,
+        model_id=model_id,
+        architecture=arch,
+        framework=fit.framework,
+        task_type=task,
+        epochs_trained=fit.epochs_trained,
+        best_epoch=fit.best_epoch,
+        train_seconds=round(fit.seconds, 3),
+        parameters=fit.parameters,
+        val_metrics=metrics,
+        baseline_val_metrics=baseline,
+        learned=learned,
+        notes=notes,
+        config=spec.config.model_dump(mode="json"),
+        distribution=fit.distribution,
+        transfer=fit.transfer,
+        resumed=spec.resume,
+        cancelled=cancelled,
+        artifacts={
+            "model": ws.relative(model_file),
+            **_write_curves(ws, spec, fit, folder),
+            "folder": ws.relative(folder),
+        },
+        next_step=f"Call evaluate(run_id='{run_id}', model_id='{model_id}') for test metrics and the report.",
+    )
+    meta = result.model_dump(mode="json") | {"spec": spec.model_dump(mode="json"), "created_at": time.time()}
+    write_json(folder / "model.json", meta)
+    runs.record_phase(ws, run_id, "train", {"training": result}, artifacts=result.artifacts)
+    _clean_backups(folder)
+    if cancelled:
+        raise JobCancelled(result)
+    return result
