@@ -1,10 +1,12 @@
 """ml-expert's persistent state in one SQLite file: the namespaced key-value memory (`MemoryStore`),
-the workflow runs (`RunStore`) and the background jobs (`JobStore`), plus the errors they raise.
+the workflow runs (`RunStore`), the background jobs (`JobStore`) and the digests of the pickles the
+server wrote (`DigestStore`), plus the errors they raise.
 
 All SQL of the project lives in this package, and it imports nothing from `ml_expert.tools`.
 """
 
 from ml_expert.memory.database import Database
+from ml_expert.memory.digests import DigestStore
 from ml_expert.memory.jobs import ACTIVE, FINISHED, JobRow, JobStore
 from ml_expert.memory.runs import RunRow, RunStore
 from ml_expert.memory.store import (
@@ -23,6 +25,7 @@ __all__ = [
     "DEFAULT_NAMESPACE",
     "FINISHED",
     "Database",
+    "DigestStore",
     "JobRow",
     "JobStore",
     "MemoryEntry",

@@ -1,7 +1,9 @@
-"""The one SQLite file behind memory, runs and jobs: opened once, migrated under a file lock.
+"""The one SQLite file behind memory, runs, jobs and digests: migrated once, one connection per thread.
 
-`Database` hands out transactions and read queries to the three stores of this package
-(`MemoryStore`, `RunStore`, `JobStore`); nothing outside `ml_expert.memory` writes SQL.
+`Database` hands out transactions and read queries to the stores of this package (`MemoryStore`,
+`RunStore`, `JobStore`, `DigestStore`); nothing outside `ml_expert.memory` writes SQL. Every thread
+gets its own connection (WAL mode), so a thread that waits for another process's write lock never
+holds up readers in other threads — the server's event loop included.
 """
 
 from __future__ import annotations
@@ -12,44 +14,94 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database as SqliteUtilsDatabase
 
+from ml_expert.memory.errors import BusyError
 from ml_expert.memory.migrations import migrations
 
 BUSY_TIMEOUT_MS = 30_000
+_lock_wait: ContextVar[float | None] = ContextVar("ml_expert_lock_wait", default=None)
+
+
+@contextmanager
+def lock_wait(seconds: float) -> Iterator[None]:
+    """Within this block a write waits at most `seconds` for SQLite's write lock (0: not at all) and then
+    raises BusyError instead of blocking longer. The server's event loop runs memory tools under lock_wait(0)."""
+    token = _lock_wait.set(seconds)
+    try:
+        yield
+    finally:
+        _lock_wait.reset(token)
 
 
 class Database:
-    """One connection to `<workspace>/.ml-expert/memory.db` (WAL, busy timeout), safe across threads."""
+    """`<workspace>/.ml-expert/memory.db` (WAL, busy timeout, synchronous=NORMAL), a connection per thread."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None)
-        self.db = SqliteUtilsDatabase(conn)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._guard = threading.Lock()
         self._migrate()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA synchronous = NORMAL")
+        with self._guard:
+            self._all.append(conn)
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
 
     def _migrate(self) -> None:
         # Migrations from two processes at once would clash: serialise them with a file lock.
         with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                if self.db.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    self.db.conn.execute("PRAGMA journal_mode = WAL")
-                if migrations.pending(self.db):
-                    migrations.apply(self.db)
+                db = SqliteUtilsDatabase(self.conn)
+                if db.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    db.conn.execute("PRAGMA journal_mode = WAL")
+                if migrations.pending(db):
+                    migrations.apply(db)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        with self._lock:
-            self.db.conn.close()
+        with self._guard:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        wait = _lock_wait.get()
+        if wait is None:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            raise BusyError(
+                f"The memory database is busy: another process held its write lock for more than {wait:g} s, so "
+                "nothing was written. Retry in a moment."
+            ) from exc
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -58,17 +110,17 @@ class Database:
         Taking it at the start means SQLite's busy timeout applies, instead of the instant
         'database is locked' a deferred transaction gets when it upgrades from read to write.
         """
-        with self._lock:
-            conn = self.db.conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        conn = self.conn
+        self._begin(conn)
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         """Rows of a read query as dicts."""
-        with self._lock:
-            return list(self.db.query(sql, list(params)))
+        cur = self.conn.execute(sql, list(params))
+        columns = [c[0] for c in cur.description]
+        return [dict(zip(columns, row, strict=True)) for row in cur]

@@ -29,3 +29,11 @@ class ConflictError(MLExpertError, RuntimeError):
 
 class TrainingError(MLExpertError, RuntimeError):
     """Training failed in a way the user can act on (NaN loss, worker crash)."""
+
+
+class IntegrityError(MLExpertError, PermissionError):
+    """A file the server would load does not match the digest it recorded when it wrote it."""
+
+
+class BusyError(MLExpertError, RuntimeError):
+    """The database's write lock was held by another process for longer than a call may wait."""

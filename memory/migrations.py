@@ -1,9 +1,9 @@
 """Schema of ml-expert's SQLite file, as sqlite-utils migrations applied at open.
 
-One file, `<workspace>/.ml-expert/memory.db`, holds three tables: `memory` (the namespaced
+One file, `<workspace>/.ml-expert/memory.db`, holds four tables: `memory` (the namespaced
 key-value entries, with an FTS5 index over key, value and tags), `runs` (one row per workflow
-run) and `jobs` (background work). Add a new function to change the schema; never edit one
-that has shipped.
+run), `jobs` (background work) and `file_digests` (the sha256 of every pickle the server wrote).
+Add a new function to change the schema; never edit one that has shipped.
 """
 
 from __future__ import annotations
@@ -76,3 +76,12 @@ def m002_runs_and_jobs(db: Database) -> None:
         defaults={"cancel_requested": 0, "progress": "{}"},
     )
     db["jobs"].create_index(["status"])
+
+
+@migrations()
+def m003_file_digests(db: Database) -> None:
+    db["file_digests"].create(
+        {"path": str, "sha256": str, "bytes": int, "created_at": float},
+        pk="path",
+        not_null={"path", "sha256", "created_at"},
+    )

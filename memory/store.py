@@ -37,6 +37,10 @@ class MemoryEntry(BaseModel):
     accessed_at: float | None = None
     access_count: int = 0
     expires_at: float | None = Field(None, description="Unix time after which the entry is gone; null = never.")
+    truncated: bool = Field(
+        False, description="True in lists and searches when the value is large: `value` is then a preview string."
+    )
+    value_bytes: int | None = Field(None, description="Size of the stored JSON value (set when truncated).")
 
 
 class MemoryPage(BaseModel):
@@ -106,11 +110,16 @@ class MemoryStore:
 
     # -- entries ---------------------------------------------------------------------------
 
-    def _row_to_entry(self, row: dict[str, Any]) -> MemoryEntry:
+    def _row_to_entry(self, row: dict[str, Any], preview_bytes: int | None = None) -> MemoryEntry:
+        text: str = row["value"]
+        size = len(text.encode())
+        large = preview_bytes is not None and size > preview_bytes
         return MemoryEntry(
             namespace=row["namespace"],
             key=row["key"],
-            value=json.loads(row["value"]),
+            value=text.encode()[:preview_bytes].decode(errors="ignore") + "…" if large else json.loads(text),
+            truncated=large,
+            value_bytes=size if large else None,
             tags=json.loads(row["tags"] or "[]"),
             created_at=row["created_at"],
             updated_at=row["updated_at"],
@@ -237,8 +246,11 @@ class MemoryStore:
         prefix: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        preview_bytes: int | None = None,
     ) -> MemoryPage:
-        """Entries ordered by namespace and key; namespace=None lists every namespace."""
+        """Entries ordered by namespace and key; namespace=None lists every namespace.
+
+        With preview_bytes, a value larger than that comes back as a preview string (truncated=True)."""
         if limit < 1 or offset < 0:
             raise InvalidInputError(f"limit must be >= 1 and offset >= 0; received limit={limit}, offset={offset}.")
         alive, now = self._alive()
@@ -254,10 +266,18 @@ class MemoryStore:
         rows = self.query(
             f"SELECT * FROM memory WHERE {clause} ORDER BY namespace, key LIMIT ? OFFSET ?", [*params, limit, offset]
         )
-        return MemoryPage(entries=[self._row_to_entry(r) for r in rows], total=total, limit=limit, offset=offset)
+        entries = [self._row_to_entry(r, preview_bytes) for r in rows]
+        return MemoryPage(entries=entries, total=total, limit=limit, offset=offset)
 
-    def search(self, query: str, *, namespace: str | None = DEFAULT_NAMESPACE, limit: int = 10) -> list[SearchHit]:
-        """Full-text search over keys, values and tags, best match first."""
+    def search(
+        self,
+        query: str,
+        *,
+        namespace: str | None = DEFAULT_NAMESPACE,
+        limit: int = 10,
+        preview_bytes: int | None = None,
+    ) -> list[SearchHit]:
+        """Full-text search over keys, values and tags, best match first (large values as previews, as in list)."""
         if limit < 1:
             raise InvalidInputError(f"limit must be >= 1; received {limit}.")
         alive, now = self._alive("m")
@@ -270,7 +290,7 @@ class MemoryStore:
                 WHERE {" AND ".join(where)} ORDER BY rank LIMIT ?""",
             [*params, limit],
         )
-        return [SearchHit(entry=self._row_to_entry(r), score=-float(r["rank"])) for r in rows]
+        return [SearchHit(entry=self._row_to_entry(r, preview_bytes), score=-float(r["rank"])) for r in rows]
 
     def delete(self, key: str, *, namespace: str = DEFAULT_NAMESPACE) -> bool:
         """Delete the entry; True when something was deleted."""

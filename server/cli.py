@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from importlib.metadata import version
 
@@ -33,6 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="MCP transport.")
     serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address (with --transport http).")
     serve.add_argument("--port", type=int, default=8765, help="HTTP port (with --transport http).")
+    serve.add_argument(
+        "--token",
+        default=os.environ.get("ML_EXPERT_TOKEN"),
+        help="Bearer token HTTP clients must send (required on a non-loopback --host; default $ML_EXPERT_TOKEN).",
+    )
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="Also accept this Host/Origin name over HTTP on a non-loopback --host (repeatable).",
+    )
     serve.add_argument("--max-jobs", type=int, help="Training jobs that may run at once (default 1).")
     serve.add_argument("--wait-seconds", type=float, help="Default wait of job tools before returning (45).")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -43,8 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ml_expert.server.app import build_server
+    from ml_expert.server.app import build_server  # the MCP SDK: only for serve
+    from ml_expert.server.http import require_token, serve_http
 
+    if args.transport == "http":
+        require_token(args.host, args.token)
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -54,7 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "ml-expert serving workspace %s over %s", settings.workspace, args.transport
     )
     if args.transport == "http":
-        mcp.run("streamable-http", host=args.host, port=args.port)
+        serve_http(mcp, args.host, args.port, args.token, args.allow_host)
     else:
         mcp.run("stdio")
     return 0

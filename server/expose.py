@@ -22,11 +22,13 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 
-from ml_expert.memory.errors import MLExpertError
+from ml_expert.memory.database import lock_wait
+from ml_expert.memory.errors import BusyError, MLExpertError
 from ml_expert.tools.workspace import Workspace
 
 log = logging.getLogger("ml_expert.server")
 HIDDEN_PARAMS = ("ws", "report")
+BUSY_WAIT_SECONDS = 5.0
 
 
 def _progress_forwarder(ctx: Context) -> Callable[[dict[str, Any]], None]:
@@ -45,6 +47,21 @@ def _progress_forwarder(ctx: Context) -> Callable[[dict[str, Any]], None]:
             log.debug("progress notification failed", exc_info=True)
 
     return report
+
+
+async def _inline(call: Callable[[], Any]) -> Any:
+    """Run a millisecond call on the event loop without ever blocking it: when the database is busy the call
+    moves to a thread and waits there, at most BUSY_WAIT_SECONDS, before it fails with a clear 'retry'."""
+    try:
+        with lock_wait(0):
+            return call()
+    except BusyError:
+        return await anyio.to_thread.run_sync(functools.partial(_waiting, call))
+
+
+def _waiting(call: Callable[[], Any]) -> Any:
+    with lock_wait(BUSY_WAIT_SECONDS):
+        return call()
 
 
 def expose(
@@ -74,7 +91,7 @@ def expose(
             kwargs["report"] = _progress_forwarder(ctx)
         try:
             call = functools.partial(fn, ws, **kwargs)
-            result = call() if inline else await anyio.to_thread.run_sync(call)
+            result = await (_inline(call) if inline else anyio.to_thread.run_sync(call))
         except MLExpertError as exc:
             raise ToolError(str(exc)) from exc
         data = result.model_dump(mode="json")

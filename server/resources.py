@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
+import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.server.mcpserver.resources import ResourceSecurity
@@ -54,9 +56,12 @@ def _artifact(ws: Workspace, run_id: str, name: str) -> Path:
 def _register_artifact(mcp: MCPServer, name: str) -> None:
     _, mime, description = ARTIFACTS[name]
 
-    async def read(run_id: str, ctx: Context) -> str | bytes:
-        path = _artifact(_ws(ctx), run_id, name)
+    def read_file(ws: Workspace, run_id: str) -> str | bytes:
+        path = _artifact(ws, run_id, name)
         return path.read_bytes() if mime == "image/png" else path.read_text(encoding="utf-8")
+
+    async def read(run_id: str, ctx: Context) -> str | bytes:
+        return await anyio.to_thread.run_sync(read_file, _ws(ctx), run_id)  # the event loop never waits on disk/db
 
     read.__name__ = f"run_{name.replace('-', '_')}"
     mcp.resource(f"ml-expert://runs/{{run_id}}/{name}", name=read.__name__, description=description, mime_type=mime)(
@@ -95,8 +100,9 @@ def register_resources(mcp: MCPServer) -> None:
         security=ResourceSecurity(exempt_params={"key"}),
     )
     async def memory_entry(namespace: str, key: str, ctx: Context) -> str:
+        retrieve = functools.partial(_ws(ctx).store.retrieve, key, namespace=namespace)
         try:
-            entry = _ws(ctx).store.retrieve(key, namespace=namespace)
+            entry = await anyio.to_thread.run_sync(retrieve)
         except MLExpertError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
         return json.dumps(entry.value, indent=2)

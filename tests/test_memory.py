@@ -141,7 +141,7 @@ def test_delete_stats_and_reopen(tmp_path: Path) -> None:
     store.close()
     again = MemoryStore(path)  # migrations already applied: reopening changes nothing
     assert again.retrieve("b", namespace="x").value == [1, 2]
-    assert again.query("SELECT count(*) AS n FROM _sqlite_migrations")[0]["n"] == 2
+    assert again.query("SELECT count(*) AS n FROM _sqlite_migrations")[0]["n"] == 3
     mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from conftest import free_port, wait_for_port
 from mcp import Client, StdioServerParameters
 
 from ml_expert.server.app import build_server
@@ -155,14 +154,8 @@ def test_stdio_server_round_trip(tmp_path: Path) -> None:
     assert (tmp_path / ".ml-expert" / "memory.db").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_http_server_round_trip(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "ml_expert.server.cli", "serve", "--transport", "http", "--port", str(port)],
         env=_env(tmp_path),
@@ -170,12 +163,7 @@ def test_http_server_round_trip(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
+        wait_for_port(port)
 
         async def main() -> Any:
             async with Client(f"http://127.0.0.1:{port}/mcp") as c:

@@ -4,20 +4,22 @@ Layout of `<workspace>/.ml-expert/runs/<run_id>/`:
 - `prepared.json`, `schema.json`, `preprocessor.joblib`, `data/X_{train,val,test}.npy`, `data/y_*.npy`,
   `data/raw_test.parquet` (or `.npz`) — written by prepare_data;
 - `models/<model_id>/` with `model.json` (what train returned plus its spec) and `model.keras`
-  (loaded with `safe_mode=True`) or `model.joblib` (only from the server's own run folders),
+  (loaded with `safe_mode=True`) or `model.joblib` (unpickled only when its sha256 matches the digest
+  recorded in the database when the server wrote it; the same holds for `preprocessor.joblib`),
   `training_history.json`, `training_curves.png`, evaluation pictures and report;
 - `evaluation_report.md`, `metrics.json`, `deployment/` — the latest evaluation and package.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ml_expert.memory.errors import ConflictError, NotFoundError
+from ml_expert.memory.errors import ConflictError, IntegrityError, NotFoundError
 from ml_expert.tools.data.profiling import is_classification
 from ml_expert.tools.runs import get_run
 from ml_expert.tools.workspace import Workspace
@@ -68,29 +70,56 @@ def model_path(ws: Workspace, run_id: str, meta: dict[str, Any]) -> Path:
     return model_dir(ws, run_id, meta["model_id"]) / MODEL_FILES[meta["framework"]]
 
 
-def save_model(model: Any, framework: str, folder: Path) -> Path:
-    """Write a trained model under its framework's fixed file name; the one place models are saved."""
-    path = folder / MODEL_FILES[framework]
-    if framework == "keras":
-        model.save(path)
-    else:
-        import joblib
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
-        joblib.dump(model, path)
+
+def save_pickle(ws: Workspace, obj: Any, path: Path) -> Path:
+    """joblib-dump obj and record its sha256 in the database (the only pickles load_pickle will open)."""
+    import joblib
+
+    joblib.dump(obj, path)
+    ws.digests.record(ws.relative(path), sha256(path), path.stat().st_size)
     return path
 
 
-def load_model(path: Path, framework: str) -> Any:
-    """Load a saved model file: Keras with safe_mode=True, scikit-learn with joblib."""
-    if framework == "keras":
-        import keras
-
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
+def load_pickle(ws: Workspace, path: Path) -> Any:
+    """Unpickle a file only when its sha256 is the one recorded when the server wrote it."""
     import joblib
 
     from ml_expert.tools.packaging.portable import preprocessing  # noqa: F401 - makes pickled transformers importable
 
+    expected = ws.digests.get(ws.relative(path))
+    if expected is None or not path.is_file() or sha256(path) != expected:
+        why = "was not written by this server" if expected is None else "changed since the server wrote it"
+        raise IntegrityError(
+            f"Refusing to unpickle {ws.relative(path)}: it {why} (its sha256 is checked against the digest recorded "
+            "in the database, because loading a pickle runs code). Re-run the step that writes it "
+            "(prepare_data for preprocessor.joblib, train for model.joblib)."
+        )
     return joblib.load(path)
+
+
+def save_model(ws: Workspace, model: Any, framework: str, folder: Path) -> Path:
+    """Write a trained model under its framework's fixed file name; the one place models are saved."""
+    path = folder / MODEL_FILES[framework]
+    if framework == "keras":
+        model.save(path)
+        return path
+    return save_pickle(ws, model, path)
+
+
+def load_model(ws: Workspace, path: Path, framework: str) -> Any:
+    """Load a saved model file: Keras with safe_mode=True, scikit-learn only after its digest check."""
+    if framework == "keras":
+        import keras
+
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    return load_pickle(ws, path)
 
 
 def predict_output(model: Any, framework: str, task: str, X: np.ndarray) -> np.ndarray:

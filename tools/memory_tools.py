@@ -17,6 +17,7 @@ Key = Annotated[
     str,
     Field(description="Entry key, one string even with slashes, e.g. 'ml-expert/metrics'.", min_length=1),
 ]
+PREVIEW_BYTES = 2048  # lists and searches stay small; memory_retrieve returns a value whole
 NamespaceArg = Annotated[str, Field(description="Namespace of the entry, e.g. 'default' or 'swarm-1'.", min_length=1)]
 
 
@@ -57,8 +58,10 @@ def memory_list(
     limit: Annotated[int, Field(description="Page size.", ge=1, le=500)] = 50,
     offset: Annotated[int, Field(description="Entries to skip (for paging).", ge=0)] = 0,
 ) -> MemoryPage:
-    """List stored entries (key order) with the total count; page with offset."""
-    return ws.store.list(namespace=namespace, prefix=prefix, limit=limit, offset=offset)
+    """List stored entries (key order) with the total count; page with offset.
+
+    Values over 2 KB appear as a preview (truncated=true); read them whole with memory_retrieve."""
+    return ws.store.list(namespace=namespace, prefix=prefix, limit=limit, offset=offset, preview_bytes=PREVIEW_BYTES)
 
 
 def memory_search(
@@ -67,8 +70,9 @@ def memory_search(
     namespace: Annotated[str | None, Field(description="Namespace to search; null searches all.")] = "default",
     limit: Annotated[int, Field(description="Most hits to return.", ge=1, le=100)] = 10,
 ) -> SearchResult:
-    """Full-text search over memory entries, best match first."""
-    return SearchResult(hits=ws.store.search(query, namespace=namespace, limit=limit), query=query)
+    """Full-text search over memory entries, best match first (values over 2 KB as previews)."""
+    hits = ws.store.search(query, namespace=namespace, limit=limit, preview_bytes=PREVIEW_BYTES)
+    return SearchResult(hits=hits, query=query)
 
 
 def memory_delete(ws: Workspace, key: Key, namespace: NamespaceArg = "default") -> DeleteResult:

@@ -17,6 +17,7 @@ from ml_expert.memory import DEFAULT_MAX_VALUE_BYTES
 
 DEFAULT_WAIT_SECONDS = 45.0
 DEFAULT_MAX_JOBS = 1
+DEFAULT_MAX_FILE_BYTES = 2 * 1024**3
 MAX_WAIT_SECONDS = 600.0
 SETTINGS_ENV = "ML_EXPERT_SETTINGS_JSON"  # how a worker process receives its server's settings
 THREAD_VARS = (
@@ -39,6 +40,7 @@ class Settings(BaseModel):
     max_jobs: int = Field(DEFAULT_MAX_JOBS, ge=1)
     wait_seconds: float = Field(DEFAULT_WAIT_SECONDS, ge=0, le=MAX_WAIT_SECONDS)
     max_value_bytes: int = Field(DEFAULT_MAX_VALUE_BYTES, ge=1)
+    max_file_bytes: int = Field(DEFAULT_MAX_FILE_BYTES, ge=1, description="Largest dataset file a tool reads.")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -49,6 +51,7 @@ class Settings(BaseModel):
             "allow_paths": tuple(Path(p) for p in env.get("ML_EXPERT_ALLOW_PATHS", "").split(os.pathsep) if p),
             "max_jobs": int(env.get("ML_EXPERT_MAX_JOBS") or DEFAULT_MAX_JOBS),
             "wait_seconds": float(env.get("ML_EXPERT_WAIT_SECONDS") or DEFAULT_WAIT_SECONDS),
+            "max_file_bytes": int(env.get("ML_EXPERT_MAX_FILE_BYTES") or DEFAULT_MAX_FILE_BYTES),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["workspace"] = Path(values["workspace"]).expanduser().resolve()  # type: ignore[arg-type]

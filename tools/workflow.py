@@ -23,7 +23,6 @@ from ml_expert.tools.jobs.manager import run_as_job
 from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn, WaitSeconds
 from ml_expert.tools.packaging.export import Format
 from ml_expert.tools.packaging.package import check_output_dir, package_spec
-from ml_expert.tools.selection.probe import run_probe_job
 from ml_expert.tools.selection.recommend import recommend
 from ml_expert.tools.training.config import Architecture, TrainConfig
 from ml_expert.tools.training.train import parse_config, run_train_job, train_spec
@@ -101,7 +100,7 @@ def _phase(ws: Workspace, spec: WorkflowSpec, name: str, reporter: Any) -> None:
     elif name == "prepare":
         prepare_data(ws, run_id=run_id)
     elif name == "recommend":
-        recommend(ws, run_id, spec.probe_seconds, 3, lambda probe: run_probe_job(ws, probe, reporter).measured)
+        recommend(ws, run_id, spec.probe_seconds, 3, reporter)
     elif name == "train":
         run_train_job(ws, train_spec(ws, run_id, spec.architecture, spec.config), reporter)
     elif name == "evaluate":

@@ -13,7 +13,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from ml_expert.memory import Database, JobStore, MemoryStore, RunStore
+from ml_expert.memory import Database, DigestStore, JobStore, MemoryStore, RunStore
 from ml_expert.memory.errors import InvalidInputError, NotFoundError, PathNotAllowedError
 from ml_expert.tools.settings import Settings
 
@@ -79,6 +79,12 @@ class Workspace:
         if "jobs" not in self._stores:
             self._stores["jobs"] = JobStore(self.database)
         return self._stores["jobs"]
+
+    @property
+    def digests(self) -> DigestStore:
+        if "digests" not in self._stores:
+            self._stores["digests"] = DigestStore(self.database)
+        return self._stores["digests"]
 
     def close(self) -> None:
         if self._database is not None:

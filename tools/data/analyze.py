@@ -17,9 +17,10 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from ml_expert.memory.errors import InvalidInputError, NotFoundError
+from ml_expert.memory.store import check_name
 from ml_expert.tools import runs
 from ml_expert.tools.data import modalities
-from ml_expert.tools.data.io import read_table
+from ml_expert.tools.data.io import check_size, read_table
 from ml_expert.tools.data.modalities import DataOptions
 from ml_expert.tools.data.profiling import HIGH_CARDINALITY, guess_task, infer_kind, is_classification, is_string_like
 from ml_expert.tools.workspace import DEFAULT_SEED, Workspace
@@ -299,20 +300,25 @@ def analyze_data(
     """
     started = time.perf_counter()
     file = ws.resolve_path(path, kind="dataset")
+    check_size(file, ws.settings.max_file_bytes)
+    check_name("namespace", namespace)
+    if run_id is not None:
+        runs.get_run(ws, run_id)  # a clear error before any work
     options = DataOptions.model_validate(data_options or {}).model_dump()
     kind = modalities.detect_modality(file, modality, options)
     if kind != "tabular":
         return _analyze_other(ws, file, kind, target, options, run_id, namespace, started)
     df = read_table(file)
-    if target is not None and target not in df.columns:
-        raise NotFoundError(
-            f"Column {target!r} not in {file.name}. Columns: {list(df.columns)[:50]}. Pass target= one of them."
-        )
+    if target is not None:
+        check_target_column(df, target, file.name)
     nunique = df.nunique()  # once: the most expensive statistic on long data
     kinds = {c: infer_kind(df[c], len(df), int(nunique[c])) for c in df.columns}
     target_summary = _target_summary(df, target) if target else None
     duplicates = int(pd.util.hash_pandas_object(df, index=False).duplicated().sum())
     warns, recs = _warnings(df, kinds, target_summary, duplicates, nunique)
+    for col, count in df.attrs.get("infinite", {}).items():
+        message = f"{col!r} held {count} infinite values (±inf); they are treated as missing values."
+        warns.append(DataWarning(severity="warning", code="infinite_values", column=col, message=message))
     if target_summary is not None:
         _add_leakage_warnings(df, target_summary, kinds, warns, recs)
     profiles = _profiles(df, kinds, nunique, order_first={target, *(w.column for w in warns if w.column)})
@@ -342,6 +348,20 @@ def analyze_data(
     )
     runs.record_phase(ws, run_id, "analyze", {"data-analysis": result})
     return result
+
+
+def check_target_column(df: pd.DataFrame, target: str, name: str) -> None:
+    """The target must be a column and must not hold infinite values (read as missing by read_table)."""
+    if target not in df.columns:
+        raise NotFoundError(
+            f"Column {target!r} not in {name}. Columns: {list(df.columns)[:50]}. Pass target= one of them."
+        )
+    infinite = df.attrs.get("infinite", {}).get(target)
+    if infinite:
+        raise InvalidInputError(
+            f"Target {target!r} holds {infinite} infinite values (±inf); a model cannot learn to predict them. "
+            "Fix those rows or drop them from the file, then call again."
+        )
 
 
 def _add_leakage_warnings(

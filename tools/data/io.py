@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import csv
 import gzip
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ml_expert.memory.errors import InvalidInputError
 
 SNIFF_BYTES = 64 * 1024
+MAX_COLUMNS = 100_000
+HEADER_CHARS = 64 * 1024 * 1024  # a header line longer than this is far past MAX_COLUMNS anyway
 TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".tab"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
@@ -71,8 +75,33 @@ def _looks_binary(head: bytes) -> bool:
     return bool(sample) and control / len(sample) > 0.05
 
 
-def read_table(path: Path, *, max_rows: int | None = None) -> pd.DataFrame:
-    """Read a dataset file into a DataFrame with clear errors for anything unreadable."""
+def check_size(path: Path, max_bytes: int) -> None:
+    """Refuse a dataset file (or image folder) larger than the server's limit before anything reads it."""
+    size = path.stat().st_size if path.is_file() else 0
+    if size > max_bytes:
+        raise InvalidInputError(
+            f"{path.name} is {size / 1e9:.2f} GB; this server reads files up to {max_bytes / 1e9:.2f} GB "
+            "(ML_EXPERT_MAX_FILE_BYTES). Sample the rows, or raise the limit when the machine has the memory."
+        )
+
+
+def _check_header(path: Path, gz: bool, encoding: str, delimiter: str) -> None:
+    """Refuse more than MAX_COLUMNS columns before parsing (the header line alone is read)."""
+    opener = gzip.open if gz else open
+    with opener(path, "rt", encoding=encoding, errors="replace", newline="") as f:  # type: ignore[operator]
+        header = f.readline(HEADER_CHARS)
+    fields = header.count(delimiter) + 1
+    if fields > MAX_COLUMNS:
+        raise InvalidInputError(
+            f"{path.name} has about {fields:,} columns; at most {MAX_COLUMNS:,} are supported. Select the columns "
+            "you need (or reduce them, e.g. with a feature selection) before analysis."
+        )
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a dataset file into a DataFrame with clear errors for anything unreadable.
+
+    Infinite numbers become missing values; `df.attrs["infinite"]` counts them per column."""
     suffix, gz = _suffixes(path)
     if path.is_dir():
         raise InvalidInputError(f"{path.name} is a folder; pass a data file ({SUPPORTED}).")
@@ -80,10 +109,17 @@ def read_table(path: Path, *, max_rows: int | None = None) -> pd.DataFrame:
         raise InvalidInputError(f"{path.name} is empty (0 bytes). Pass a file with a header row and data rows.")
     if suffix in PARQUET_SUFFIXES:
         try:
+            import pyarrow.parquet as pq
+
+            columns = len(pq.read_schema(path).names)
+            if columns > MAX_COLUMNS:
+                raise InvalidInputError(f"{path.name} has {columns:,} columns; at most {MAX_COLUMNS:,} are supported.")
             df = pd.read_parquet(path)
+        except InvalidInputError:
+            raise
         except Exception as exc:
             raise InvalidInputError(f"{path.name} is not a readable Parquet file ({exc}).") from exc
-        return _check_rows(df.head(max_rows) if max_rows else df, path)
+        return _check_rows(df, path)
     if suffix not in TEXT_SUFFIXES | JSONL_SUFFIXES:
         raise InvalidInputError(
             f"Unsupported file type {''.join(path.suffixes) or '(none)'!r} for {path.name}. Use {SUPPORTED}."
@@ -96,7 +132,7 @@ def read_table(path: Path, *, max_rows: int | None = None) -> pd.DataFrame:
     encoding = sniff_encoding(head)
     if suffix in JSONL_SUFFIXES:
         try:
-            df = pd.read_json(path, lines=True, encoding=encoding, nrows=max_rows, compression="gzip" if gz else None)
+            df = pd.read_json(path, lines=True, encoding=encoding, compression="gzip" if gz else None)
         except ValueError as exc:
             raise InvalidInputError(f"{path.name} is not valid JSON lines (one object per line): {exc}.") from exc
         return _check_rows(df, path)
@@ -104,20 +140,19 @@ def read_table(path: Path, *, max_rows: int | None = None) -> pd.DataFrame:
     if not text.strip():
         raise InvalidInputError(f"{path.name} holds only blank lines. Pass a file with a header row and data rows.")
     delimiter = sniff_delimiter(text, suffix)
-    return _check_rows(_read_csv(path, delimiter, encoding, gz, max_rows), path)
+    _check_header(path, gz, encoding, delimiter)
+    return _check_rows(_read_csv(path, delimiter, encoding, gz), path)
 
 
-def _read_csv(path: Path, delimiter: str, encoding: str, gz: bool, max_rows: int | None) -> pd.DataFrame:
+def _read_csv(path: Path, delimiter: str, encoding: str, gz: bool) -> pd.DataFrame:
     compression = "gzip" if gz else None
-    if max_rows is None and encoding in ("utf-8", "utf-8-sig"):
+    if encoding in ("utf-8", "utf-8-sig"):
         try:  # the fast multi-threaded reader; it refuses ragged rows, which the C parser then pinpoints
             return pd.read_csv(path, sep=delimiter, engine="pyarrow", compression=compression)
         except Exception:
             pass
     try:
-        return pd.read_csv(
-            path, sep=delimiter, encoding=encoding, compression=compression, nrows=max_rows, low_memory=False
-        )
+        return pd.read_csv(path, sep=delimiter, encoding=encoding, compression=compression, low_memory=False)
     except pd.errors.EmptyDataError as exc:
         raise InvalidInputError(f"{path.name} has no columns to read ({exc}). Pass a CSV with a header row.") from exc
     except pd.errors.ParserError as exc:
@@ -138,7 +173,20 @@ def _check_rows(df: pd.DataFrame, path: Path) -> pd.DataFrame:
             f"{path.name} has a header ({list(df.columns)[:10]}) but no data rows. Add rows or pick another file."
         )
     df.columns = [str(c).strip() for c in df.columns]
-    dupes = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
+    dupes = sorted(name for name, n in Counter(df.columns).items() if n > 1)  # linear in the number of columns
     if dupes:
-        raise InvalidInputError(f"{path.name} has duplicate column names {dupes}. Rename them so each is unique.")
+        raise InvalidInputError(f"{path.name} has duplicate column names {dupes[:20]}. Rename them so each is unique.")
+    return _infinite_as_missing(df)
+
+
+def _infinite_as_missing(df: pd.DataFrame) -> pd.DataFrame:
+    """±inf in numeric columns becomes NaN (counted in df.attrs['infinite']): no statistic survives an inf."""
+    counts: dict[str, int] = {}
+    for col in df.select_dtypes(include=["float"]).columns:  # integers cannot hold inf
+        values = df[col].to_numpy()
+        infinite = np.isinf(values)
+        if infinite.any():
+            counts[str(col)] = int(infinite.sum())
+            df[col] = np.where(infinite, np.nan, values)
+    df.attrs["infinite"] = counts
     return df

@@ -13,6 +13,7 @@ Used by analyze_data / prepare_data when the modality is not tabular.
 
 from __future__ import annotations
 
+import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -37,13 +38,10 @@ def detect_modality(path: Path, modality: str | None, options: dict[str, Any]) -
     if path.is_dir():
         return "image"
     if path.suffix.lower() == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            if "X" not in data:
-                raise InvalidInputError(f"{path.name} must hold arrays 'X' and 'y'; it has {list(data.keys())}.")
-            shape = data["X"].shape
-            # (N, H, W[, C]) images vs (N, steps, features) sequences: features are few, image sides are not
-            square_ish = len(shape) == 3 and min(shape[1:]) >= 8
-            return "image" if len(shape) == 4 or square_ish or options.get("image_shape") else "sequence"
+        shape = npz_shapes(path)["X"]
+        # (N, H, W[, C]) images vs (N, steps, features) sequences: features are few, image sides are not
+        square_ish = len(shape) == 3 and min(shape[1:]) >= 8
+        return "image" if len(shape) == 4 or square_ish or options.get("image_shape") else "sequence"
     if options.get("image_shape"):
         return "image"
     if options.get("text_column"):
@@ -53,9 +51,63 @@ def detect_modality(path: Path, modality: str | None, options: dict[str, Any]) -
     return "tabular"
 
 
-def _load_image_folder(path: Path, image_size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray, dict]:
+def npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Shapes of the arrays X and y in an .npz, read from the array headers only (nothing is decompressed
+    beyond them); a clear error for a file that is not an .npz of numeric X and y."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n.removesuffix(".npy") for n in archive.namelist()]
+            for name in ("X", "y"):
+                if name not in names:
+                    raise InvalidInputError(f"{path.name} must hold arrays 'X' and 'y'; it has {names[:20]}.")
+                with archive.open(f"{name}.npy") as f:
+                    version = np.lib.format.read_magic(f)
+                    header = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = header(f)
+                if dtype.hasobject:
+                    raise InvalidInputError(
+                        f"{path.name}: array {name!r} holds Python objects ({dtype}); only numeric or string arrays "
+                        "are read (objects would need unpickling). Save it with a numeric or fixed-width string dtype."
+                    )
+                shapes[name] = tuple(shape)
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise InvalidInputError(f"{path.name} is not a readable .npz file ({exc}). Save it with numpy.savez.") from exc
+    if len(shapes["X"]) < 2:
+        raise InvalidInputError(
+            f"{path.name}: X has shape {list(shapes['X'])}; it needs one row per example: (N, H, W[, C]) images or "
+            "(N, T[, F]) sequences. A table of features belongs in a CSV or Parquet file."
+        )
+    if shapes["X"][0] != (shapes["y"][0] if shapes["y"] else -1):
+        raise InvalidInputError(f"{path.name}: X has {shapes['X'][0]} rows but y has shape {list(shapes['y'])}.")
+    return shapes
+
+
+def _inside(file: Path, folder: Path) -> Path:
+    """A file of an image folder, resolved; refused when it (or its class folder) links outside the folder."""
+    resolved = file.resolve()
+    if folder.resolve() not in resolved.parents:
+        raise InvalidInputError(
+            f"{file.relative_to(folder)} is a link to {resolved}, outside the image folder {folder.name}; files "
+            "are read only from inside it. Copy the images in instead of linking them."
+        )
+    return resolved
+
+
+def _open_image(file: Path, folder: Path) -> Any:
     from PIL import Image
 
+    try:
+        return Image.open(_inside(file, folder))
+    except OSError as exc:
+        raise InvalidInputError(f"Cannot read image {file.relative_to(folder)}: {exc}. Remove or fix it.") from exc
+
+
+def _load_image_folder(path: Path, image_size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray, dict]:
     classes = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
         raise InvalidInputError(
@@ -65,18 +117,20 @@ def _load_image_folder(path: Path, image_size: tuple[int, int] | None) -> tuple[
     files = [(c, f) for c in classes for f in sorted((path / c).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise InvalidInputError(f"No image files ({sorted(IMAGE_SUFFIXES)}) in the class folders of {path.name}.")
-    first = Image.open(files[0][1])
-    mode = "L" if first.mode in ("L", "1", "I;16") else "RGB"
-    size = image_size or tuple(min(s, MAX_IMAGE_SIDE) for s in first.size[::-1])
+    with _open_image(files[0][1], path) as first:
+        mode = "L" if first.mode in ("L", "1", "I;16") else "RGB"
+        size = image_size or tuple(min(s, MAX_IMAGE_SIDE) for s in first.size[::-1])
     sizes: Counter[str] = Counter()
     images, labels = [], []
     for label, file in files:
-        try:
-            with Image.open(file) as img:
-                sizes[f"{img.size[1]}x{img.size[0]}"] += 1
+        with _open_image(file, path) as img:
+            sizes[f"{img.size[1]}x{img.size[0]}"] += 1
+            try:
                 images.append(np.asarray(img.convert(mode).resize((size[1], size[0]))))
-        except OSError as exc:
-            raise InvalidInputError(f"Cannot read image {file.relative_to(path)}: {exc}. Remove or fix it.") from exc
+            except OSError as exc:
+                raise InvalidInputError(
+                    f"Cannot read image {file.relative_to(path)}: {exc}. Remove or fix it."
+                ) from exc
         labels.append(label)
     X = np.stack(images)
     X = X[..., None] if X.ndim == 3 else X
@@ -114,6 +168,7 @@ def _load_images(path: Path, target: str | None, options: dict[str, Any]) -> dic
     if path.is_dir():
         X, y, info = _load_image_folder(path, size)
     elif path.suffix.lower() == ".npz":
+        npz_shapes(path)  # clear errors for object arrays, 1-D X, missing y
         with np.load(path, allow_pickle=False) as data:
             X, y = data["X"], data["y"]
         X = X[..., None] if X.ndim == 3 else X
@@ -133,6 +188,7 @@ def _load_sequences(path: Path, target: str | None, options: dict[str, Any]) -> 
     """An .npz of (N, T[, F]) labelled sequences, or forecasting windows over a time series CSV."""
     if path.suffix.lower() != ".npz":
         return _windows(path, target, options)
+    npz_shapes(path)
     with np.load(path, allow_pickle=False) as data:
         X, y = data["X"].astype(np.float32), data["y"]
     if X.ndim == 2:

@@ -14,16 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import joblib
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
 from ml_expert.memory.errors import InvalidInputError, NotFoundError
 from ml_expert.tools import runs
+from ml_expert.tools.artifacts import save_pickle
 from ml_expert.tools.data import modalities
+from ml_expert.tools.data.analyze import check_target_column
 from ml_expert.tools.data.encoding import encoder_pipeline, outlier_mask
-from ml_expert.tools.data.io import read_table
+from ml_expert.tools.data.io import check_size, read_table
 from ml_expert.tools.data.modalities import DataOptions, detect_modality
 from ml_expert.tools.data.profiling import HIGH_CARDINALITY, guess_task, infer_kind, is_classification
 from ml_expert.tools.data.splitting import split_indices
@@ -186,6 +187,7 @@ def prepare_data(
         path, target, namespace = path or info.dataset, target or info.target, info.namespace
         analysis = ws.store.get_value(runs.memory_key(f"runs/{run_id}/data-analysis"), namespace=namespace) or {}
     file = ws.resolve_path(path or "", kind="dataset")
+    check_size(file, ws.settings.max_file_bytes)
     read_options = analysis.get("data_options") or DataOptions().model_dump()  # as analyze_data read the data
     kind = detect_modality(file, modality or analysis.get("modality"), read_options)
     if kind != "tabular":
@@ -221,7 +223,7 @@ def _prepare_table(
     arrays = {name: pre.transform(table.X.iloc[idx]).astype(np.float32) for name, idx in parts.items()}
     data_dir = _save_splits(folder, arrays, y, parts)
     table.df.iloc[parts["test"]][[*features, target]].to_parquet(data_dir / "raw_test.parquet", index=False)
-    joblib.dump(pre, folder / "preprocessor.joblib")
+    save_pickle(ws, pre, folder / "preprocessor.joblib")
     schema |= {"classes": classes, "target_dtype": table.df[target].dtype.kind, "feature_names": feature_names}
     write_json(folder / "schema.json", schema)  # target_dtype (b, i, u, f or O): labels go back to this type
     rel = ws.relative
@@ -252,14 +254,15 @@ def _prepare_table(
 def _read_and_check(file: Path, target: str, opts: PrepareOptions) -> Table:
     """Read the table, check the named columns, drop rows without a target; refuse a target with one value."""
     df = read_table(file)
-    if target not in df.columns:
-        raise NotFoundError(
-            f"Column {target!r} not in {file.name}. Columns: {list(df.columns)[:50]}. Pass target= one of them."
-        )
+    check_target_column(df, target, file.name)
     for name, col in (("group_column", opts.group_column), ("time_column", opts.time_column)):
         if col is not None and col not in df.columns:
             raise NotFoundError(f"{name} {col!r} not in {file.name}. Columns: {list(df.columns)[:50]}.")
     log: list[CleaningStep] = []
+    infinite = df.attrs.get("infinite", {})
+    if infinite:
+        reason = "±inf treated as missing (then imputed): " + ", ".join(f"{c} ({n})" for c, n in infinite.items())
+        log.append(CleaningStep(action="missing_values", columns=list(infinite), reason=reason))
     missing_target = int(df[target].isna().sum())
     if missing_target == len(df):
         raise InvalidInputError(f"Target column {target!r} is entirely missing. Pick a column with values.")

@@ -87,7 +87,7 @@ def evaluate_model(ws: Workspace, run_id: str, model_id: str | None, target: Tar
     model_id = meta["model_id"]
     task = meta["task_type"]
     folder = model_dir(ws, run_id, model_id)
-    model = load_model(model_path(ws, run_id, meta), meta["framework"])
+    model = load_model(ws, model_path(ws, run_id, meta), meta["framework"])
     splits = {s: load_split(ws, run_id, s) for s in ("train", "val", "test")}
     outputs = {s: predict_output(model, meta["framework"], task, X) for s, (X, _) in splits.items()}
     X_test, y_test = splits["test"]

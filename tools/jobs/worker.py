@@ -26,7 +26,7 @@ from ml_expert.tools.workspace import Workspace
 # kind -> (module, spec class, handler); modules are imported only in the worker
 JOB_KINDS: dict[str, tuple[str, str, str]] = {
     "train": ("ml_expert.tools.training.train", "TrainSpec", "run_train_job"),
-    "probe": ("ml_expert.tools.selection.probe", "ProbeSpec", "run_probe_job"),
+    "probe": ("ml_expert.tools.selection.recommend", "ProbeSpec", "run_probe_job"),
     "evaluate": ("ml_expert.tools.evaluation.evaluate", "EvaluateSpec", "run_evaluate_job"),
     "package": ("ml_expert.tools.packaging.build", "PackageSpec", "run_package_job"),
     "workflow": ("ml_expert.tools.workflow", "WorkflowSpec", "run_workflow_job"),

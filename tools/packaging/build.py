@@ -20,7 +20,15 @@ import numpy as np
 import pandas as pd
 
 from ml_expert.tools import runs
-from ml_expert.tools.artifacts import load_model, load_model_meta, load_prepared, load_split, model_path, predict_output
+from ml_expert.tools.artifacts import (
+    load_model,
+    load_model_meta,
+    load_pickle,
+    load_prepared,
+    load_split,
+    model_path,
+    predict_output,
+)
 from ml_expert.tools.data.profiling import is_classification
 from ml_expert.tools.packaging.docs import write_docs
 from ml_expert.tools.packaging.export import FormatReport, environment, export_format, file_map
@@ -36,16 +44,16 @@ __all__ = ["PackageSpec", "run_package_job"]
 def _stage(ws: Workspace, run_id: str, prepared: dict[str, Any], build: Path, scratch: Path) -> tuple[Path, bool]:
     """Copy preprocessing and the portable code into build; return the raw test rows file and fast-path flag."""
     run_dir = ws.run_dir(run_id)
-    for name in ("preprocessor.joblib", "schema.json"):
-        if (run_dir / name).exists():  # images, sequences and text have no fitted preprocessor: schema.json says all
-            shutil.copy(run_dir / name, build / name)
+    shutil.copy(run_dir / "schema.json", build / "schema.json")
     shutil.copy(PORTABLE / "preprocessing.py", build / "ml_expert_transformers.py")
     shutil.copy(PORTABLE / "inference.py", build / "inference.py")
-    if prepared.get("modality", "tabular") == "tabular":
+    if prepared.get("modality", "tabular") == "tabular":  # other modalities have no fitted preprocessor
+        pre = load_pickle(ws, run_dir / "preprocessor.joblib")  # its digest checked before it is shipped
+        shutil.copy(run_dir / "preprocessor.joblib", build / "preprocessor.joblib")
         raw = scratch / "raw_test.csv"
         frame = pd.read_parquet(run_dir / "data" / "raw_test.parquet").drop(columns=[prepared["target"]])
         frame.to_csv(raw, index=False)
-        return raw, compile_fast_path(build, raw)
+        return raw, compile_fast_path(build, raw, pre)
     raw = scratch / "raw_test.npz"  # raw images / windows / texts, as saved by prepare_data
     shutil.copy(run_dir / "data" / "raw_test.npz", raw)
     return raw, False
@@ -104,7 +112,7 @@ def run_package_job(ws: Workspace, spec: PackageSpec, reporter: Any) -> PackageR
     meta = load_model_meta(ws, run_id, spec.model_id)
     prepared = load_prepared(ws, run_id)
     source = model_path(ws, run_id, meta)
-    model = load_model(source, meta["framework"])
+    model = load_model(ws, source, meta["framework"])
     X_test, y_test = load_split(ws, run_id, "test")
     reference = predict_output(model, meta["framework"], meta["task_type"], X_test)
     final = check_output_dir(ws, spec.output_dir) if spec.output_dir else ws.run_dir(run_id) / "deployment"

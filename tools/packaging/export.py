@@ -7,7 +7,6 @@ uses to load it; `tolerance` says how close each runtime must reproduce the in-p
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import shutil
 from importlib import metadata
@@ -17,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from ml_expert.tools.artifacts import sha256
 from ml_expert.tools.data.profiling import is_classification
 
 Format = Literal["keras", "h5", "savedmodel", "tflite", "onnx", "joblib"]
@@ -51,14 +51,6 @@ def default_formats(framework: str, modality: str = "tabular") -> list[str]:
         return ["joblib", "onnx"]
     # string inputs (TextVectorization) do not convert to ONNX/TFLite; SavedModel serves them
     return ["keras", "savedmodel"] if modality == "text" else ["keras", "onnx", "tflite"]
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_map(folder: Path) -> dict[str, str]:

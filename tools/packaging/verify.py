@@ -112,12 +112,9 @@ def verify_reports(
             rep.error = f"parity failed: agreement {rep.label_agreement}, max |Δ| {rep.max_abs_diff:.3g} ({text})"
 
 
-def compile_fast_path(build: Path, raw_csv: Path) -> bool:
+def compile_fast_path(build: Path, raw_csv: Path, pre: Any) -> bool:
     """Write fast_preprocess.json when the compiled preprocessing reproduces the fitted one on the test rows."""
-    import joblib
-
     schema = json.loads((build / "schema.json").read_text())
-    pre = joblib.load(build / "preprocessor.joblib")
     spec = FastPreprocessor.compile(pre, schema)
     if spec is None:
         return False

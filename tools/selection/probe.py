@@ -1,5 +1,5 @@
 """The probe of `recommend_architecture(probe_seconds>0)`: fit candidate architectures on the
-training split within a time budget and score each on the validation split (worker side).
+training split within a time budget and score each on the validation split (worker side only).
 """
 
 from __future__ import annotations
@@ -9,38 +9,27 @@ import time
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
 
 from ml_expert.tools.artifacts import load_prepared, load_split, predict_output
 from ml_expert.tools.evaluation.metrics import headline, scores
-from ml_expert.tools.jobs.specs import JobSpec
 from ml_expert.tools.training.config import TrainConfig, is_keras
 from ml_expert.tools.training.sklearn_models import build_sklearn
 from ml_expert.tools.workspace import Workspace
 
 
-class ProbeSpec(JobSpec):
-    kind = "probe"
-    architectures: list[str] = Field(min_length=1)
-    budget: float = Field(gt=0, description="Seconds for all candidates together.")
-
-
-class ProbeResult(BaseModel):
-    measured: dict[str, dict[str, float]] = Field(description="Architecture -> validation metrics, score, fit seconds.")
-
-
-def run_probe_job(ws: Workspace, spec: ProbeSpec, reporter: Any) -> ProbeResult:
-    """Worker side of a probe: fit each architecture within its share of the budget; score on validation."""
-    run_id = spec.run_id
+def measure(
+    ws: Workspace, run_id: str, architectures: list[str], budget: float, reporter: Any
+) -> dict[str, dict[str, float]]:
+    """Fit each architecture within its share of the budget; architecture -> validation metrics, score, seconds."""
     prepared = load_prepared(ws, run_id)
     task = prepared["task_type"]
     X_tr, y_tr = load_split(ws, run_id, "train")
     X_va, y_va = load_split(ws, run_id, "val")
     n_classes = len(prepared["label_mapping"] or {}) or 1
-    share = spec.budget / len(spec.architectures)
+    share = budget / len(architectures)
     out: dict[str, dict[str, float]] = {}
-    for i, arch in enumerate(spec.architectures):
-        reporter.progress(force=True, step=i, total=len(spec.architectures), message=f"probing {arch}")
+    for i, arch in enumerate(architectures):
+        reporter.progress(force=True, step=i, total=len(architectures), message=f"probing {arch}")
         start = time.perf_counter()
         if is_keras(arch):
             from ml_expert.tools.training.keras_fit import fit_keras_quick  # TensorFlow: worker only
@@ -58,4 +47,4 @@ def run_probe_job(ws: Workspace, spec: ProbeSpec, reporter: Any) -> ProbeResult:
         out[arch] = {**metrics, "score": float(primary), "fit_seconds": round(time.perf_counter() - start, 3)}
         if not math.isfinite(primary):
             out[arch]["score"] = float(np.nan_to_num(primary, nan=-1.0))
-    return ProbeResult(measured=out)
+    return out

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
@@ -22,11 +21,10 @@ from ml_expert.tools import runs
 from ml_expert.tools.artifacts import load_prepared
 from ml_expert.tools.data.profiling import is_classification
 from ml_expert.tools.jobs.manager import run_as_job
-from ml_expert.tools.selection.probe import ProbeSpec
+from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn, WaitSeconds
+from ml_expert.tools.selection.probe import measure
 from ml_expert.tools.training.config import is_keras
 from ml_expert.tools.workspace import Workspace
-
-ProbeRunner = Callable[[ProbeSpec], dict[str, dict[str, float]]]
 
 
 class TaskAnalysis(BaseModel):
@@ -209,23 +207,27 @@ def rank_by_probe(cands: list[Candidate], measured: dict[str, dict[str, float]])
     return sorted(cands, key=lambda c: (c.probe is None, -c.score))
 
 
-def recommend(
-    ws: Workspace, run_id: str, probe_seconds: float, max_candidates: int, run_probe: ProbeRunner
-) -> ArchitectureRecommendation:
-    """Rank the architectures for a run (measured by `run_probe` when probe_seconds > 0) and record the phase.
+class ProbeSpec(JobSpec):
+    """A recommend_architecture call with a probe, run in a worker (fitting needs scikit-learn / TensorFlow)."""
 
-    The tool probes in a job; run_workflow, already in a worker, probes inline. Both rank here.
-    """
+    kind = "probe"
+    probe_seconds: float = Field(gt=0, le=600)
+    max_candidates: int = Field(3, ge=1, le=5)
+
+
+def recommend(
+    ws: Workspace, run_id: str, probe_seconds: float, max_candidates: int, reporter: Any = None
+) -> ArchitectureRecommendation:
+    """Rank the architectures for a run — measured on the validation split when probe_seconds > 0 (in a
+    worker: the probe job, or run_workflow's) — and record the phase. The one ranking path."""
     prepared = load_prepared(ws, run_id)
     gpus = count_gpus()
     ta = analyze_task(prepared, gpus)
     cands = rank_candidates(ta)
     probed = probe_seconds > 0
     if probed:
-        spec = ProbeSpec(
-            run_id=run_id, architectures=[c.architecture for c in cands[:max_candidates]], budget=probe_seconds
-        )
-        cands = rank_by_probe(cands, run_probe(spec))
+        architectures = [c.architecture for c in cands[:max_candidates]]
+        cands = rank_by_probe(cands, measure(ws, run_id, architectures, probe_seconds, reporter))
     top = cands[0].architecture
     result = ArchitectureRecommendation(
         run_id=run_id,
@@ -241,6 +243,11 @@ def recommend(
     return result
 
 
+def run_probe_job(ws: Workspace, spec: ProbeSpec, reporter: Any) -> ArchitectureRecommendation:
+    """Worker entry for kind 'probe': the recommendation with measured candidates."""
+    return recommend(ws, spec.run_id, spec.probe_seconds, spec.max_candidates, reporter)
+
+
 def recommend_architecture(
     ws: Workspace,
     run_id: runs.RunId,
@@ -248,23 +255,28 @@ def recommend_architecture(
         float,
         Field(
             description="0: rules only. >0: fit the top candidates within this budget and rank by "
-            "validation score (e.g. 30).",
+            "validation score (e.g. 30); runs as a job.",
             ge=0,
             le=600,
         ),
     ] = 0,
     max_candidates: Annotated[int, Field(description="How many candidates to probe.", ge=1, le=5)] = 3,
-) -> ArchitectureRecommendation:
+    wait_seconds: WaitSeconds = None,
+    report: ProgressFn | None = None,
+) -> ArchitectureRecommendation | JobStatus:
     """Analyze the task (type, complexity, size, features, classes) and rank architectures with reasons.
 
-    Call train(run_id=..., architecture=recommended) next.
+    With a probe that outlasts wait_seconds (default: the probe budget + 2 minutes) the running job is
+    returned; follow it with get_job. Call train(run_id=..., architecture=recommended) next.
     """
-
-    def probe_in_a_job(spec: ProbeSpec) -> dict[str, dict[str, float]]:
-        namespace = runs.run_namespace(ws, run_id)
-        status = run_as_job(ws, spec, namespace=namespace, wait_seconds=probe_seconds + 120)
-        if status.status != "succeeded":
-            raise TrainingError(f"The probe job {status.job_id} ended {status.status}: {status.error}")
-        return (status.result or {})["measured"]
-
-    return recommend(ws, run_id, probe_seconds, max_candidates, probe_in_a_job)
+    if probe_seconds == 0:
+        return recommend(ws, run_id, 0, max_candidates)
+    load_prepared(ws, run_id)  # a clear error now, not in the worker
+    spec = ProbeSpec(run_id=run_id, probe_seconds=probe_seconds, max_candidates=max_candidates)
+    wait = probe_seconds + 120 if wait_seconds is None else wait_seconds
+    status = run_as_job(ws, spec, namespace=runs.run_namespace(ws, run_id), wait_seconds=wait, report=report)
+    if status.status == "succeeded":
+        return ArchitectureRecommendation.model_validate(status.result)
+    if status.status in ("queued", "running"):
+        return status
+    raise TrainingError(f"The probe job {status.job_id} ended {status.status}: {status.error}")

@@ -279,7 +279,7 @@ def run_train_job(ws: Workspace, spec: TrainSpec, reporter: Any) -> TrainResult 
     if fit.distribution and fit.distribution.get("chief") is False:  # only the chief keeps a model
         shutil.rmtree(folder, ignore_errors=True)
         return WorkerTaskResult(run_id=run_id, model_id=model_id, distribution=fit.distribution)
-    model_file = save_model(fit.model, fit.framework, folder)
+    model_file = save_model(ws, fit.model, fit.framework, folder)
     task = "clustering" if is_clustering(arch) else prepared["task_type"]
     metrics, baseline, learned = _validate(fit, task, prepared, data, notes)
     cancelled = reporter.cancel_requested()

@@ -1,0 +1,540 @@
+"""What an outside audit broke, kept broken-proof: data loss, sandbox escapes, hangs, limits and
+half-written state — each as a regression test — plus a property-based fuzz of every tool."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import anyio
+import joblib
+import numpy as np
+import pytest
+from conftest import free_port, prepared_run, sklearn_frame, wait_for_port, write_dataset
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mcp import Client
+
+from ml_expert.memory import MemoryStore
+from ml_expert.memory.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PathNotAllowedError,
+)
+from ml_expert.server.app import build_server
+from ml_expert.server.cli import main
+from ml_expert.tools.data.analyze import analyze_data
+from ml_expert.tools.data.prepare import prepare_data
+from ml_expert.tools.evaluation.evaluate import evaluate
+from ml_expert.tools.jobs.manager import MAX_QUEUED, JobManager
+from ml_expert.tools.jobs.specs import JobSpec
+from ml_expert.tools.jobs.tools import get_job
+from ml_expert.tools.memory_tools import memory_list, memory_search, memory_store
+from ml_expert.tools.packaging.package import package
+from ml_expert.tools.selection.recommend import recommend_architecture
+from ml_expert.tools.settings import Settings
+from ml_expert.tools.training.train import train
+from ml_expert.tools.workflow import run_workflow
+from ml_expert.tools.workspace import Workspace
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """sha256 of every file of the workspace outside ml-expert's own state folder."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".ml-expert" not in p.parts
+    }
+
+
+def _trained(ws: Workspace, arch: str = "linear") -> tuple[str, str]:
+    run = prepared_run(ws, "wine")
+    status = train(ws, run, arch, wait_seconds=120)
+    assert status.status == "succeeded", status.error
+    return run, status.result["model_id"]
+
+
+# -- 1. package never deletes or replaces a user's file -----------------------------------------------------
+
+
+def test_package_output_dir_never_touches_user_files(jobs_ws: Workspace) -> None:
+    run, _ = _trained(jobs_ws)
+    (jobs_ws.root / "src").mkdir()
+    (jobs_ws.root / "src" / "main.py").write_text("print('mine')\n")
+    (jobs_ws.root / "notes.txt").write_text("my notes\n")
+    before = _snapshot(jobs_ws.root)
+    refusals = {
+        ".": (PathNotAllowedError, "not the workspace itself"),
+        "./": (PathNotAllowedError, "not the workspace itself"),
+        "src": (InvalidInputError, "not an ml-expert package"),
+        "notes.txt": (InvalidInputError, "existing file"),
+        ".ml-expert/runs": (PathNotAllowedError, "state folder"),
+        "../elsewhere": (PathNotAllowedError, "outside"),
+    }
+    for output_dir, (error, message) in refusals.items():
+        with pytest.raises(error, match=message):
+            package(jobs_ws, run, output_dir=output_dir, wait_seconds=60)
+        with pytest.raises(error, match=message):  # checked at submit, before a workflow job exists
+            run_workflow(jobs_ws, path="wine.csv", target="target", output_dir=output_dir)
+    assert _snapshot(jobs_ws.root) == before and (jobs_ws.home / "memory.db").exists()
+    assert not (jobs_ws.root.parent / "elsewhere").exists()
+    first = package(jobs_ws, run, output_dir="deploy/v1", formats=["joblib"], wait_seconds=300)
+    assert first.status == "succeeded", first.error
+    again = package(jobs_ws, run, output_dir="deploy/v1", formats=["joblib"], wait_seconds=300)  # its own package
+    assert again.status == "succeeded", again.error
+    assert _snapshot(jobs_ws.root).items() >= before.items()
+    assert sorted(p.name for p in (jobs_ws.root / "deploy").iterdir()) == ["v1"]  # no build leftovers
+
+
+# -- 2, 3. nothing is read from outside the workspace --------------------------------------------------------
+
+
+def test_base_model_id_cannot_walk_out_of_the_workspace(jobs_ws: Workspace, tmp_path: Path) -> None:
+    run = prepared_run(jobs_ws, "wine")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.keras").write_bytes(b"not really")
+    for base in ("mdl_x/../../../../outside/x", "mdl_../../x", str(outside / "x.keras"), "../outside/x.keras"):
+        with pytest.raises((InvalidInputError, PathNotAllowedError)) as caught:
+            train(jobs_ws, run, "dnn", base_model=base)
+        assert "does not exist" not in str(caught.value)  # no oracle for files outside
+
+
+def test_image_folder_links_to_outside_are_refused(ws: Workspace, tmp_path: Path) -> None:
+    from PIL import Image
+
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(secret / "s.png")
+    for label in ("a", "b"):
+        (ws.root / "imgs" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8), 50 * i, np.uint8)).save(ws.root / "imgs" / label / f"{i}.png")
+    (ws.root / "imgs" / "a" / "zz.png").symlink_to(secret / "s.png")
+    with pytest.raises(InvalidInputError, match="outside the image folder"):
+        analyze_data(ws, "imgs")
+    (ws.root / "imgs" / "a" / "zz.png").unlink()
+    (ws.root / "imgs" / "c").symlink_to(secret, target_is_directory=True)  # a whole class folder
+    with pytest.raises(InvalidInputError, match="outside the image folder"):
+        analyze_data(ws, "imgs")
+    assert ws.runs.list(10)[1] == 0  # no run was started by a refused analysis
+
+
+# -- 4. only the server's own pickles are ever loaded --------------------------------------------------------
+
+
+class _Planted:
+    """Unpickling this writes a marker file: the proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def test_planted_and_tampered_pickles_are_never_loaded(jobs_ws: Workspace) -> None:
+    run, model_id = _trained(jobs_ws)
+    marker = jobs_ws.root / "pwned.txt"
+    folder = jobs_ws.run_dir(run) / "models"
+    evil = folder / "mdl_0e0e0e0e"
+    evil.mkdir()
+    meta = json.loads((folder / model_id / "model.json").read_text())
+    meta |= {"model_id": "mdl_0e0e0e0e", "artifacts": {"model": "evil.joblib"}}
+    (evil / "model.json").write_text(json.dumps(meta))
+    for name in ("evil.joblib", "model.joblib"):
+        joblib.dump(_Planted(marker), evil / name)
+    planted = evaluate(jobs_ws, run, model_id="mdl_0e0e0e0e", wait_seconds=120)
+    assert planted.status == "failed" and "Refusing to unpickle" in planted.error, planted.error
+    joblib.dump(_Planted(marker), folder / model_id / "model.joblib")  # replace the real model
+    tampered = evaluate(jobs_ws, run, model_id=model_id, wait_seconds=120)
+    assert tampered.status == "failed" and "changed since the server wrote it" in tampered.error
+    joblib.dump(_Planted(marker), jobs_ws.run_dir(run) / "preprocessor.joblib")
+    packaged = package(jobs_ws, run, model_id=model_id, wait_seconds=120)
+    assert packaged.status == "failed" and "Refusing to unpickle" in packaged.error
+    assert not marker.exists()
+
+
+def test_package_readme_says_digests_catch_corruption_not_tampering(jobs_ws: Workspace) -> None:
+    run, _ = _trained(jobs_ws)
+    result = package(jobs_ws, run, formats=["joblib"], wait_seconds=300)
+    guide = (jobs_ws.root / result.result["folder"] / "README.md").read_text()
+    assert "catches corruption" in guide and "not tampering" in guide
+
+
+# -- 5. HTTP beyond loopback needs a token ---------------------------------------------------------------------
+
+
+def test_http_on_a_public_address_requires_a_bearer_token(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ML_EXPERT_TOKEN"}
+    port = free_port()
+    cmd = [sys.executable, "-m", "ml_expert.server.cli", "serve", "--transport", "http", "--host", "0.0.0.0"]
+    refused = subprocess.run(
+        [*cmd, "--port", str(port), "-w", str(tmp_path)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2 and "needs a bearer token" in refused.stderr
+    proc = subprocess.Popen(
+        [*cmd, "--port", str(port), "-w", str(tmp_path), "--token", "s3cret-token"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port(port)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/mcp", data=b"{}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(request, timeout=10)
+        assert denied.value.code == 401
+
+        from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
+
+        async def call() -> Any:
+            client = create_mcp_http_client(headers={"Authorization": "Bearer s3cret-token"})
+            async with Client(streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=client)) as c:
+                await c.call_tool("memory_store", {"key": "via-token", "value": 1})
+                return await c.call_tool("memory_retrieve", {"key": "via-token"})
+
+        assert anyio.run(call).structured_content["value"] == 1
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+# -- 6. no hang on wide files; size guards ------------------------------------------------------------------
+
+
+def test_wide_files_are_read_in_linear_time_and_huge_ones_refused(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, max_file_bytes=2_000_000)
+    rng = np.random.default_rng(0)
+    wide = 20_001
+    header = ",".join(f"c{i}" for i in range(wide))
+    rows = "\n".join(",".join(map(str, rng.integers(0, 9, wide))) for _ in range(5))
+    (tmp_path / "wide.csv").write_text(f"{header}\n{rows}\n")
+    started = time.perf_counter()
+    result = analyze_data(ws, "wide.csv")
+    assert result.columns == wide and len(result.column_profiles) <= 40
+    assert time.perf_counter() - started < 60  # quadratic took hours here; linear takes seconds
+    (tmp_path / "too_wide.csv").write_text(",".join(f"c{i}" for i in range(100_001)) + "\n" + "1," * 100_000 + "1\n")
+    with pytest.raises(InvalidInputError, match="at most 100,000 are supported"):
+        analyze_data(ws, "too_wide.csv")
+    (tmp_path / "big.csv").write_text("a,b\n" + "1,2\n" * 600_000)
+    with pytest.raises(InvalidInputError, match="reads files up to"):
+        analyze_data(ws, "big.csv")
+    with pytest.raises(InvalidInputError, match="reads files up to"):
+        prepare_data(ws, path="big.csv", target="b")
+
+
+# -- 7, 8. memory limits count everything; lists stay small --------------------------------------------------
+
+
+def test_tags_and_key_count_toward_the_size_limit(ws: Workspace) -> None:
+    with pytest.raises(InvalidInputError, match="key, value and tags"):
+        memory_store(ws, "k", 1, tags=["t" * 1_000_000] * 20)
+    with pytest.raises(InvalidInputError, match="limit"):
+        memory_store(ws, "k" * 1000, "v" * (ws.settings.max_value_bytes - 500))
+    assert ws.store.stats().entries == 0
+
+
+def test_lists_and_searches_return_previews_of_large_values(ws: Workspace) -> None:
+    big = {"blob": "word " * 150_000}
+    for i in range(5):
+        memory_store(ws, f"big/{i}", big, namespace="n")
+    page = memory_list(ws, namespace="n", limit=500)
+    assert page.total == 5 and all(e.truncated and e.value_bytes > 700_000 for e in page.entries)
+    assert len(page.model_dump_json()) < 30_000
+    found = memory_search(ws, "word", namespace="n", limit=100)
+    assert len(found.hits) == 5 and len(found.model_dump_json()) < 30_000
+    assert ws.store.retrieve("big/0", namespace="n").value == big  # whole through retrieve
+
+
+# -- 9. a held write lock never blocks the event loop --------------------------------------------------------
+
+
+def test_a_held_write_lock_blocks_neither_the_loop_nor_other_requests(tmp_path: Path) -> None:
+    Workspace(tmp_path).store.store("seen", 1)
+    holder = sqlite3.connect(tmp_path / ".ml-expert" / "memory.db", isolation_level=None)
+    timings: dict[str, float] = {}
+
+    async def main_() -> Any:
+        async with Client(build_server(Settings.from_env(env={}, workspace=tmp_path))) as c:
+            holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+
+            async def store() -> None:
+                started = time.monotonic()
+                timings["result"] = await c.call_tool("memory_store", {"key": "k", "value": 1})
+                timings["store"] = time.monotonic() - started
+
+            async def reads() -> None:
+                await anyio.sleep(0.3)
+                started = time.monotonic()
+                listed = await c.call_tool("memory_list", {})
+                jobs = await c.call_tool("list_jobs", {})
+                timings["reads"] = time.monotonic() - started
+                assert not listed.is_error and not jobs.is_error
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(store)
+                tg.start_soon(reads)
+            holder.execute("ROLLBACK")
+            return await c.call_tool("memory_store", {"key": "k", "value": 2})
+
+    after = anyio.run(main_)
+    busy = timings["result"]
+    assert busy.is_error and "busy" in busy.content[0].text and "Retry" in busy.content[0].text
+    assert timings["reads"] < 1.0, timings  # served while the store waited
+    assert 4 <= timings["store"] < 15, timings  # a few seconds, then a clear error
+    assert not after.is_error
+
+
+# -- 10. memory import is all or nothing ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (['{"key": "a", "value": 1}', "{not json"], "Line 2"),
+        (['{"key": "a", "value": 1}', '{"key": "b", "value": 2, "expires_at": "tomorrow"}'], "Record 2: expires_at"),
+        (['{"key": "a", "value": 1}', '{"value": 2}'], "Record 2"),
+    ],
+)
+def test_memory_import_validates_everything_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], lines: list[str], message: str
+) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["memory", "import", str(path), "-w", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "othing was imported" in err
+    assert MemoryStore(tmp_path / ".ml-expert" / "memory.db").stats().entries == 0
+
+
+def test_memory_import_of_a_missing_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["memory", "import", str(tmp_path / "nope.jsonl"), "-w", str(tmp_path)]) == 2
+    assert "No file" in capsys.readouterr().err
+
+
+# -- 11, 12. bad values and files get clear errors, and no half-made run ---------------------------------------
+
+
+def test_infinite_values_are_missing_in_features_and_refused_in_a_target(ws: Workspace) -> None:
+    frame = sklearn_frame("diabetes")
+    frame.loc[[3, 7], "bmi"] = np.inf
+    frame.to_csv(ws.root / "inf_feature.csv", index=False)
+    analysis = analyze_data(ws, "inf_feature.csv", target="target")
+    assert any(w.code == "infinite_values" and w.column == "bmi" for w in analysis.warnings)
+    prepared = prepare_data(ws, run_id=analysis.run_id)
+    assert any("±inf" in step.reason for step in prepared.cleaning_log)
+    frame.loc[5, "target"] = -np.inf
+    frame.to_csv(ws.root / "inf_target.csv", index=False)
+    runs_before = ws.runs.list(100)[1]
+    for call in (
+        lambda: analyze_data(ws, "inf_target.csv", target="target"),
+        lambda: prepare_data(ws, path="inf_target.csv", target="target"),
+    ):
+        with pytest.raises(InvalidInputError, match="infinite values"):
+            call()
+    assert ws.runs.list(100)[1] == runs_before
+
+
+def test_bad_npz_and_image_files_get_clear_errors(ws: Workspace) -> None:
+    from PIL import Image
+
+    np.savez(ws.root / "objects.npz", X=np.array([{"a": 1}, None], dtype=object), y=np.array([0, 1]))
+    np.savez(ws.root / "flat.npz", X=np.arange(10.0), y=np.arange(10))
+    np.savez(ws.root / "noy.npz", X=np.zeros((4, 8, 8)))
+    for label in ("a", "b"):
+        (ws.root / "imgs" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(ws.root / "imgs" / label / f"{i}.png")
+    (ws.root / "imgs" / "a" / "0.png").write_bytes(b"\x89PNG broken")
+    cases = {
+        "objects.npz": "holds Python objects",
+        "flat.npz": "one row per example",
+        "noy.npz": "must hold arrays 'X' and 'y'",
+        "imgs": "Cannot read image a/0.png",
+    }
+    for path, message in cases.items():
+        with pytest.raises(InvalidInputError, match=message):
+            analyze_data(ws, path)
+    assert ws.runs.list(10)[1] == 0
+
+
+# -- 13. orphans and the queue ------------------------------------------------------------------------------------
+
+
+class _SleepSpec(JobSpec):
+    kind = "sleep"
+
+
+def test_orphan_worker_killed_after_restart_is_noticed_and_counted(ws: Workspace) -> None:
+    run = prepared_run(ws, "wine")
+    server = (  # a first server process that starts a long job, then dies without stopping its worker
+        "import os, time\n"
+        "from ml_expert.tools.workspace import Workspace\n"
+        "from ml_expert.tools.jobs.manager import JobManager\n"
+        "from ml_expert.tools.training.train import train\n"
+        f"ws = Workspace({str(ws.root)!r})\n"
+        "ws.jobs = JobManager(ws).start()\n"
+        f"s = train(ws, {run!r}, 'dnn', config={{'epochs': 400, 'early_stopping_patience': 0}}, wait_seconds=0)\n"
+        "while ws.job_store.get(s.job_id).progress.get('phase') != 'train':\n"
+        "    time.sleep(0.1)\n"
+        "print(s.job_id, flush=True)\n"
+        "os._exit(0)\n"
+    )
+    first = subprocess.run([sys.executable, "-c", server], capture_output=True, text=True, timeout=120)
+    job_id = first.stdout.strip().splitlines()[-1]
+    manager = JobManager(ws, max_jobs=1).start()  # the restarted server
+    ws.jobs = manager
+    assert get_job(ws, job_id).status == "running"  # the orphan still trains
+    queued = train(ws, run, "linear", wait_seconds=1)
+    assert queued.status == "queued"  # the orphan holds the only slot
+    manager.kill_worker(job_id)  # now the orphan dies
+    deadline = time.monotonic() + 30
+    while get_job(ws, job_id).status == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert get_job(ws, job_id).status == "interrupted"  # noticed on a later tick, not only at start
+    assert manager.wait(queued.job_id, 120).status == "succeeded"  # and its slot freed
+
+
+def test_the_queue_has_a_cap(ws: Workspace) -> None:
+    for i in range(MAX_QUEUED):  # a full queue, as the store holds it
+        ws.job_store.insert(
+            f"job_{i:08x}", kind="train", run_id="run_00000000", namespace="default", spec={}, owner_pid=1
+        )
+    manager = JobManager(ws)
+    with pytest.raises(ConflictError, match=f"limit is {MAX_QUEUED}"):
+        manager.submit(_SleepSpec(run_id="run_00000000"))
+    assert ws.job_store.count("queued") == MAX_QUEUED
+
+
+# -- 15, 16. long probes return the job; every parameter is checked at submit --------------------------------------
+
+
+def test_a_probe_that_outlasts_the_wait_returns_its_job(jobs_ws: Workspace) -> None:
+    run = prepared_run(jobs_ws, "wine")
+    blocker = train(jobs_ws, run, "dnn", config={"epochs": 400, "early_stopping_patience": 0}, wait_seconds=0)
+    result = recommend_architecture(jobs_ws, run, probe_seconds=5, wait_seconds=1)  # queued behind the blocker
+    assert result.status in ("queued", "running") and result.job_id
+    jobs_ws.jobs.cancel(blocker.job_id)
+    done = jobs_ws.jobs.wait(result.job_id, 180)
+    assert done.status == "succeeded" and done.result["probed"] is True
+
+
+def test_workflow_parameters_are_checked_at_submit(jobs_ws: Workspace) -> None:
+    write_dataset(jobs_ws, "wine")
+    with pytest.raises(InvalidInputError, match="control characters"):
+        run_workflow(jobs_ws, path="wine.csv", target="target", namespace="bad\nns")
+    with pytest.raises(NotFoundError):
+        run_workflow(jobs_ws, path="missing.csv", target="target")
+    assert jobs_ws.runs.list(10)[1] == 0 and jobs_ws.job_store.list(status=None, limit=10)[1] == 0
+
+
+# -- fuzz: every tool, random parameters ------------------------------------------------------------------------------
+
+TRICKY = [
+    "../../etc/passwd", "/etc/passwd", ".", "..", ".ml-expert/memory.db", "data.csv", "", "a\x00b", "run_00000000",
+    "mdl_x/../../x", "ml-expert/metrics", "~", "*", "%", "\n", "' OR 1=1 --", "data.csv/..",
+]  # fmt: skip
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**9), 10**9)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+    | st.sampled_from(TRICKY),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _tool_functions() -> dict[str, Any]:
+    from ml_expert.tools import memory_tools, runs
+    from ml_expert.tools.jobs import tools as jobs
+
+    functions = [analyze_data, prepare_data, recommend_architecture, train, evaluate, package, run_workflow]
+    functions += [
+        getattr(memory_tools, f"memory_{n}") for n in ("store", "retrieve", "list", "search", "delete", "stats")
+    ]
+    functions += [runs.list_runs, runs.get_run, jobs.get_job, jobs.list_jobs, jobs.cancel_job, jobs.resume_job]
+    return {f.__name__: f for f in functions}
+
+
+def _arguments(fn: Any) -> st.SearchStrategy[dict[str, Any]]:
+    """Random values for a tool's own parameters: the required ones always, the others sometimes."""
+    import inspect
+
+    params = [p for p in inspect.signature(fn).parameters.values() if p.name not in ("ws", "report")]
+    required = {p.name: VALUE for p in params if p.default is inspect.Parameter.empty}
+    optional = {p.name: VALUE for p in params if p.default is not inspect.Parameter.empty}
+    return st.fixed_dictionaries(required, optional=optional)
+
+
+# plain strings and numbers most of the time (they pass the schema and reach the tool's own checks)
+VALUE = st.one_of(st.sampled_from(TRICKY), st.text(max_size=20), st.integers(-5, 1000), JSON)
+TOOLS = _tool_functions()
+CALL = st.sampled_from(sorted(TOOLS)).flatmap(lambda name: _arguments(TOOLS[name]).map(lambda args: (name, args)))
+
+
+@pytest.fixture(scope="module")
+def fuzz_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fuzz")
+    sklearn_frame("wine").to_csv(root / "data.csv", index=False)
+    (root / "notes.txt").write_text("keep me\n")
+    store = MemoryStore(root / ".ml-expert" / "memory.db")
+    for i in range(5):
+        store.store(f"sentinel/{i}", {"i": i}, namespace="sentinel", tags=["keep"])
+    store.close()
+    return root
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=st.lists(CALL, min_size=1, max_size=4))
+def test_fuzz_every_tool_ends_in_a_result_or_an_actionable_error(
+    fuzz_workspace: Path, calls: list[tuple[str, dict[str, Any]]]
+) -> None:
+    root = fuzz_workspace
+    files_before = _snapshot(root)
+
+    async def session() -> list[Any]:
+        settings_ = Settings.from_env(env={}, workspace=root, wait_seconds=0)
+        async with Client(build_server(settings_)) as c:
+            results = []
+            for name, args in calls:
+                results.append(
+                    (
+                        name,
+                        args,
+                        await c.call_tool(
+                            name,
+                            {**args, "wait_seconds": 0}
+                            if name in ("train", "evaluate", "package", "run_workflow", "resume_job")
+                            else args,
+                        ),
+                    )
+                )
+            alive = await c.call_tool("memory_retrieve", {"key": "sentinel/0", "namespace": "sentinel"})
+            return [*results, ("alive", {}, alive)]
+
+    for name, args, result in anyio.run(session):
+        if result.is_error:
+            text = result.content[0].text
+            if os.environ.get("FUZZ_SHOW"):
+                print("ERR", name, text[:150].replace("\n", " "))
+            assert len(text) > 30 and text.strip() != f"Error executing tool {name}", (name, args, text)
+    assert _snapshot(root) == files_before
+    store = MemoryStore(root / ".ml-expert" / "memory.db")
+    try:
+        entries = store.list(namespace="sentinel", limit=10).entries
+        assert [(e.key, e.value, e.tags) for e in entries] == [(f"sentinel/{i}", {"i": i}, ["keep"]) for i in range(5)]
+    finally:
+        store.close()
