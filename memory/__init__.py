@@ -2,7 +2,7 @@
 the workflow runs (`RunStore`), the background jobs (`JobStore`) and the digests of the pickles the
 server wrote (`DigestStore`), plus the errors they raise.
 
-All SQL of the project lives in this package, and it imports nothing from `ml_expert.tools`.
+All SQL of the project lives in this package, and it imports nothing from the tools package.
 """
 
 from ml_expert.memory.database import Database

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -311,6 +312,19 @@ def analyze_data(
     df = read_table(file)
     if target is not None:
         check_target_column(df, target, file.name)
+    return _analyze_table(ws, file, df, target, run_id, namespace, started)
+
+
+def _analyze_table(
+    ws: Workspace,
+    file: Path,
+    df: pd.DataFrame,
+    target: str | None,
+    run_id: str | None,
+    namespace: str,
+    started: float,
+) -> DataAnalysis:
+    """analyze_data for a table: kinds, statistics, warnings; the run is started only once all of it worked."""
     nunique = df.nunique()  # once: the most expensive statistic on long data
     kinds = {c: infer_kind(df[c], len(df), int(nunique[c])) for c in df.columns}
     target_summary = _target_summary(df, target) if target else None

@@ -159,6 +159,7 @@ def prepare_data(
 
     Call recommend_architecture(run_id=...) next.
     """
+    # Long only in its signature, which is the tool's schema (one parameter per option); the work is in the steps.
     check_split(split)
     opts = PrepareOptions(
         impute=impute,
