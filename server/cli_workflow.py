@@ -118,6 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         architecture=args.architecture,
         output_dir=args.out,
         config=config,
+        time_budget_s=args.time_budget,
         wait_seconds=0,
     )
     print(f"Run {status.run_id} · job {status.job_id} · workspace {ws.root}")
@@ -183,6 +184,7 @@ def add_workflow_commands(sub: Any, common: Callable[[argparse.ArgumentParser], 
     p.add_argument("--target", "-t", help="Column to predict (omit for clustering).")
     p.add_argument("--architecture", "-a", default="auto", choices=choices, help="Model family (default auto).")
     p.add_argument("--epochs", type=int, help="Maximum epochs for neural networks (default 100).")
+    p.add_argument("--time-budget", type=float, default=60, help="Seconds for the auto model search (default 60).")
     p.add_argument("--out", help="Deployment folder inside the workspace (default <run>/deployment).")
     p = sub.add_parser("worker-train", help="Train as one task of a multi-worker cluster (reads TF_CONFIG).")
     common(p)
@@ -196,6 +198,7 @@ def add_workflow_commands(sub: Any, common: Callable[[argparse.ArgumentParser], 
     common(p)
     p.add_argument("--architecture", "-a", default="auto", choices=choices, help="Model family (default auto).")
     p.add_argument("--epochs", type=int, help="Maximum epochs for neural networks.")
+    p.add_argument("--time-budget", type=float, default=20, help="Seconds for the auto model search (default 20).")
     p = sub.add_parser("runs", help="Table of the workspace's runs.")
     common(p)
     p.add_argument("--limit", type=int, default=20)

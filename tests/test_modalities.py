@@ -38,26 +38,6 @@ def _predict_raw(folder: Path, raw: str) -> list:
     return json.loads(out.stdout)
 
 
-def test_digits_as_images_cnn(jobs_ws: Workspace) -> None:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    np.savez(jobs_ws.root / "digits.npz", X=digits.images.astype(np.float32), y=digits.target)
-    analysis = analyze_data(jobs_ws, "digits.npz", target="digit")
-    assert analysis.modality == "image" and analysis.modality_summary["image_shape"] == [8, 8, 1]
-    assert analysis.target.n_classes == 10
-    prepared = prepare_data(jobs_ws, run_id=analysis.run_id)
-    assert prepared.input_shape == [8, 8, 1]
-    model_id = _ok(train(jobs_ws, analysis.run_id, "cnn", config=TrainConfig(epochs=15), wait_seconds=300))["model_id"]
-    ev = _ok(evaluate(jobs_ws, analysis.run_id, wait_seconds=120))["evaluations"][0]
-    assert ev["test_metrics"]["accuracy"] >= 0.95
-    pkg = _ok(package(jobs_ws, analysis.run_id, model_id=model_id, wait_seconds=400))
-    assert all(f["shipped"] for f in pkg["formats"]), pkg["formats"]
-    raw = digits.images[:5].tolist()
-    preds = _predict_raw(jobs_ws.root / pkg["folder"], json.dumps(raw))
-    assert preds == [int(v) for v in digits.target[:5]]
-
-
 def test_pixel_csv_resized_and_packaged_for_raw_arrays_of_the_original_size(jobs_ws: Workspace) -> None:
     from sklearn.datasets import load_digits
 
@@ -162,8 +142,9 @@ def _reviews(n: int = 800) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@pytest.mark.parametrize("arch", ["transformer", "rnn"])
-def test_text_models_beat_the_majority_class(jobs_ws: Workspace, arch: str) -> None:
+def test_text_rnn_beats_the_majority_class(jobs_ws: Workspace) -> None:
+    """The Transformer on text is covered by tests/test_seams.py (its next_step run checks accuracy too)."""
+    arch = "rnn"
     _reviews().to_csv(jobs_ws.root / "reviews.csv", index=False)
     analysis = analyze_data(
         jobs_ws, "reviews.csv", target="sentiment", modality="text", data_options={"text_column": "review"}

@@ -4,7 +4,10 @@ resume, progress at a client, the preprocessing options, and every `next_step` f
 from __future__ import annotations
 
 import ast
+import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -305,16 +308,19 @@ def _text_csv(root: Path) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("make", "target", "modality"),
+    ("make", "target", "modality", "raw", "expected"),
     [
-        (_image_npz, None, "image"),
-        (_image_folder, None, "image"),
-        (_sequence_npz, None, "sequence"),
-        (_text_csv, "sentiment", "text"),
+        (_image_npz, None, "image", None, None),
+        (_image_folder, None, "image", None, None),
+        (_sequence_npz, None, "sequence", None, None),
+        (_text_csv, "sentiment", "text", '["great love best film", "awful boring worst plot"]', ["pos", "neg"]),
     ],
     ids=["image-npz", "image-folder", "sequence-npz", "text"],
 )
-def test_next_steps_of_non_tabular_runs(jobs_ws: Workspace, make: Any, target: str | None, modality: str) -> None:
+def test_next_steps_of_non_tabular_runs(
+    jobs_ws: Workspace, make: Any, target: str | None, modality: str, raw: str | None, expected: list[str] | None
+) -> None:
+    """Every next_step followed as written, and the model learned (test accuracy >= 0.9, beats the baseline)."""
     path = make(jobs_ws.root)
     options = {"text_column": "review"} if modality == "text" else None
     first = analyze_data(jobs_ws, path, target=target, data_options=options)
@@ -323,3 +329,12 @@ def test_next_steps_of_non_tabular_runs(jobs_ws: Workspace, make: Any, target: s
     assert _phases(called) == ["prepare_data", "recommend_architecture", "train", "evaluate", "package"]
     deployment = jobs_ws.store.retrieve("ml-expert/deployment").value
     assert deployment["verified"] is True, deployment["formats"]
+    evaluation = jobs_ws.store.retrieve("ml-expert/metrics").value["evaluations"][0]
+    assert evaluation["beats_baseline"] and evaluation["test_metrics"]["accuracy"] >= 0.9, evaluation["test_metrics"]
+    if raw is not None:  # raw inputs through the package, as a user would call it
+        code = (
+            f"import sys, json; sys.path.insert(0, {str(jobs_ws.root / deployment['folder'])!r}); "
+            f"from inference import ModelInference; print(json.dumps(ModelInference().predict({raw})))"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 and json.loads(out.stdout) == expected, out.stderr[-2000:]

@@ -51,7 +51,7 @@ def test_probe_ranks_by_measured_validation_score(jobs_ws: Workspace) -> None:
     assert rec.probed and len(probed) == 3
     assert [c.score for c in probed] == sorted((c.score for c in probed), reverse=True)
     assert sum(c.probe["fit_seconds"] for c in probed) <= 20 + 10  # the budget, plus one epoch's overrun
-    assert all(c.score == round(c.probe["balanced_accuracy"], 4) for c in probed)
+    assert all(c.score == round(c.probe["score"], 4) == round(c.probe["accuracy"], 4) for c in probed)  # CV accuracy
     assert rec.candidates[0].score >= 0.9 and "validation" in rec.why
 
 

@@ -91,7 +91,7 @@ def load_pickle(ws: Workspace, path: Path) -> Any:
     """Unpickle a file only when its sha256 is the one recorded when the server wrote it."""
     import joblib
 
-    from ml_expert.tools.packaging.portable import preprocessing  # noqa: F401 - makes pickled transformers importable
+    from ml_expert.tools.packaging.portable import ensemble, preprocessing  # noqa: F401 - pickled classes resolve
 
     expected = ws.digests.get(ws.relative(path))
     if expected is None or not path.is_file() or sha256(path) != expected:

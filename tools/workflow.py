@@ -42,6 +42,7 @@ class WorkflowSpec(JobSpec):
     formats: list[str] | None = None
     config: TrainConfig = Field(default_factory=TrainConfig)
     probe_seconds: float = 0
+    time_budget_s: float = Field(60.0, ge=5)
     output_dir: str | None = None
 
 
@@ -102,7 +103,8 @@ def _phase(ws: Workspace, spec: WorkflowSpec, name: str, reporter: Any) -> None:
     elif name == "recommend":
         recommend(ws, run_id, spec.probe_seconds, 3, reporter)
     elif name == "train":
-        run_train_job(ws, train_spec(ws, run_id, spec.architecture, spec.config), reporter)
+        training = train_spec(ws, run_id, spec.architecture, spec.config, time_budget_s=spec.time_budget_s)
+        run_train_job(ws, training, reporter)
     elif name == "evaluate":
         model_id = load_model_meta(ws, run_id, None)["model_id"]
         run_evaluate_job(ws, evaluate_spec(ws, run_id, model_id, target=spec.target_metric), reporter)
@@ -185,6 +187,9 @@ def run_workflow(
         Field(description="Training hyper-parameters: the fields of train's config, e.g. {'epochs': 20}."),
     ] = None,
     probe_seconds: Annotated[float, Field(description="Probe budget for the recommendation (0 = rules).", ge=0)] = 0,
+    time_budget_s: Annotated[
+        float, Field(description="architecture='auto': seconds for the model search (refit included).", ge=5)
+    ] = 60,
     output_dir: Annotated[str | None, Field(description="Deployment folder inside the workspace.")] = None,
     resume: Annotated[str | None, Field(description="run_id of a stopped workflow: continue where it stopped.")] = None,
     namespace: runs.Namespace = "default",
@@ -217,6 +222,7 @@ def run_workflow(
         formats=formats,
         config=train_config,
         probe_seconds=probe_seconds,
+        time_budget_s=time_budget_s,
         output_dir=output_dir,
         resume=bool(resume),
     )

@@ -39,7 +39,7 @@ class PrepareOptions(BaseModel):
 
     impute: Literal["mean", "median", "constant", "drop"] = "mean"
     drop_duplicates: bool = True
-    outliers: Literal["zscore", "iqr", "none"] = "zscore"
+    outliers: Literal["zscore", "iqr", "none"] = "none"
     outlier_threshold: float = Field(3.0, gt=0)
     max_outlier_share: float = Field(0.05, ge=0, le=0.5)
     categorical_encoding: Literal["auto", "onehot", "ordinal"] = "auto"
@@ -114,8 +114,9 @@ def prepare_data(
     ] = "mean",
     drop_duplicates: Annotated[bool, Field(description="Drop exact duplicate rows before splitting.")] = True,
     outliers: Annotated[
-        Literal["zscore", "iqr", "none"], Field(description="Outlier rule, applied to training rows only.")
-    ] = "zscore",
+        Literal["zscore", "iqr", "none"],
+        Field(description="Drop outlying training rows (zscore / iqr); default none: extremes are often informative."),
+    ] = "none",
     outlier_threshold: Annotated[
         float, Field(description="z-score (default 3) or IQR multiple (use 1.5).", gt=0)
     ] = 3.0,

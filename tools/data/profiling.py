@@ -11,10 +11,22 @@ import warnings
 import numpy as np
 import pandas as pd
 
-ID_NAME = re.compile(r"(^|[_\s-])(id|uuid|guid|key|index|idx)$|^(id|uuid|guid|index|idx)([_\s-]|$)", re.I)
+ID_WORDS = {"id", "ids", "uuid", "guid", "key", "index", "idx", "rownames", "rowname", "rowid"}
+SHORT_IDS = {"pid", "uid", "sid", "cid", "oid", "eid", "gid", "tid"}  # person, user, session, customer, order, …
+WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 BOOL_WORDS = {"true", "false", "yes", "no", "y", "n", "t", "f", "0", "1"}
 MAX_CLASSES = 50
 HIGH_CARDINALITY = 30
+
+
+def name_says_id(name: object) -> bool:
+    """An identifier's name in any case style: id, ID, PID, uid, customer_id, CustomerID, userId, row-index,
+    rownames (R's row names), Unnamed: 0 (pandas' index written to CSV)."""
+    text = str(name).strip()
+    if text.lower() in ID_WORDS | SHORT_IDS or re.fullmatch(r"unnamed: ?0", text.lower()):
+        return True
+    words = [w.lower() for w in WORDS.findall(text)]
+    return bool(words) and (words[-1] in ID_WORDS or words[0] in ID_WORDS - {"key"})
 
 
 def is_string_like(s: pd.Series) -> bool:
@@ -43,14 +55,12 @@ def infer_kind(s: pd.Series, n_rows: int, nunique: int | None = None) -> str:
         return "boolean"
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
         return "datetime"
-    if pd.api.types.is_numeric_dtype(s.dtype):
-        if nunique == 2 and set(non_null.unique()).issubset({0, 1}):
-            return "boolean"
+    if pd.api.types.is_numeric_dtype(s.dtype):  # 0/1 included: numeric, so an unseen 2 is still a number
         if pd.api.types.is_integer_dtype(s.dtype) or (non_null == non_null.round()).all():
             unique_ratio = nunique / len(non_null)
-            name_says_id = bool(ID_NAME.search(str(s.name)))
             if len(non_null) >= 20 and (
-                (name_says_id and unique_ratio >= 0.95) or (unique_ratio >= 0.999 and non_null.is_monotonic_increasing)
+                (name_says_id(s.name) and unique_ratio >= 0.95)
+                or (unique_ratio >= 0.999 and non_null.is_monotonic_increasing)
             ):
                 return "identifier"
         return "numeric"
@@ -64,7 +74,7 @@ def infer_kind(s: pd.Series, n_rows: int, nunique: int | None = None) -> str:
         unique_ratio = nunique / len(non_null)
         if avg_words >= 4 and unique_ratio > 0.5:
             return "text"
-        if unique_ratio >= 0.95 and len(non_null) >= 20:
+        if len(non_null) >= 20 and (unique_ratio >= 0.95 or (name_says_id(s.name) and unique_ratio >= 0.5)):
             return "identifier"
         return "categorical"
     return "categorical"

@@ -32,10 +32,32 @@ def training_curves(history: dict[str, list[float]], path: Path, title: str, x_l
         ax.plot(x, history.get(name, []), label=f"Train {name}")
         if f"val_{name}" in history:
             ax.plot(x[: len(history[f"val_{name}"])], history[f"val_{name}"], label=f"Val {name}")
-        ax.set_xlabel(x_label)
-        ax.set_ylabel(name)
-        ax.legend()
-        ax.grid(True)
+        _finish_axes(ax, x_label, name)
+    return _save(plt, fig, title, path)
+
+
+def search_curve(history: dict[str, list[float]], path: Path, title: str) -> Path:
+    """The model search: each candidate's cross-validation score in the order tried, and the best so far."""
+    plt = _plt()
+    name, values = next(iter(history.items()))
+    shown = np.asarray(values) * (-1 if name.endswith("rmse") else 1)  # RMSE is ranked negated
+    best = np.minimum.accumulate(shown) if name.endswith("rmse") else np.maximum.accumulate(shown)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = np.arange(1, len(shown) + 1)
+    ax.plot(x, shown, "o", label=f"candidate {name}")
+    ax.plot(x, best, "-", label="best so far")
+    _finish_axes(ax, "Candidate (in the order tried)", name)
+    return _save(plt, fig, title, path)
+
+
+def _finish_axes(ax: Any, x_label: str, y_label: str) -> None:
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.legend()
+    ax.grid(True)
+
+
+def _save(plt: Any, fig: Any, title: str, path: Path) -> Path:
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

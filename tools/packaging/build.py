@@ -46,6 +46,7 @@ def _stage(ws: Workspace, run_id: str, prepared: dict[str, Any], build: Path, sc
     run_dir = ws.run_dir(run_id)
     shutil.copy(run_dir / "schema.json", build / "schema.json")
     shutil.copy(PORTABLE / "preprocessing.py", build / "ml_expert_transformers.py")
+    shutil.copy(PORTABLE / "ensemble.py", build / "ml_expert_ensemble.py")
     shutil.copy(PORTABLE / "inference.py", build / "inference.py")
     if prepared.get("modality", "tabular") == "tabular":  # other modalities have no fitted preprocessor
         pre = load_pickle(ws, run_dir / "preprocessor.joblib")  # its digest checked before it is shipped

@@ -65,13 +65,14 @@ predicting `{prepared["target"]}` ({meta["task_type"]}). Built and verified by m
 ## Files
 - `inference.py` — `ModelInference(...).predict(records)`; also a CLI.
 - `preprocessor.joblib` — the fitted preprocessing (imputation, encoding, scaling), fitted on training rows only.
-- `ml_expert_transformers.py` — input validation and the custom transformers the preprocessor uses.
+- `ml_expert_transformers.py` — input validation and the custom transformers the preprocessor uses;
+  `ml_expert_ensemble.py` — the blend of models a model search may choose.
 - `schema.json` — input columns, their kinds and known categories; label mapping.
 - {", ".join(f"`{r.file}` ({r.format})" for r in shipped)} — the model.
 - `manifest.json` — sha256 of every file (see Integrity below) and the build environment.
 - `requirements.txt` — pinned versions; `model_card.md` — data, intended use, metrics, limits.
 
-## Usage
+{_runtime_note(meta, shipped)}## Usage
 ```python
 from inference import ModelInference
 
@@ -100,6 +101,19 @@ predicted the raw test rows, and was compared with the in-process model.
 not match. That catches corruption (a truncated copy, a bad disk), not tampering: whoever can change a file can
 change the manifest too. Unpickling runs code, so load a package only from a source you trust.
 """
+
+
+def _runtime_note(meta: dict[str, Any], shipped: list[Any]) -> str:
+    """Why a scikit-learn package has no ONNX file, when it has none."""
+    search = meta.get("search") or {}
+    if meta["framework"] != "sklearn" or any(r.format == "onnx" for r in shipped) or search.get("onnx", True):
+        return ""
+    chosen = ", ".join(c["candidate"] for c in search.get("chosen", []))
+    return (
+        f"ONNX is not shipped: the model search chose {chosen}"
+        + (f" with a decision threshold of {search['threshold']}" if search.get("threshold") is not None else "")
+        + ", which skl2onnx cannot convert; joblib (scikit-learn) is the default runtime.\n\n"
+    )
 
 
 def _model_card(meta: dict[str, Any], prepared: dict[str, Any], metric_lines: str) -> str:

@@ -46,9 +46,11 @@ class FormatReport(BaseModel):
     error: str | None = None
 
 
-def default_formats(framework: str, modality: str = "tabular") -> list[str]:
+def default_formats(framework: str, modality: str = "tabular", onnx: bool = True) -> list[str]:
+    """The formats a package ships unless asked otherwise; onnx=False for models skl2onnx cannot convert
+    (a blend of several models, a tuned threshold, a log-transformed target): joblib is then the runtime."""
     if framework != "keras":
-        return ["joblib", "onnx"]
+        return ["joblib", "onnx"] if onnx else ["joblib"]
     # string inputs (TextVectorization) do not convert to ONNX/TFLite; SavedModel serves them
     return ["keras", "savedmodel"] if modality == "text" else ["keras", "onnx", "tflite"]
 
@@ -96,7 +98,7 @@ def tolerance(meta: dict[str, Any], runtime: str) -> tuple[float, float, str]:
     """(max |Δ|, minimum label agreement, description) for a runtime."""
     if runtime in ("keras", "sklearn", "h5", "savedmodel"):
         return 1e-5, 1.0, "identical labels, max |Δ| <= 1e-5 (same runtime family)"
-    if meta["architecture"] in TREE_MODELS:
+    if meta["architecture"] in TREE_MODELS or meta["architecture"] == "auto":  # the search's models are trees
         return 1e-2, 0.999, "labels equal on >= 99.9% of rows, max |Δ| <= 1e-2 (tree thresholds in float32)"
     return 1e-3, 1.0, "identical labels, max |Δ| <= 1e-3 (float32 runtime)"
 

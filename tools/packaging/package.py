@@ -94,7 +94,8 @@ def package_spec(
     modality = load_prepared(ws, run_id).get("modality", "tabular")
     meta = load_model_meta(ws, run_id, model_id)
     allowed = KERAS_FORMATS if meta["framework"] == "keras" else SKLEARN_FORMATS
-    chosen = list(dict.fromkeys(formats or default_formats(meta["framework"], modality)))
+    onnx = (meta.get("search") or {}).get("onnx", True)
+    chosen = list(dict.fromkeys(formats or default_formats(meta["framework"], modality, onnx)))
     bad = [f for f in chosen if f not in allowed]
     if bad:
         raise InvalidInputError(

@@ -100,6 +100,7 @@ class TrainSpec(JobSpec):
     base_model: str | None = Field(None, description="Absolute path of a checked .keras base model.")
     fine_tune_layers: int = Field(0, ge=0)
     freeze: bool = True
+    time_budget_s: float = Field(60.0, ge=5, le=86_400, description="architecture='auto': seconds for the search.")
 
 
 @dataclass
@@ -115,3 +116,5 @@ class Fit:
     history: dict[str, list[float]]
     distribution: dict[str, Any] | None = None
     transfer: dict[str, Any] | None = None
+    out_of_fold: tuple[Any, Any] | None = None  # (y, output) of a CV search: honest validation scores
+    search: dict[str, Any] | None = None  # the auto search's summary and leaderboard

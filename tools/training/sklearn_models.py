@@ -132,8 +132,17 @@ def fit_sklearn(
     )
 
 
+def is_plain_estimator(model: Any) -> bool:
+    """A single scikit-learn estimator (skl2onnx converts those), not a blend or a target transform."""
+    return not hasattr(model, "members") and not hasattr(model, "regressor_")
+
+
 def count_parameters(model: Any) -> int:
     """Fitted numbers of a scikit-learn model: tree nodes for forests and boosting, else coefficient entries."""
+    if hasattr(model, "members"):  # a Blend
+        return sum(count_parameters(m) for m in model.members)
+    if hasattr(model, "regressor_"):  # a TransformedTargetRegressor
+        return count_parameters(model.regressor_)
     if hasattr(model, "estimators_"):
         return sum(int(t.tree_.node_count) for t in np.ravel(model.estimators_))
     if hasattr(model, "_predictors"):  # HistGradientBoosting

@@ -21,7 +21,7 @@ from ml_expert.tools import runs
 from ml_expert.tools.artifacts import load_prepared, load_split, model_dir, predict_output, save_model
 from ml_expert.tools.data.profiling import is_classification
 from ml_expert.tools.evaluation.metrics import baseline_scores, beats_baseline, headline, scores
-from ml_expert.tools.evaluation.plots import training_curves
+from ml_expert.tools.evaluation.plots import search_curve, training_curves
 from ml_expert.tools.jobs.manager import run_as_job
 from ml_expert.tools.jobs.specs import JobCancelled, JobStatus, ProgressFn, WaitSeconds
 from ml_expert.tools.selection.recommend import analyze_task, rank_candidates
@@ -35,7 +35,8 @@ from ml_expert.tools.training.config import (
     is_clustering,
     is_keras,
 )
-from ml_expert.tools.training.sklearn_models import fit_sklearn
+from ml_expert.tools.training.search import run_search
+from ml_expert.tools.training.sklearn_models import count_parameters, fit_sklearn, is_plain_estimator
 from ml_expert.tools.workspace import Workspace, new_id, write_json
 
 
@@ -60,6 +61,9 @@ class TrainResult(BaseModel):
     transfer: dict[str, Any] | None = Field(
         None, description="Transfer learning: base model, layers kept frozen / fine-tuned, epochs per stage."
     )
+    search: dict[str, Any] | None = Field(
+        None, description="architecture='auto': metric, folds, chosen model(s), CV score, leaderboard (top 30)."
+    )
     resumed: bool = False
     cancelled: bool = False
     artifacts: dict[str, str]
@@ -67,7 +71,11 @@ class TrainResult(BaseModel):
 
 
 def resolve_architecture(ws: Workspace, run_id: str, architecture: str, prepared: dict[str, Any]) -> str:
-    """`auto` -> the run's recommendation (or the rule-based top pick); check the choice fits the task."""
+    """`auto` stays `auto` (the model search) on tabular classification and regression; elsewhere it is the
+    run's recommendation (or the rule-based top pick). Check the choice fits the task."""
+    searchable = prepared.get("modality", "tabular") == "tabular" and prepared["task_type"] != "clustering"
+    if architecture == "auto" and searchable:
+        return "auto"
     if architecture == "auto":
         stored = ws.store.get_value(
             runs.memory_key(f"runs/{run_id}/architecture"), namespace=runs.run_namespace(ws, run_id)
@@ -132,11 +140,17 @@ def train_spec(
     base_model: str | None = None,
     fine_tune_layers: int = 0,
     freeze: bool = True,
+    time_budget_s: float = 60.0,
 ) -> TrainSpec:
     """Check a train request against the run and build its job spec (every caller goes through here)."""
     prepared = load_prepared(ws, run_id)
     arch = resolve_architecture(ws, run_id, architecture, prepared)
     train_config = parse_config(config)
+    if arch == "auto" and (base_model is not None or distribution != "none"):
+        raise InvalidInputError(
+            "architecture='auto' searches scikit-learn models; base_model and distribution apply to Keras networks. "
+            "Pass architecture='dnn' (or cnn, rnn, …) with them."
+        )
     if distribution != "none" and not is_keras(arch):
         raise InvalidInputError(
             f"distribution={distribution!r} applies to Keras models; {arch!r} is scikit-learn. Use distribution='none'."
@@ -153,6 +167,7 @@ def train_spec(
         base_model=base or None,
         fine_tune_layers=fine_tune_layers,
         freeze=freeze,
+        time_budget_s=time_budget_s,
     )
 
 
@@ -173,14 +188,21 @@ def train(
     freeze: Annotated[
         bool, Field(description="With base_model: keep the base frozen while the new head trains (false: train all).")
     ] = True,
+    time_budget_s: Annotated[
+        float, Field(description="architecture='auto' (tables): seconds for the model search, refit included.", ge=5)
+    ] = 60,
     wait_seconds: WaitSeconds = None,
     report: ProgressFn | None = None,
 ) -> JobStatus:
     """Train a model on the run's prepared data as a background job; returns the result or the running job.
 
-    When status is 'running', follow with get_job(job_id). Then call evaluate(run_id, model_id).
+    architecture='auto' on a table runs a time-budgeted search (cross-validated portfolio, ensemble, refit on
+    all training rows) and reports its leaderboard. When status is 'running', follow with get_job(job_id).
+    Then call evaluate(run_id, model_id).
     """
-    spec = train_spec(ws, run_id, architecture, config, distribution, base_model, fine_tune_layers, freeze)
+    spec = train_spec(
+        ws, run_id, architecture, config, distribution, base_model, fine_tune_layers, freeze, time_budget_s
+    )
     return run_as_job(ws, spec, namespace=runs.run_namespace(ws, run_id), wait_seconds=wait_seconds, report=report)
 
 
@@ -210,6 +232,8 @@ def _fit(
     ws: Workspace, spec: TrainSpec, prepared: dict[str, Any], data: dict[str, Any], reporter: Any, weights: Any
 ) -> Fit:
     folder = model_dir(ws, spec.run_id, spec.model_id)
+    if spec.architecture == "auto":
+        return _fit_search(spec, prepared, data, reporter)
     if is_keras(spec.architecture):
         from ml_expert.tools.training.keras_fit import fit_keras  # TensorFlow: imported in the worker only
 
@@ -217,12 +241,43 @@ def _fit(
     return fit_sklearn(spec, prepared, data, reporter, weights)
 
 
+def _fit_search(spec: TrainSpec, prepared: dict[str, Any], data: dict[str, Any], reporter: Any) -> Fit:
+    """architecture='auto': the model search over all training rows (train + validation), refit included."""
+    X = np.concatenate([data["X_train"], data["X_val"]])
+    y = np.concatenate([data["y_train"], data["y_val"]])
+    started = time.perf_counter()
+    strategy = (prepared.get("options") or {}).get("split_strategy", "random")
+    outcome = run_search(
+        X,
+        y,
+        prepared["task_type"],
+        spec.time_budget_s,
+        split_strategy=strategy,
+        seed=spec.config.seed,
+        reporter=reporter,
+    )
+    summary = outcome.summary | {"onnx": is_plain_estimator(outcome.model)}
+    return Fit(
+        model=outcome.model,
+        framework="sklearn",
+        epochs_trained=summary["candidates"],
+        best_epoch=None,
+        seconds=time.perf_counter() - started,
+        parameters=count_parameters(outcome.model),
+        history={f"cv_{outcome.metric}": outcome.trace},
+        out_of_fold=(y, outcome.oof),
+        search=summary | {"leaderboard": outcome.leaderboard},
+    )
+
+
 def _write_curves(ws: Workspace, spec: TrainSpec, fit: Fit, folder: Any) -> dict[str, str]:
     """training_history.json and training_curves.png, in the model folder and (latest model) at the run root."""
     history_path, curves = folder / "training_history.json", folder / "training_curves.png"
     write_json(history_path, fit.history)
-    if fit.history:
-        title = f"{spec.architecture} — {spec.run_id}/{spec.model_id}"
+    title = f"{spec.architecture} — {spec.run_id}/{spec.model_id}"
+    if fit.search:
+        search_curve(fit.history, curves, title)
+    elif fit.history:
         training_curves(fit.history, curves, title, "Epoch" if fit.framework == "keras" else "Stage")
     for f in (history_path, curves):
         if f.exists():
@@ -251,9 +306,18 @@ def _validate(
 ) -> tuple[dict[str, float], dict[str, float], bool]:
     """Validation metrics, the dummy baseline's, and whether the model beat it (with a note when not)."""
     n_classes = len(prepared["label_mapping"] or {}) or 1
-    output = predict_output(fit.model, fit.framework, task, data["X_val"])
-    metrics = headline(task, scores(task, data["y_val"], output, data["X_val"]))
-    baseline = headline(task, baseline_scores(task, data["y_train"], data["y_val"], n_classes))
+    if fit.out_of_fold is not None:  # a search refit on train + validation: score its cross-validation instead
+        y_seen, output = fit.out_of_fold
+        metrics = headline(task, scores(task, y_seen, output))
+        baseline = headline(task, baseline_scores(task, y_seen, y_seen, n_classes))
+        notes.append(
+            "Refit on train + validation rows: val_metrics are out-of-fold cross-validation scores; the test split "
+            "is the only data the model has not seen."
+        )
+    else:
+        output = predict_output(fit.model, fit.framework, task, data["X_val"])
+        metrics = headline(task, scores(task, data["y_val"], output, data["X_val"]))
+        baseline = headline(task, baseline_scores(task, data["y_train"], data["y_val"], n_classes))
     learned = beats_baseline(task, metrics, baseline)
     if not learned:
         primary = next(iter(metrics))
@@ -302,6 +366,7 @@ def run_train_job(ws: Workspace, spec: TrainSpec, reporter: Any) -> TrainResult 
         config=spec.config.model_dump(mode="json"),
         distribution=fit.distribution,
         transfer=fit.transfer,
+        search=fit.search,
         resumed=spec.resume,
         cancelled=cancelled,
         artifacts={
@@ -313,7 +378,10 @@ def run_train_job(ws: Workspace, spec: TrainSpec, reporter: Any) -> TrainResult 
     )
     meta = result.model_dump(mode="json") | {"spec": spec.model_dump(mode="json"), "created_at": time.time()}
     write_json(folder / "model.json", meta)
-    runs.record_phase(ws, run_id, "train", {"training": result}, artifacts=result.artifacts)
+    memory: dict[str, Any] = {"training": result}
+    if fit.search:  # the search is the architecture choice too
+        memory["architecture"] = {"recommended": "auto", "model_id": model_id, **fit.search}
+    runs.record_phase(ws, run_id, "train", memory, artifacts=result.artifacts)
     _clean_backups(folder)
     if cancelled:
         raise JobCancelled(result)

@@ -1,0 +1,157 @@
+"""architecture='auto': the time-budgeted model search — selection on train + validation rows only, a
+portfolio of families, an ensemble that packages, the budget honoured — and typing that survives inference."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import frame_run, prepared_run, sklearn_frame
+
+from ml_expert.tools.artifacts import load_model, load_split, model_dir
+from ml_expert.tools.data.analyze import analyze_data
+from ml_expert.tools.data.prepare import prepare_data
+from ml_expert.tools.data.profiling import infer_kind, name_says_id
+from ml_expert.tools.evaluation.evaluate import evaluate
+from ml_expert.tools.packaging.package import package
+from ml_expert.tools.training.search import folds, portfolio, run_search
+from ml_expert.tools.training.train import train
+from ml_expert.tools.workspace import Workspace
+
+
+def _ok(status: object) -> dict:
+    assert status.status == "succeeded", status.error
+    return status.result
+
+
+def test_search_cross_validates_only_training_rows_and_beats_library_defaults(jobs_ws: Workspace) -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.metrics import accuracy_score
+
+    run = prepared_run(jobs_ws, "breast_cancer")
+    result = _ok(train(jobs_ws, run, "auto", time_budget_s=15, wait_seconds=120))
+    search = result["search"]
+    X_tr, y_tr = load_split(jobs_ws, run, "train")
+    X_va, y_va = load_split(jobs_ws, run, "val")
+    X_te, y_te = load_split(jobs_ws, run, "test")
+    assert search["rows"] == len(y_tr) + len(y_va)  # every training row, and no test row, in the folds
+    assert {row["family"] for row in search["leaderboard"]} >= {"hgb", "rf", "et", "linear"}
+    assert search["cv_score"] >= search["best_single_cv_score"] - 1e-9
+    assert result["train_seconds"] <= 15 * 1.1
+    memory = jobs_ws.store.retrieve("ml-expert/architecture").value
+    assert memory["recommended"] == "auto" and memory["leaderboard"] == search["leaderboard"]
+    X_all, y_all = np.concatenate([X_tr, X_va]), np.concatenate([y_tr, y_va])
+    defaults = [
+        accuracy_score(y_te, m.fit(X_all, y_all).predict(X_te))
+        for m in (HistGradientBoostingClassifier(random_state=0), RandomForestClassifier(random_state=0))
+    ]
+    test = _ok(evaluate(jobs_ws, run, wait_seconds=120))["evaluations"][0]["test_metrics"]
+    assert test["accuracy"] >= max(defaults) - 0.012, (test["accuracy"], defaults)  # one test row of 86
+    assert test["accuracy"] >= 0.95
+
+
+def test_folds_are_stratified_or_in_time_order() -> None:
+    y = np.array([0] * 80 + [1] * 20)
+    for train_idx, test_idx in folds(y, "binary", "random", 0):
+        assert np.bincount(y[test_idx]).tolist() == [16, 4]  # each fold keeps the class shares
+        assert not set(train_idx) & set(test_idx)
+    for train_idx, test_idx in folds(np.arange(600.0), "regression", "time", 0):
+        assert train_idx.max() < test_idx.min()  # never train on the future
+
+
+def test_portfolio_tries_a_log_target_only_for_skewed_positive_targets() -> None:
+    skewed = np.random.default_rng(0).lognormal(0, 1, 500)
+    assert any(c.log_target for c in portfolio("regression", skewed, 500, 5))
+    assert not any(c.log_target for c in portfolio("regression", np.random.default_rng(0).normal(size=500), 500, 5))
+    assert len({c.family for c in portfolio("binary", np.array([0, 1] * 50), 100, 5)}) == 4
+
+
+def test_budget_is_honoured_with_refit(tmp_path: Path) -> None:
+    import time
+
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=6000, n_features=40, n_informative=12, random_state=0)
+    started = time.perf_counter()
+    outcome = run_search(X.astype(np.float32), y, "binary", budget_s=10)
+    elapsed = time.perf_counter() - started
+    assert elapsed <= 11, outcome.summary  # within 10 %, refit included
+    assert outcome.summary["complete"] >= 1 and outcome.leaderboard[0]["folds"] == 5
+
+
+def test_imbalanced_binary_optimises_balanced_accuracy_with_a_tuned_threshold() -> None:
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=3000, n_features=20, weights=[0.93], flip_y=0.02, random_state=3)
+    outcome = run_search(X.astype(np.float32), y, "binary", budget_s=10)
+    assert outcome.metric == "balanced_accuracy"
+    pred = outcome.oof.argmax(axis=1)
+    balanced = np.mean([np.mean(pred[y == c] == c) for c in (0, 1)])
+    assert balanced == pytest.approx(outcome.summary["cv_score"], abs=1e-4)
+    assert balanced > 0.8 and np.mean(pred == y) < 1
+
+
+def test_an_ensemble_packages_and_predicts_raw_rows_the_same(jobs_ws: Workspace) -> None:
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(800, 5))  # a linear part and a step: no single family is best at both
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(5)])
+    frame["target"] = 3 * X[:, 0] + 2 * X[:, 1] - X[:, 2] + 2 * (X[:, 3] > 0.5) + rng.normal(0, 0.3, 800)
+    run = frame_run(jobs_ws, frame, "target")
+    result = _ok(train(jobs_ws, run, "auto", time_budget_s=10, wait_seconds=120))
+    search = result["search"]
+    assert search["ensemble"] and len(search["chosen"]) > 1 and search["cv_score"] < search["best_single_cv_score"]
+    pkg = _ok(package(jobs_ws, run, wait_seconds=300))
+    assert pkg["verified"] and pkg["default_runtime"] == "sklearn"
+    assert [f["format"] for f in pkg["formats"]] == ["joblib"]  # a blend: joblib only, and the package says why
+    assert "ONNX is not shipped" in (jobs_ws.root / pkg["folder"] / "README.md").read_text()
+    rows = pd.read_parquet(jobs_ws.run_dir(run) / "data" / "raw_test.parquet").drop(columns="target").head(20)
+    folder = jobs_ws.root / pkg["folder"]
+    code = (
+        f"import sys, json, pandas as pd; sys.path.insert(0, {str(folder)!r}); from inference import ModelInference; "
+        "print(json.dumps([float(v) for v in ModelInference().predict(pd.read_json(sys.stdin))]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], input=rows.to_json(), capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    X_te, _ = load_split(jobs_ws, run, "test")
+    model = load_model(jobs_ws, model_dir(jobs_ws, run, result["model_id"]) / "model.joblib", "sklearn")
+    assert np.allclose(json.loads(out.stdout), model.predict(X_te[:20]), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["PID", "CustomerID", "userId", "rownames", "customer_id", "Unnamed: 0"])
+def test_identifier_columns_in_any_case_style_are_dropped(ws: Workspace, name: str) -> None:
+    frame = sklearn_frame("wine")
+    frame.insert(0, name, np.random.default_rng(0).permutation(len(frame)) + 1000)  # unique, not sorted
+    frame.to_csv(ws.root / "ids.csv", index=False)
+    analysis = analyze_data(ws, "ids.csv", target="target")
+    assert any(w.code == "identifier" and w.column == name for w in analysis.warnings)
+    prepared = prepare_data(ws, run_id=analysis.run_id)
+    assert prepared.dropped_columns.get(name) == "identifier" and name not in prepared.features_in
+
+
+def test_id_names_are_not_confused_with_words() -> None:
+    assert not any(name_says_id(n) for n in ("valid", "width", "idea", "paid", "keyboard", "bid", "case"))
+
+
+def test_a_zero_one_numeric_column_accepts_two_at_inference(jobs_ws: Workspace) -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"pixel": rng.integers(0, 2, 300), "x": rng.normal(size=300)})
+    frame["y"] = np.where(frame["x"] + frame["pixel"] > 0.5, "a", "b")
+    assert infer_kind(frame["pixel"], len(frame)) == "numeric"
+    run = frame_run(jobs_ws, frame, "y")
+    _ok(train(jobs_ws, run, "linear", wait_seconds=120))
+    pkg = _ok(package(jobs_ws, run, formats=["joblib"], wait_seconds=300))
+    folder = jobs_ws.root / pkg["folder"]
+    code = (
+        f"import sys, json; sys.path.insert(0, {str(folder)!r}); from inference import ModelInference; "
+        "print(json.dumps([str(v) for v in ModelInference().predict([{'pixel': 2, 'x': 0.1}, {'pixel': 0, 'x': -2}])]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout) == ["a", "b"]  # the unseen 2 is a number like any other, not a refusal

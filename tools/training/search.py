@@ -1,0 +1,531 @@
+"""`train(architecture="auto")`: a time-budgeted model search, the way AutoML tools do it, on scikit-learn.
+
+1. Selection on all training rows: k-fold cross-validation over train + validation (stratified for
+   classification, in time order when prepare_data split by time; one repeated hold-out on large data).
+   The test split is never touched here.
+2. A portfolio, not one default: a fixed, documented list of HistGradientBoosting configurations (as
+   zero-shot presets), RandomForest, ExtraTrees and a regularised linear model; then a small search
+   around the best boosting configuration. Scheduling is successive halving over folds: every candidate
+   is first scored on one fold, only the better half completes all folds, and a candidate whose first
+   folds fall clearly behind the leader stops early.
+3. Greedy ensemble selection (Caruana et al., 2004) over the out-of-fold predictions, kept only when it
+   beats the best single model out of fold.
+4. The chosen model(s) are refit on all training rows; boosting gets its number of iterations from the
+   folds (no early-stopping hold-out at refit).
+5. The run's metric is optimised: balanced accuracy when the majority/minority ratio is >= 4 (with the
+   binary decision threshold tuned out of fold), accuracy otherwise, RMSE for regression (a log-target
+   variant is a candidate for skewed positive targets; CV decides).
+6. The budget covers the whole search, refit included: no fit starts whose estimated time does not fit.
+
+Runs in a worker. Fits use the machine's cores through OpenMP (boosting) or n_jobs (forests).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ml_expert.tools.data.profiling import is_classification
+from ml_expert.tools.packaging.portable.ensemble import Blend, shift_threshold
+
+MAX_ENSEMBLE_STEPS = 25
+REFIT_SAFETY = 1.3  # a refit sees k/(k-1) of the rows; leave room for that and for noise
+
+HGB_PORTFOLIO: list[dict[str, Any]] = [  # zero-shot presets: strong across tabular sets, cheap first
+    {"learning_rate": 0.1, "max_leaf_nodes": 31, "min_samples_leaf": 20, "l2_regularization": 0.0},
+    {"learning_rate": 0.05, "max_leaf_nodes": 63, "min_samples_leaf": 10, "l2_regularization": 0.1},
+    {"learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 30, "l2_regularization": 1.0},
+    {"learning_rate": 0.03, "max_leaf_nodes": 31, "min_samples_leaf": 20, "l2_regularization": 0.5,
+     "max_features": 0.6},
+    {"learning_rate": 0.1, "max_leaf_nodes": 127, "min_samples_leaf": 5, "l2_regularization": 1.0,
+     "max_features": 0.8},
+    {"learning_rate": 0.05, "max_leaf_nodes": 7, "min_samples_leaf": 50, "l2_regularization": 0.0},
+]  # fmt: skip
+NEIGHBOURS = {
+    "learning_rate": (0.5, 2.0),
+    "max_leaf_nodes": (0.5, 2.0),
+    "min_samples_leaf": (0.5, 2.0),
+    "l2_regularization": (0.1, 10.0),
+    "max_features": (0.8, 1.25),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One candidate: a model family and its parameters."""
+
+    family: str  # hgb, rf, et, linear
+    params: tuple[tuple[str, Any], ...] = ()
+    log_target: bool = False
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def label(self) -> str:
+        shown = " ".join(f"{_short(k)}={v:g}" if isinstance(v, float) else f"{_short(k)}={v}" for k, v in self.params)
+        return f"{self.family}{' ' + shown if shown else ''}{' log-target' if self.log_target else ''}"
+
+
+SHORT_NAMES = {
+    "learning_rate": "lr",
+    "max_leaf_nodes": "leaves",
+    "min_samples_leaf": "min_leaf",
+    "l2_regularization": "l2",
+}
+
+
+def _short(name: str) -> str:
+    return SHORT_NAMES.get(name, name)
+
+
+def config(family: str, log_target: bool = False, **params: Any) -> Config:
+    return Config(family, tuple(sorted(params.items())), log_target)
+
+
+@dataclass(eq=False)  # identity-hashed: trials are dict keys in the ensemble
+class Trial:
+    """A candidate's cross-validation: per-fold scores, out-of-fold output, fit times, boosting iterations."""
+
+    config: Config
+    scores: list[float] = field(default_factory=list)
+    oof: np.ndarray | None = None
+    seconds: list[float] = field(default_factory=list)
+    iterations: list[int] = field(default_factory=list)
+    stopped: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.stopped is None and self.oof is not None
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.scores)) if self.scores else -math.inf
+
+    @property
+    def fold_seconds(self) -> float:
+        return float(np.mean(self.seconds)) if self.seconds else 0.0
+
+    def row(self, metric: str) -> dict[str, Any]:
+        sign = -1 if metric == "rmse" else 1  # show RMSE as RMSE, rank by its negation
+        return {
+            "candidate": self.config.label(),
+            "family": self.config.family,
+            "params": self.config.kwargs | ({"log_target": True} if self.config.log_target else {}),
+            f"cv_{metric}": round(sign * self.mean, 5) if self.scores else None,
+            "cv_std": round(float(np.std(self.scores)), 5) if len(self.scores) > 1 else None,
+            "folds": len(self.scores),
+            "fit_seconds": round(sum(self.seconds), 2),
+            "status": self.stopped or "complete",
+        }
+
+
+def search_metric(task: str, y: np.ndarray) -> str:
+    """The metric the search optimises: balanced accuracy for imbalanced classes, else accuracy; RMSE."""
+    if not is_classification(task):
+        return "rmse"
+    counts = np.bincount(y.astype(int))
+    counts = counts[counts > 0]
+    return "balanced_accuracy" if counts.max() / counts.min() >= 4 else "accuracy"
+
+
+def score(metric: str, y: np.ndarray, output: np.ndarray) -> float:
+    """Higher is better (RMSE negated). `output`: class probabilities, or values."""
+    if metric == "rmse":
+        return -float(np.sqrt(np.mean((y - output) ** 2)))
+    pred = output.argmax(axis=1)
+    if metric == "accuracy":
+        return float(np.mean(pred == y))
+    recalls = [np.mean(pred[y == c] == c) for c in np.unique(y)]
+    return float(np.mean(recalls))
+
+
+def folds(y: np.ndarray, task: str, split_strategy: str, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """CV splits of the training rows: 5 folds (3 above 20,000 rows, a 80/20 hold-out above 200,000)."""
+    from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit, train_test_split
+
+    n = len(y)
+    idx = np.arange(n)
+    if split_strategy == "time":  # prepare_data kept train then validation in time order
+        return list(TimeSeriesSplit(n_splits=4 if n >= 500 else 3).split(idx))
+    classify = is_classification(task)
+    if n > 200_000:
+        strat = y if classify else None
+        train, test = train_test_split(idx, test_size=0.2, random_state=seed, stratify=strat)
+        return [(train, test)]
+    k = 5 if n <= 20_000 else 3
+    if classify and np.bincount(y.astype(int))[np.bincount(y.astype(int)) > 0].min() >= k:
+        return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(idx, y))
+    return list(KFold(k, shuffle=True, random_state=seed).split(idx))
+
+
+def portfolio(task: str, y: np.ndarray, n_rows: int, n_features: int) -> list[Config]:
+    """The candidates in the order they are tried: cheap and usually strong first."""
+    hgb = [config("hgb", **p) for p in HGB_PORTFOLIO]
+    others = [config("rf"), config("et"), config("linear", strength=1.0)]
+    if n_features > n_rows / 5:  # wide data: regularised linear models deserve more than one try
+        others += [config("linear", strength=0.1), config("linear", strength=10.0)]
+    if not is_classification(task) and y.min() > 0 and _skew(y) > 1.0:
+        hgb.insert(1, config("hgb", log_target=True, **HGB_PORTFOLIO[0]))
+    return [hgb[0], *others[:2], *hgb[1:3], *others[2:], *hgb[3:]]
+
+
+def _skew(y: np.ndarray) -> float:
+    std = float(np.std(y))
+    return float(np.mean(((y - y.mean()) / std) ** 3)) if std > 0 else 0.0
+
+
+def build(cfg: Config, task: str, metric: str, seed: int, max_iter: int | None = None) -> Any:
+    """The scikit-learn estimator for a candidate (boosting early-stops inside folds unless max_iter is set)."""
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        ExtraTreesRegressor,
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    classify = is_classification(task)
+    weight = {"class_weight": "balanced"} if classify and metric == "balanced_accuracy" else {}
+    p = cfg.kwargs
+    if cfg.family == "hgb":
+        stopping = (
+            {"max_iter": max_iter, "early_stopping": False}
+            if max_iter
+            else {"max_iter": 2000, "early_stopping": True, "validation_fraction": 0.1, "n_iter_no_change": 20}
+        )
+        cls = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
+        model: Any = cls(random_state=seed, **p, **stopping, **weight)
+    elif cfg.family in ("rf", "et"):
+        forest = {
+            ("rf", True): RandomForestClassifier,
+            ("rf", False): RandomForestRegressor,
+            ("et", True): ExtraTreesClassifier,
+            ("et", False): ExtraTreesRegressor,
+        }[(cfg.family, classify)]
+        extra = {} if classify else {"max_features": 0.6}
+        model = forest(n_estimators=300, n_jobs=-1, random_state=seed, min_samples_leaf=1, **extra, **weight)
+    else:
+        strength = p.get("strength", 1.0)
+        model = (
+            LogisticRegression(C=1 / strength, max_iter=2000, random_state=seed, **weight)
+            if classify
+            else Ridge(alpha=strength)
+        )
+    if cfg.log_target:
+        model = TransformedTargetRegressor(regressor=model, func=np.log1p, inverse_func=np.expm1)
+    return model
+
+
+def _output(model: Any, task: str, X: np.ndarray) -> np.ndarray:
+    return model.predict_proba(X) if is_classification(task) else model.predict(X)
+
+
+def _iterations(model: Any) -> int | None:
+    inner = getattr(model, "regressor_", model)
+    if hasattr(inner, "n_iter_") and getattr(inner, "n_iter_no_change", None) and inner.early_stopping:
+        return max(10, int(inner.n_iter_) - int(inner.n_iter_no_change))
+    return None
+
+
+class Search:
+    """Cross-validate candidates within a time budget, ensemble them, refit the winner on all rows."""
+
+    def __init__(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        task: str,
+        budget_s: float,
+        *,
+        split_strategy: str = "random",
+        seed: int = 42,
+        reporter: Any = None,
+    ) -> None:
+        self.X, self.y, self.task, self.seed = X, y, task, seed
+        self.metric = search_metric(task, y)
+        self.folds = folds(y, task, split_strategy, seed)
+        self.started = time.perf_counter()
+        self.deadline = self.started + budget_s - min(1.0, 0.05 * budget_s)  # a margin for noise and bookkeeping
+        self.reporter = reporter
+        self.trials: list[Trial] = []
+        self.n_classes = int(y.max()) + 1 if is_classification(task) else 0
+        self.cancelled = False
+
+    # -- time ---------------------------------------------------------------------------------------
+
+    def left(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def _refit_reserve(self, members: list[Trial]) -> float:
+        k = len(self.folds)
+        return sum(t.fold_seconds * (k / max(k - 1, 1)) for t in members) * REFIT_SAFETY
+
+    def _affordable(self, seconds: float, also: float = 0.0) -> bool:
+        """Whether a fit of about `seconds` fits, keeping time for the best model's refit (and for `also`)."""
+        best = self._best_complete()
+        reserve = self._refit_reserve([best] if best else [])
+        return seconds * 1.2 + reserve + also <= self.left()
+
+    def _stop(self) -> bool:
+        if self.reporter is not None and self.reporter.cancel_requested():
+            self.cancelled = True
+        return self.cancelled
+
+    # -- scoring ------------------------------------------------------------------------------------
+
+    def _fit_fold(self, trial: Trial, fold: int) -> None:
+        train, test = self.folds[fold]
+        started = time.perf_counter()
+        model = build(trial.config, self.task, self.metric, self.seed)
+        model.fit(self.X[train], self.y[train])
+        output = _output(model, self.task, self.X[test])
+        trial.seconds.append(time.perf_counter() - started)
+        if trial.oof is None:
+            shape = (len(self.y), self.n_classes) if self.n_classes else (len(self.y),)
+            trial.oof = np.full(shape, np.nan)
+        if self.n_classes and output.shape[1] < self.n_classes:  # a class missing from this fold's training rows
+            output = _widen(output, model.classes_, self.n_classes)
+        trial.oof[test] = output
+        trial.scores.append(score(self.metric, self.y[test], output))
+        iterations = _iterations(model)
+        if iterations:
+            trial.iterations.append(iterations)
+
+    def _estimate(self, trial: Trial | None, folds: int) -> float:
+        if trial is not None and trial.seconds:
+            return trial.fold_seconds * folds
+        done = [t.fold_seconds for t in self.trials if t.seconds]
+        return (max(done) if done else 0.0) * folds
+
+    def _report(self, trial: Trial, planned: int) -> None:
+        if self.reporter is None:
+            return
+        n = len(self.trials)
+        shown = -trial.mean if self.metric == "rmse" else trial.mean
+        self.reporter.progress(
+            force=True,
+            phase="train",
+            step=min(n, planned),
+            total=planned,
+            message=f"candidate {n}/{planned} {trial.config.label()} cv {self.metric} {shown:.4f}"
+            + (f" ({trial.stopped})" if trial.stopped else ""),
+        )
+
+    def _best_complete(self) -> Trial | None:
+        complete = [t for t in self.trials if t.complete]
+        return max(complete, key=lambda t: t.mean) if complete else None
+
+    def _complete(self, trial: Trial, planned: int) -> None:
+        """Run the remaining folds; stop early when the candidate clearly trails the leader."""
+        leader = self._best_complete()
+        for fold in range(len(trial.scores), len(self.folds)):
+            if self._stop() or not self._affordable(self._estimate(trial, 1)):
+                trial.stopped = "budget"
+                break
+            self._fit_fold(trial, fold)
+            if leader is not None and len(trial.scores) >= 2 and len(trial.scores) < len(self.folds):
+                gap = leader.mean - trial.mean
+                if gap > 2 * max(float(np.std(leader.scores)), 1e-3):
+                    trial.stopped = "trailing"
+                    break
+        self._report(trial, planned)
+
+    # -- the search -----------------------------------------------------------------------------------
+
+    def run(self, candidates: list[Config], neighbours: int = 6) -> None:
+        """Successive halving over folds on the portfolio, then a local search around the best boosting."""
+        planned = len(candidates) + neighbours
+        first: list[Trial] = []
+        for cfg in candidates:  # rung 0: one fold each, while the leader can still complete and be refit
+            if self._stop():
+                return
+            if first:
+                leader = max(first, key=lambda t: t.mean)
+                completion = self._estimate(leader, len(self.folds) - 1) + self._refit_reserve([leader])
+                if not self._affordable(self._estimate(None, 1) * 1.25, also=completion):
+                    break
+            trial = Trial(cfg)
+            self.trials.append(trial)
+            self._fit_fold(trial, 0)
+            first.append(trial)
+        first.sort(key=lambda t: t.mean, reverse=True)
+        keep = first[: max(2, math.ceil(len(first) / 2))]
+        for trial in first[len(keep) :]:
+            trial.stopped = "halved"
+        for trial in keep:  # rung 1: the better half completes its folds
+            self._complete(trial, planned)
+        self._local_search(neighbours, planned)
+
+    def _local_search(self, neighbours: int, planned: int) -> None:
+        tried = {t.config for t in self.trials}
+        for _ in range(neighbours):
+            boosting = [t for t in self.trials if t.complete and t.config.family == "hgb"]
+            best = max(boosting, key=lambda t: t.mean, default=None)
+            if best is None or self._stop():
+                return
+            cfg = next((c for c in _neighbours(best.config, self.seed + len(self.trials)) if c not in tried), None)
+            if cfg is None or not self._affordable(self._estimate(best, len(self.folds))):
+                return
+            tried.add(cfg)
+            trial = Trial(cfg)
+            self.trials.append(trial)
+            self._complete(trial, planned)
+
+    # -- ensemble and refit --------------------------------------------------------------------------
+
+    def ensemble(self) -> tuple[dict[Trial, int], float]:
+        """Greedy ensemble selection with replacement over out-of-fold output: member -> count, OOF score."""
+        pool = sorted((t for t in self.trials if t.complete), key=lambda t: t.mean, reverse=True)[:10]
+        best = pool[0]
+        chosen = {best: 1}
+        current = best.oof.copy()
+        current_score = score(self.metric, self.y, current)
+        for step in range(2, MAX_ENSEMBLE_STEPS + 1):
+            trials = [(score(self.metric, self.y, (current * (step - 1) + t.oof) / step), t) for t in pool]
+            new_score, pick = max(trials, key=lambda st: st[0])
+            if new_score <= current_score and step > 2:
+                break
+            current = (current * (step - 1) + pick.oof) / step
+            current_score = new_score
+            chosen[pick] = chosen.get(pick, 0) + 1
+        return chosen, current_score
+
+    def threshold(self, oof: np.ndarray) -> float | None:
+        """A binary decision threshold tuned out of fold for balanced accuracy, when it helps."""
+        if self.metric != "balanced_accuracy" or oof.shape[1] != 2:
+            return None
+        p1 = oof[:, 1]
+        base = score(self.metric, self.y, oof)
+        grid = np.unique(np.quantile(p1, np.linspace(0.02, 0.98, 97)))
+        scored = []
+        for t in grid:
+            q = shift_threshold(p1, t)
+            scored.append((score(self.metric, self.y, np.column_stack([1 - q, q])), t))
+        best, t = max(scored)
+        return float(t) if best > base + 0.002 else None
+
+    def refit(self, trial: Trial) -> Any:
+        iterations = int(np.median(trial.iterations) * 1.1) if trial.iterations else None
+        model = build(trial.config, self.task, self.metric, self.seed, max_iter=iterations)
+        model.fit(self.X, self.y)
+        return model
+
+
+def cross_validate(X: np.ndarray, y: np.ndarray, task: str, cfg: Config, budget_s: float, seed: int = 42) -> Trial:
+    """One candidate's cross-validation within budget_s (the folds that fit in it), as the search scores it."""
+    search = Search(X, y, task, budget_s, seed=seed)
+    trial = Trial(cfg)
+    search.trials.append(trial)
+    search._fit_fold(trial, 0)
+    search._complete(trial, 1)
+    return trial
+
+
+def _widen(output: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
+    wide = np.zeros((len(output), n_classes))
+    wide[:, classes.astype(int)] = output
+    return wide
+
+
+def _neighbours(cfg: Config, seed: int) -> list[Config]:
+    """Boosting configurations one step from cfg: each parameter scaled down or up."""
+    rng = np.random.default_rng(seed)
+    params = cfg.kwargs
+    out = []
+    for name, factors in NEIGHBOURS.items():
+        for factor in factors:
+            value = params.get(name, 1.0 if name == "max_features" else (0.0 if name == "l2_regularization" else None))
+            if value is None:
+                continue
+            new = _step(name, value, factor)
+            if new is not None and new != value:
+                out.append(Config(cfg.family, tuple(sorted((params | {name: new}).items())), cfg.log_target))
+    rng.shuffle(out)  # type: ignore[arg-type]
+    return out
+
+
+def _step(name: str, value: Any, factor: float) -> Any:
+    if name == "max_leaf_nodes":
+        return int(min(255, max(4, round(value * factor))))
+    if name == "min_samples_leaf":
+        return int(min(200, max(2, round(value * factor))))
+    if name == "max_features":
+        return round(min(1.0, max(0.3, value * factor)), 2)
+    if name == "l2_regularization":
+        return 0.1 if value == 0 else round(min(100.0, value * factor), 4)
+    return round(min(0.3, max(0.01, value * factor)), 4)
+
+
+def _shown(metric: str, value: float) -> float:
+    """Scores are ranked higher-is-better; RMSE is shown as RMSE."""
+    return -value if metric == "rmse" else value
+
+
+@dataclass
+class SearchOutcome:
+    """What the search chose: the fitted model and everything the train result reports about it."""
+
+    model: Any
+    oof: np.ndarray
+    metric: str
+    leaderboard: list[dict[str, Any]]
+    summary: dict[str, Any]
+    trace: list[float]
+
+
+def run_search(X: np.ndarray, y: np.ndarray, task: str, budget_s: float, **options: Any) -> SearchOutcome:
+    """Search, ensemble, refit within budget_s seconds (refit included); options as for `Search`."""
+    search = Search(X, y, task, budget_s, **options)
+    search.run(portfolio(task, y, *X.shape))
+    if search._best_complete() is None:  # not even one full CV fitted in time: complete the best first-fold one
+        best = max(search.trials, key=lambda t: t.mean)
+        best.stopped = None
+        search.deadline = math.inf
+        search._complete(best, len(search.trials))
+    chosen, ensemble_score = search.ensemble()
+    best = search._best_complete()
+    assert best is not None
+    use_ensemble = len(chosen) > 1 and ensemble_score > best.mean + 1e-4
+    members = chosen if use_ensemble else {best: 1}
+    total = sum(members.values())
+    oof = sum(t.oof * (n / total) for t, n in members.items())  # type: ignore[misc]
+    threshold = search.threshold(oof) if is_classification(task) else None
+    refit_started = time.perf_counter()
+    fitted = [(search.refit(t), n) for t, n in members.items()]
+    classify = is_classification(task)
+    if len(fitted) == 1 and threshold is None:
+        model = fitted[0][0]
+    else:
+        model = Blend([m for m, _ in fitted], [n for _, n in fitted], classify, threshold)
+    if threshold is not None:
+        p1 = shift_threshold(oof[:, 1], threshold)
+        oof = np.column_stack([1 - p1, p1])
+    ranked = sorted(search.trials, key=lambda t: (not t.complete, -t.mean))
+    trace = [t.mean for t in search.trials if t.scores]
+    summary = {
+        "metric": search.metric,
+        "rows": len(y),
+        "folds": len(search.folds),
+        "candidates": len(search.trials),
+        "complete": sum(t.complete for t in search.trials),
+        "budget_seconds": round(budget_s, 1),
+        "search_seconds": round(refit_started - search.started, 2),
+        "refit_seconds": round(time.perf_counter() - refit_started, 2),
+        "chosen": [{"candidate": t.config.label(), "weight": round(n / total, 3)} for t, n in members.items()],
+        "ensemble": use_ensemble,
+        "cv_score": round(_shown(search.metric, score(search.metric, y, oof)), 5),
+        "best_single_cv_score": round(_shown(search.metric, best.mean), 5),
+        "threshold": round(threshold, 4) if threshold is not None else None,
+        "cancelled": search.cancelled,
+        "boosting_iterations": int(np.median(best.iterations) * 1.1) if best.iterations else None,
+    }
+    leaderboard = [t.row(search.metric) for t in ranked][:30]
+    return SearchOutcome(model, oof, search.metric, leaderboard, summary, trace)
