@@ -29,6 +29,7 @@ from ml_expert.tools.training.train import parse_config, run_train_job, train_sp
 from ml_expert.tools.workspace import Workspace
 
 PHASES = runs.PHASE_ORDER
+AUTO_SPLIT = (0.8, 0.1, 0.1)
 
 
 class WorkflowSpec(JobSpec):
@@ -99,7 +100,8 @@ def _phase(ws: Workspace, spec: WorkflowSpec, name: str, reporter: Any) -> None:
     if name == "analyze":
         analyze_data(ws, spec.path, target=spec.target, run_id=run_id)
     elif name == "prepare":
-        prepare_data(ws, run_id=run_id)
+        # auto cross-validates over train + validation, so a small validation split loses nothing
+        prepare_data(ws, run_id=run_id, **({"split": AUTO_SPLIT} if spec.architecture == "auto" else {}))
     elif name == "recommend":
         recommend(ws, run_id, spec.probe_seconds, 3, reporter)
     elif name == "train":

@@ -171,7 +171,8 @@ def portfolio(task: str, y: np.ndarray, n_rows: int, n_features: int) -> list[Co
         others += [config("linear", strength=0.1), config("linear", strength=10.0)]
     if not is_classification(task) and y.min() > 0 and _skew(y) > 1.0:
         hgb.insert(1, config("hgb", log_target=True, **HGB_PORTFOLIO[0]))
-    return [hgb[0], *others[:2], *hgb[1:3], *others[2:], *hgb[3:]]
+    forests = [config("rf", max_features=0.33, min_samples_leaf=2), config("et", max_features=1.0, min_samples_leaf=2)]
+    return [hgb[0], *others[:2], *hgb[1:3], *others[2:], *hgb[3:], *forests]
 
 
 def _skew(y: np.ndarray) -> float:
@@ -210,8 +211,8 @@ def build(cfg: Config, task: str, metric: str, seed: int, max_iter: int | None =
             ("et", True): ExtraTreesClassifier,
             ("et", False): ExtraTreesRegressor,
         }[(cfg.family, classify)]
-        extra = {} if classify else {"max_features": 0.6}
-        model = forest(n_estimators=300, n_jobs=-1, random_state=seed, min_samples_leaf=1, **extra, **weight)
+        settings = ({} if classify else {"max_features": 0.6}) | {"min_samples_leaf": 1} | p
+        model = forest(n_estimators=300, n_jobs=-1, random_state=seed, **settings, **weight)
     else:
         strength = p.get("strength", 1.0)
         model = (
@@ -340,8 +341,9 @@ class Search:
 
     # -- the search -----------------------------------------------------------------------------------
 
-    def run(self, candidates: list[Config], neighbours: int = 6) -> None:
-        """Successive halving over folds on the portfolio, then a local search around the best boosting."""
+    def run(self, candidates: list[Config], neighbours: int = 40) -> None:
+        """Successive halving over folds on the portfolio, then a local search around the best boosting
+        for as long as the budget lasts (at most `neighbours` more candidates)."""
         planned = len(candidates) + neighbours
         first: list[Trial] = []
         for cfg in candidates:  # rung 0: one fold each, while the leader can still complete and be refit
