@@ -189,9 +189,7 @@ def run_workflow(
         Field(description="Training hyper-parameters: the fields of train's config, e.g. {'epochs': 20}."),
     ] = None,
     probe_seconds: Annotated[float, Field(description="Probe budget for the recommendation (0 = rules).", ge=0)] = 0,
-    time_budget_s: Annotated[
-        float, Field(description="architecture='auto': seconds for the model search (refit included).", ge=5)
-    ] = 60,
+    time_budget_s: Annotated[float, Field(description="auto: seconds for the search, refit included.", ge=5)] = 60,
     output_dir: Annotated[str | None, Field(description="Deployment folder inside the workspace.")] = None,
     resume: Annotated[str | None, Field(description="run_id of a stopped workflow: continue where it stopped.")] = None,
     namespace: runs.Namespace = "default",

@@ -19,8 +19,7 @@ JobId = Annotated[str, Field(description="Job id returned by train or run_workfl
 WaitSeconds = Annotated[
     float | None,
     Field(
-        description="Seconds to wait for the job before returning status 'running' (then follow with get_job); "
-        "default: the server's --wait-seconds (45).",
+        description="Seconds to wait before returning a running job (follow with get_job); default: the server's.",
         ge=0,
         le=MAX_WAIT_SECONDS,
     ),

@@ -266,8 +266,7 @@ def recommend_architecture(
 ) -> ArchitectureRecommendation | JobStatus:
     """Analyze the task (type, complexity, size, features, classes) and rank architectures with reasons.
 
-    With a probe that outlasts wait_seconds (default: the probe budget + 2 minutes) the running job is
-    returned; follow it with get_job. Call train(run_id=..., architecture=recommended) next.
+    A probe that outlasts wait_seconds returns its job (follow with get_job). Then call train(run_id=...).
     """
     if probe_seconds == 0:
         return recommend(ws, run_id, 0, max_candidates)

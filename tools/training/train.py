@@ -188,17 +188,14 @@ def train(
     freeze: Annotated[
         bool, Field(description="With base_model: keep the base frozen while the new head trains (false: train all).")
     ] = True,
-    time_budget_s: Annotated[
-        float, Field(description="architecture='auto' (tables): seconds for the model search, refit included.", ge=5)
-    ] = 60,
+    time_budget_s: Annotated[float, Field(description="auto: seconds for the search, refit included.", ge=5)] = 60,
     wait_seconds: WaitSeconds = None,
     report: ProgressFn | None = None,
 ) -> JobStatus:
     """Train a model on the run's prepared data as a background job; returns the result or the running job.
 
-    architecture='auto' on a table runs a time-budgeted search (cross-validated portfolio, ensemble, refit on
-    all training rows) and reports its leaderboard. When status is 'running', follow with get_job(job_id).
-    Then call evaluate(run_id, model_id).
+    'auto' on a table: a time-budgeted model search with a leaderboard. When status is 'running', follow with
+    get_job(job_id). Then call evaluate(run_id, model_id).
     """
     spec = train_spec(
         ws, run_id, architecture, config, distribution, base_model, fine_tune_layers, freeze, time_budget_s
