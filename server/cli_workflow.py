@@ -198,7 +198,7 @@ def add_workflow_commands(sub: Any, common: Callable[[argparse.ArgumentParser], 
     common(p)
     p.add_argument("--architecture", "-a", default="auto", choices=choices, help="Model family (default auto).")
     p.add_argument("--epochs", type=int, help="Maximum epochs for neural networks.")
-    p.add_argument("--time-budget", type=float, default=20, help="Seconds for the auto model search (default 20).")
+    p.add_argument("--time-budget", type=float, default=10, help="Seconds for the auto model search (default 10).")
     p = sub.add_parser("runs", help="Table of the workspace's runs.")
     common(p)
     p.add_argument("--limit", type=int, default=20)

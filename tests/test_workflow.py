@@ -26,7 +26,7 @@ SKILL = Path(__file__).parents[1] / "skills" / "ml-expert" / "SKILL.md"
 def test_run_workflow_writes_every_phase(jobs_ws: Workspace) -> None:
     path = write_dataset(jobs_ws, "breast_cancer")
     seen: list[dict] = []
-    status = run_workflow(jobs_ws, path=path, target="target", time_budget_s=8, wait_seconds=300, report=seen.append)
+    status = run_workflow(jobs_ws, path=path, target="target", time_budget_s=5, wait_seconds=300, report=seen.append)
     assert status.status == "succeeded", status.error
     result = status.result
     assert result["beats_baseline"] and result["test_metrics"]["accuracy"] >= 0.93
@@ -150,7 +150,7 @@ def test_two_agents_share_one_workspace(tmp_path: Path) -> None:
                 await c.call_tool("memory_store", {"key": f"notes/{tag}/{i}", "value": {"i": i}, "namespace": "swarm"})
             job = await c.call_tool(
                 "run_workflow",
-                {"path": dataset, "target": "target", "time_budget_s": 8, "wait_seconds": 300},
+                {"path": dataset, "target": "target", "time_budget_s": 5, "wait_seconds": 300},
                 read_timeout_seconds=320,
             )
             out[tag] = job.structured_content
