@@ -90,10 +90,11 @@ def test_imbalanced_binary_optimises_balanced_accuracy_with_a_tuned_threshold() 
     X, y = make_classification(n_samples=3000, n_features=20, weights=[0.93], flip_y=0.02, random_state=3)
     outcome = run_search(X.astype(np.float32), y, "binary", budget_s=10)
     assert outcome.metric == "balanced_accuracy"
-    pred = outcome.oof.argmax(axis=1)
-    balanced = np.mean([np.mean(pred[y == c] == c) for c in (0, 1)])
+    pred, seen = outcome.oof.argmax(axis=1), outcome.y_seen
+    balanced = np.mean([np.mean(pred[seen == c] == c) for c in (0, 1)])
     assert balanced == pytest.approx(outcome.summary["cv_score"], abs=1e-4)
-    assert balanced > 0.8 and np.mean(pred == y) < 1
+    assert balanced > 0.8 and np.mean(pred == seen) < 1
+    assert outcome.summary["rows"] == len(y)
 
 
 def test_an_ensemble_packages_and_predicts_raw_rows_the_same(jobs_ws: Workspace) -> None:

@@ -144,8 +144,10 @@ def score(metric: str, y: np.ndarray, output: np.ndarray) -> float:
     return float(np.mean(recalls))
 
 
-def folds(y: np.ndarray, task: str, split_strategy: str, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """CV splits of the training rows: 5 folds (3 above 20,000 rows, a 80/20 hold-out above 200,000)."""
+def folds(
+    y: np.ndarray, task: str, split_strategy: str, seed: int, k: int | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """CV splits of the training rows: 5 folds (3 above 20,000 rows, a 80/20 hold-out above 200,000, or k)."""
     from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit, train_test_split
 
     n = len(y)
@@ -153,11 +155,11 @@ def folds(y: np.ndarray, task: str, split_strategy: str, seed: int) -> list[tupl
     if split_strategy == "time":  # prepare_data kept train then validation in time order
         return list(TimeSeriesSplit(n_splits=4 if n >= 500 else 3).split(idx))
     classify = is_classification(task)
-    if n > 200_000:
+    if n > 200_000 or k == 1:
         strat = y if classify else None
         train, test = train_test_split(idx, test_size=0.2, random_state=seed, stratify=strat)
         return [(train, test)]
-    k = 5 if n <= 20_000 else 3
+    k = k or (5 if n <= 20_000 else 3)
     if classify and np.bincount(y.astype(int))[np.bincount(y.astype(int)) > 0].min() >= k:
         return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(idx, y))
     return list(KFold(k, shuffle=True, random_state=seed).split(idx))
@@ -252,6 +254,7 @@ class Search:
     ) -> None:
         self.X, self.y, self.task, self.seed = X, y, task, seed
         self.metric = search_metric(task, y)
+        self.split_strategy = split_strategy
         self.folds = folds(y, task, split_strategy, seed)
         self.started = time.perf_counter()
         self.deadline = self.started + budget_s - min(1.0, 0.05 * budget_s)  # a margin for noise and bookkeeping
@@ -357,6 +360,8 @@ class Search:
             trial = Trial(cfg)
             self.trials.append(trial)
             self._fit_fold(trial, 0)
+            if not first:
+                self._fewer_folds_if_needed(trial)
             first.append(trial)
         first.sort(key=lambda t: t.mean, reverse=True)
         keep = first[: max(2, math.ceil(len(first) / 2))]
@@ -365,6 +370,26 @@ class Search:
         for trial in keep:  # rung 1: the better half completes its folds
             self._complete(trial, planned)
         self._local_search(neighbours, planned)
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The rows that have out-of-fold output (all of them, except with a single hold-out)."""
+        return np.unique(np.concatenate([test for _, test in self.folds]))
+
+    def _fewer_folds_if_needed(self, trial: Trial) -> None:
+        """When the first fold says that completing k folds and a refit will not fit the budget, start over with
+        3 folds, or one 80/20 hold-out: a candidate must complete its cross-validation within the budget."""
+        if self.split_strategy == "time":
+            return
+        for k in (3, 1):
+            if len(self.folds) <= k:
+                continue
+            needed = trial.fold_seconds * (len(self.folds) - 1 + REFIT_SAFETY * 1.3) * 1.2
+            if needed <= self.left():
+                return
+            self.folds = folds(self.y, self.task, self.split_strategy, self.seed, k=k)
+            trial.scores, trial.seconds, trial.iterations, trial.oof = [], [], [], None
+            self._fit_fold(trial, 0)
 
     def _local_search(self, neighbours: int, planned: int) -> None:
         tried = {t.config for t in self.trials}
@@ -386,16 +411,17 @@ class Search:
     def ensemble(self) -> tuple[dict[Trial, int], float]:
         """Greedy ensemble selection with replacement over out-of-fold output: member -> count, OOF score."""
         pool = sorted((t for t in self.trials if t.complete), key=lambda t: t.mean, reverse=True)[:10]
+        rows, y = self.rows, self.y[self.rows]
         best = pool[0]
         chosen = {best: 1}
-        current = best.oof.copy()
-        current_score = score(self.metric, self.y, current)
+        current = best.oof[rows].copy()
+        current_score = score(self.metric, y, current)
         for step in range(2, MAX_ENSEMBLE_STEPS + 1):
-            trials = [(score(self.metric, self.y, (current * (step - 1) + t.oof) / step), t) for t in pool]
+            trials = [(score(self.metric, y, (current * (step - 1) + t.oof[rows]) / step), t) for t in pool]
             new_score, pick = max(trials, key=lambda st: st[0])
             if new_score <= current_score and step > 2:
                 break
-            current = (current * (step - 1) + pick.oof) / step
+            current = (current * (step - 1) + pick.oof[rows]) / step
             current_score = new_score
             chosen[pick] = chosen.get(pick, 0) + 1
         return chosen, current_score
@@ -405,12 +431,13 @@ class Search:
         if self.metric != "balanced_accuracy" or oof.shape[1] != 2:
             return None
         p1 = oof[:, 1]
-        base = score(self.metric, self.y, oof)
+        y = self.y[self.rows]
+        base = score(self.metric, y, oof)
         grid = np.unique(np.quantile(p1, np.linspace(0.02, 0.98, 97)))
         scored = []
         for t in grid:
             q = shift_threshold(p1, t)
-            scored.append((score(self.metric, self.y, np.column_stack([1 - q, q])), t))
+            scored.append((score(self.metric, y, np.column_stack([1 - q, q])), t))
         best, t = max(scored)
         return float(t) if best > base + 0.002 else None
 
@@ -476,7 +503,8 @@ class SearchOutcome:
     """What the search chose: the fitted model and everything the train result reports about it."""
 
     model: Any
-    oof: np.ndarray
+    oof: np.ndarray  # out-of-fold output for the rows in y_seen
+    y_seen: np.ndarray
     metric: str
     leaderboard: list[dict[str, Any]]
     summary: dict[str, Any]
@@ -498,7 +526,9 @@ def run_search(X: np.ndarray, y: np.ndarray, task: str, budget_s: float, **optio
     use_ensemble = len(chosen) > 1 and ensemble_score > best.mean + 1e-4
     members = chosen if use_ensemble else {best: 1}
     total = sum(members.values())
-    oof = sum(t.oof * (n / total) for t, n in members.items())  # type: ignore[misc]
+    rows = search.rows
+    y_seen = y[rows]
+    oof = sum(t.oof[rows] * (n / total) for t, n in members.items())  # type: ignore[misc]
     threshold = search.threshold(oof) if is_classification(task) else None
     refit_started = time.perf_counter()
     fitted = [(search.refit(t), n) for t, n in members.items()]
@@ -523,11 +553,11 @@ def run_search(X: np.ndarray, y: np.ndarray, task: str, budget_s: float, **optio
         "refit_seconds": round(time.perf_counter() - refit_started, 2),
         "chosen": [{"candidate": t.config.label(), "weight": round(n / total, 3)} for t, n in members.items()],
         "ensemble": use_ensemble,
-        "cv_score": round(_shown(search.metric, score(search.metric, y, oof)), 5),
+        "cv_score": round(_shown(search.metric, score(search.metric, y_seen, oof)), 5),
         "best_single_cv_score": round(_shown(search.metric, best.mean), 5),
         "threshold": round(threshold, 4) if threshold is not None else None,
         "cancelled": search.cancelled,
         "boosting_iterations": int(np.median(best.iterations) * 1.1) if best.iterations else None,
     }
     leaderboard = [t.row(search.metric) for t in ranked][:30]
-    return SearchOutcome(model, oof, search.metric, leaderboard, summary, trace)
+    return SearchOutcome(model, oof, y_seen, search.metric, leaderboard, summary, trace)

@@ -262,7 +262,7 @@ def _fit_search(spec: TrainSpec, prepared: dict[str, Any], data: dict[str, Any],
         seconds=time.perf_counter() - started,
         parameters=count_parameters(outcome.model),
         history={f"cv_{outcome.metric}": outcome.trace},
-        out_of_fold=(y, outcome.oof),
+        out_of_fold=(outcome.y_seen, outcome.oof),
         search=summary | {"leaderboard": outcome.leaderboard},
     )
 
