@@ -19,7 +19,8 @@ from ml_expert.tools.data.prepare import prepare_data
 from ml_expert.tools.data.profiling import infer_kind, name_says_id
 from ml_expert.tools.evaluation.evaluate import evaluate
 from ml_expert.tools.packaging.package import package
-from ml_expert.tools.training.search import folds, portfolio, run_search
+from ml_expert.tools.training.portfolio import portfolio
+from ml_expert.tools.training.search import folds, run_search
 from ml_expert.tools.training.train import train
 from ml_expert.tools.workspace import Workspace
 

@@ -61,30 +61,28 @@ class Workspace:
             self._database = Database(self.db_path)
         return self._database
 
+    def _store(self, name: str, make: Any) -> Any:
+        """One store object per workspace, sharing the one database."""
+        if name not in self._stores:
+            self._stores[name] = make(self.database)
+        return self._stores[name]
+
     @property
     def store(self) -> MemoryStore:
         """The namespaced key-value memory."""
-        if "memory" not in self._stores:
-            self._stores["memory"] = MemoryStore(self.database, max_value_bytes=self.settings.max_value_bytes)
-        return self._stores["memory"]
+        return self._store("memory", lambda db: MemoryStore(db, max_value_bytes=self.settings.max_value_bytes))
 
     @property
     def runs(self) -> RunStore:
-        if "runs" not in self._stores:
-            self._stores["runs"] = RunStore(self.database)
-        return self._stores["runs"]
+        return self._store("runs", RunStore)
 
     @property
     def job_store(self) -> JobStore:
-        if "jobs" not in self._stores:
-            self._stores["jobs"] = JobStore(self.database)
-        return self._stores["jobs"]
+        return self._store("jobs", JobStore)
 
     @property
     def digests(self) -> DigestStore:
-        if "digests" not in self._stores:
-            self._stores["digests"] = DigestStore(self.database)
-        return self._stores["digests"]
+        return self._store("digests", DigestStore)
 
     def close(self) -> None:
         if self._database is not None:

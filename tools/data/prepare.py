@@ -160,7 +160,7 @@ def prepare_data(
 
     Call recommend_architecture(run_id=...) next.
     """
-    # Long only in its signature, which is the tool's schema (one parameter per option); the work is in the steps.
+    # Long only in its signature, which is the tool's schema (one parameter per option).
     check_split(split)
     opts = PrepareOptions(
         impute=impute,
@@ -181,6 +181,19 @@ def prepare_data(
         time_column=time_column,
         random_state=random_state,
     )
+    return _prepare(ws, opts, run_id, path, target, modality, namespace)
+
+
+def _prepare(
+    ws: Workspace,
+    opts: PrepareOptions,
+    run_id: str | None,
+    path: str | None,
+    target: str | None,
+    modality: str | None,
+    namespace: str,
+) -> PreparedData:
+    """Find the dataset (from the run or the path) and read it as analyze_data did; then the table or other path."""
     if run_id is None and path is None:
         raise InvalidInputError("Pass run_id (from analyze_data) or path (a dataset file).")
     analysis: dict[str, Any] = {}

@@ -12,7 +12,8 @@ import numpy as np
 from ml_expert.tools.artifacts import load_prepared, load_split, predict_output
 from ml_expert.tools.evaluation.metrics import headline, main_key, scores
 from ml_expert.tools.training.config import TrainConfig, is_keras
-from ml_expert.tools.training.search import config, cross_validate, score, search_metric
+from ml_expert.tools.training.portfolio import config
+from ml_expert.tools.training.search import cross_validate, score, search_metric
 from ml_expert.tools.training.sklearn_models import build_sklearn
 from ml_expert.tools.workspace import Workspace
 

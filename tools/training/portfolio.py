@@ -1,0 +1,153 @@
+"""The search space of `architecture="auto"`: the candidate configurations, the documented portfolio tried
+first, the estimator each candidate builds, and the neighbours a local search steps to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ml_expert.tools.data.profiling import is_classification
+
+HGB_PORTFOLIO: list[dict[str, Any]] = [  # zero-shot presets: strong across tabular sets, cheap first
+    {"learning_rate": 0.1, "max_leaf_nodes": 31, "min_samples_leaf": 20, "l2_regularization": 0.0},
+    {"learning_rate": 0.05, "max_leaf_nodes": 63, "min_samples_leaf": 10, "l2_regularization": 0.1},
+    {"learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 30, "l2_regularization": 1.0},
+    {"learning_rate": 0.03, "max_leaf_nodes": 31, "min_samples_leaf": 20, "l2_regularization": 0.5,
+     "max_features": 0.6},
+    {"learning_rate": 0.1, "max_leaf_nodes": 127, "min_samples_leaf": 5, "l2_regularization": 1.0,
+     "max_features": 0.8},
+    {"learning_rate": 0.05, "max_leaf_nodes": 7, "min_samples_leaf": 50, "l2_regularization": 0.0},
+]  # fmt: skip
+NEIGHBOURS = {
+    "learning_rate": (0.5, 2.0),
+    "max_leaf_nodes": (0.5, 2.0),
+    "min_samples_leaf": (0.5, 2.0),
+    "l2_regularization": (0.1, 10.0),
+    "max_features": (0.8, 1.25),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One candidate: a model family and its parameters."""
+
+    family: str  # hgb, rf, et, linear
+    params: tuple[tuple[str, Any], ...] = ()
+    log_target: bool = False
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def label(self) -> str:
+        shown = " ".join(f"{_short(k)}={v:g}" if isinstance(v, float) else f"{_short(k)}={v}" for k, v in self.params)
+        return f"{self.family}{' ' + shown if shown else ''}{' log-target' if self.log_target else ''}"
+
+
+SHORT_NAMES = {
+    "learning_rate": "lr",
+    "max_leaf_nodes": "leaves",
+    "min_samples_leaf": "min_leaf",
+    "l2_regularization": "l2",
+}
+
+
+def _short(name: str) -> str:
+    return SHORT_NAMES.get(name, name)
+
+
+def config(family: str, log_target: bool = False, **params: Any) -> Config:
+    return Config(family, tuple(sorted(params.items())), log_target)
+
+
+def portfolio(task: str, y: np.ndarray, n_rows: int, n_features: int) -> list[Config]:
+    """The candidates in the order they are tried: cheap and usually strong first."""
+    hgb = [config("hgb", **p) for p in HGB_PORTFOLIO]
+    others = [config("rf"), config("et"), config("linear", strength=1.0)]
+    if n_features > n_rows / 5:  # wide data: regularised linear models deserve more than one try
+        others += [config("linear", strength=0.1), config("linear", strength=10.0)]
+    if not is_classification(task) and y.min() > 0 and _skew(y) > 1.0:
+        hgb.insert(1, config("hgb", log_target=True, **HGB_PORTFOLIO[0]))
+    forests = [config("rf", max_features=0.33, min_samples_leaf=2), config("et", max_features=1.0, min_samples_leaf=2)]
+    return [hgb[0], *others[:2], *hgb[1:3], *others[2:], *hgb[3:], *forests]
+
+
+def _skew(y: np.ndarray) -> float:
+    std = float(np.std(y))
+    return float(np.mean(((y - y.mean()) / std) ** 3)) if std > 0 else 0.0
+
+
+def build(cfg: Config, task: str, metric: str, seed: int, max_iter: int | None = None) -> Any:
+    """The scikit-learn estimator for a candidate (boosting early-stops inside folds unless max_iter is set)."""
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        ExtraTreesRegressor,
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    classify = is_classification(task)
+    weight = {"class_weight": "balanced"} if classify and metric == "balanced_accuracy" else {}
+    p = cfg.kwargs
+    if cfg.family == "hgb":
+        stopping = (
+            {"max_iter": max_iter, "early_stopping": False}
+            if max_iter
+            else {"max_iter": 2000, "early_stopping": True, "validation_fraction": 0.1, "n_iter_no_change": 20}
+        )
+        cls = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
+        model: Any = cls(random_state=seed, **p, **stopping, **weight)
+    elif cfg.family in ("rf", "et"):
+        forest = {
+            ("rf", True): RandomForestClassifier,
+            ("rf", False): RandomForestRegressor,
+            ("et", True): ExtraTreesClassifier,
+            ("et", False): ExtraTreesRegressor,
+        }[(cfg.family, classify)]
+        settings = ({} if classify else {"max_features": 0.6}) | {"min_samples_leaf": 1} | p
+        model = forest(n_estimators=300, n_jobs=-1, random_state=seed, **settings, **weight)
+    else:
+        strength = p.get("strength", 1.0)
+        model = (
+            LogisticRegression(C=1 / strength, max_iter=2000, random_state=seed, **weight)
+            if classify
+            else Ridge(alpha=strength)
+        )
+    if cfg.log_target:
+        model = TransformedTargetRegressor(regressor=model, func=np.log1p, inverse_func=np.expm1)
+    return model
+
+
+def neighbours_of(cfg: Config, seed: int) -> list[Config]:
+    """Boosting configurations one step from cfg: each parameter scaled down or up."""
+    rng = np.random.default_rng(seed)
+    params = cfg.kwargs
+    out = []
+    for name, factors in NEIGHBOURS.items():
+        for factor in factors:
+            value = params.get(name, 1.0 if name == "max_features" else (0.0 if name == "l2_regularization" else None))
+            if value is None:
+                continue
+            new = _step(name, value, factor)
+            if new is not None and new != value:
+                out.append(Config(cfg.family, tuple(sorted((params | {name: new}).items())), cfg.log_target))
+    rng.shuffle(out)  # type: ignore[arg-type]
+    return out
+
+
+def _step(name: str, value: Any, factor: float) -> Any:
+    if name == "max_leaf_nodes":
+        return int(min(255, max(4, round(value * factor))))
+    if name == "min_samples_leaf":
+        return int(min(200, max(2, round(value * factor))))
+    if name == "max_features":
+        return round(min(1.0, max(0.3, value * factor)), 2)
+    if name == "l2_regularization":
+        return 0.1 if value == 0 else round(min(100.0, value * factor), 4)
+    return round(min(0.3, max(0.01, value * factor)), 4)
