@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -18,10 +19,12 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database as SqliteUtilsDatabase
-
 from ml_expert.memory.errors import BusyError
-from ml_expert.memory.migrations import migrations
+
+# The names of the migrations in migrations.py, in order (a test keeps the two lists equal). Checking them with
+# plain sqlite3 lets an up-to-date database open without importing sqlite-utils, which imports pandas and numpy:
+# the server answers the MCP handshake before any of them load.
+MIGRATIONS = ("m001_memory", "m002_runs_and_jobs", "m003_file_digests")
 
 BUSY_TIMEOUT_MS = 30_000
 _lock_wait: ContextVar[float | None] = ContextVar("ml_expert_lock_wait", default=None)
@@ -36,6 +39,24 @@ def lock_wait(seconds: float) -> Iterator[None]:
         yield
     finally:
         _lock_wait.reset(token)
+
+
+def _migration_tools() -> tuple[Any, Any]:
+    """sqlite-utils' Database and our migrations. sqlite-utils imports pandas and numpy when they are installed,
+    only to map their types in its inserts, which ml-expert never uses (the stores write SQL of their own); they
+    are hidden during its import, unless already loaded, so that opening a new workspace does not load them."""
+    hidden = [name for name in ("pandas", "numpy") if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # "import pandas" raises ImportError meanwhile
+    try:
+        from sqlite_utils import Database as SqliteUtilsDatabase
+
+        from ml_expert.memory.migrations import migrations
+    finally:
+        for name in hidden:
+            if sys.modules.get(name) is None:
+                del sys.modules[name]
+    return SqliteUtilsDatabase, migrations
 
 
 class Database:
@@ -70,13 +91,23 @@ class Database:
         with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                db = SqliteUtilsDatabase(self.conn)
-                if db.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    db.conn.execute("PRAGMA journal_mode = WAL")
-                if migrations.pending(db):
-                    migrations.apply(db)
+                if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self.conn.execute("PRAGMA journal_mode = WAL")
+                if self._pending():  # a new or older database
+                    SqliteUtilsDatabase, migrations = _migration_tools()
+                    db = SqliteUtilsDatabase(self.conn)
+                    if migrations.pending(db):
+                        migrations.apply(db)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _pending(self) -> bool:
+        """Whether a migration of MIGRATIONS is not applied yet (sqlite-utils records them in _sqlite_migrations)."""
+        try:
+            rows = self.conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'ml-expert'").fetchall()
+        except sqlite3.OperationalError:  # no such table: a new database
+            return True
+        return not set(MIGRATIONS) <= {row[0] for row in rows}
 
     def close(self) -> None:
         with self._guard:

@@ -57,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from ml_expert.server.app import build_server  # the MCP SDK: only for serve
-    from ml_expert.server.http import require_token, serve_http
 
     if args.transport == "http":
+        from ml_expert.server.http import require_token
+
         require_token(args.host, args.token)
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -70,6 +71,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "ml-expert serving workspace %s over %s", settings.workspace, args.transport
     )
     if args.transport == "http":
+        from ml_expert.server.http import serve_http
+
         serve_http(mcp, args.host, args.port, args.token, args.allow_host)
     else:
         mcp.run("stdio")

@@ -22,6 +22,8 @@ ARTIFACTS = {
     "curves": ("training_curves.png", "image/png", "Training curves: loss and main metric, train vs validation."),
     "confusion-matrix": ("confusion_matrix.png", "image/png", "Confusion matrix on the test split."),
     "model-card": ("deployment/model_card.md", "text/markdown", "Model card of the deployment package."),
+    "importance": ("importance.json", "application/json", "Permutation importance of the raw columns (explain)."),
+    "partial-dependence": ("partial_dependence.png", "image/png", "Partial dependence of the top 3 columns (explain)."),
 }
 
 
@@ -47,7 +49,13 @@ def _artifact(ws: Workspace, run_id: str, name: str) -> Path:
     if not path.exists():
         raise ResourceNotFoundError(
             f"Run {run_id} has no {filename} yet. It is written by "
-            + {"report": "evaluate", "confusion-matrix": "evaluate", "model-card": "package"}.get(name, "train")
+            + {
+                "report": "evaluate",
+                "confusion-matrix": "evaluate",
+                "model-card": "package",
+                "importance": "explain",
+                "partial-dependence": "explain",
+            }.get(name, "train")
             + "."
         )
     return path

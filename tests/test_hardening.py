@@ -41,6 +41,8 @@ from ml_expert.tools.jobs.specs import JobSpec
 from ml_expert.tools.jobs.tools import get_job
 from ml_expert.tools.memory_tools import memory_list, memory_search, memory_store
 from ml_expert.tools.packaging.package import package
+from ml_expert.tools.prediction.explain import explain
+from ml_expert.tools.prediction.predict import predict
 from ml_expert.tools.selection.recommend import recommend_architecture
 from ml_expert.tools.settings import Settings
 from ml_expert.tools.training.train import train
@@ -466,6 +468,7 @@ def _tool_functions() -> dict[str, Any]:
         getattr(memory_tools, f"memory_{n}") for n in ("store", "retrieve", "list", "search", "delete", "stats")
     ]
     functions += [runs.list_runs, runs.get_run, jobs.get_job, jobs.list_jobs, jobs.cancel_job, jobs.resume_job]
+    functions += [predict, explain]
     return {f.__name__: f for f in functions}
 
 
@@ -482,6 +485,7 @@ def _arguments(fn: Any) -> st.SearchStrategy[dict[str, Any]]:
 # plain strings and numbers most of the time (they pass the schema and reach the tool's own checks)
 VALUE = st.one_of(st.sampled_from(TRICKY), st.text(max_size=20), st.integers(-5, 1000), JSON)
 TOOLS = _tool_functions()
+JOB_TOOLS = ("train", "evaluate", "package", "run_workflow", "resume_job", "predict", "explain")
 CALL = st.sampled_from(sorted(TOOLS)).flatmap(lambda name: _arguments(TOOLS[name]).map(lambda args: (name, args)))
 
 
@@ -517,7 +521,8 @@ def test_fuzz_every_tool_ends_in_a_result_or_an_actionable_error(
                         await c.call_tool(
                             name,
                             {**args, "wait_seconds": 0}
-                            if name in ("train", "evaluate", "package", "run_workflow", "resume_job")
+                            if name
+                            in ("train", "evaluate", "package", "run_workflow", "resume_job", "predict", "explain")
                             else args,
                         ),
                     )

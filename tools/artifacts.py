@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ml_expert.memory.errors import ConflictError, IntegrityError, NotFoundError
-from ml_expert.tools.data.profiling import is_classification
 from ml_expert.tools.runs import get_run
+from ml_expert.tools.tasks import is_classification
 from ml_expert.tools.workspace import Workspace
+
+if TYPE_CHECKING:  # numpy loads with the first data tool, not with the server
+    import numpy as np
 
 MODEL_FILES = {"keras": "model.keras", "sklearn": "model.joblib"}
 
@@ -38,6 +40,8 @@ def load_prepared(ws: Workspace, run_id: str) -> dict[str, Any]:
 
 def load_split(ws: Workspace, run_id: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """X and y of one split (train, val or test) as prepare_data saved them."""
+    import numpy as np
+
     data = ws.run_dir(run_id) / "data"
     return np.load(data / f"X_{split}.npy"), np.load(data / f"y_{split}.npy")
 
@@ -51,6 +55,16 @@ def list_model_ids(ws: Workspace, run_id: str) -> list[str]:
     root = ws.run_dir(run_id) / "models"
     metas = [p for p in root.glob("*/model.json")] if root.exists() else []
     return [p.parent.name for p in sorted(metas, key=lambda p: p.stat().st_mtime)]
+
+
+def find_model_run(ws: Workspace, model_id: str) -> str:
+    """The run a model id belongs to (model ids are unique across runs), or a clear error."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", model_id or ""):
+        raise NotFoundError(f"No model {model_id!r}: model ids look like 'model_1a2b3c4d' (from train).")
+    found = sorted((ws.home / "runs").glob(f"*/models/{model_id}/model.json"))
+    if not found:
+        raise NotFoundError(f"No model {model_id!r} in this workspace. list_runs shows the runs; train makes models.")
+    return found[0].parents[2].name
 
 
 def load_model_meta(ws: Workspace, run_id: str, model_id: str | None) -> dict[str, Any]:
@@ -124,6 +138,8 @@ def load_model(ws: Workspace, path: Path, framework: str) -> Any:
 
 def predict_output(model: Any, framework: str, task: str, X: np.ndarray) -> np.ndarray:
     """Class probabilities (n, k) for classification, values (n,) for regression, cluster ids for clustering."""
+    import numpy as np
+
     if framework == "keras":
         out = np.asarray(model.predict(as_model_input(X), batch_size=1024, verbose=0), dtype=np.float64)
         return out if is_classification(task) else out.reshape(len(X), -1)[:, 0]
@@ -134,6 +150,8 @@ def predict_output(model: Any, framework: str, task: str, X: np.ndarray) -> np.n
 
 def as_model_input(X: Any) -> Any:
     """Text arrays become string tensors (Keras does not take numpy unicode arrays); others pass through."""
+    import numpy as np
+
     if isinstance(X, np.ndarray) and X.dtype.kind in "USO":
         import tensorflow as tf
 

@@ -13,8 +13,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import numpy as np
-import pandas as pd
 from pydantic import BaseModel, Field
 
 from ml_expert.memory.errors import InvalidInputError, NotFoundError
@@ -23,8 +21,13 @@ from ml_expert.tools import runs
 from ml_expert.tools.data import modalities
 from ml_expert.tools.data.io import check_size, read_table
 from ml_expert.tools.data.modalities import DataOptions
-from ml_expert.tools.data.profiling import HIGH_CARDINALITY, guess_task, infer_kind, is_classification, is_string_like
+from ml_expert.tools.data.profiling import HIGH_CARDINALITY, guess_task, infer_kind, is_string_like
+from ml_expert.tools.lazy import lazy_import
+from ml_expert.tools.tasks import is_classification
 from ml_expert.tools.workspace import DEFAULT_SEED, Workspace
+
+np = lazy_import("numpy")  # loads with the first data tool call, not at server start
+pd = lazy_import("pandas")  # loads with the first data tool call, not at server start
 
 MAX_DETAIL_COLUMNS = 40
 LEAKAGE_SAMPLE = 5000

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from ml_expert.memory.errors import InvalidInputError
+from ml_expert.tools.lazy import lazy_import
+
+np = lazy_import("numpy")  # loads with the first data tool call, not at server start
+pd = lazy_import("pandas")  # loads with the first data tool call, not at server start
 
 
 def encoder_pipeline(kind_cols: dict[str, list[str]], card: dict[str, int], options: dict[str, Any]) -> Any:

@@ -10,10 +10,11 @@ import gzip
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from ml_expert.memory.errors import InvalidInputError
+from ml_expert.tools.lazy import lazy_import
+
+np = lazy_import("numpy")  # loads with the first data tool call, not at server start
+pd = lazy_import("pandas")  # loads with the first data tool call, not at server start
 
 SNIFF_BYTES = 64 * 1024
 MAX_COLUMNS = 100_000

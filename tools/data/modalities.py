@@ -18,14 +18,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 from pydantic import BaseModel, Field
 
 from ml_expert.memory.errors import InvalidInputError, NotFoundError
 from ml_expert.tools.data.io import read_table
 from ml_expert.tools.data.profiling import guess_task, infer_kind
 from ml_expert.tools.data.splitting import split_indices
+from ml_expert.tools.lazy import lazy_import
+
+np = lazy_import("numpy")  # loads with the first data tool call, not at server start
+pd = lazy_import("pandas")  # loads with the first data tool call, not at server start
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 MAX_IMAGE_SIDE = 64

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import numpy as np
-import pandas as pd
 from pydantic import BaseModel, Field
 
 from ml_expert.memory.errors import InvalidInputError, NotFoundError
@@ -26,9 +24,14 @@ from ml_expert.tools.data.analyze import check_target_column
 from ml_expert.tools.data.encoding import encoder_pipeline, outlier_mask
 from ml_expert.tools.data.io import check_size, read_table
 from ml_expert.tools.data.modalities import DataOptions, detect_modality
-from ml_expert.tools.data.profiling import HIGH_CARDINALITY, guess_task, infer_kind, is_classification
+from ml_expert.tools.data.profiling import HIGH_CARDINALITY, guess_task, infer_kind, training_profile
 from ml_expert.tools.data.splitting import split_indices
+from ml_expert.tools.lazy import lazy_import
+from ml_expert.tools.tasks import is_classification
 from ml_expert.tools.workspace import DEFAULT_SEED, Workspace, write_json
+
+np = lazy_import("numpy")  # loads with the first data tool call, not at server start
+pd = lazy_import("pandas")  # loads with the first data tool call, not at server start
 
 DROP_KINDS = ("identifier", "constant", "empty")
 Split = tuple[float, float, float]
@@ -237,8 +240,11 @@ def _prepare_table(
     folder = ws.run_dir(run_id)
     arrays = {name: pre.transform(table.X.iloc[idx]).astype(np.float32) for name, idx in parts.items()}
     data_dir = _save_splits(folder, arrays, y, parts)
-    table.df.iloc[parts["test"]][[*features, target]].to_parquet(data_dir / "raw_test.parquet", index=False)
+    for split in ("val", "test"):  # raw rows: packaging verifies on test, explain permutes validation columns
+        table.df.iloc[parts[split]][[*features, target]].to_parquet(data_dir / f"raw_{split}.parquet", index=False)
     save_pickle(ws, pre, folder / "preprocessor.joblib")
+    profile = training_profile(table.X.iloc[parts["train"]], schema, [str(c) for c in table.df.columns])
+    write_json(folder / "profile.json", profile)  # predict's drift check compares new rows with it
     schema |= {"classes": classes, "target_dtype": table.df[target].dtype.kind, "feature_names": feature_names}
     write_json(folder / "schema.json", schema)  # target_dtype (b, i, u, f or O): labels go back to this type
     rel = ws.relative
@@ -260,6 +266,7 @@ def _prepare_table(
             "data": rel(data_dir),
             "preprocessor": rel(folder / "preprocessor.joblib"),
             "schema": rel(folder / "schema.json"),
+            "profile": rel(folder / "profile.json"),
         },
         next_step=f"Call recommend_architecture(run_id='{run_id}') to pick a model, or train(run_id='{run_id}').",
     )

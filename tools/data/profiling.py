@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import re
 import warnings
+from typing import Any
 
-import numpy as np
-import pandas as pd
+from ml_expert.tools.lazy import lazy_import
+
+np = lazy_import("numpy")  # loads with the first data tool call, not at server start
+pd = lazy_import("pandas")  # loads with the first data tool call, not at server start
+
 
 ID_WORDS = {"id", "ids", "uuid", "guid", "key", "index", "idx", "rownames", "rowname", "rowid"}
 SHORT_IDS = {"pid", "uid", "sid", "cid", "oid", "eid", "gid", "tid"}  # person, user, session, customer, order, …
@@ -94,5 +98,56 @@ def guess_task(y: pd.Series) -> str:
     return "regression"
 
 
-def is_classification(task: str) -> bool:
-    return task in ("binary", "multiclass")
+PROFILE_BINS = 10
+PROFILE_CATEGORIES = 100
+
+
+def training_profile(X: pd.DataFrame, schema: dict[str, Any], known_columns: list[str]) -> dict[str, Any]:
+    """What predict's drift check compares new rows with: per feature column of the training rows (already
+    converted by coerce_frame) its missing rate, and for numbers the range and decile bins with their shares,
+    for categories their shares. `known_columns` are all the columns of the training file (features, target,
+    dropped ones), so that passing that file back raises no 'extra column' warning."""
+    columns: dict[str, Any] = {}
+    for c in schema["columns"]:
+        s, kind = X[c["name"]], c["kind"]
+        entry: dict[str, Any] = {"kind": kind, "missing_rate": float(s.isna().mean())}
+        values = as_numbers(s, kind)
+        if values is not None and len(values):
+            edges = np.unique(np.quantile(values, np.linspace(0, 1, PROFILE_BINS + 1)[1:-1]))
+            entry |= {"min": float(values.min()), "max": float(values.max()), "edges": edges.tolist()}
+            entry["shares"] = bucket_shares(s, entry).tolist()
+        elif kind == "categorical":
+            top = s.value_counts(dropna=True).head(PROFILE_CATEGORIES)
+            entry["categories"] = [str(v) for v in top.index]
+            entry["all_categories_kept"] = bool(s.nunique(dropna=True) <= PROFILE_CATEGORIES)
+            entry["shares"] = bucket_shares(s, entry).tolist()
+        columns[c["name"]] = entry
+    return {"rows": len(X), "columns": columns, "known_columns": [str(c) for c in known_columns]}
+
+
+def as_numbers(s: pd.Series, kind: str) -> np.ndarray | None:
+    """Non-missing values of a numeric, boolean or datetime column as floats (datetimes in seconds), else None."""
+    if kind in ("numeric", "boolean"):
+        return s.dropna().to_numpy(dtype=float)
+    if kind == "datetime":  # seconds since 1970, whatever the resolution pandas picked
+        stamps = s.dropna()
+        if getattr(stamps.dt, "tz", None) is not None:
+            stamps = stamps.dt.tz_convert(None)
+        return (stamps - pd.Timestamp(0)).dt.total_seconds().to_numpy(dtype=float)
+    return None
+
+
+def bucket_shares(s: pd.Series, entry: dict[str, Any]) -> np.ndarray:
+    """Shares of the rows in each bucket of a profiled column: the bins between its edges (numbers) or its known
+    categories plus one for any other value (categories), and a last bucket for missing values."""
+    n = max(len(s), 1)
+    missing = int(s.isna().sum())
+    if "edges" in entry:
+        values = as_numbers(s, entry["kind"])
+        counts = np.bincount(np.searchsorted(entry["edges"], values, side="right"), minlength=len(entry["edges"]) + 1)
+    else:
+        known = s.dropna().astype(str)
+        index = {c: i for i, c in enumerate(entry["categories"])}
+        codes = known.map(index).fillna(len(index)).to_numpy(dtype=int)
+        counts = np.bincount(codes, minlength=len(index) + 1)
+    return np.append(counts, missing) / n

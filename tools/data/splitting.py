@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-
 from ml_expert.memory.errors import InvalidInputError
+from ml_expert.tools.lazy import lazy_import
+
+np = lazy_import("numpy")  # loads with the first data tool call, not at server start
+pd = lazy_import("pandas")  # loads with the first data tool call, not at server start
 
 
 def _stratify_ok(y: np.ndarray | None, share: float) -> bool:

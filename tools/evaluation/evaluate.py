@@ -23,7 +23,6 @@ from ml_expert.tools.artifacts import (
     model_path,
     predict_output,
 )
-from ml_expert.tools.data.profiling import is_classification
 from ml_expert.tools.evaluation.metrics import (
     TargetSpec,
     baseline_scores,
@@ -36,6 +35,7 @@ from ml_expert.tools.evaluation.plots import confusion_matrix_png, residuals_png
 from ml_expert.tools.evaluation.report import write_report
 from ml_expert.tools.jobs.manager import run_as_job
 from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn, WaitSeconds
+from ml_expert.tools.tasks import is_classification
 from ml_expert.tools.workspace import Workspace, write_json
 
 OVERFIT_RULE = {

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, Field
 
 from ml_expert.memory.errors import InvalidInputError
-from ml_expert.tools.data.profiling import is_classification
+from ml_expert.tools.lazy import lazy_import
+from ml_expert.tools.tasks import is_classification
+
+np = lazy_import("numpy")  # loads on first use, not at server start
 
 HEADLINE = {
     "classification": ("balanced_accuracy", "accuracy"),

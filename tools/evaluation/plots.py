@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from ml_expert.tools.lazy import lazy_import
+
+np = lazy_import("numpy")  # loads on first use, not at server start
 
 
 def _plt() -> Any:

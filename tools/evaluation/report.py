@@ -133,7 +133,51 @@ def write_report(
         *_performance(run_id, runs.get_run(ws, run_id).dataset, ev, prepared),
         *_model_and_training(meta, prepared, history),
         *_overfitting_and_leaderboard(ev, leaderboard),
+        *explanations_section(folder),
     ]
     path = folder / "evaluation_report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def explanations_section(folder: Path) -> list[str]:
+    """The "Explanations" section, from the model's explanations.json (written by explain); none before."""
+    path = folder / "explanations.json"
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    lines = [
+        "",
+        "## Explanations",
+        "",
+        f"Permutation importance on {data['rows_used']} {data['split']} rows: the drop of {data['metric']} "
+        f"({data['score']:.4f} with nothing shuffled) when one raw column is shuffled, mean ± std over repeats.",
+        "",
+        _table(data["importance"], ["column", "importance", "std"]),
+    ]
+    if (folder / "partial_dependence.png").exists():
+        lines += ["", "![Partial dependence of the top columns](partial_dependence.png)"]
+    for row in data.get("local") or []:
+        parts = ", ".join(f"{c} {v:+.4f}" for c, v in list(row["contributions"].items())[:5])
+        lines += [
+            "",
+            f"Row {row['row']}: predicted {row['prediction']}; {row['explained']} = {row['output']:.4f} = "
+            f"{row['base_value']:.4f} (average) + contributions: {parts}",
+        ]
+    if data.get("local_method"):
+        lines += ["", f"Local contributions: {data['local_method']}."]
+    return lines
+
+
+def refresh_explanations(ws: Workspace, run_id: str, model_id: str) -> None:
+    """Rewrite the Explanations section of the model's evaluation_report.md (and of the run's copy when it is
+    this model's), after explain; a model not evaluated yet gets it with its first report."""
+    folder = model_dir(ws, run_id, model_id)
+    report = folder / "evaluation_report.md"
+    if not report.exists():
+        return
+    text = report.read_text(encoding="utf-8").split("\n\n## Explanations\n")[0]
+    report.write_text("\n".join([text, *explanations_section(folder)]), encoding="utf-8")
+    metrics = ws.run_dir(run_id) / "metrics.json"
+    if metrics.exists() and json.loads(metrics.read_text()).get("best_model_id") == model_id:
+        (ws.run_dir(run_id) / "evaluation_report.md").write_text(report.read_text(encoding="utf-8"), encoding="utf-8")

@@ -30,6 +30,8 @@ JOB_KINDS: dict[str, tuple[str, str, str]] = {
     "evaluate": ("ml_expert.tools.evaluation.evaluate", "EvaluateSpec", "run_evaluate_job"),
     "package": ("ml_expert.tools.packaging.build", "PackageSpec", "run_package_job"),
     "workflow": ("ml_expert.tools.workflow", "WorkflowSpec", "run_workflow_job"),
+    "predict": ("ml_expert.tools.prediction.predict", "PredictSpec", "run_predict_job"),
+    "explain": ("ml_expert.tools.prediction.explain", "ExplainSpec", "run_explain_job"),
 }
 
 

@@ -29,11 +29,11 @@ from ml_expert.tools.artifacts import (
     model_path,
     predict_output,
 )
-from ml_expert.tools.data.profiling import is_classification
 from ml_expert.tools.packaging.docs import write_docs
 from ml_expert.tools.packaging.export import FormatReport, environment, export_format, file_map
 from ml_expert.tools.packaging.package import PackageResult, PackageSpec, check_output_dir
 from ml_expert.tools.packaging.verify import compile_fast_path, verify_reports
+from ml_expert.tools.tasks import is_classification
 from ml_expert.tools.workspace import Workspace, write_json
 
 PORTABLE = Path(__file__).parent / "portable"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ml_expert.tools.data.profiling import is_classification
+from ml_expert.tools.tasks import is_classification
 
 
 def _requirements(env: dict[str, str]) -> str:

@@ -13,11 +13,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, Field
 
 from ml_expert.tools.artifacts import sha256
-from ml_expert.tools.data.profiling import is_classification
+from ml_expert.tools.lazy import lazy_import
+from ml_expert.tools.tasks import is_classification
+
+np = lazy_import("numpy")  # loads on first use, not at server start
 
 Format = Literal["keras", "h5", "savedmodel", "tflite", "onnx", "joblib"]
 KERAS_FORMATS = ("keras", "h5", "savedmodel", "tflite", "onnx")

@@ -7,15 +7,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
-
 from ml_expert.tools.artifacts import load_prepared, load_split, predict_output
 from ml_expert.tools.evaluation.metrics import headline, main_key, scores
+from ml_expert.tools.lazy import lazy_import
 from ml_expert.tools.training.config import TrainConfig, is_keras
 from ml_expert.tools.training.portfolio import config
 from ml_expert.tools.training.search import cross_validate, score, search_metric
 from ml_expert.tools.training.sklearn_models import build_sklearn
 from ml_expert.tools.workspace import Workspace
+
+np = lazy_import("numpy")  # loads on first use, not at server start
 
 FAMILIES = {"gradient_boosting": "hgb", "random_forest": "rf", "linear": "linear"}
 

@@ -19,10 +19,9 @@ from pydantic import BaseModel, Field
 from ml_expert.memory.errors import TrainingError
 from ml_expert.tools import runs
 from ml_expert.tools.artifacts import load_prepared
-from ml_expert.tools.data.profiling import is_classification
 from ml_expert.tools.jobs.manager import run_as_job
 from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn, WaitSeconds
-from ml_expert.tools.selection.probe import measure
+from ml_expert.tools.tasks import is_classification
 from ml_expert.tools.training.config import is_keras
 from ml_expert.tools.workspace import Workspace
 
@@ -227,6 +226,8 @@ def recommend(
     probed = probe_seconds > 0
     if probed:
         architectures = [c.architecture for c in cands[:max_candidates]]
+        from ml_expert.tools.selection.probe import measure  # scikit-learn: in the probe job, not at server start
+
         cands = rank_by_probe(cands, measure(ws, run_id, architectures, probe_seconds, reporter))
     top = cands[0].architecture
     result = ArchitectureRecommendation(

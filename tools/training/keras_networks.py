@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from ml_expert.tools.data.profiling import is_classification
+from ml_expert.tools.lazy import lazy_import
+from ml_expert.tools.tasks import is_classification
 from ml_expert.tools.training.config import TrainConfig
+
+np = lazy_import("numpy")  # loads on first use, not at server start
 
 
 def _optimizer(config: TrainConfig) -> Any:

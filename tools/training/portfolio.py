@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+from ml_expert.tools.lazy import lazy_import
+from ml_expert.tools.tasks import is_classification
 
-from ml_expert.tools.data.profiling import is_classification
+np = lazy_import("numpy")  # loads on first use, not at server start
 
 HGB_PORTFOLIO: list[dict[str, Any]] = [  # zero-shot presets: strong across tabular sets, cheap first
     {"learning_rate": 0.1, "max_leaf_nodes": 31, "min_samples_leaf": 20, "l2_regularization": 0.0},

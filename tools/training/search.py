@@ -27,11 +27,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from ml_expert.tools.data.profiling import is_classification
+from ml_expert.tools.lazy import lazy_import
 from ml_expert.tools.packaging.portable.ensemble import Blend, shift_threshold
+from ml_expert.tools.tasks import is_classification
 from ml_expert.tools.training.portfolio import Config, build, neighbours_of, portfolio
+
+np = lazy_import("numpy")  # loads on first use, not at server start
 
 MAX_ENSEMBLE_STEPS = 25
 REFIT_SAFETY = 1.3  # a refit sees k/(k-1) of the rows; leave room for that and for noise

@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
-
 from ml_expert.tools.artifacts import predict_output
-from ml_expert.tools.data.profiling import is_classification
+from ml_expert.tools.lazy import lazy_import
+from ml_expert.tools.tasks import is_classification
 from ml_expert.tools.training.config import Fit, TrainConfig, TrainSpec, is_clustering
+
+np = lazy_import("numpy")  # loads on first use, not at server start
 
 
 def build_sklearn(architecture: str, task: str, config: TrainConfig, class_weight: str | None, n_classes: int) -> Any:

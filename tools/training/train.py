@@ -13,18 +13,18 @@ import shutil
 import time
 from typing import Annotated, Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from ml_expert.memory.errors import InvalidInputError
 from ml_expert.tools import runs
 from ml_expert.tools.artifacts import load_prepared, load_split, model_dir, predict_output, save_model
-from ml_expert.tools.data.profiling import is_classification
 from ml_expert.tools.evaluation.metrics import baseline_scores, beats_baseline, headline, scores
 from ml_expert.tools.evaluation.plots import search_curve, training_curves
 from ml_expert.tools.jobs.manager import run_as_job
 from ml_expert.tools.jobs.specs import JobCancelled, JobStatus, ProgressFn, WaitSeconds
+from ml_expert.tools.lazy import lazy_import
 from ml_expert.tools.selection.recommend import analyze_task, rank_candidates
+from ml_expert.tools.tasks import is_classification
 from ml_expert.tools.training import distributed, transfer
 from ml_expert.tools.training.config import (
     Architecture,
@@ -35,9 +35,10 @@ from ml_expert.tools.training.config import (
     is_clustering,
     is_keras,
 )
-from ml_expert.tools.training.search import run_search
 from ml_expert.tools.training.sklearn_models import count_parameters, fit_sklearn, is_plain_estimator
 from ml_expert.tools.workspace import Workspace, new_id, write_json
+
+np = lazy_import("numpy")  # loads on first use, not at server start
 
 
 class TrainResult(BaseModel):
@@ -240,6 +241,8 @@ def _fit(
 
 def _fit_search(spec: TrainSpec, prepared: dict[str, Any], data: dict[str, Any], reporter: Any) -> Fit:
     """architecture='auto': the model search over all training rows (train + validation), refit included."""
+    from ml_expert.tools.training.search import run_search  # the search engine: in the train job only
+
     X = np.concatenate([data["X_train"], data["X_val"]])
     y = np.concatenate([data["y_train"], data["y_val"]])
     started = time.perf_counter()

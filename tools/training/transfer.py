@@ -15,12 +15,13 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ml_expert.memory.errors import InvalidInputError, NotFoundError
+from ml_expert.tools.lazy import lazy_import
 from ml_expert.tools.training.config import TrainConfig
 from ml_expert.tools.training.keras_networks import compile_model, output_head
 from ml_expert.tools.workspace import Workspace
+
+np = lazy_import("numpy")  # loads on first use, not at server start
 
 HEAD_LAYERS = ("output", "output_scaled")
 MODEL_ID = re.compile(r"mdl_[0-9a-f]{8}")

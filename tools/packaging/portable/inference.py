@@ -27,12 +27,18 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
+if "ml_expert_transformers" not in sys.modules and str(HERE) not in sys.path:  # in ml-expert it is registered
     sys.path.insert(0, str(HERE))
 
-from ml_expert_transformers import FastPreprocessor, SchemaError, coerce_frame, resize_images  # noqa: E402
+from ml_expert_transformers import (  # noqa: E402
+    FastPreprocessor,
+    SchemaError,
+    coerce_frame,
+    resize_images,
+    screen_frame,
+)
 
-__all__ = ["ModelInference", "PackageIntegrityError", "SchemaError"]
+__all__ = ["ModelInference", "PackageIntegrityError", "SchemaError", "Scored"]
 
 
 class PackageIntegrityError(RuntimeError):
@@ -45,6 +51,16 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class Scored:
+    """What `ModelInference.score` returns: outputs of the rows that could be scored, and why the others were not."""
+
+    def __init__(self, rows: int, positions: np.ndarray, output: np.ndarray, refused: dict[int, str]) -> None:
+        self.rows = rows  # rows given
+        self.positions = positions  # positions (0 = first row given) of the scored rows, ascending
+        self.output = output  # class probabilities (n, k) or values (n,) of the scored rows
+        self.refused = refused  # {position: reason} of the rows that were not scored
 
 
 class ModelInference:
@@ -72,6 +88,16 @@ class ModelInference:
         self.runtime = runtime
         entry = available[runtime]
         self._run = getattr(self, f"_load_{runtime}")(self._verified(entry["file"]), entry)
+
+    @classmethod
+    def from_parts(cls, schema: dict[str, Any], preprocessor: Any, run: Any, runtime: str) -> ModelInference:
+        """The same object from pieces already loaded (ml-expert's predict tool: model and preprocessor from a
+        run, checked against the server's digests), so the tool and this package share every later step."""
+        self = cls.__new__(cls)
+        self.dir, self.manifest, self.schema = None, {}, schema
+        self.task, self.classes = schema["task_type"], schema.get("classes")
+        self.preprocessor, self.fast, self.runtime, self._run = preprocessor, None, runtime, run
+        return self
 
     # -- loading --------------------------------------------------------------------------------
 
@@ -156,7 +182,8 @@ class ModelInference:
     # -- predicting -----------------------------------------------------------------------------
 
     @staticmethod
-    def _to_frame(records: Any) -> pd.DataFrame:
+    def to_frame(records: Any) -> pd.DataFrame:
+        """Raw rows as a DataFrame: from a DataFrame, a dict, a list of dicts, or a CSV/JSONL/Parquet path."""
         if isinstance(records, pd.DataFrame):
             return records
         if isinstance(records, dict):
@@ -183,13 +210,13 @@ class ModelInference:
             or (isinstance(records, list) and 0 < len(records) <= 256 and all(isinstance(r, dict) for r in records))
         ):
             return self.fast.transform_records([records] if isinstance(records, dict) else records)
-        frame = coerce_frame(self._to_frame(records), self.schema)
+        frame = coerce_frame(self.to_frame(records), self.schema)
         return np.asarray(self.preprocessor.transform(frame), dtype=np.float32)
 
     def _transform_other(self, records: Any, modality: str) -> np.ndarray:
         if modality == "text":
             if isinstance(records, Path) or (isinstance(records, str) and Path(records).suffix in (".csv", ".jsonl")):
-                records = self._to_frame(records)[self.schema["text_column"]].tolist()
+                records = self.to_frame(records)[self.schema["text_column"]].tolist()
             texts = [records] if isinstance(records, str) else np.asarray(records, dtype=object).reshape(-1).tolist()
             return np.asarray([str(t) for t in texts], dtype=object).reshape(-1, 1)
         if modality == "image":
@@ -233,9 +260,42 @@ class ModelInference:
             raise ValueError("predict_proba is for classification models; use predict.")
         return self.predict_output(records)
 
+    def score(self, records: Any) -> Scored:
+        """Score every row of a table (or texts) that can be scored: a value that does not fit its column refuses
+        that row only, and a missing column is imputed like a missing value; one bad row never fails the batch."""
+        modality = self.schema.get("modality", "tabular")
+        if modality not in ("tabular", "text"):
+            out = self.predict_output(records)
+            return Scored(len(out), np.arange(len(out)), out, {})
+        frame = self.to_frame(records)
+        if modality == "text":
+            column = self.schema["text_column"]
+            if column not in frame.columns:
+                why = f"no {column!r} column (the text to classify)"
+                return Scored(len(frame), np.arange(0), self.empty_output(), dict.fromkeys(range(len(frame)), why))
+            out = self.predict_output(frame[column].fillna("").astype(str).tolist())
+            return Scored(len(frame), np.arange(len(frame)), out, {})
+        coerced, refused = screen_frame(frame, self.schema)
+        positions = np.asarray([i for i in range(len(frame)) if i not in refused], dtype=np.int64)
+        if not len(positions):
+            return Scored(len(frame), positions, self.empty_output(), refused)
+        out = np.asarray(self._run(np.asarray(self.preprocessor.transform(coerced.iloc[positions]), np.float32)))
+        out = out.astype(np.float64)
+        return Scored(len(frame), positions, out if self._classifies else out.reshape(len(out), -1)[:, 0], refused)
+
+    @property
+    def _classifies(self) -> bool:
+        return self.task in ("binary", "multiclass")
+
+    def empty_output(self) -> np.ndarray:
+        return np.empty((0, len(self.classes or [])) if self._classifies else (0,))
+
     def predict(self, records: Any) -> list[Any]:
         """Labels in the original label space (classification) or predicted values (regression)."""
-        out = self.predict_output(records)
+        return self.labels(self.predict_output(records))
+
+    def labels(self, out: np.ndarray) -> list[Any]:
+        """Raw model output -> labels in the original label space (classification) or values (regression)."""
         if self.task not in ("binary", "multiclass"):
             return [float(v) for v in out]
         labels = [self.classes[i] for i in out.argmax(axis=1)]

@@ -5,7 +5,8 @@ This module depends only on numpy, pandas and scikit-learn, so `package` copies 
 therefore resolves both here and in a deployment folder without ml-expert installed.
 
 - `coerce_frame(df, schema)`: raw rows -> the dtypes the preprocessor was fitted on, with clear
-  errors for missing columns and wrong types (used at fit time and at inference time alike).
+  errors for missing columns and wrong types (used at fit time and at inference time alike);
+  `screen_frame` does the same row by row, refusing only the rows that cannot be converted.
 - `FrequencyEncoder`, `DatetimeExpander`: scikit-learn transformers (fit on training data only).
 """
 
@@ -52,28 +53,36 @@ def _as_object(s: pd.Series) -> pd.Series:
     return out.where(s.notna(), np.nan)
 
 
-def coerce_column(s: pd.Series, kind: str, name: str) -> pd.Series:
-    """Convert one raw column to the type its kind needs; raise SchemaError on values that cannot be."""
+def _coerce(s: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
+    """One raw column converted to the type its kind needs, and the mask of values that could not be."""
     if kind in ("numeric", "boolean"):
         if kind == "boolean" and not pd.api.types.is_numeric_dtype(s.dtype):
             words = s.astype(str).str.strip().str.lower()
             mapped = pd.Series(
                 np.where(words.isin(TRUE_WORDS), 1.0, np.where(words.isin(FALSE_WORDS), 0.0, np.nan)), index=s.index
             )
-            bad = s.notna() & mapped.isna()
-        else:
-            mapped = pd.to_numeric(s, errors="coerce").astype(float)
-            bad = s.notna() & mapped.isna() & (s.astype(str).str.strip() != "")
-        if bad.any():
-            examples = list(s[bad].astype(str).unique()[:3])
-            raise SchemaError(
-                f"Column {name!r} must be {kind}; received values {examples} in {int(bad.sum())} rows. "
-                "Fix those values or leave them empty (missing values are imputed)."
-            )
-        return mapped
+            return mapped, s.notna() & mapped.isna()
+        mapped = pd.to_numeric(s, errors="coerce").astype(float)
+        return mapped, s.notna() & mapped.isna() & (s.astype(str).str.strip() != "")
     if kind == "datetime":
-        return pd.to_datetime(s, errors="coerce", format="mixed")
-    return _as_object(s.astype(str).where(s.notna(), np.nan))
+        return pd.to_datetime(s, errors="coerce", format="mixed"), pd.Series(False, index=s.index)
+    return _as_object(s.astype(str).where(s.notna(), np.nan)), pd.Series(False, index=s.index)
+
+
+def _bad_values_message(s: pd.Series, bad: pd.Series, kind: str, name: str) -> str:
+    examples = list(s[bad].astype(str).unique()[:3])
+    return f"Column {name!r} must be {kind}; received values {examples} in {int(bad.sum())} rows."
+
+
+def coerce_column(s: pd.Series, kind: str, name: str) -> pd.Series:
+    """Convert one raw column to the type its kind needs; raise SchemaError on values that cannot be."""
+    mapped, bad = _coerce(s, kind)
+    if bad.any():
+        raise SchemaError(
+            _bad_values_message(s, bad, kind, name) + " Fix those values or leave them empty (missing values are "
+            "imputed)."
+        )
+    return mapped
 
 
 def coerce_frame(df: pd.DataFrame, schema: dict[str, Any]) -> pd.DataFrame:
@@ -88,6 +97,22 @@ def coerce_frame(df: pd.DataFrame, schema: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(
         {c["name"]: coerce_column(df[c["name"]], c["kind"], c["name"]) for c in columns}, index=df.index
     )
+
+
+def screen_frame(df: pd.DataFrame, schema: dict[str, Any]) -> tuple[pd.DataFrame, dict[int, str]]:
+    """coerce_frame that never fails the batch: a missing column counts as empty in every row (imputed like any
+    missing value), and a value that cannot be converted refuses its own row only.
+
+    Returns the converted frame of every row and {row position: reason} for the refused rows."""
+    out: dict[str, pd.Series] = {}
+    refused: dict[int, list[str]] = {}
+    for c in schema["columns"]:
+        name, kind = c["name"], c["kind"]
+        raw = df[name] if name in df.columns else pd.Series(np.nan, index=df.index, dtype=object)
+        out[name], bad = _coerce(raw, kind)
+        for pos in np.flatnonzero(bad.to_numpy()):
+            refused.setdefault(int(pos), []).append(f"{name}={raw.iloc[pos]!r} is not {kind}")
+    return pd.DataFrame(out, index=df.index), {pos: "; ".join(why) for pos, why in sorted(refused.items())}
 
 
 class FrequencyEncoder(TransformerMixin, BaseEstimator):

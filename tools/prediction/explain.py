@@ -1,0 +1,387 @@
+"""The `explain` tool: which raw columns drive a trained model, globally and for given rows.
+
+Everything works on raw columns through the whole pipeline (the package's `ModelInference`: column
+conversion, the fitted preprocessor, the model or ensemble), never on one-hot slots:
+- global: scikit-learn `permutation_importance` on the validation split (the run's ranking metric:
+  balanced accuracy or R²; mean ± std over repeats), and `PartialDependenceDisplay` for the top 3
+  numeric / categorical columns (for multiclass: the probability of the most frequent class);
+- local, for rows the caller passes: Shapley values per raw column with the `shap` library, exact
+  (`shap.explainers.Exact`, every coalition) up to EXACT_MAX_COLUMNS columns, permutation sampling
+  above (`shap.explainers.Permutation`, whose values still add up exactly to the prediction). Columns
+  are masked with values of background validation rows (interventional Shapley values); the explained
+  quantity is the predicted class's probability, or the predicted value.
+Results: `importance.json`, `partial_dependence.png` / `.json`, `explanations.json` (model folder and
+the run folder), memory `ml-expert/explanations`, and an "Explanations" section in the model's
+`evaluation_report.md`. Runs as a job.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field
+
+from ml_expert.memory.errors import InvalidInputError, TrainingError
+from ml_expert.tools import runs
+from ml_expert.tools.artifacts import model_dir
+from ml_expert.tools.jobs.manager import run_as_job
+from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn, WaitSeconds
+from ml_expert.tools.prediction.predict import ModelRef, RunRef, load_inference, resolve_model
+from ml_expert.tools.tasks import is_classification
+from ml_expert.tools.workspace import Workspace, write_json
+
+MAX_ROWS = 20
+MAX_IMPORTANCE_ROWS = 2000
+BACKGROUND_ROWS = 50
+EXACT_MAX_COLUMNS = 10
+PDP_COLUMNS = 3
+PDP_KINDS = ("numeric", "boolean", "categorical")
+
+
+class ExplainSpec(JobSpec):
+    kind = "explain"
+    model_id: str
+    rows: list[dict[str, Any]] | None = None
+    top_k: int = Field(10, ge=1, le=100)
+    n_repeats: int = Field(5, ge=2, le=30)
+    seed: int = 0
+
+
+class ColumnImportance(BaseModel):
+    column: str
+    importance: float = Field(description="Mean drop of the metric when the column is shuffled.")
+    std: float
+
+
+class PartialDependence(BaseModel):
+    column: str
+    grid: list[Any]
+    average: list[float] = Field(description="Average prediction (probability or value) at each grid value.")
+
+
+class LocalExplanation(BaseModel):
+    row: int = Field(description="Position in the rows given.")
+    prediction: Any
+    explained: str = Field(description="What the contributions add up to, e.g. 'P(yes)' or 'value'.")
+    base_value: float = Field(description="The average of the explained quantity over the background rows.")
+    output: float = Field(description="The explained quantity for this row = base_value + sum(contributions).")
+    contributions: dict[str, float] = Field(description="Shapley value per raw column, largest |value| first.")
+
+
+class ExplainResult(BaseModel):
+    run_id: str
+    model_id: str
+    metric: str
+    split: str = Field(description="The split importance is measured on.")
+    rows_used: int
+    score: float = Field(description="The metric on those rows, nothing shuffled.")
+    importance: list[ColumnImportance] = Field(description="Top columns, most important first.")
+    partial_dependence: list[PartialDependence]
+    local: list[LocalExplanation] | None = None
+    local_method: str | None = None
+    refused: dict[int, str] | None = Field(None, description="Given rows that could not be explained, and why.")
+    artifacts: dict[str, str]
+    resources: dict[str, str]
+    next_step: str
+
+
+def explain(
+    ws: Workspace,
+    run_id: RunRef = None,
+    model_id: ModelRef = None,
+    rows: Annotated[
+        list[dict[str, Any]] | None,
+        Field(description=f"Up to {MAX_ROWS} raw rows to explain one by one (Shapley values).", max_length=MAX_ROWS),
+    ] = None,
+    top_k: Annotated[int, Field(description="How many columns to list.", ge=1, le=100)] = 10,
+    wait_seconds: WaitSeconds = None,
+    report: ProgressFn | None = None,
+) -> ExplainResult | JobStatus:
+    """Why the model decides as it does: permutation importance of raw columns (validation split), partial
+    dependence of the top 3, Shapley contributions per column for the rows you pass.
+
+    A long run returns its job (follow with get_job).
+    """
+    run_id, meta = resolve_model(ws, run_id, model_id)
+    schema = json.loads((ws.run_dir(run_id) / "schema.json").read_text())
+    if schema.get("modality", "tabular") != "tabular":
+        raise InvalidInputError(f"explain works on tables; this run's data are {schema['modality']}.")
+    spec = ExplainSpec(run_id=run_id, model_id=meta["model_id"], rows=rows, top_k=top_k)
+    namespace = runs.run_namespace(ws, run_id)
+    status = run_as_job(ws, spec, namespace=namespace, wait_seconds=wait_seconds, report=report)
+    if status.status == "succeeded":
+        return ExplainResult.model_validate(status.result)
+    if status.status in ("queued", "running"):
+        return status
+    raise TrainingError(f"The explain job {status.job_id} ended {status.status}: {status.error}")
+
+
+def run_explain_job(ws: Workspace, spec: ExplainSpec, reporter: Any) -> ExplainResult:
+    """Worker entry for kind 'explain'."""
+    from ml_expert.tools.evaluation.report import refresh_explanations
+
+    model = load_inference(ws, spec.run_id, spec.model_id)
+    X, y, split = _validation_rows(ws, spec)
+    reporter.progress(force=True, phase="importance", message=f"permutation importance on {len(X)} {split} rows")
+    metric, score, importance = permutation_ranking(model, X, y, spec.n_repeats, spec.seed)
+    reporter.progress(force=True, phase="partial dependence", message="partial dependence of the top columns")
+    folder = model_dir(ws, spec.run_id, spec.model_id)
+    kinds = {c["name"]: c["kind"] for c in model.schema["columns"]}
+    top = [c.column for c in importance if kinds[c.column] in PDP_KINDS and c.importance > 0][:PDP_COLUMNS]
+    pdp = partial_dependence_plot(model, X, y, top, kinds, folder / "partial_dependence.png") if top else []
+    local, method, refused = None, None, None
+    if spec.rows:
+        reporter.progress(force=True, phase="shapley", message=f"Shapley values of {len(spec.rows)} rows")
+        local, method, refused = shapley_rows(model, spec.rows, X, spec.top_k, spec.seed)
+    result = ExplainResult(
+        run_id=spec.run_id,
+        model_id=spec.model_id,
+        metric=metric,
+        split=split,
+        rows_used=len(X),
+        score=round(score, 6),
+        importance=importance[: spec.top_k],
+        partial_dependence=pdp,
+        local=local,
+        local_method=method,
+        refused=refused,
+        artifacts={},
+        resources={n: f"ml-expert://runs/{spec.run_id}/{n}" for n in ("importance", "partial-dependence")},
+        next_step=f"Read the Explanations section of the evaluation report; to act on it, prepare_data(run_id="
+        f"'{spec.run_id}', drop_columns=[...]) and train again, or predict(run_id='{spec.run_id}', path=...).",
+    )
+    _save(ws, spec, result, folder)
+    refresh_explanations(ws, spec.run_id, spec.model_id)
+    runs.record_phase(ws, spec.run_id, "explain", {"explanations": result}, artifacts=result.artifacts)
+    return result
+
+
+def _validation_rows(ws: Workspace, spec: ExplainSpec) -> tuple[Any, Any, str]:
+    """Raw validation rows (features) and their encoded targets, at most MAX_IMPORTANCE_ROWS of them."""
+    import numpy as np
+    import pandas as pd
+
+    from ml_expert.tools.artifacts import load_split
+
+    data = ws.run_dir(spec.run_id) / "data"
+    split = "val" if (data / "raw_val.parquet").exists() else "test"  # runs prepared before raw_val existed
+    prepared = json.loads((ws.run_dir(spec.run_id) / "prepared.json").read_text())
+    frame = pd.read_parquet(data / f"raw_{split}.parquet").drop(columns=[prepared["target"]])
+    _, y = load_split(ws, spec.run_id, split)
+    if len(frame) < 10:
+        raise InvalidInputError(f"The {split} split has {len(frame)} rows; explain needs at least 10.")
+    if len(frame) > MAX_IMPORTANCE_ROWS:
+        keep = np.sort(np.random.default_rng(spec.seed).choice(len(frame), MAX_IMPORTANCE_ROWS, replace=False))
+        frame, y = frame.iloc[keep].reset_index(drop=True), y[keep]
+    return frame, y, {"val": "validation", "test": "test"}[split]
+
+
+def raw_estimator(model: Any) -> Any:
+    """Wrap ModelInference as a fitted scikit-learn classifier / regressor over raw DataFrames."""
+    import numpy as np
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+
+    classify = is_classification(model.task)
+    mixin = ClassifierMixin if classify else RegressorMixin
+
+    class RawPipeline(mixin, BaseEstimator):  # type: ignore[valid-type, misc]
+        def __init__(self) -> None:
+            self.classes_ = np.arange(len(model.classes)) if classify else None
+            self.fitted_ = True
+
+        def fit(self, X: Any, y: Any = None) -> Any:
+            return self  # fitted already: train fitted the model, prepare_data the preprocessor
+
+        def predict_output(self, X: Any) -> np.ndarray:
+            return model.predict_output(X)
+
+        def predict_proba(self, X: Any) -> np.ndarray:
+            return self.predict_output(X)
+
+        def predict(self, X: Any) -> np.ndarray:
+            out = self.predict_output(X)
+            return out.argmax(axis=1) if classify else out
+
+    return RawPipeline()
+
+
+def permutation_ranking(
+    model: Any, X: Any, y: Any, n_repeats: int, seed: int
+) -> tuple[str, float, list[ColumnImportance]]:
+    """Permutation importance of each raw column with the run's ranking metric, most important first."""
+    from sklearn.inspection import permutation_importance
+
+    from ml_expert.tools.evaluation.metrics import main_key, scores
+
+    metric = main_key(model.task)
+    estimator = raw_estimator(model)
+
+    def scorer(est: Any, X_: Any, y_: Any) -> float:
+        return scores(model.task, y_, est.predict_output(X_))[metric]
+
+    found = permutation_importance(estimator, X, y, scoring=scorer, n_repeats=n_repeats, random_state=seed)
+    ranked = sorted(
+        (
+            ColumnImportance(column=str(c), importance=round(float(m), 6), std=round(float(s), 6))
+            for c, m, s in zip(X.columns, found.importances_mean, found.importances_std, strict=True)
+        ),
+        key=lambda c: -c.importance,
+    )
+    return metric, scorer(estimator, X, y), ranked
+
+
+def partial_dependence_plot(
+    model: Any, X: Any, y: Any, columns: list[str], kinds: dict[str, str], png: Any
+) -> list[PartialDependence]:
+    """PartialDependenceDisplay of the given raw columns: the picture, and the curves as data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from sklearn.inspection import PartialDependenceDisplay
+
+    estimator = raw_estimator(model)
+    target = None
+    if model.task == "multiclass":
+        target = int(np.bincount(np.asarray(y, dtype=int)).argmax())
+    frame = X[columns].copy()
+    rows = frame.notna().all(axis=1)  # the grid is built from observed values of each column
+    data = X[rows].reset_index(drop=True)
+    categorical = [c for c in columns if kinds[c] == "categorical"]
+    fig, ax = plt.subplots(1, len(columns), figsize=(4.5 * len(columns), 3.6), squeeze=False)
+    display = PartialDependenceDisplay.from_estimator(
+        estimator,
+        data,
+        columns,
+        categorical_features=categorical or None,
+        target=target,
+        kind="average",
+        grid_resolution=20,
+        ax=ax[0],
+    )
+    label = f"P({model.classes[-1 if target is None else target]})" if is_classification(model.task) else "value"
+    fig.suptitle(f"Partial dependence: average {label} as one column varies")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    curves = []
+    for column, result in zip(columns, display.pd_results, strict=True):
+        index = 0 if target is None or len(result["average"]) == 1 else target
+        curves.append(
+            PartialDependence(
+                column=column,
+                grid=[v.item() if hasattr(v, "item") else v for v in result["grid_values"][0]],
+                average=[round(float(v), 6) for v in result["average"][index]],
+            )
+        )
+    return curves
+
+
+def shapley_rows(
+    model: Any, rows: list[dict[str, Any]], background: Any, top_k: int, seed: int
+) -> tuple[list[LocalExplanation], str, dict[int, str] | None]:
+    """Shapley values per raw column for each given row (see the module docstring for the method)."""
+    import numpy as np
+    import pandas as pd
+    import shap
+
+    from ml_expert.tools.packaging.portable.preprocessing import screen_frame
+
+    given = pd.DataFrame(rows)
+    coerced, refused = screen_frame(given, model.schema)
+    keep = [i for i in range(len(given)) if i not in refused]
+    columns = [c["name"] for c in model.schema["columns"]]
+    base = screen_frame(background, model.schema)[0].sample(min(BACKGROUND_ROWS, len(background)), random_state=seed)
+    codec = _Codec(pd.concat([base, coerced.iloc[keep]]), columns)
+    out = model.predict_output(coerced.iloc[keep]) if keep else np.empty(0)
+    classify = is_classification(model.task)
+    picked = out.argmax(axis=1) if classify and keep else None
+
+    def f(arr: np.ndarray) -> np.ndarray:
+        return model.predict_output(codec.decode(arr))
+
+    exact = len(columns) <= EXACT_MAX_COLUMNS
+    masker = shap.maskers.Independent(codec.encode(base), max_samples=BACKGROUND_ROWS)
+    explainer = shap.explainers.Exact(f, masker) if exact else shap.explainers.Permutation(f, masker, seed=seed)
+    found = explainer(codec.encode(coerced.iloc[keep]), silent=True) if keep else None
+    labels = model.labels(out) if keep else []
+    local = []
+    for j, position in enumerate(keep):
+        values = found.values[j][:, picked[j]] if classify else found.values[j]
+        base_value = found.base_values[j][picked[j]] if classify else found.base_values[j]
+        ranked = sorted(zip(columns, values, strict=True), key=lambda cv: -abs(cv[1]))[:top_k]
+        local.append(
+            LocalExplanation(
+                row=position,
+                prediction=labels[j],
+                explained=f"P({model.classes[picked[j]]})" if classify else "value",
+                base_value=round(float(base_value), 6),
+                output=round(float(out[j][picked[j]] if classify else out[j]), 6),
+                contributions={c: round(float(v), 6) for c, v in ranked},
+            )
+        )
+    method = (
+        f"exact Shapley values (shap Exact, all {2 ** len(columns)} coalitions)"
+        if exact
+        else f"Shapley values by permutation sampling (shap Permutation; {len(columns)} columns > {EXACT_MAX_COLUMNS})"
+    ) + f" over raw columns, masked with {len(base)} validation rows"
+    return local, method, refused or None
+
+
+class _Codec:
+    """Raw columns <-> float matrix for shap: numbers stay numbers, other values become codes of a vocabulary."""
+
+    def __init__(self, frame: Any, columns: list[str]) -> None:
+        self.columns = columns
+        self.vocab = {
+            c: list(dict.fromkeys(frame[c].dropna().tolist())) for c in columns if not _is_number_dtype(frame[c])
+        }
+        self.dtypes = frame.dtypes
+
+    def encode(self, frame: Any) -> Any:
+        import numpy as np
+
+        out = frame[self.columns].copy()
+        for c, values in self.vocab.items():
+            codes = {v: i for i, v in enumerate(values)}
+            out[c] = frame[c].map(codes).astype(float)
+        return out.astype(float).to_numpy(dtype=np.float64)
+
+    def decode(self, arr: Any) -> Any:
+        import numpy as np
+        import pandas as pd
+
+        frame = pd.DataFrame(arr, columns=self.columns)
+        for c, values in self.vocab.items():
+            lookup = np.asarray([*values, np.nan], dtype=object)
+            codes = frame[c].to_numpy()
+            idx = np.where(np.isnan(codes), len(values), np.nan_to_num(codes)).astype(int)
+            frame[c] = pd.Series(lookup[idx], dtype=object).where(~np.isnan(codes), np.nan)
+        return frame.astype({c: self.dtypes[c] for c in self.columns if c not in self.vocab})
+
+
+def _is_number_dtype(s: Any) -> bool:
+    import pandas as pd
+
+    return pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype)
+
+
+def _save(ws: Workspace, spec: ExplainSpec, result: ExplainResult, folder: Any) -> None:
+    """Write the explanation files in the model folder and copy them to the run folder (the resources)."""
+    root = ws.run_dir(spec.run_id)
+    importance = {"metric": result.metric, "split": result.split, "score": result.score}
+    write_json(folder / "importance.json", importance | {"columns": [c.model_dump() for c in result.importance]})
+    write_json(folder / "partial_dependence.json", [p.model_dump() for p in result.partial_dependence])
+    names = ["importance.json", "partial_dependence.json", "partial_dependence.png", "explanations.json"]
+    result.artifacts.update(
+        {n.split(".")[0] + ("_plot" if n.endswith(".png") else ""): ws.relative(folder / n) for n in names}
+    )
+    if not (folder / "partial_dependence.png").exists():
+        result.artifacts.pop("partial_dependence_plot")
+    write_json(folder / "explanations.json", result.model_dump(mode="json"))
+    for name in names:
+        if (folder / name).exists():
+            shutil.copy(folder / name, root / name)
