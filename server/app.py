@@ -25,7 +25,8 @@ from ml_expert.tools.workspace import Workspace
 log = logging.getLogger("ml_expert.server")
 
 INSTRUCTIONS = """ml-expert develops ML models step by step. Workflow: analyze_data -> prepare_data ->
-recommend_architecture -> train -> evaluate -> package (or run_workflow for all at once). Each step
+recommend_architecture -> train -> evaluate -> package (or run_workflow for all at once), then predict
+(new rows, with drift warnings) and explain. Each step
 returns a run_id/model_id for the next and stores its result in memory under ml-expert/<phase>
 (read with memory_retrieve). Long steps run as jobs: follow with get_job."""
 
@@ -43,7 +44,7 @@ class Startup:
     request except the handshake's own until they are done, so a client connects as fast as the SDK allows and
     its first list_tools still sees every tool."""
 
-    HANDSHAKE = ("initialize", "notifications/initialized", "ping", "notifications/cancelled")
+    HANDSHAKE = ("initialize", "server/discover", "notifications/initialized", "ping", "notifications/cancelled")
 
     def __init__(self) -> None:
         self._threads: list[threading.Thread] = []

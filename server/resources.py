@@ -92,6 +92,8 @@ tools. Work phase by phase and read each phase's memory key before the next:
    overfitting verdict, evaluation_report.md. Memory: ml-expert/metrics. Stop and report if the model
    does not beat the baseline.
 6. package(run_id=...) -> deployment/ verified in a fresh process. Memory: ml-expert/deployment.
+7. predict(run_id=..., path=<new rows>) -> predictions file, refused rows, drift warnings. Memory:
+   ml-expert/predictions. explain(run_id=...) -> the columns that matter. Memory: ml-expert/explanations.
 
 Report the test metric against the baseline and where the package is. run_workflow does all six at once."""
 

@@ -63,6 +63,21 @@ def test_predict_gives_exactly_what_the_package_gives_on_raw_rows(jobs_ws: Works
     assert stored["rows_scored"] == len(raw) and stored["output"] == result.output
 
 
+def test_a_large_file_is_scored_by_a_job_with_progress(
+    jobs_ws: Workspace, messy_run: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ml_expert.tools.prediction import predict as module
+
+    inline = predict(jobs_ws, run_id=messy_run, path="messy.csv", output="inline.csv")
+    monkeypatch.setattr(module, "INLINE_MAX_BYTES", 1000)  # now this 30 kB file counts as large
+    events: list[dict] = []
+    result = predict(jobs_ws, run_id=messy_run, path="messy.csv", output="job.csv", report=events.append)
+    assert result.rows_scored == inline.rows_scored == 305
+    assert any(e.get("phase") == "predict" for e in events)  # progress came from the worker
+    assert jobs_ws.job_store.list(status=None, limit=1)[0][0].kind == "predict"
+    assert (jobs_ws.root / "job.csv").read_text() == (jobs_ws.root / "inline.csv").read_text()
+
+
 def test_one_bad_row_is_refused_and_the_rest_are_scored(jobs_ws: Workspace, messy_run: str) -> None:
     rows = messy_frame(n=80, seed=3).drop(columns=["label", "x2"]).astype(object)  # x2 missing: imputed
     rows.loc[7, "x1"] = "twelve"  # not a number: this row only is refused

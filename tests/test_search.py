@@ -19,6 +19,8 @@ from ml_expert.tools.data.prepare import prepare_data
 from ml_expert.tools.data.profiling import infer_kind, name_says_id
 from ml_expert.tools.evaluation.evaluate import evaluate
 from ml_expert.tools.packaging.package import package
+from ml_expert.tools.prediction.explain import explain
+from ml_expert.tools.prediction.predict import predict
 from ml_expert.tools.training.portfolio import portfolio
 from ml_expert.tools.training.search import folds, run_search
 from ml_expert.tools.training.train import train
@@ -124,6 +126,10 @@ def test_an_ensemble_packages_and_predicts_raw_rows_the_same(jobs_ws: Workspace)
     X_te, _ = load_split(jobs_ws, run, "test")
     model = load_model(jobs_ws, model_dir(jobs_ws, run, result["model_id"]) / "model.joblib", "sklearn")
     assert np.allclose(json.loads(out.stdout), model.predict(X_te[:20]), atol=1e-6)
+    via_tool = predict(jobs_ws, run_id=run, records=rows.to_dict("records"))  # the ensemble, from MCP
+    assert np.allclose([p.prediction for p in via_tool.predictions], json.loads(out.stdout)[:10], atol=1e-6)
+    ranked = [c.column for c in explain(jobs_ws, run_id=run, wait_seconds=240).importance]
+    assert ranked == ["x3", "x0", "x1", "x2", "x4"]  # by the variance each adds: 1, 0.75, 0.33, 0.08, unused
 
 
 @pytest.mark.parametrize("name", ["PID", "CustomerID", "userId", "rownames", "customer_id", "Unnamed: 0"])

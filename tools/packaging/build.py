@@ -187,7 +187,13 @@ def _record(
         test_metric=test_metric,
         files=sorted(manifest["files"])[:60],
         usage=f"cd {rel} && python inference.py rows.csv   # or: from inference import ModelInference",
-        next_step="Ship the folder; ModelInference().predict(rows) takes raw rows with the original columns.",
+        next_step="Ship the folder; ModelInference().predict(rows) takes raw rows with the original columns."
+        + (
+            f" From MCP: predict(run_id='{run_id}', path=<new rows>) scores them with drift warnings, "
+            f"explain(run_id='{run_id}') shows the columns that matter."
+            if manifest.get("modality", "tabular") == "tabular"
+            else ""
+        ),
     )
     runs.record_phase(ws, run_id, "package", {"deployment": result}, artifacts={"deployment": rel})
     return result

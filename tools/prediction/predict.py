@@ -181,11 +181,18 @@ class _InlineReporter:
         return False
 
 
+def model_inference() -> Any:
+    """The deployment package's ModelInference class. Its module imports `ml_expert_transformers`, the name a
+    package gives to portable/preprocessing.py, which registers itself under that name when imported first."""
+    from ml_expert.tools.packaging.portable import preprocessing  # noqa: F401 - first: registers the name
+    from ml_expert.tools.packaging.portable.inference import ModelInference
+
+    return ModelInference
+
+
 def load_inference(ws: Workspace, run_id: str, model_id: str) -> Any:
     """The package's ModelInference over a run's model and preprocessor (both digest-checked when pickled)."""
     from ml_expert.tools.artifacts import predict_output  # numpy: with the first prediction, not at server start
-    from ml_expert.tools.packaging.portable import preprocessing  # noqa: F401 - registers ml_expert_transformers
-    from ml_expert.tools.packaging.portable.inference import ModelInference
 
     meta = load_model_meta(ws, run_id, model_id)
     folder = ws.run_dir(run_id)
@@ -199,7 +206,7 @@ def load_inference(ws: Workspace, run_id: str, model_id: str) -> Any:
     model = load_model(ws, model_path(ws, run_id, meta), framework)
     pre = folder / "preprocessor.joblib"
     preprocessor = load_pickle(ws, pre) if pre.exists() else None
-    return ModelInference.from_parts(
+    return model_inference().from_parts(
         schema, preprocessor, lambda X: predict_output(model, framework, task, X), runtime=framework
     )
 
@@ -208,10 +215,8 @@ def run_predict_job(ws: Workspace, spec: PredictSpec, reporter: Any) -> PredictR
     """Worker entry for kind 'predict' (and the in-server path): score, check drift, write the CSV, record."""
     import numpy as np
 
-    from ml_expert.tools.packaging.portable.inference import ModelInference
-
     model = load_inference(ws, spec.run_id, spec.model_id)
-    frame = ModelInference.to_frame(ws.resolve_path(spec.path, kind="path") if spec.path else spec.records)
+    frame = model.to_frame(ws.resolve_path(spec.path, kind="path") if spec.path else spec.records)
     n, parts, refused = len(frame), [], {}
     for start in range(0, max(n, 1), CHUNK_ROWS):
         if reporter.cancel_requested():
