@@ -16,7 +16,17 @@ from ml_expert.memory import DEFAULT_NAMESPACE, RunRow
 from ml_expert.memory.errors import ConflictError, NotFoundError
 from ml_expert.tools.workspace import Workspace, new_id
 
-PHASES = ("data-analysis", "prepared-data", "task-analysis", "architecture", "training", "metrics", "deployment")
+PHASES = (
+    "data-analysis",
+    "prepared-data",
+    "task-analysis",
+    "architecture",
+    "training",
+    "metrics",
+    "deployment",
+    "predictions",
+    "explanations",
+)
 PHASE_ORDER = ("analyze", "prepare", "recommend", "train", "evaluate", "package")
 
 RunId = Annotated[str, Field(description="Run id returned by analyze_data or prepare_data, e.g. 'run_5f2c9a1b'.")]
