@@ -16,7 +16,7 @@ import pytest
 from conftest import sklearn_frame, write_dataset
 from mcp import Client, StdioServerParameters
 
-from ml_expert.tools.runs import PHASES, get_run
+from ml_expert.tools.runs import PHASES, WORKFLOW_MEMORY, get_run
 from ml_expert.tools.workflow import run_workflow
 from ml_expert.tools.workspace import Workspace
 
@@ -31,7 +31,7 @@ def test_run_workflow_writes_every_phase(jobs_ws: Workspace) -> None:
     result = status.result
     assert result["beats_baseline"] and result["test_metrics"]["accuracy"] >= 0.93
     assert result["phases_run"] == ["analyze", "prepare", "recommend", "train", "evaluate", "package"]
-    for name in PHASES:
+    for name in WORKFLOW_MEMORY:
         assert jobs_ws.store.retrieve(f"ml-expert/{name}").value["run_id"] == result["run_id"]
     assert get_run(jobs_ws, result["run_id"]).next_phase is None
     steps = [p["step"] for p in seen if "step" in p]

@@ -16,7 +16,7 @@ from ml_expert.memory import DEFAULT_NAMESPACE, RunRow
 from ml_expert.memory.errors import ConflictError, NotFoundError
 from ml_expert.tools.workspace import Workspace, new_id
 
-PHASES = (
+WORKFLOW_MEMORY = (
     "data-analysis",
     "prepared-data",
     "task-analysis",
@@ -24,9 +24,8 @@ PHASES = (
     "training",
     "metrics",
     "deployment",
-    "predictions",
-    "explanations",
 )
+PHASES = (*WORKFLOW_MEMORY, "predictions", "explanations")  # every memory name a phase writes
 PHASE_ORDER = ("analyze", "prepare", "recommend", "train", "evaluate", "package")
 
 RunId = Annotated[str, Field(description="Run id returned by analyze_data or prepare_data, e.g. 'run_5f2c9a1b'.")]
