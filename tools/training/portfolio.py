@@ -3,6 +3,7 @@ first, the estimator each candidate builds, and the neighbours a local search st
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ HGB_PORTFOLIO: list[dict[str, Any]] = [  # zero-shot presets: strong across tabu
      "max_features": 0.8},
     {"learning_rate": 0.05, "max_leaf_nodes": 7, "min_samples_leaf": 50, "l2_regularization": 0.0},
 ]  # fmt: skip
+MAX_ITER = 2000  # boosting iterations in a fold; early stopping usually ends sooner
 NEIGHBOURS = {
     "learning_rate": (0.5, 2.0),
     "max_leaf_nodes": (0.5, 2.0),
@@ -80,8 +82,17 @@ def _skew(y: np.ndarray) -> float:
     return float(np.mean(((y - y.mean()) / std) ** 3)) if std > 0 else 0.0
 
 
-def build(cfg: Config, task: str, metric: str, seed: int, max_iter: int | None = None) -> Any:
-    """The scikit-learn estimator for a candidate (boosting early-stops inside folds unless max_iter is set)."""
+def hgb_cost(cfg: Config) -> float:
+    """The relative cost of one boosting iteration of a configuration (31 leaves, all features: 1)."""
+    p = cfg.kwargs
+    return math.sqrt(p.get("max_leaf_nodes", 31) / 31) * p.get("max_features", 1.0)
+
+
+def build(
+    cfg: Config, task: str, metric: str, seed: int, max_iter: int | None = None, iter_cap: int | None = None
+) -> Any:
+    """The scikit-learn estimator for a candidate: boosting early-stops inside folds (after at most iter_cap
+    iterations, when the budget sets one) unless max_iter fixes the number of iterations."""
     from sklearn.compose import TransformedTargetRegressor
     from sklearn.ensemble import (
         ExtraTreesClassifier,
@@ -100,7 +111,12 @@ def build(cfg: Config, task: str, metric: str, seed: int, max_iter: int | None =
         stopping = (
             {"max_iter": max_iter, "early_stopping": False}
             if max_iter
-            else {"max_iter": 2000, "early_stopping": True, "validation_fraction": 0.1, "n_iter_no_change": 20}
+            else {
+                "max_iter": min(MAX_ITER, iter_cap or MAX_ITER),
+                "early_stopping": True,
+                "validation_fraction": 0.1,
+                "n_iter_no_change": 20,
+            }
         )
         cls = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
         model: Any = cls(random_state=seed, **p, **stopping, **weight)

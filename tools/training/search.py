@@ -30,11 +30,12 @@ from typing import Any
 from ml_expert.tools.lazy import lazy_import
 from ml_expert.tools.packaging.portable.ensemble import Blend, shift_threshold
 from ml_expert.tools.tasks import is_classification
-from ml_expert.tools.training.portfolio import Config, build, neighbours_of, portfolio
+from ml_expert.tools.training.portfolio import Config, build, hgb_cost, neighbours_of, portfolio
 
 np = lazy_import("numpy")  # loads on first use, not at server start
 
 MAX_ENSEMBLE_STEPS = 25
+MIN_ITERATIONS = 30  # a boosting candidate that cannot run this many iterations per fold is not tried
 REFIT_SAFETY = 1.3  # a refit sees k/(k-1) of the rows; leave room for that and for noise
 
 
@@ -151,6 +152,7 @@ class Search:
         self.trials: list[Trial] = []
         self.n_classes = int(y.max()) + 1 if is_classification(task) else 0
         self.cancelled = False
+        self.iteration_seconds: float | None = None
 
     # -- time ---------------------------------------------------------------------------------------
 
@@ -174,13 +176,30 @@ class Search:
 
     # -- scoring ------------------------------------------------------------------------------------
 
-    def _fit_fold(self, trial: Trial, fold: int) -> None:
+    def _iter_cap(self, trial: Trial) -> int | None:
+        """Boosting iterations a fold of this candidate may run so that its remaining folds still fit the budget
+        (a scikit-learn fit cannot be interrupted, so its length is bounded up front); None before any boosting
+        fold has been timed, and for other families."""
+        if trial.config.family != "hgb" or self.iteration_seconds is None:
+            return None
+        best = self._best_complete()
+        room = self.left() - self._refit_reserve([best] if best else [])
+        share = room / (len(self.folds) - len(trial.scores) + 0.5)
+        return int(share / (self.iteration_seconds * hgb_cost(trial.config)))
+
+    def _fit_fold(self, trial: Trial, fold: int) -> bool:
+        """Fit and score one fold of a candidate; False (and the candidate stopped) when it cannot fit in time."""
+        cap = self._iter_cap(trial)
+        if cap is not None and cap < MIN_ITERATIONS:
+            trial.stopped = "budget"
+            return False
         train, test = self.folds[fold]
         started = time.perf_counter()
-        model = build(trial.config, self.task, self.metric, self.seed)
+        model = build(trial.config, self.task, self.metric, self.seed, iter_cap=cap)
         model.fit(self.X[train], self.y[train])
         output = _output(model, self.task, self.X[test])
         trial.seconds.append(time.perf_counter() - started)
+        self._time_iterations(trial, model)
         if trial.oof is None:
             shape = (len(self.y), self.n_classes) if self.n_classes else (len(self.y),)
             trial.oof = np.full(shape, np.nan)
@@ -191,12 +210,31 @@ class Search:
         iterations = _iterations(model)
         if iterations:
             trial.iterations.append(iterations)
+        return True
+
+    def _time_iterations(self, trial: Trial, model: Any) -> None:
+        """Seconds per boosting iteration of unit cost, the largest seen (what caps later boosting folds)."""
+        fitted = getattr(model, "regressor_", model)
+        if trial.config.family == "hgb" and getattr(fitted, "n_iter_", 0):
+            per = trial.seconds[-1] / fitted.n_iter_ / hgb_cost(trial.config)
+            self.iteration_seconds = max(per, self.iteration_seconds or 0.0)
 
     def _estimate(self, trial: Trial | None, folds: int) -> float:
         if trial is not None and trial.seconds:
             return trial.fold_seconds * folds
         done = [t.fold_seconds for t in self.trials if t.seconds]
         return (max(done) if done else 0.0) * folds
+
+    def _estimate_new(self, cfg: Config) -> float:
+        """One fold of a candidate not tried yet: as its family's slowest fold so far (boosting: scaled by its
+        cost per iteration, and bounded by the iteration cap), else as the slowest fold of any family."""
+        same = [t for t in self.trials if t.seconds and t.config.family == cfg.family]
+        if not same:
+            return self._estimate(None, 1)
+        if cfg.family != "hgb":
+            return max(t.fold_seconds for t in same)
+        scaled = max(t.fold_seconds / hgb_cost(t.config) for t in same) * hgb_cost(cfg)
+        return min(scaled, max(self.left(), 0.0) / (len(self.folds) + 0.5))
 
     def _report(self, trial: Trial, planned: int) -> None:
         if self.reporter is None:
@@ -216,20 +254,30 @@ class Search:
         complete = [t for t in self.trials if t.complete]
         return max(complete, key=lambda t: t.mean) if complete else None
 
-    def _complete(self, trial: Trial, planned: int) -> None:
-        """Run the remaining folds; stop early when the candidate clearly trails the leader."""
+    def _complete(self, trial: Trial, planned: int, patient: bool = False) -> None:
+        """Run the remaining folds; stop early when the candidate clearly trails the leader (unless patient)."""
         leader = self._best_complete()
         for fold in range(len(trial.scores), len(self.folds)):
             if self._stop() or not self._affordable(self._estimate(trial, 1)):
                 trial.stopped = "budget"
                 break
-            self._fit_fold(trial, fold)
-            if leader is not None and len(trial.scores) >= 2 and len(trial.scores) < len(self.folds):
-                gap = leader.mean - trial.mean
-                if gap > 2 * max(float(np.std(leader.scores)), 1e-3):
-                    trial.stopped = "trailing"
-                    break
+            if not self._fit_fold(trial, fold):
+                break
+            watched = not patient and leader is not None and 2 <= len(trial.scores) < len(self.folds)
+            if watched and leader.mean - trial.mean > 2 * self._noise(leader):
+                trial.stopped = "trailing"
+                break
         self._report(trial, planned)
+
+    def _noise(self, leader: Trial) -> float:
+        """How much a fold score moves by chance: the spread of the leader's folds, and for a share of rows
+        (accuracy, balanced accuracy) at least its binomial standard error on one fold's rows."""
+        spread = max(float(np.std(leader.scores)), 1e-3)
+        if self.metric == "rmse":
+            return spread
+        p = min(max(leader.mean, 0.0), 1.0)
+        rows = len(self.folds[0][1])
+        return max(spread, math.sqrt(p * (1 - p) / max(rows, 1)))
 
     # -- the search -----------------------------------------------------------------------------------
 
@@ -244,11 +292,12 @@ class Search:
             if first:
                 leader = max(first, key=lambda t: t.mean)
                 completion = self._estimate(leader, len(self.folds) - 1) + self._refit_reserve([leader])
-                if not self._affordable(self._estimate(None, 1) * 1.25, also=completion):
-                    break
+                if not self._affordable(self._estimate_new(cfg) * 1.25, also=completion):
+                    continue  # a cheaper family later in the list may still fit
             trial = Trial(cfg)
             self.trials.append(trial)
-            self._fit_fold(trial, 0)
+            if not self._fit_fold(trial, 0):
+                continue
             if not first:
                 self._fewer_folds_if_needed(trial)
             first.append(trial)
@@ -259,6 +308,8 @@ class Search:
         for trial in keep:  # rung 1: the better half completes its folds
             self._complete(trial, planned)
         self._local_search(neighbours, planned)
+        if self._resume_stopped(planned):  # time was left: more complete candidates, maybe a boosting to refine
+            self._local_search(neighbours, planned)
 
     @property
     def rows(self) -> np.ndarray:
@@ -279,6 +330,20 @@ class Search:
             self.folds = folds(self.y, self.task, self.split_strategy, self.seed, k=k)
             trial.scores, trial.seconds, trial.iterations, trial.oof = [], [], [], None
             self._fit_fold(trial, 0)
+
+    def _resume_stopped(self, planned: int) -> bool:
+        """With budget left after the local search, complete the candidates that halving or the trailing rule
+        stopped, best first, each only when its remaining folds still fit; True when one completed."""
+        done = False
+        waiting = sorted((t for t in self.trials if t.stopped in ("halved", "trailing")), key=lambda t: -t.mean)
+        for trial in waiting:
+            if self._stop():
+                break
+            if self._affordable(self._estimate(trial, len(self.folds) - len(trial.scores))):
+                trial.stopped = None
+                self._complete(trial, planned, patient=True)
+                done = done or trial.complete
+        return done
 
     def _local_search(self, neighbours: int, planned: int) -> None:
         tried = {t.config for t in self.trials}
