@@ -67,6 +67,23 @@ def test_folds_are_stratified_or_in_time_order() -> None:
         assert train_idx.max() < test_idx.min()  # never train on the future
 
 
+def test_a_group_split_run_cross_validates_whole_groups(jobs_ws: Workspace) -> None:
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40), 10)  # 40 patients, 10 rows each; a patient's rows look alike
+    X = rng.normal(size=(400, 3)) + rng.normal(size=(40, 3))[groups]
+    frame = pd.DataFrame(X, columns=["a", "b", "c"]).assign(patient=groups)
+    frame["y"] = np.where(X[:, 0] + rng.normal(scale=0.5, size=400) > 0, "sick", "well")
+    run = frame_run(jobs_ws, frame, "y", split_strategy="group", group_column="patient", split=(0.8, 0.1, 0.1))
+    data = jobs_ws.run_dir(run) / "data"
+    seen = np.concatenate([np.load(data / "groups_train.npy"), np.load(data / "groups_val.npy")])
+    y = np.concatenate([np.load(data / "y_train.npy"), np.load(data / "y_val.npy")])
+    for train_idx, test_idx in folds(y, "binary", "group", 0, groups=seen):
+        assert not set(seen[train_idx]) & set(seen[test_idx])  # no patient on both sides of a fold
+    result = _ok(train(jobs_ws, run, "auto", time_budget_s=5, wait_seconds=120))
+    assert result["search"]["cv"] == "group"  # the search kept whole groups in its folds too
+    assert result["search"]["cv_score"] > 0.75
+
+
 def test_portfolio_tries_a_log_target_only_for_skewed_positive_targets() -> None:
     skewed = np.random.default_rng(0).lognormal(0, 1, 500)
     assert any(c.log_target for c in portfolio("regression", skewed, 500, 5))

@@ -240,6 +240,10 @@ def _prepare_table(
     folder = ws.run_dir(run_id)
     arrays = {name: pre.transform(table.X.iloc[idx]).astype(np.float32) for name, idx in parts.items()}
     data_dir = _save_splits(folder, arrays, y, parts)
+    if opts.split_strategy == "group":  # the auto search keeps groups together in its folds as well
+        codes = pd.factorize(table.df[opts.group_column])[0]
+        for split in ("train", "val"):
+            np.save(data_dir / f"groups_{split}.npy", codes[parts[split]])
     for split in ("val", "test"):  # raw rows: packaging verifies on test, explain permutes validation columns
         table.df.iloc[parts[split]][[*features, target]].to_parquet(data_dir / f"raw_{split}.parquet", index=False)
     save_pickle(ws, pre, folder / "preprocessor.joblib")

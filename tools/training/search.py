@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ml_expert.memory.errors import InvalidInputError
 from ml_expert.tools.lazy import lazy_import
 from ml_expert.tools.packaging.portable.ensemble import Blend, shift_threshold
 from ml_expert.tools.tasks import is_classification
@@ -97,15 +98,23 @@ def score(metric: str, y: np.ndarray, output: np.ndarray) -> float:
 
 
 def folds(
-    y: np.ndarray, task: str, split_strategy: str, seed: int, k: int | None = None
+    y: np.ndarray,
+    task: str,
+    split_strategy: str,
+    seed: int,
+    k: int | None = None,
+    groups: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """CV splits of the training rows: 5 folds (3 above 20,000 rows, a 80/20 hold-out above 200,000, or k)."""
+    """CV splits of the training rows: 5 folds (3 above 20,000 rows, a 80/20 hold-out above 200,000, or k);
+    in time order when prepare_data split by time, and whole groups per fold when it split by group."""
     from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit, train_test_split
 
     n = len(y)
     idx = np.arange(n)
     if split_strategy == "time":  # prepare_data kept train then validation in time order
         return list(TimeSeriesSplit(n_splits=4 if n >= 500 else 3).split(idx))
+    if split_strategy == "group" and groups is not None:
+        return _group_folds(y, task, groups, seed, k or (5 if n <= 20_000 else 3))
     classify = is_classification(task)
     if n > 200_000 or k == 1:
         strat = y if classify else None
@@ -115,6 +124,24 @@ def folds(
     if classify and np.bincount(y.astype(int))[np.bincount(y.astype(int)) > 0].min() >= k:
         return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(idx, y))
     return list(KFold(k, shuffle=True, random_state=seed).split(idx))
+
+
+def _group_folds(
+    y: np.ndarray, task: str, groups: np.ndarray, seed: int, k: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Folds that keep every group's rows together (stratified by class where the classes allow), as the
+    train/validation/test split did: a model is never scored on rows of a group it was fitted on."""
+    from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGroupKFold
+
+    idx = np.arange(len(y))
+    if len(np.unique(groups)) < 2:
+        raise InvalidInputError("Group-aware cross-validation needs at least 2 groups among the training rows.")
+    if k == 1 or len(y) > 200_000:
+        return list(GroupShuffleSplit(1, test_size=0.2, random_state=seed).split(idx, y, groups))
+    k = min(k, len(np.unique(groups)))
+    if is_classification(task) and np.bincount(y.astype(int))[np.bincount(y.astype(int)) > 0].min() >= k:
+        return list(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(idx, y, groups))
+    return list(GroupKFold(k).split(idx, y, groups))
 
 
 def _output(model: Any, task: str, X: np.ndarray) -> np.ndarray:
@@ -139,13 +166,15 @@ class Search:
         budget_s: float,
         *,
         split_strategy: str = "random",
+        groups: np.ndarray | None = None,
         seed: int = 42,
         reporter: Any = None,
     ) -> None:
         self.X, self.y, self.task, self.seed = X, y, task, seed
         self.metric = search_metric(task, y)
         self.split_strategy = split_strategy
-        self.folds = folds(y, task, split_strategy, seed)
+        self.groups = groups
+        self.folds = folds(y, task, split_strategy, seed, groups=groups)
         self.started = time.perf_counter()
         self.deadline = self.started + budget_s - min(1.0, 0.05 * budget_s)  # a margin for noise and bookkeeping
         self.reporter = reporter
@@ -327,7 +356,7 @@ class Search:
             needed = trial.fold_seconds * (len(self.folds) - 1 + REFIT_SAFETY * 1.3) * 1.2
             if needed <= self.left():
                 return
-            self.folds = folds(self.y, self.task, self.split_strategy, self.seed, k=k)
+            self.folds = folds(self.y, self.task, self.split_strategy, self.seed, k=k, groups=self.groups)
             trial.scores, trial.seconds, trial.iterations, trial.oof = [], [], [], None
             self._fit_fold(trial, 0)
 
@@ -471,6 +500,7 @@ def run_search(X: np.ndarray, y: np.ndarray, task: str, budget_s: float, **optio
         "metric": search.metric,
         "rows": len(y),
         "folds": len(search.folds),
+        "cv": "time" if search.split_strategy == "time" else "group" if search.groups is not None else "random",
         "candidates": len(search.trials),
         "complete": sum(t.complete for t in search.trials),
         "budget_seconds": round(budget_s, 1),

@@ -231,7 +231,7 @@ def _fit(
 ) -> Fit:
     folder = model_dir(ws, spec.run_id, spec.model_id)
     if spec.architecture == "auto":
-        return _fit_search(spec, prepared, data, reporter)
+        return _fit_search(ws, spec, prepared, data, reporter)
     if is_keras(spec.architecture):
         from ml_expert.tools.training.keras_fit import fit_keras  # TensorFlow: imported in the worker only
 
@@ -239,7 +239,7 @@ def _fit(
     return fit_sklearn(spec, prepared, data, reporter, weights)
 
 
-def _fit_search(spec: TrainSpec, prepared: dict[str, Any], data: dict[str, Any], reporter: Any) -> Fit:
+def _fit_search(ws: Workspace, spec: TrainSpec, prepared: dict[str, Any], data: dict[str, Any], reporter: Any) -> Fit:
     """architecture='auto': the model search over all training rows (train + validation), refit included."""
     from ml_expert.tools.training.search import run_search  # the search engine: in the train job only
 
@@ -247,12 +247,19 @@ def _fit_search(spec: TrainSpec, prepared: dict[str, Any], data: dict[str, Any],
     y = np.concatenate([data["y_train"], data["y_val"]])
     started = time.perf_counter()
     strategy = (prepared.get("options") or {}).get("split_strategy", "random")
+    data_dir = ws.run_dir(spec.run_id) / "data"
+    groups = (
+        np.concatenate([np.load(data_dir / f"groups_{s}.npy") for s in ("train", "val")])
+        if strategy == "group" and (data_dir / "groups_train.npy").exists()
+        else None
+    )
     outcome = run_search(
         X,
         y,
         prepared["task_type"],
         spec.time_budget_s,
         split_strategy=strategy,
+        groups=groups,
         seed=spec.config.seed,
         reporter=reporter,
     )
