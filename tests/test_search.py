@@ -104,6 +104,15 @@ def test_budget_is_honoured_with_refit(tmp_path: Path) -> None:
     assert outcome.summary["complete"] >= 1 and outcome.leaderboard[0]["folds"] == 5
 
 
+def test_a_budget_too_small_for_one_full_cv_still_gives_a_model() -> None:
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)  # ten classes: one boosting fold alone outlasts a 0.3 s budget
+    outcome = run_search(X.astype(np.float32), y, "multiclass", budget_s=0.3)
+    assert outcome.summary["complete"] >= 1 and outcome.summary["cv_score"] > 0.85
+    assert outcome.model.predict(X[:50]).shape == (50,)
+
+
 def test_imbalanced_binary_optimises_balanced_accuracy_with_a_tuned_threshold() -> None:
     from sklearn.datasets import make_classification
 

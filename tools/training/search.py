@@ -213,6 +213,8 @@ class Search:
             return None
         best = self._best_complete()
         room = self.left() - self._refit_reserve([best] if best else [])
+        if not math.isfinite(room):  # no deadline: run_search completing the best candidate when none did
+            return None
         share = room / (len(self.folds) - len(trial.scores) + 0.5)
         return int(share / (self.iteration_seconds * hgb_cost(trial.config)))
 
