@@ -204,3 +204,21 @@ def test_the_migration_names_the_database_checks_are_the_migrations() -> None:
     from ml_expert.memory.migrations import migrations
 
     assert list(MIGRATIONS) == [m.name for m in migrations._migrations]
+
+
+def test_score_reads_texts_from_their_column_and_refuses_rows_without_one() -> None:
+    from ml_expert.tools.prediction.predict import model_inference
+
+    schema = {"modality": "text", "text_column": "review", "task_type": "binary", "classes": ["neg", "pos"]}
+    seen: list[list[str]] = []
+
+    def run(X: np.ndarray) -> np.ndarray:  # a stand-in text model: "great" means pos
+        seen.append(list(X[:, 0]))
+        return np.array([[0.1, 0.9] if "great" in text else [0.8, 0.2] for text in X[:, 0]])
+
+    model = model_inference().from_parts(schema, None, run, runtime="test")
+    scored = model.score([{"review": "a great film", "id": 1}, {"review": None}, {"review": "dull"}])
+    assert seen[-1] == ["a great film", "", "dull"]  # a missing text is an empty one
+    assert model.labels(scored.output) == ["pos", "neg", "neg"] and scored.refused == {}
+    without = model.score([{"text": "great"}, {"text": "dull"}])
+    assert without.positions.size == 0 and set(without.refused) == {0, 1} and "review" in without.refused[0]
