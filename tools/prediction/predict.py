@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -217,13 +218,14 @@ def run_predict_job(ws: Workspace, spec: PredictSpec, reporter: Any) -> PredictR
 
     model = load_inference(ws, spec.run_id, spec.model_id)
     frame = model.to_frame(ws.resolve_path(spec.path, kind="path") if spec.path else spec.records)
-    n, parts, refused = len(frame), [], {}
+    n, parts, converted, refused = len(frame), [], [], {}
     for start in range(0, max(n, 1), CHUNK_ROWS):
         if reporter.cancel_requested():
             raise JobCancelled()
         reporter.progress(force=True, phase="predict", step=start, total=n, message=f"scoring rows {start}-")
         scored = model.score(frame.iloc[start : start + CHUNK_ROWS])
         parts.append((scored.positions + start, scored.output))
+        converted.append(scored.converted)
         refused |= {pos + start: why for pos, why in scored.refused.items()}
     positions = np.concatenate([p for p, _ in parts])
     output = np.concatenate([o for _, o in parts]) if positions.size else model.empty_output()
@@ -237,7 +239,7 @@ def run_predict_job(ws: Workspace, spec: PredictSpec, reporter: Any) -> PredictR
         refused=[Refusal(row=r, reason=why) for r, why in list(refused.items())[:SHOWN_REFUSALS]],
         predictions=[_row(model, int(p), labels[i], output[i]) for i, p in enumerate(positions[:SHOWN_PREDICTIONS])],
         output=spec.output,
-        drift=_drift(ws, spec.run_id, model, frame),
+        drift=_drift(ws, spec.run_id, frame, converted),
         next_step=f"Read {spec.output} for every row. Call explain(run_id='{spec.run_id}', model_id='{spec.model_id}')"
         " to see which columns drive these predictions.",
         **_summary(model.task, labels),
@@ -260,10 +262,7 @@ def _summary(task: str, labels: list[Any]) -> dict[str, Any]:
     if not labels:
         return {}
     if is_classification(task):
-        counts: dict[str, int] = {}
-        for label in labels:
-            counts[str(label)] = counts.get(str(label), 0) + 1
-        return {"label_counts": dict(sorted(counts.items(), key=lambda kv: -kv[1])[:30])}
+        return {"label_counts": dict(Counter(map(str, labels)).most_common(30))}
     values = np.asarray(labels, dtype=float)
     qs = {f"p{q}": float(np.percentile(values, q)) for q in (5, 25, 50, 75, 95)}
     return {
@@ -271,15 +270,16 @@ def _summary(task: str, labels: list[Any]) -> dict[str, Any]:
     }
 
 
-def _drift(ws: Workspace, run_id: str, model: Any, frame: Any) -> DriftReport | None:
-    from ml_expert.tools.packaging.portable.preprocessing import screen_frame
+def _drift(ws: Workspace, run_id: str, frame: Any, converted: list[Any]) -> DriftReport | None:
+    """Drift of the given rows against the training profile, on the values scoring already converted."""
+    import pandas as pd
+
     from ml_expert.tools.prediction.drift import drift_report  # numpy and pandas: not at server start
 
     profile_path = ws.run_dir(run_id) / "profile.json"
-    if model.schema.get("modality", "tabular") != "tabular" or not profile_path.exists():
+    if any(c is None for c in converted) or not profile_path.exists():  # texts, or a run prepared before profiles
         return None
-    coerced, _ = screen_frame(frame, model.schema)
-    return drift_report(json.loads(profile_path.read_text()), frame, coerced)
+    return drift_report(json.loads(profile_path.read_text()), frame, pd.concat(converted))
 
 
 def _write_csv(

@@ -56,11 +56,19 @@ def _sha256(path: Path) -> str:
 class Scored:
     """What `ModelInference.score` returns: outputs of the rows that could be scored, and why the others were not."""
 
-    def __init__(self, rows: int, positions: np.ndarray, output: np.ndarray, refused: dict[int, str]) -> None:
+    def __init__(
+        self,
+        rows: int,
+        positions: np.ndarray,
+        output: np.ndarray,
+        refused: dict[int, str],
+        converted: pd.DataFrame | None = None,
+    ) -> None:
         self.rows = rows  # rows given
         self.positions = positions  # positions (0 = first row given) of the scored rows, ascending
         self.output = output  # class probabilities (n, k) or values (n,) of the scored rows
         self.refused = refused  # {position: reason} of the rows that were not scored
+        self.converted = converted  # every given row of a table, converted to the schema's types
 
 
 class ModelInference:
@@ -278,10 +286,11 @@ class ModelInference:
         coerced, refused = screen_frame(frame, self.schema)
         positions = np.asarray([i for i in range(len(frame)) if i not in refused], dtype=np.int64)
         if not len(positions):
-            return Scored(len(frame), positions, self.empty_output(), refused)
+            return Scored(len(frame), positions, self.empty_output(), refused, coerced)
         out = np.asarray(self._run(np.asarray(self.preprocessor.transform(coerced.iloc[positions]), np.float32)))
         out = out.astype(np.float64)
-        return Scored(len(frame), positions, out if self._classifies else out.reshape(len(out), -1)[:, 0], refused)
+        out = out if self._classifies else out.reshape(len(out), -1)[:, 0]
+        return Scored(len(frame), positions, out, refused, coerced)
 
     @property
     def _classifies(self) -> bool:
