@@ -163,11 +163,11 @@ def _validation_rows(ws: Workspace, spec: ExplainSpec) -> tuple[Any, Any, str]:
     import numpy as np
     import pandas as pd
 
-    from ml_expert.tools.artifacts import load_split
+    from ml_expert.tools.artifacts import load_prepared, load_split
 
     data = ws.run_dir(spec.run_id) / "data"
     split = "val" if (data / "raw_val.parquet").exists() else "test"  # runs prepared before raw_val existed
-    prepared = json.loads((ws.run_dir(spec.run_id) / "prepared.json").read_text())
+    prepared = load_prepared(ws, spec.run_id)
     frame = pd.read_parquet(data / f"raw_{split}.parquet").drop(columns=[prepared["target"]])
     _, y = load_split(ws, spec.run_id, split)
     if len(frame) < 10:
