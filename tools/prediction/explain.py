@@ -27,15 +27,21 @@ from ml_expert.memory.errors import InvalidInputError, TrainingError
 from ml_expert.tools import runs
 from ml_expert.tools.artifacts import model_dir
 from ml_expert.tools.jobs.manager import run_as_job
-from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn, WaitSeconds
+from ml_expert.tools.jobs.specs import JobCancelled, JobSpec, JobStatus, ProgressFn, WaitSeconds
 from ml_expert.tools.prediction.predict import ModelRef, RunRef, load_inference, resolve_model
 from ml_expert.tools.tasks import is_classification
 from ml_expert.tools.workspace import Workspace, write_json
 
 MAX_ROWS = 20
 MAX_IMPORTANCE_ROWS = 2000
+MIN_IMPORTANCE_ROWS = 200
+MAX_PERMUTED_ROWS = 400_000  # rows re-predicted by permutation importance, all columns × repeats together
+PREDICT_CHUNK = 50_000  # rows per prediction call while permuting
+PDP_GRID = 20
 BACKGROUND_ROWS = 50
 EXACT_MAX_COLUMNS = 10
+SHAP_MIN_EVALS = 500  # shap's default for the permutation explainer
+SHAPLEY_BUDGET_S = 120  # seconds one explain call spends on Shapley values at most (estimated up front)
 PDP_COLUMNS = 3
 PDP_KINDS = ("numeric", "boolean", "categorical")
 
@@ -82,6 +88,13 @@ class ExplainResult(BaseModel):
     local: list[LocalExplanation] | None = None
     local_method: str | None = None
     refused: dict[int, str] | None = Field(None, description="Given rows that could not be explained, and why.")
+    notes: list[str] = Field(
+        default_factory=list, description="Where a bound decided something (rows sampled, repeats cut), and why."
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Parts that could not be computed (a plot, the Shapley values), and why; the rest stands.",
+    )
     artifacts: dict[str, str]
     resources: dict[str, str]
     next_step: str
@@ -119,22 +132,29 @@ def explain(
 
 
 def run_explain_job(ws: Workspace, spec: ExplainSpec, reporter: Any) -> ExplainResult:
-    """Worker entry for kind 'explain'."""
+    """Worker entry for kind 'explain'. A part that fails (a plot, the Shapley values) becomes a warning."""
     from ml_expert.tools.evaluation.report import refresh_explanations
 
     model = load_inference(ws, spec.run_id, spec.model_id)
-    X, y, split = _validation_rows(ws, spec)
+    X, y, split, repeats, notes = _validation_rows(ws, spec)
     reporter.progress(force=True, phase="importance", message=f"permutation importance on {len(X)} {split} rows")
-    metric, score, importance = permutation_ranking(model, X, y, spec.n_repeats, spec.seed)
+    metric, score, importance = permutation_ranking(model, X, y, repeats, spec.seed, reporter)
     reporter.progress(force=True, phase="partial dependence", message="partial dependence of the top columns")
     folder = model_dir(ws, spec.run_id, spec.model_id)
     kinds = {c["name"]: c["kind"] for c in model.schema["columns"]}
     top = [c.column for c in importance if kinds[c.column] in PDP_KINDS and c.importance > 0][:PDP_COLUMNS]
-    pdp = partial_dependence_plot(model, X, y, top, kinds, folder / "partial_dependence.png") if top else []
+    (folder / "partial_dependence.png").unlink(missing_ok=True)  # never leave an older model's picture
+    pdp, warnings = partial_dependence_plot(model, X, y, top, kinds, folder / "partial_dependence.png")
     local, method, refused = None, None, None
     if spec.rows:
         reporter.progress(force=True, phase="shapley", message=f"Shapley values of {len(spec.rows)} rows")
-        local, method, refused = shapley_rows(model, spec.rows, X, spec.top_k, spec.seed)
+        try:
+            local, method, refused, shap_notes = shapley_rows(model, spec.rows, X, spec.top_k, spec.seed, reporter)
+            notes += shap_notes
+        except JobCancelled:
+            raise
+        except Exception as exc:  # the importance and curves stand without them
+            warnings.append(f"Shapley values could not be computed: {_reason(exc)}")
     result = ExplainResult(
         run_id=spec.run_id,
         model_id=spec.model_id,
@@ -147,6 +167,8 @@ def run_explain_job(ws: Workspace, spec: ExplainSpec, reporter: Any) -> ExplainR
         local=local,
         local_method=method,
         refused=refused,
+        notes=notes,
+        warnings=warnings,
         artifacts={},
         resources={n: f"ml-expert://runs/{spec.run_id}/{n}" for n in ("importance", "partial-dependence")},
         next_step=f"Read the Explanations section of the evaluation report; to act on it, prepare_data(run_id="
@@ -158,8 +180,33 @@ def run_explain_job(ws: Workspace, spec: ExplainSpec, reporter: Any) -> ExplainR
     return result
 
 
-def _validation_rows(ws: Workspace, spec: ExplainSpec) -> tuple[Any, Any, str]:
-    """Raw validation rows (features) and their encoded targets, at most MAX_IMPORTANCE_ROWS of them."""
+def _reason(exc: Exception) -> str:
+    """An exception as one bounded line for a warning."""
+    text = " ".join(str(exc).split()) or "no message"
+    return f"{type(exc).__name__}: {text[:300]}{'…' if len(text) > 300 else ''}"
+
+
+def importance_plan(columns: int, rows: int, repeats: int) -> tuple[int, int, str | None]:
+    """Rows and repeats for permutation importance, and a note when a bound cut them. Every column × repeat
+    re-predicts every row, so the cost is bounded at MAX_PERMUTED_ROWS predicted rows whatever the column count:
+    rows are sampled first (down to MIN_IMPORTANCE_ROWS), then repeats cut (down to 2)."""
+    use_rows = min(rows, MAX_IMPORTANCE_ROWS, max(MIN_IMPORTANCE_ROWS, MAX_PERMUTED_ROWS // max(1, columns * repeats)))
+    use_repeats = min(repeats, max(2, MAX_PERMUTED_ROWS // max(1, columns * use_rows)))
+    if use_rows == rows and use_repeats == repeats:
+        return use_rows, use_repeats, None
+    return (
+        use_rows,
+        use_repeats,
+        f"Importance and partial dependence use a random sample of {use_rows:,} of the {rows:,} rows"
+        + (f" and {use_repeats} repeats instead of {repeats}" if use_repeats < repeats else "")
+        + f": {columns} columns × repeats re-predict every row, and the cost is bounded at {MAX_PERMUTED_ROWS:,} "
+        "predicted rows.",
+    )
+
+
+def _validation_rows(ws: Workspace, spec: ExplainSpec) -> tuple[Any, Any, str, int, list[str]]:
+    """Raw validation rows (features) and their encoded targets, sampled to the importance plan; the split's name,
+    the repeats to use, and a note when the plan cut something."""
     import numpy as np
     import pandas as pd
 
@@ -172,10 +219,11 @@ def _validation_rows(ws: Workspace, spec: ExplainSpec) -> tuple[Any, Any, str]:
     _, y = load_split(ws, spec.run_id, split)
     if len(frame) < 10:
         raise InvalidInputError(f"The {split} split has {len(frame)} rows; explain needs at least 10.")
-    if len(frame) > MAX_IMPORTANCE_ROWS:
-        keep = np.sort(np.random.default_rng(spec.seed).choice(len(frame), MAX_IMPORTANCE_ROWS, replace=False))
+    rows, repeats, note = importance_plan(frame.shape[1], len(frame), spec.n_repeats)
+    if rows < len(frame):
+        keep = np.sort(np.random.default_rng(spec.seed).choice(len(frame), rows, replace=False))
         frame, y = frame.iloc[keep].reset_index(drop=True), y[keep]
-    return frame, y, {"val": "validation", "test": "test"}[split]
+    return frame, y, {"val": "validation", "test": "test"}[split], repeats, [note] if note else []
 
 
 def raw_estimator(model: Any) -> Any:
@@ -208,82 +256,142 @@ def raw_estimator(model: Any) -> Any:
 
 
 def permutation_ranking(
-    model: Any, X: Any, y: Any, n_repeats: int, seed: int
+    model: Any, X: Any, y: Any, n_repeats: int, seed: int, reporter: Any | None = None
 ) -> tuple[str, float, list[ColumnImportance]]:
-    """Permutation importance of each raw column with the run's ranking metric, most important first."""
-    from sklearn.inspection import permutation_importance
+    """Permutation importance of each raw column with the run's ranking metric, most important first.
+
+    The same measure as scikit-learn's `permutation_importance` (shuffle one column, the drop of the score, mean ±
+    std over repeats), but every permuted copy of the rows is stacked and predicted in a few large calls: the whole
+    pipeline (conversion, preprocessor, every ensemble member) runs once per PREDICT_CHUNK rows, not once per
+    column × repeat, which on a few hundred columns was minutes of per-call overhead.
+    """
+    import numpy as np
+    import pandas as pd
 
     from ml_expert.tools.evaluation.metrics import main_key, scores
 
     metric = main_key(model.task)
-    estimator = raw_estimator(model)
-
-    def scorer(est: Any, X_: Any, y_: Any) -> float:
-        return scores(model.task, y_, est.predict_output(X_))[metric]
-
-    found = permutation_importance(estimator, X, y, scoring=scorer, n_repeats=n_repeats, random_state=seed)
+    n, columns = len(X), list(X.columns)
+    score = scores(model.task, y, model.predict_output(X))[metric]
+    rng = np.random.default_rng(seed)
+    per_call = max(1, PREDICT_CHUNK // (n * n_repeats))  # columns whose permuted copies go in one call
+    drops = np.zeros((len(columns), n_repeats))
+    for first in range(0, len(columns), per_call):
+        batch = columns[first : first + per_call]
+        copies = []
+        for column in batch:
+            for _ in range(n_repeats):
+                copy = X.copy()
+                copy[column] = X[column].to_numpy()[rng.permutation(n)]
+                copies.append(copy)
+        out = model.predict_output(pd.concat(copies, ignore_index=True))
+        for k in range(len(batch)):
+            for r in range(n_repeats):
+                block = out[(k * n_repeats + r) * n : (k * n_repeats + r + 1) * n]
+                drops[first + k, r] = score - scores(model.task, y, block)[metric]
+        if reporter is not None:
+            done = min(first + per_call, len(columns))
+            reporter.progress(phase="importance", message=f"permutation importance: {done}/{len(columns)} columns")
     ranked = sorted(
         (
-            ColumnImportance(column=str(c), importance=round(float(m), 6), std=round(float(s), 6))
-            for c, m, s in zip(X.columns, found.importances_mean, found.importances_std, strict=True)
+            ColumnImportance(column=str(c), importance=round(float(d.mean()), 6), std=round(float(d.std()), 6))
+            for c, d in zip(columns, drops, strict=True)
         ),
         key=lambda c: -c.importance,
     )
-    return metric, scorer(estimator, X, y), ranked
+    return metric, float(score), ranked
 
 
 def partial_dependence_plot(
     model: Any, X: Any, y: Any, columns: list[str], kinds: dict[str, str], png: Any
-) -> list[PartialDependence]:
-    """PartialDependenceDisplay of the given raw columns: the picture, and the curves as data."""
+) -> tuple[list[PartialDependence], list[str]]:
+    """PartialDependenceDisplay of each given raw column: the picture, the curves as data, and a warning for each
+    column whose curve could not be computed (the others still stand)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    from sklearn.inspection import PartialDependenceDisplay
 
+    if not columns:
+        return [], []
     estimator = raw_estimator(model)
     target = None
     if model.task == "multiclass":
         target = int(np.bincount(np.asarray(y, dtype=int)).argmax())
-    frame = X[columns].copy()
-    rows = frame.notna().all(axis=1)  # the grid is built from observed values of each column
-    data = X[rows].reset_index(drop=True)
-    categorical = [c for c in columns if kinds[c] == "categorical"]
     fig, ax = plt.subplots(1, len(columns), figsize=(4.5 * len(columns), 3.6), squeeze=False)
+    curves, warnings = [], []
+    for column, axis in zip(columns, ax[0], strict=True):
+        try:
+            curves.append(_column_dependence(estimator, X, column, kinds[column], target, axis))
+        except JobCancelled:
+            raise
+        except Exception as exc:  # one column's curve; the others and the rest of explain stand
+            warnings.append(f"Partial dependence of {column!r} could not be computed: {_reason(exc)}")
+            axis.set_visible(False)
+    if curves:
+        label = f"P({model.classes[-1 if target is None else target]})" if is_classification(model.task) else "value"
+        fig.suptitle(f"Partial dependence: average {label} as one column varies")
+        fig.tight_layout()
+        fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return curves, warnings
+
+
+def _column_dependence(estimator: Any, X: Any, column: str, kind: str, target: int | None, axis: Any) -> Any:
+    """One column's partial dependence on its own axis, over the rows where that column is observed.
+
+    Numbers go to scikit-learn as float64 (it refuses integer dtypes, which it would round on a float grid); an
+    integer column gets a grid of integers (every value when few, else rounded quantiles), reported as integers.
+    """
+    import numpy as np
+    import pandas as pd
+    from sklearn.inspection import PartialDependenceDisplay
+
+    data = X[X[column].notna()].reset_index(drop=True)
+    categorical = kind != "numeric"
+    custom, integer = None, False
+    if not categorical:
+        values = pd.to_numeric(data[column], errors="coerce")
+        data = data.assign(**{column: values.astype("float64")})[values.notna().to_numpy()].reset_index(drop=True)
+        observed = data[column].to_numpy()
+        integer = bool(len(observed)) and bool(np.all(observed == np.round(observed)))
+        if integer:
+            unique = np.unique(observed)
+            if len(unique) > PDP_GRID:
+                unique = np.unique(np.round(np.quantile(observed, np.linspace(0.05, 0.95, PDP_GRID))))
+            custom = {column: unique.astype("float64")}
     display = PartialDependenceDisplay.from_estimator(
         estimator,
         data,
-        columns,
-        categorical_features=categorical or None,
+        [column],
+        categorical_features=[column] if categorical else None,
         target=target,
         kind="average",
-        grid_resolution=20,
-        ax=ax[0],
+        grid_resolution=PDP_GRID,
+        custom_values=custom,
+        ax=[axis],
     )
-    label = f"P({model.classes[-1 if target is None else target]})" if is_classification(model.task) else "value"
-    fig.suptitle(f"Partial dependence: average {label} as one column varies")
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    curves = []
-    for column, result in zip(columns, display.pd_results, strict=True):
-        index = 0 if target is None or len(result["average"]) == 1 else target
-        curves.append(
-            PartialDependence(
-                column=column,
-                grid=[v.item() if hasattr(v, "item") else v for v in result["grid_values"][0]],
-                average=[round(float(v), 6) for v in result["average"][index]],
-            )
-        )
-    return curves
+    result = display.pd_results[0]
+    index = 0 if target is None or len(result["average"]) == 1 else target
+    grid = [v.item() if hasattr(v, "item") else v for v in result["grid_values"][0]]
+    return PartialDependence(
+        column=column,
+        grid=[int(v) for v in grid] if integer else grid,
+        average=[round(float(v), 6) for v in result["average"][index]],
+    )
 
 
 def shapley_rows(
-    model: Any, rows: list[dict[str, Any]], background: Any, top_k: int, seed: int
-) -> tuple[list[LocalExplanation], str, dict[int, str] | None]:
-    """Shapley values per raw column for each given row (see the module docstring for the method)."""
+    model: Any, rows: list[dict[str, Any]], background: Any, top_k: int, seed: int, reporter: Any = None
+) -> tuple[list[LocalExplanation], str, dict[int, str] | None, list[str]]:
+    """Shapley values per raw column for each given row (see the module docstring for the method).
+
+    The cost is bounded up front: one row costs (evaluations × background rows) predictions, timed on the
+    background; rows past SHAPLEY_BUDGET_S are refused with the reason (pass them in another call), and a note says so.
+    """
+    import time
+
     import numpy as np
     import pandas as pd
     import shap
@@ -295,18 +403,40 @@ def shapley_rows(
     keep = [i for i in range(len(given)) if i not in refused]
     columns = [c["name"] for c in model.schema["columns"]]
     base = screen_frame(background, model.schema)[0].sample(min(BACKGROUND_ROWS, len(background)), random_state=seed)
+    exact = len(columns) <= EXACT_MAX_COLUMNS
+    # The permutation explainer needs 2 × columns + 1 evaluations per permutation; take at least two permutations.
+    evals = 2 ** len(columns) if exact else max(SHAP_MIN_EVALS, 2 * (2 * len(columns) + 1))
+    timing = pd.concat([base] * max(1, 2000 // len(base)), ignore_index=True)
+    started = time.perf_counter()
+    model.predict_output(timing)
+    per_row = (time.perf_counter() - started) / len(timing) * evals * len(base)  # seconds to explain one row
+    fits = max(1, int(SHAPLEY_BUDGET_S // per_row))
+    notes = []
+    if len(keep) > fits:
+        for position in keep[fits:]:
+            refused[position] = (
+                f"not explained: Shapley values of {len(columns)} columns cost about {per_row:.1f} s a row here, and "
+                f"one explain call spends at most {SHAPLEY_BUDGET_S} s on them; pass this row in another call."
+            )
+        notes.append(f"Shapley values for the first {fits} of {len(keep)} rows (about {per_row:.1f} s a row).")
+        keep = keep[:fits]
     codec = _Codec(pd.concat([base, coerced.iloc[keep]]), columns)
     out = model.predict_output(coerced.iloc[keep]) if keep else np.empty(0)
     classify = is_classification(model.task)
     picked = out.argmax(axis=1) if classify and keep else None
 
     def f(arr: np.ndarray) -> np.ndarray:
+        if reporter is not None:
+            reporter.progress(phase="shapley", message=f"Shapley values of {len(keep)} rows, {len(columns)} columns")
         return model.predict_output(codec.decode(arr))
 
-    exact = len(columns) <= EXACT_MAX_COLUMNS
     masker = shap.maskers.Independent(codec.encode(base), max_samples=BACKGROUND_ROWS)
     explainer = shap.explainers.Exact(f, masker) if exact else shap.explainers.Permutation(f, masker, seed=seed)
-    found = explainer(codec.encode(coerced.iloc[keep]), silent=True) if keep else None
+    found = (
+        explainer(codec.encode(coerced.iloc[keep]), silent=True, **({} if exact else {"max_evals": evals}))
+        if keep
+        else None
+    )
     labels = model.labels(out) if keep else []
     local = []
     for j, position in enumerate(keep):
@@ -328,7 +458,7 @@ def shapley_rows(
         if exact
         else f"Shapley values by permutation sampling (shap Permutation; {len(columns)} columns > {EXACT_MAX_COLUMNS})"
     ) + f" over raw columns, masked with {len(base)} validation rows"
-    return local, method, refused or None
+    return local, method, dict(sorted(refused.items())) or None, notes
 
 
 class _Codec:

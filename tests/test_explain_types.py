@@ -1,0 +1,208 @@
+"""The after-training loop on a table with every real-world column type together — integers (a tenure, an age),
+booleans, string categoricals, missing cells and dates: explain (partial dependence refused integer columns and took
+the whole job down), predict, evaluate and package; and explain's parts degrade to warnings, its cost is bounded."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import frame_run
+
+from ml_expert.tools.evaluation.evaluate import evaluate
+from ml_expert.tools.jobs.manager import JobManager
+from ml_expert.tools.packaging.package import package
+from ml_expert.tools.prediction import explain as explain_module
+from ml_expert.tools.prediction.explain import ExplainSpec, explain, importance_plan, run_explain_job
+from ml_expert.tools.prediction.predict import predict
+from ml_expert.tools.training.train import train
+from ml_expert.tools.workspace import Workspace
+
+
+def churn_frame(n: int = 500, seed: int = 0) -> pd.DataFrame:
+    """A churn table as users bring them: integer tenure and age, a boolean, a string plan with gaps, a number with
+    gaps, a signup date; churn rises with short tenure, the 'pro' plan and seniority."""
+    rng = np.random.default_rng(seed)
+    tenure = rng.integers(0, 72, n)
+    senior = rng.random(n) < 0.3
+    plan = rng.choice(["basic", "plus", "pro"], n)
+    logit = -tenure / 6 + 6.0 + (plan == "pro") * 3.0 + senior * 2.0
+    frame = pd.DataFrame(
+        {
+            "tenure": tenure,
+            "age": rng.integers(18, 90, n),
+            "senior": senior,
+            "plan": plan,
+            "charges": rng.normal(60, 20, n).round(2),
+            "joined": pd.date_range("2020-01-01", periods=n, freq="D").astype(str),
+            "churn": np.where(logit + rng.logistic(size=n) > 0, "yes", "no"),
+        }
+    )
+    frame.loc[rng.random(n) < 0.05, "charges"] = np.nan
+    frame.loc[rng.random(n) < 0.03, "plan"] = None
+    return frame
+
+
+class Progress:
+    """A stand-in job reporter for calling a worker entry in-process."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def progress(self, force: bool = False, **info: object) -> None:
+        self.events.append(info)
+
+
+@pytest.fixture(scope="module")
+def churn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, str, str]]:
+    """One trained gradient-boosting run on the churn table, shared by this module's tests."""
+    ws = Workspace(tmp_path_factory.mktemp("churn") / "ws")
+    ws.jobs = JobManager(ws).start()
+    run = frame_run(ws, churn_frame(), "churn", name="churn.csv")
+    status = train(ws, run, "gradient_boosting", wait_seconds=180)
+    assert status.status == "succeeded", status.error
+    yield ws, run, status.result["model_id"]
+    ws.jobs.stop()
+    ws.close()
+
+
+def test_explain_works_on_integer_boolean_categorical_missing_and_date_columns(churn: tuple) -> None:
+    ws, run, model_id = churn
+    rows = churn_frame(5, seed=3).drop(columns="churn").to_dict("records")
+    result = explain(ws, run_id=run, rows=rows, wait_seconds=240)
+    assert result.warnings == [] and result.notes == []
+    ranked = [c.column for c in result.importance]
+    assert ranked[0] == "tenure" and set(ranked[:3]) >= {"tenure", "plan"}, result.importance
+    curves = {p.column: p for p in result.partial_dependence}
+    assert "tenure" in curves
+    tenure = curves["tenure"]
+    assert all(isinstance(v, int) for v in tenure.grid) and tenure.grid == sorted(tenure.grid)
+    assert tenure.average[0] > tenure.average[-1] + 0.3  # P(yes) falls as tenure grows
+    if "plan" in curves:
+        assert set(curves["plan"].grid) <= {"basic", "plus", "pro"}
+    assert len(result.local) == 5
+    for row in result.local:
+        assert row.output == pytest.approx(row.base_value + sum(row.contributions.values()), abs=1e-5)
+    saved = json.loads((ws.run_dir(run) / "partial_dependence.json").read_text())
+    assert saved[[p["column"] for p in saved].index("tenure")]["grid"] == tenure.grid
+    assert (ws.run_dir(run) / "partial_dependence.png").read_bytes()[:4] == b"\x89PNG"
+    assert ws.store.get_value("ml-expert/explanations")["model_id"] == model_id
+
+
+def test_predict_evaluate_and_package_on_the_same_table(churn: tuple) -> None:
+    ws, run, _ = churn
+    raw = pd.read_parquet(ws.run_dir(run) / "data" / "raw_test.parquet")
+    raw.drop(columns="churn").to_csv(ws.root / "new_customers.csv", index=False)
+    scored = predict(ws, run_id=run, path="new_customers.csv")
+    assert scored.rows_scored == len(raw) and scored.rows_refused == 0
+    written = pd.read_csv(ws.root / scored.output)
+    accuracy = float((written["prediction"] == raw["churn"].to_numpy()).mean())
+    assert accuracy > 0.8  # the planted rule is learnable from these columns
+    assert not [w for w in scored.drift.warnings if "range" in w.lower()]  # rows from the training distribution
+
+    metrics = evaluate(ws, run, wait_seconds=180)
+    assert metrics.status == "succeeded", metrics.error
+    assert metrics.result["evaluations"][0]["test_metrics"]["accuracy"] > 0.8
+
+    pkg = package(ws, run, formats=["joblib"], wait_seconds=300)
+    assert pkg.status == "succeeded", pkg.error
+    folder = ws.root / pkg.result["folder"]
+    code = (
+        f"import sys, json; sys.path.insert(0, {str(folder)!r}); from inference import ModelInference; "
+        f"print(json.dumps(ModelInference(runtime='sklearn').predict({str(ws.root / 'new_customers.csv')!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout) == written["prediction"].tolist()
+
+
+def test_a_failing_part_of_explain_becomes_a_warning(churn: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws, run, model_id = churn
+
+    def broken_curve(estimator: object, X: pd.DataFrame, column: str, *args: object) -> None:
+        raise ValueError(f"cannot draw {column}")
+
+    def broken_shapley(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the explainer gave up")
+
+    monkeypatch.setattr(explain_module, "_column_dependence", broken_curve)
+    monkeypatch.setattr(explain_module, "shapley_rows", broken_shapley)
+    rows = churn_frame(2, seed=4).drop(columns="churn").to_dict("records")
+    result = run_explain_job(ws, ExplainSpec(run_id=run, model_id=model_id, rows=rows), Progress())
+    assert result.importance[0].column == "tenure"  # the importance stands
+    assert result.partial_dependence == [] and result.local is None
+    assert any("Partial dependence of 'tenure'" in w and "cannot draw tenure" in w for w in result.warnings)
+    assert any("Shapley values could not be computed: RuntimeError" in w for w in result.warnings)
+    assert "partial_dependence_plot" not in result.artifacts  # no stale picture is offered
+
+
+def test_importance_cost_is_bounded_whatever_the_column_count() -> None:
+    assert importance_plan(columns=8, rows=900, repeats=5) == (900, 5, None)
+    rows, repeats, note = importance_plan(columns=260, rows=2000, repeats=5)
+    assert rows * repeats * 260 <= explain_module.MAX_PERMUTED_ROWS and rows >= explain_module.MIN_IMPORTANCE_ROWS
+    assert note and "260 columns" in note
+    rows, repeats, note = importance_plan(columns=5000, rows=2000, repeats=5)
+    assert (rows, repeats) == (explain_module.MIN_IMPORTANCE_ROWS, 2) and "2 repeats instead of 5" in note
+
+
+def test_shapley_values_on_more_columns_than_the_permutation_default_allows(tmp_path: Path) -> None:
+    """Above 249 columns shap's default max_evals=500 is too low; explain sizes it from the column count."""
+    from ml_expert.tools.prediction.explain import shapley_rows
+
+    rng = np.random.default_rng(0)
+    columns = [f"c{i}" for i in range(260)]
+    background = pd.DataFrame(rng.normal(size=(60, 260)), columns=columns)
+    schema = {"columns": [{"name": c, "kind": "numeric"} for c in columns]}
+
+    class Linear:  # a stand-in regression model: the prediction is 2 × c0 − c1
+        task, classes = "regression", None
+
+        def __init__(self) -> None:
+            self.schema = schema
+
+        def predict_output(self, frame: pd.DataFrame) -> np.ndarray:
+            return 2 * frame["c0"].to_numpy(dtype=float) - frame["c1"].to_numpy(dtype=float)
+
+        def labels(self, out: np.ndarray) -> list[float]:
+            return out.tolist()
+
+    row = {c: 0.0 for c in columns} | {"c0": 3.0, "c1": -1.0}
+    local, method, refused, notes = shapley_rows(Linear(), [row], background, top_k=3, seed=0)
+    assert refused is None and notes == [] and "permutation sampling" in method
+    contributions = local[0].contributions
+    assert list(contributions)[:2] == ["c0", "c1"]
+    assert local[0].output == pytest.approx(7.0) and local[0].output == pytest.approx(
+        local[0].base_value + sum(contributions.values()), abs=1e-6
+    )
+
+
+def test_shapley_rows_past_the_time_bound_are_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ml_expert.tools.prediction.explain import shapley_rows
+
+    rng = np.random.default_rng(1)
+    background = pd.DataFrame({"a": rng.normal(size=60), "b": rng.integers(0, 9, 60)})
+    schema = {"columns": [{"name": "a", "kind": "numeric"}, {"name": "b", "kind": "numeric"}]}
+
+    class Slow:
+        task, classes = "regression", None
+
+        def __init__(self) -> None:
+            self.schema = schema
+
+        def predict_output(self, frame: pd.DataFrame) -> np.ndarray:
+            return frame["a"].to_numpy(dtype=float) + frame["b"].to_numpy(dtype=float)
+
+        def labels(self, out: np.ndarray) -> list[float]:
+            return out.tolist()
+
+    monkeypatch.setattr(explain_module, "SHAPLEY_BUDGET_S", 0)  # every row costs more than the bound: one is done
+    rows = background.head(3).to_dict("records")
+    local, _, refused, notes = shapley_rows(Slow(), rows, background, top_k=2, seed=0)
+    assert [r.row for r in local] == [0] and set(refused) == {1, 2}
+    assert "pass this row in another call" in refused[1] and "first 1 of 3 rows" in notes[0]
