@@ -5,13 +5,16 @@ The model and the preprocessor load from the run (pickles only after their diges
 the package's own `ModelInference` (`packaging/portable/inference.py`), so conversion, per-row checks,
 transform and label decoding are the package's code. A value that does not fit its column refuses its
 row only; a missing column is imputed. Every call also compares the rows with the training profile
-(`drift`). Predictions for every input row go to a new CSV in the workspace (never over an existing
-file); the result is bounded. Small inputs of scikit-learn models run in the server; larger ones, and
-Keras models, run as a job with progress per chunk.
+(`drift`). An input file meets the limits analyze_data sets (the server's file size limit, at most
+MAX_COLUMNS columns) before anything reads it. Predictions for every input row go to a new CSV in the
+workspace (never over an existing file, never through a link out of it, strings a spreadsheet would run
+as a formula escaped), removed again when recording the result fails; the result is bounded. Small inputs
+of scikit-learn models run in the server; larger ones, and Keras models, run as a job with progress per chunk.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections import Counter
@@ -36,6 +39,7 @@ SHOWN_PREDICTIONS = 10
 SHOWN_REFUSALS = 20
 OUTPUT_DIR = "predictions"
 INPUT_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".ndjson", ".parquet", ".pq")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet evaluates a cell starting so (OWASP)
 
 
 RunRef = Annotated[str | None, Field(description="Run whose model to use (its latest model unless model_id).")]
@@ -130,7 +134,10 @@ def predict_spec(
         file = ws.resolve_path(path, kind="path")
         if not file.is_file() or file.suffix.lower() not in INPUT_SUFFIXES:
             raise InvalidInputError(f"path {path!r} must be a file of rows: one of {', '.join(INPUT_SUFFIXES)}.")
+        _check_limits(ws, file)
         size = file.stat().st_size
+    else:
+        _check_columns(len(set().union(*(records or []))), "records")
     stem = Path(path).stem if path else "records"
     spec = PredictSpec(
         run_id=run_id,
@@ -150,22 +157,67 @@ def resolve_model(ws: Workspace, run_id: str | None, model_id: str | None) -> tu
     return run_id, load_model_meta(ws, run_id, model_id)
 
 
+def _check_limits(ws: Workspace, file: Path) -> None:
+    """The limits analyze_data sets on a data file, with its checks, before anything reads the file: the server's
+    file size limit (ML_EXPERT_MAX_FILE_BYTES), then at most MAX_COLUMNS columns (a text file's header line, a
+    Parquet file's schema)."""
+    from ml_expert.tools.data import io
+
+    io.check_size(file, ws.settings.max_file_bytes)
+    suffix, gz = io._suffixes(file)
+    if suffix in io.PARQUET_SUFFIXES:
+        import pyarrow.parquet as pq
+
+        try:
+            columns = len(pq.read_schema(file).names)
+        except Exception as exc:
+            raise InvalidInputError(f"{file.name} is not a readable Parquet file ({exc}).") from exc
+        _check_columns(columns, file.name)
+    elif suffix in io.TEXT_SUFFIXES:
+        head = io._head(file, gz)
+        encoding = io.sniff_encoding(head)
+        io._check_header(file, gz, encoding, io.sniff_delimiter(head.decode(encoding, errors="replace"), suffix))
+
+
+def _check_columns(columns: int, what: str) -> None:
+    from ml_expert.tools.data.io import MAX_COLUMNS
+
+    if columns > MAX_COLUMNS:
+        raise InvalidInputError(
+            f"{what} has {columns:,} columns; at most {MAX_COLUMNS:,} are supported. Pass only the model's columns."
+        )
+
+
 def _output_path(ws: Workspace, output: str | None, default_stem: str) -> str:
-    """A new file in the workspace for the predictions: never an existing file, never outside the workspace."""
+    """A new file in the workspace for the predictions: never an existing file, never outside the workspace. The
+    default, a new name in OUTPUT_DIR, is resolved and checked as a named output is (a link there cannot lead out)."""
     if output is None:
-        folder = ws.root / OUTPUT_DIR
-        candidate, n = folder / f"{default_stem}.csv", 2
-        while candidate.exists():
-            candidate, n = folder / f"{default_stem}-{n}.csv", n + 1
-        return ws.relative(candidate)
-    target = ws.resolve_path(output, must_exist=False, kind="output")
-    if ws.root not in target.parents or ws.home == target or ws.home in target.parents:
-        raise PathNotAllowedError(f"output {output!r} must be a new file inside the workspace {ws.root}.")
+        for n in itertools.count(1):
+            name = f"{OUTPUT_DIR}/{default_stem}{f'-{n}' if n > 1 else ''}.csv"
+            try:
+                candidate = _output_target(ws, name)
+            except PathNotAllowedError as exc:
+                raise PathNotAllowedError(
+                    f"The default output folder {OUTPUT_DIR!r} resolves to {(ws.root / OUTPUT_DIR).resolve()}, where "
+                    f"predict may not write: outside the workspace {ws.root}, or in its state folder (a link?). Pass "
+                    f"output= with a new .csv file in the workspace, or make {OUTPUT_DIR!r} a plain folder."
+                ) from exc
+            if not candidate.exists():
+                return ws.relative(candidate)
+    target = _output_target(ws, output)
     if target.exists():
         raise ConflictError(f"output {output!r} already exists; predict never replaces a file. Pick a new name.")
     if target.suffix.lower() != ".csv":
         raise InvalidInputError(f"output {output!r} must end in .csv.")
     return ws.relative(target)
+
+
+def _output_target(ws: Workspace, output: str) -> Path:
+    """Where an output path leads, links followed: a file inside the workspace, not in its state folder."""
+    target = ws.resolve_path(output, must_exist=False, kind="output")
+    if ws.root not in target.parents or ws.home == target or ws.home in target.parents:
+        raise PathNotAllowedError(f"output {output!r} must be a new file inside the workspace {ws.root}.")
+    return target
 
 
 class _InlineReporter:
@@ -244,8 +296,12 @@ def run_predict_job(ws: Workspace, spec: PredictSpec, reporter: Any) -> PredictR
         " to see which columns drive these predictions.",
         **_summary(model.task, labels),
     )
-    _write_csv(ws, spec.output, model, n, positions, labels, output, refused)
-    runs.record_phase(ws, spec.run_id, "predict", {"predictions": result}, artifacts={"predictions": spec.output})
+    written = _write_csv(ws, spec.output, model, n, positions, labels, output, refused)
+    try:
+        runs.record_phase(ws, spec.run_id, "predict", {"predictions": result}, artifacts={"predictions": spec.output})
+    except BaseException:
+        written.unlink(missing_ok=True)  # no predictions file without its record
+        raise
     return result
 
 
@@ -284,8 +340,9 @@ def _drift(ws: Workspace, run_id: str, frame: Any, converted: list[Any]) -> Drif
 
 def _write_csv(
     ws: Workspace, output: str, model: Any, n: int, positions: Any, labels: list[Any], out: Any, refused: dict
-) -> None:
-    """One line per input row, written to a temporary file and linked into place (fails rather than replace)."""
+) -> Path:
+    """One line per input row, written to a temporary file and linked into place (fails rather than replace); the
+    output path is checked again, as a link may have appeared since the call. Returns the file written."""
     import pandas as pd
 
     frame = pd.DataFrame({"row": range(n), "prediction": pd.Series([None] * n, dtype=object)})
@@ -294,7 +351,11 @@ def _write_csv(
         for j, c in enumerate(model.classes):
             frame[f"p_{c}"] = pd.Series(out[:, j], index=positions) if len(positions) else float("nan")
     frame["refused"] = pd.Series(refused, dtype=object).reindex(range(n)).fillna("")
-    target = ws.root / output
+    for column in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[column]):  # numbers are never escaped
+            frame[column] = frame[column].map(_inert)
+    frame.columns = [_inert(c) for c in frame.columns]
+    target = _output_target(ws, output)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     frame.to_csv(tmp, index=False)
@@ -304,3 +365,10 @@ def _write_csv(
         raise ConflictError(f"{output} appeared while predicting; nothing was replaced. Call predict again.") from exc
     finally:
         tmp.unlink(missing_ok=True)
+    return target
+
+
+def _inert(cell: Any) -> Any:
+    """A string cell a spreadsheet would evaluate as a formula, behind a single quote (OWASP's CSV injection rule);
+    every other cell, numbers included, as it is."""
+    return f"'{cell}" if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) else cell

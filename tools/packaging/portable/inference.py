@@ -17,6 +17,7 @@ manifest.json before it is loaded; Keras models load with safe_mode=True.
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import sys
@@ -31,18 +32,35 @@ if "ml_expert_transformers" not in sys.modules and str(HERE) not in sys.path:  #
     sys.path.insert(0, str(HERE))
 
 from ml_expert_transformers import (  # noqa: E402
+    FLOAT32_MAX,
     FastPreprocessor,
     SchemaError,
     coerce_frame,
     resize_images,
     screen_frame,
+    shown,
 )
 
 __all__ = ["ModelInference", "PackageIntegrityError", "SchemaError", "Scored"]
 
+SNIFF_CHARS = 64 * 1024
+
 
 class PackageIntegrityError(RuntimeError):
     """A package file does not match the sha256 recorded in manifest.json (tampered or corrupted)."""
+
+
+def _delimiter(path: Path) -> str:
+    """The delimiter of a CSV / TSV file, sniffed from its first lines (a comma when unclear)."""
+    if path.suffix.lower() in (".tsv", ".tab"):
+        return "\t"
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        lines = f.read(SNIFF_CHARS).splitlines()[:51]
+    sample = "\n".join(lines[:-1] or lines)  # the last line read may be cut short
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
 
 
 def _sha256(path: Path) -> str:
@@ -203,7 +221,7 @@ class ModelInference:
                 return pd.read_parquet(path)
             if suffix in (".jsonl", ".ndjson"):
                 return pd.read_json(path, lines=True, dtype=False)
-            return pd.read_csv(path, dtype=str, sep=None, engine="python")
+            return pd.read_csv(path, dtype=str, sep=_delimiter(path))
         if isinstance(records, list) and all(isinstance(r, dict) for r in records):
             return pd.DataFrame(records)
         raise TypeError("records must be a dict, a list of dicts, a pandas DataFrame, or a CSV/JSONL/Parquet path.")
@@ -217,9 +235,29 @@ class ModelInference:
             isinstance(records, dict)
             or (isinstance(records, list) and 0 < len(records) <= 256 and all(isinstance(r, dict) for r in records))
         ):
-            return self.fast.transform_records([records] if isinstance(records, dict) else records)
-        frame = coerce_frame(self.to_frame(records), self.schema)
-        return np.asarray(self.preprocessor.transform(frame), dtype=np.float32)
+            X = self.fast.transform_records([records] if isinstance(records, dict) else records)
+        else:
+            X = self._model_input(self.preprocessor.transform(coerce_frame(self.to_frame(records), self.schema)))
+        past = np.flatnonzero(~np.isfinite(X).all(axis=1))
+        if past.size:
+            raise SchemaError(f"Rows {past[:10].tolist()}: {self._past_float32(X[past[0]])}")
+        return X
+
+    @staticmethod
+    def _model_input(features: Any) -> np.ndarray:
+        """The preprocessor's output as the model takes it (float32; a value past its range becomes inf)."""
+        with np.errstate(over="ignore"):
+            return np.asarray(features, dtype=np.float32)
+
+    def _past_float32(self, row: np.ndarray) -> str:
+        """Why a row whose features hold a value float32 cannot (after scaling) is not scored."""
+        j = int(np.flatnonzero(~np.isfinite(row))[0])
+        names = self.schema.get("feature_names") or []
+        feature = shown(str(names[j])) if j < len(names) else f"number {j}"
+        return (
+            f"feature {feature} is past the float32 range (±{FLOAT32_MAX:.1e}) after preprocessing, which the model "
+            "cannot take; pass values nearer the training range"
+        )
 
     def _transform_other(self, records: Any, modality: str) -> np.ndarray:
         if modality == "text":
@@ -285,12 +323,18 @@ class ModelInference:
             return Scored(len(frame), np.arange(len(frame)), out, {})
         coerced, refused = screen_frame(frame, self.schema)
         positions = np.asarray([i for i in range(len(frame)) if i not in refused], dtype=np.int64)
-        if not len(positions):
-            return Scored(len(frame), positions, self.empty_output(), refused, coerced)
-        out = np.asarray(self._run(np.asarray(self.preprocessor.transform(coerced.iloc[positions]), np.float32)))
-        out = out.astype(np.float64)
-        out = out if self._classifies else out.reshape(len(out), -1)[:, 0]
-        return Scored(len(frame), positions, out, refused, coerced)
+        no_rows = np.empty((0, 0), np.float32)
+        X = self._model_input(self.preprocessor.transform(coerced.iloc[positions])) if len(positions) else no_rows
+        fits = np.isfinite(X).all(axis=1)  # False where a scaler pushed a value past float32
+        refused |= {int(p): self._past_float32(X[i]) for i, p in enumerate(positions) if not fits[i]}
+        positions, X, out = positions[fits], X[fits], self.empty_output()
+        if len(positions):
+            out = np.asarray(self._run(X)).astype(np.float64)
+            out = out if self._classifies else out.reshape(len(out), -1)[:, 0]
+            finite = np.isfinite(out.reshape(len(out), -1)).all(axis=1)
+            refused |= dict.fromkeys(map(int, positions[~finite]), "the model's output for this row is not finite")
+            positions, out = positions[finite], out[finite]
+        return Scored(len(frame), positions, out, dict(sorted(refused.items())), coerced)
 
     @property
     def _classifies(self) -> bool:

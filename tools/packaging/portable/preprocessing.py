@@ -7,6 +7,7 @@ therefore resolves both here and in a deployment folder without ml-expert instal
 - `coerce_frame(df, schema)`: raw rows -> the dtypes the preprocessor was fitted on, with clear
   errors for missing columns and wrong types (used at fit time and at inference time alike);
   `screen_frame` does the same row by row, refusing only the rows that cannot be converted.
+  Numbers must be finite and within float32's range; every value a message echoes is cut short (`shown`).
 - `FrequencyEncoder`, `DatetimeExpander`: scikit-learn transformers (fit on training data only).
 """
 
@@ -25,6 +26,14 @@ sys.modules.setdefault(MODULE_NAME, sys.modules[__name__])
 
 TRUE_WORDS = {"true", "yes", "y", "t", "1", "1.0"}
 FALSE_WORDS = {"false", "no", "n", "f", "0", "0.0"}
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the models compute in float32: a larger number cannot reach them
+SHOWN_CHARS = 80  # a value a message or a refusal reason echoes is cut to this many characters
+SHOWN_REASONS = 3  # bad values named per refused row
+EXPECTED = {  # what a value of each kind must be, for messages
+    "numeric": f"numeric (a finite number within ±{FLOAT32_MAX:.1e})",
+    "boolean": "boolean (true/false, yes/no or 1/0)",
+    "datetime": "a date (such as 2024-01-31)",
+}
 
 
 class SchemaError(ValueError):
@@ -53,31 +62,72 @@ def _as_object(s: pd.Series) -> pd.Series:
     return out.where(s.notna(), np.nan)
 
 
+def shortened(text: str, limit: int = SHOWN_CHARS) -> str:
+    """Text cut to `limit` characters, an ellipsis marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """A value as a message echoes it (its repr), at most `limit` characters: a 1 MB value stays a short one."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    try:
+        text = repr(value[: limit + 1] if isinstance(value, str | bytes) else value)
+    except ValueError:  # an int past Python's digit limit for str()
+        text = f"<{type(value).__name__} too long to show>"
+    return shortened(text, limit)
+
+
+def _numbers(s: pd.Series) -> pd.Series:
+    """pd.to_numeric as floats; an integer past float's range (JSON allows any length) becomes ±inf."""
+    try:
+        return pd.to_numeric(s, errors="coerce").astype(float)
+    except OverflowError:
+        as_text = s.map(lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool) else v)
+        return pd.to_numeric(as_text, errors="coerce").astype(float)
+
+
+def _given(s: pd.Series) -> pd.Series:
+    """The values given: neither missing nor empty (those are imputed, never refused)."""
+    return s.notna() & (s.astype(str).str.strip() != "")
+
+
 def _coerce(s: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
-    """One raw column converted to the type its kind needs, and the mask of values that could not be."""
+    """One raw column converted to the type its kind needs, and the mask of given values that could not be (those
+    become missing). Numbers must be finite and within float32's range: the models compute in float32."""
     if kind in ("numeric", "boolean"):
         if kind == "boolean" and not pd.api.types.is_numeric_dtype(s.dtype):
             words = s.astype(str).str.strip().str.lower()
             mapped = pd.Series(
                 np.where(words.isin(TRUE_WORDS), 1.0, np.where(words.isin(FALSE_WORDS), 0.0, np.nan)), index=s.index
             )
-            return mapped, s.notna() & mapped.isna()
-        mapped = pd.to_numeric(s, errors="coerce").astype(float)
-        return mapped, s.notna() & mapped.isna() & (s.astype(str).str.strip() != "")
+            return mapped, _given(s) & mapped.isna()
+        mapped = _numbers(s)
+        bad = _given(s) & ~(mapped.abs() <= FLOAT32_MAX)  # not a number, ±inf, or past float32
+        return mapped.where(~bad), bad
     if kind == "datetime":
-        return pd.to_datetime(s, errors="coerce", format="mixed"), pd.Series(False, index=s.index)
+        try:
+            mapped = pd.to_datetime(s, errors="coerce", format="mixed")
+        except ValueError:  # time zones that differ, or some dates with one and some without: all in UTC
+            mapped = pd.to_datetime(s, errors="coerce", format="mixed", utc=True).dt.tz_convert(None)
+        return mapped, _given(s) & mapped.isna()
     return _as_object(s.astype(str).where(s.notna(), np.nan)), pd.Series(False, index=s.index)
 
 
 def _bad_values_message(s: pd.Series, bad: pd.Series, kind: str, name: str) -> str:
-    examples = list(s[bad].astype(str).unique()[:3])
-    return f"Column {name!r} must be {kind}; received values {examples} in {int(bad.sum())} rows."
+    examples = list(dict.fromkeys(shown(v) for v in s[bad].iloc[:1000]))[:3]
+    return (
+        f"Column {name!r} must be {EXPECTED[kind]}; received values [{', '.join(examples)}] in {int(bad.sum())} rows."
+    )
 
 
 def coerce_column(s: pd.Series, kind: str, name: str) -> pd.Series:
-    """Convert one raw column to the type its kind needs; raise SchemaError on values that cannot be."""
+    """Convert one raw column to the type its kind needs; raise SchemaError on values that cannot be.
+
+    A date that does not parse becomes missing here: analysis calls a column datetime when 90 % of its values
+    parse, so a training column may hold a few. screen_frame (new rows) refuses its row instead."""
     mapped, bad = _coerce(s, kind)
-    if bad.any():
+    if bad.any() and kind != "datetime":
         raise SchemaError(
             _bad_values_message(s, bad, kind, name) + " Fix those values or leave them empty (missing values are "
             "imputed)."
@@ -101,18 +151,29 @@ def coerce_frame(df: pd.DataFrame, schema: dict[str, Any]) -> pd.DataFrame:
 
 def screen_frame(df: pd.DataFrame, schema: dict[str, Any]) -> tuple[pd.DataFrame, dict[int, str]]:
     """coerce_frame that never fails the batch: a missing column counts as empty in every row (imputed like any
-    missing value), and a value that cannot be converted refuses its own row only.
+    missing value), and a value that cannot be converted (a date that does not parse included) refuses its own
+    row only; the reason names at most SHOWN_REASONS values, each cut to SHOWN_CHARS characters.
 
-    Returns the converted frame of every row and {row position: reason} for the refused rows."""
+    Returns the converted frame of every row (refused values missing) and {row position: reason} for the
+    refused rows."""
     out: dict[str, pd.Series] = {}
-    refused: dict[int, list[str]] = {}
+    reasons: dict[int, list[str]] = {}
+    more: dict[int, int] = {}
     for c in schema["columns"]:
         name, kind = c["name"], c["kind"]
         raw = df[name] if name in df.columns else pd.Series(np.nan, index=df.index, dtype=object)
         out[name], bad = _coerce(raw, kind)
-        for pos in np.flatnonzero(bad.to_numpy()):
-            refused.setdefault(int(pos), []).append(f"{name}={raw.iloc[pos]!r} is not {kind}")
-    return pd.DataFrame(out, index=df.index), {pos: "; ".join(why) for pos, why in sorted(refused.items())}
+        for pos in map(int, np.flatnonzero(bad.to_numpy())):
+            why = reasons.setdefault(pos, [])
+            if len(why) < SHOWN_REASONS:
+                why.append(f"{shortened(str(name))}={shown(raw.iloc[pos])} is not {EXPECTED[kind]}")
+            else:
+                more[pos] = more.get(pos, 0) + 1
+    refused = {
+        pos: "; ".join(why) + (f"; and {more[pos]} more bad values" if pos in more else "")
+        for pos, why in sorted(reasons.items())
+    }
+    return pd.DataFrame(out, index=df.index), refused
 
 
 class FrequencyEncoder(TransformerMixin, BaseEstimator):
@@ -253,23 +314,26 @@ class FastPreprocessor:
         return {"blocks": blocks}
 
     def _number(self, name: str, value: Any) -> float:
-        if value is None or (isinstance(value, float) and value != value) or value == "":
+        """One raw value as a number by the rules of _coerce: missing or empty -> nan, a bad value -> SchemaError."""
+        if value is None or (isinstance(value, float | np.floating) and value != value):
             return float("nan")
+        if isinstance(value, str) and not value.strip():
+            return float("nan")
+        x = float("nan")
         if self.kinds[name] == "boolean" and isinstance(value, str):
             word = value.strip().lower()
-            if word in TRUE_WORDS:
-                return 1.0
-            if word in FALSE_WORDS:
-                return 0.0
-        elif isinstance(value, bool | int | float | np.number):
-            return float(value)
+            x = 1.0 if word in TRUE_WORDS else 0.0 if word in FALSE_WORDS else x
         else:
             try:
-                return float(value)
+                x = float(value)
+            except OverflowError:  # an int past float's range
+                x = float("inf")
             except (TypeError, ValueError):
                 pass
+        if abs(x) <= FLOAT32_MAX:
+            return x
         raise SchemaError(
-            f"Column {name!r} must be {self.kinds[name]}; received values [{str(value)!r}] in 1 rows. "
+            f"Column {name!r} must be {EXPECTED[self.kinds[name]]}; received values [{shown(value)}] in 1 rows. "
             "Fix those values or leave them empty (missing values are imputed)."
         )
 
@@ -309,4 +373,5 @@ class FastPreprocessor:
                             x = 0.0 if missing_value else b["maps"][j].get(str(value), 0.0)
                         out[r, pos] = (x - b["offset"][j]) * b["factor"][j]
                         pos += 1
-        return out.astype(np.float32)
+        with np.errstate(over="ignore"):  # a value pushed past float32 by its scaler: ModelInference refuses it
+            return out.astype(np.float32)
