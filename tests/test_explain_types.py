@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -49,6 +50,26 @@ def churn_frame(n: int = 500, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
+class StandIn:
+    """A stand-in model over a schema of numeric columns, scoring rows the way ModelInference.score does."""
+
+    task, classes = "regression", None
+
+    def __init__(self, columns: list[str]) -> None:
+        self.schema = {"columns": [{"name": c, "kind": "numeric"} for c in columns]}
+
+    def score(self, rows: pd.DataFrame) -> SimpleNamespace:
+        from ml_expert.tools.packaging.portable.preprocessing import screen_frame
+
+        converted, refused = screen_frame(rows, self.schema)
+        positions = np.asarray([i for i in range(len(rows)) if i not in refused])
+        output = self.predict_output(converted.iloc[positions])
+        return SimpleNamespace(converted=converted, refused=refused, positions=positions, output=output)
+
+    def labels(self, out: np.ndarray) -> list[float]:
+        return out.tolist()
+
+
 class Progress:
     """A stand-in job reporter for calling a worker entry in-process."""
 
@@ -75,8 +96,10 @@ def churn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace,
 def test_explain_works_on_integer_boolean_categorical_missing_and_date_columns(churn: tuple) -> None:
     ws, run, model_id = churn
     rows = churn_frame(5, seed=3).drop(columns="churn").to_dict("records")
-    result = explain(ws, run_id=run, rows=rows, wait_seconds=240)
+    overflow = rows[0] | {"charges": "1e400"}  # past float: refuses this row only
+    result = explain(ws, run_id=run, rows=[*rows, overflow], wait_seconds=240)
     assert result.warnings == [] and result.notes == []
+    assert list(result.refused) == [5] and "charges" in result.refused[5]
     ranked = [c.column for c in result.importance]
     assert ranked[0] == "tenure" and set(ranked[:3]) >= {"tenure", "plan"}, result.importance
     curves = {p.column: p for p in result.partial_dependence}
@@ -158,22 +181,13 @@ def test_shapley_values_on_more_columns_than_the_permutation_default_allows(tmp_
     rng = np.random.default_rng(0)
     columns = [f"c{i}" for i in range(260)]
     background = pd.DataFrame(rng.normal(size=(60, 260)), columns=columns)
-    schema = {"columns": [{"name": c, "kind": "numeric"} for c in columns]}
 
-    class Linear:  # a stand-in regression model: the prediction is 2 × c0 − c1
-        task, classes = "regression", None
-
-        def __init__(self) -> None:
-            self.schema = schema
-
+    class Linear(StandIn):  # the prediction is 2 × c0 − c1
         def predict_output(self, frame: pd.DataFrame) -> np.ndarray:
             return 2 * frame["c0"].to_numpy(dtype=float) - frame["c1"].to_numpy(dtype=float)
 
-        def labels(self, out: np.ndarray) -> list[float]:
-            return out.tolist()
-
     row = {c: 0.0 for c in columns} | {"c0": 3.0, "c1": -1.0}
-    local, method, refused, notes = shapley_rows(Linear(), [row], background, top_k=3, seed=0)
+    local, method, refused, notes = shapley_rows(Linear(columns), [row], background, top_k=3, seed=0)
     assert refused is None and notes == [] and "permutation sampling" in method
     contributions = local[0].contributions
     assert list(contributions)[:2] == ["c0", "c1"]
@@ -187,22 +201,13 @@ def test_shapley_rows_past_the_time_bound_are_refused_with_the_reason(monkeypatc
 
     rng = np.random.default_rng(1)
     background = pd.DataFrame({"a": rng.normal(size=60), "b": rng.integers(0, 9, 60)})
-    schema = {"columns": [{"name": "a", "kind": "numeric"}, {"name": "b", "kind": "numeric"}]}
 
-    class Slow:
-        task, classes = "regression", None
-
-        def __init__(self) -> None:
-            self.schema = schema
-
+    class Sum(StandIn):
         def predict_output(self, frame: pd.DataFrame) -> np.ndarray:
             return frame["a"].to_numpy(dtype=float) + frame["b"].to_numpy(dtype=float)
 
-        def labels(self, out: np.ndarray) -> list[float]:
-            return out.tolist()
-
     monkeypatch.setattr(explain_module, "SHAPLEY_BUDGET_S", 0)  # every row costs more than the bound: one is done
     rows = background.head(3).to_dict("records")
-    local, _, refused, notes = shapley_rows(Slow(), rows, background, top_k=2, seed=0)
+    local, _, refused, notes = shapley_rows(Sum(["a", "b"]), rows, background, top_k=2, seed=0)
     assert [r.row for r in local] == [0] and set(refused) == {1, 2}
     assert "pass this row in another call" in refused[1] and "first 1 of 3 rows" in notes[0]

@@ -21,8 +21,9 @@ from ml_expert.tools.evaluation.evaluate import evaluate
 from ml_expert.tools.packaging.package import package
 from ml_expert.tools.prediction.explain import explain
 from ml_expert.tools.prediction.predict import predict
+from ml_expert.tools.training.folds import folds
 from ml_expert.tools.training.portfolio import portfolio
-from ml_expert.tools.training.search import folds, run_search
+from ml_expert.tools.training.search import run_search
 from ml_expert.tools.training.train import train
 from ml_expert.tools.workspace import Workspace
 

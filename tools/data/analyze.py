@@ -22,6 +22,7 @@ from ml_expert.tools.data import modalities
 from ml_expert.tools.data.io import check_size, read_table
 from ml_expert.tools.data.modalities import DataOptions
 from ml_expert.tools.data.profiling import HIGH_CARDINALITY, guess_task, infer_kind, is_string_like
+from ml_expert.tools.evaluation.metrics import IMBALANCE_RATIO
 from ml_expert.tools.lazy import lazy_import
 from ml_expert.tools.tasks import is_classification
 from ml_expert.tools.workspace import DEFAULT_SEED, Workspace
@@ -255,7 +256,7 @@ def _target_warnings(target: TargetSummary | None) -> tuple[list[DataWarning], l
                     message=f"{target.missing} rows have no target; they will be dropped.",
                 )
             )
-        if target.imbalance_ratio is not None and target.imbalance_ratio >= 3:
+        if target.imbalance_ratio is not None and target.imbalance_ratio >= IMBALANCE_RATIO:
             sev: Severity = "high" if target.imbalance_ratio >= 10 else "warning"
             out.append(
                 DataWarning(
@@ -267,7 +268,7 @@ def _target_warnings(target: TargetSummary | None) -> tuple[list[DataWarning], l
             )
             recs.append(
                 "Imbalanced classes: judge by balanced accuracy / F1, not accuracy; train applies "
-                "class_weight='balanced' automatically at ratio >= 3."
+                f"class_weight='balanced' automatically at ratio >= {IMBALANCE_RATIO:g}."
             )
         if target.class_counts and min(target.class_counts.values()) < MIN_ROWS_PER_CLASS:
             small = [k for k, v in target.class_counts.items() if v < MIN_ROWS_PER_CLASS]

@@ -1,4 +1,5 @@
-"""The one scorer: every metric of a task, the headline metrics, the dummy baseline and the verdict.
+"""The one scorer: every metric of a task, the headline metrics, the dummy baseline and the verdict; the
+search's ranking metric and its fast score; the one imbalance rule.
 
 Training (validation scores), the search/probe (ranking) and evaluate (test report) all score here,
 so a number means the same wherever it appears. Clustering scores need the features `X`.
@@ -21,6 +22,40 @@ HEADLINE = {
     "regression": ("r2", "rmse"),
     "clustering": ("silhouette", "adjusted_rand"),
 }
+
+
+IMBALANCE_RATIO = 4.0  # majority / minority class count from which classes count as imbalanced
+
+
+def imbalance_ratio(y: np.ndarray) -> float:
+    """Largest class count / smallest (classes present only)."""
+    counts = np.bincount(np.asarray(y).astype(int))
+    counts = counts[counts > 0]
+    return float(counts.max() / counts.min())
+
+
+def is_imbalanced(y: np.ndarray) -> bool:
+    """The one imbalance rule: balanced class weights and the balanced-accuracy search metric from this ratio."""
+    return imbalance_ratio(y) >= IMBALANCE_RATIO
+
+
+def search_metric(task: str, y: np.ndarray) -> str:
+    """The metric the search optimises: balanced accuracy for imbalanced classes, else accuracy; RMSE."""
+    if not is_classification(task):
+        return "rmse"
+    return "balanced_accuracy" if is_imbalanced(y) else "accuracy"
+
+
+def rank_score(metric: str, y: np.ndarray, output: np.ndarray) -> float:
+    """The search's metric, higher is better (RMSE negated), in numpy alone: it runs for every candidate's fold and
+    every ensemble step. The same values as `scores` gives for these metrics. `output`: probabilities or values."""
+    if metric == "rmse":
+        return -float(np.sqrt(np.mean((y - output) ** 2)))
+    pred = output.argmax(axis=1)
+    if metric == "accuracy":
+        return float(np.mean(pred == y))
+    recalls = [np.mean(pred[y == c] == c) for c in np.unique(y)]
+    return float(np.mean(recalls))
 
 
 class TargetSpec(BaseModel):

@@ -399,8 +399,9 @@ def shapley_rows(
     from ml_expert.tools.packaging.portable.preprocessing import screen_frame
 
     given = pd.DataFrame(rows)
-    coerced, refused = screen_frame(given, model.schema)
-    keep = [i for i in range(len(given)) if i not in refused]
+    scored = model.score(given)  # the package's refusals: bad values, overflow past float32, non-finite output
+    coerced, refused = scored.converted, dict(scored.refused)
+    keep = [int(i) for i in scored.positions]
     columns = [c["name"] for c in model.schema["columns"]]
     base = screen_frame(background, model.schema)[0].sample(min(BACKGROUND_ROWS, len(background)), random_state=seed)
     exact = len(columns) <= EXACT_MAX_COLUMNS
@@ -421,7 +422,7 @@ def shapley_rows(
         notes.append(f"Shapley values for the first {fits} of {len(keep)} rows (about {per_row:.1f} s a row).")
         keep = keep[:fits]
     codec = _Codec(pd.concat([base, coerced.iloc[keep]]), columns)
-    out = model.predict_output(coerced.iloc[keep]) if keep else np.empty(0)
+    out = scored.output[: len(keep)] if keep else np.empty(0)
     classify = is_classification(model.task)
     picked = out.argmax(axis=1) if classify and keep else None
 

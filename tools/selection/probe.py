@@ -5,14 +5,15 @@ budget, with the model search's engine on tables (worker side only).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ml_expert.tools.artifacts import load_prepared, load_split, predict_output
-from ml_expert.tools.evaluation.metrics import headline, main_key, scores
+from ml_expert.tools.evaluation.metrics import headline, main_key, rank_score, scores, search_metric
 from ml_expert.tools.lazy import lazy_import
 from ml_expert.tools.training.config import TrainConfig, is_keras
 from ml_expert.tools.training.portfolio import config
-from ml_expert.tools.training.search import cross_validate, score, search_metric
+from ml_expert.tools.training.search import cross_validate
 from ml_expert.tools.training.sklearn_models import build_sklearn
 from ml_expert.tools.workspace import Workspace
 
@@ -46,9 +47,9 @@ def measure(
             )
             value = trial.mean
         else:
-            output = _fit_on_train(arch, prepared, X_tr, y_tr, X_va, y_va, start + share)
+            output = _fit_on_train(arch, prepared, X_tr, y_tr, X_va, y_va, start + share, reporter.cancel_requested)
             value = (
-                score(metric, y_va, output)
+                rank_score(metric, y_va, output)
                 if metric
                 else next(iter(headline(task, scores(task, y_va, output, X_va)).values()))
             )
@@ -58,11 +59,20 @@ def measure(
             "score": float(np.nan_to_num(value, nan=-1.0)),
             "fit_seconds": round(time.perf_counter() - start, 3),
         }
+    n = len(architectures)  # progress calls are cancel points: a cancelled probe ends here, before any ranking
+    reporter.progress(force=True, step=n, total=n, message="ranking the measured candidates")
     return out
 
 
 def _fit_on_train(
-    arch: str, prepared: dict[str, Any], X_tr: Any, y_tr: Any, X_va: Any, y_va: Any, deadline: float
+    arch: str,
+    prepared: dict[str, Any],
+    X_tr: Any,
+    y_tr: Any,
+    X_va: Any,
+    y_va: Any,
+    deadline: float,
+    cancelled: Callable[[], bool],
 ) -> Any:
     task = prepared["task_type"]
     n_classes = len(prepared["label_mapping"] or {}) or 1
@@ -70,7 +80,8 @@ def _fit_on_train(
         from ml_expert.tools.training.keras_fit import fit_keras_quick  # TensorFlow: worker only
 
         data = {"X_train": X_tr, "y_train": y_tr, "X_val": X_va, "y_val": y_va}
-        return predict_output(fit_keras_quick(arch, data, task, n_classes, prepared, deadline), "keras", task, X_va)
+        model = fit_keras_quick(arch, data, task, n_classes, prepared, deadline, cancelled)  # stops on cancel
+        return predict_output(model, "keras", task, X_va)
     model = build_sklearn(arch, task, TrainConfig(n_estimators=100, max_iter=100), None, n_classes)
     model.fit(X_tr, y_tr)
     return predict_output(model, "sklearn", task, X_va)

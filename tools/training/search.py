@@ -27,15 +27,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ml_expert.memory.errors import InvalidInputError
+from ml_expert.tools.evaluation.metrics import rank_score, search_metric
 from ml_expert.tools.lazy import lazy_import
 from ml_expert.tools.packaging.portable.ensemble import Blend, shift_threshold
 from ml_expert.tools.tasks import is_classification
+from ml_expert.tools.training.ensemble import select_ensemble, tune_threshold
+from ml_expert.tools.training.folds import folds
 from ml_expert.tools.training.portfolio import Config, build, hgb_cost, neighbours_of, portfolio
 
 np = lazy_import("numpy")  # loads on first use, not at server start
 
-MAX_ENSEMBLE_STEPS = 25
 MIN_ITERATIONS = 30  # a boosting candidate that cannot run this many iterations per fold is not tried
 REFIT_SAFETY = 1.3  # a refit sees k/(k-1) of the rows; leave room for that and for noise
 
@@ -75,73 +76,6 @@ class Trial:
             "fit_seconds": round(sum(self.seconds), 2),
             "status": self.stopped or "complete",
         }
-
-
-def search_metric(task: str, y: np.ndarray) -> str:
-    """The metric the search optimises: balanced accuracy for imbalanced classes, else accuracy; RMSE."""
-    if not is_classification(task):
-        return "rmse"
-    counts = np.bincount(y.astype(int))
-    counts = counts[counts > 0]
-    return "balanced_accuracy" if counts.max() / counts.min() >= 4 else "accuracy"
-
-
-def score(metric: str, y: np.ndarray, output: np.ndarray) -> float:
-    """Higher is better (RMSE negated). `output`: class probabilities, or values."""
-    if metric == "rmse":
-        return -float(np.sqrt(np.mean((y - output) ** 2)))
-    pred = output.argmax(axis=1)
-    if metric == "accuracy":
-        return float(np.mean(pred == y))
-    recalls = [np.mean(pred[y == c] == c) for c in np.unique(y)]
-    return float(np.mean(recalls))
-
-
-def folds(
-    y: np.ndarray,
-    task: str,
-    split_strategy: str,
-    seed: int,
-    k: int | None = None,
-    groups: np.ndarray | None = None,
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """CV splits of the training rows: 5 folds (3 above 20,000 rows, a 80/20 hold-out above 200,000, or k);
-    in time order when prepare_data split by time, and whole groups per fold when it split by group."""
-    from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit, train_test_split
-
-    n = len(y)
-    idx = np.arange(n)
-    if split_strategy == "time":  # prepare_data kept train then validation in time order
-        return list(TimeSeriesSplit(n_splits=4 if n >= 500 else 3).split(idx))
-    if split_strategy == "group" and groups is not None:
-        return _group_folds(y, task, groups, seed, k or (5 if n <= 20_000 else 3))
-    classify = is_classification(task)
-    if n > 200_000 or k == 1:
-        strat = y if classify else None
-        train, test = train_test_split(idx, test_size=0.2, random_state=seed, stratify=strat)
-        return [(train, test)]
-    k = k or (5 if n <= 20_000 else 3)
-    if classify and np.bincount(y.astype(int))[np.bincount(y.astype(int)) > 0].min() >= k:
-        return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(idx, y))
-    return list(KFold(k, shuffle=True, random_state=seed).split(idx))
-
-
-def _group_folds(
-    y: np.ndarray, task: str, groups: np.ndarray, seed: int, k: int
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Folds that keep every group's rows together (stratified by class where the classes allow), as the
-    train/validation/test split did: a model is never scored on rows of a group it was fitted on."""
-    from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGroupKFold
-
-    idx = np.arange(len(y))
-    if len(np.unique(groups)) < 2:
-        raise InvalidInputError("Group-aware cross-validation needs at least 2 groups among the training rows.")
-    if k == 1 or len(y) > 200_000:
-        return list(GroupShuffleSplit(1, test_size=0.2, random_state=seed).split(idx, y, groups))
-    k = min(k, len(np.unique(groups)))
-    if is_classification(task) and np.bincount(y.astype(int))[np.bincount(y.astype(int)) > 0].min() >= k:
-        return list(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(idx, y, groups))
-    return list(GroupKFold(k).split(idx, y, groups))
 
 
 def _output(model: Any, task: str, X: np.ndarray) -> np.ndarray:
@@ -237,7 +171,7 @@ class Search:
         if self.n_classes and output.shape[1] < self.n_classes:  # a class missing from this fold's training rows
             output = _widen(output, model.classes_, self.n_classes)
         trial.oof[test] = output
-        trial.scores.append(score(self.metric, self.y[test], output))
+        trial.scores.append(rank_score(self.metric, self.y[test], output))
         iterations = _iterations(model)
         if iterations:
             trial.iterations.append(iterations)
@@ -284,6 +218,18 @@ class Search:
     def _best_complete(self) -> Trial | None:
         complete = [t for t in self.trials if t.complete]
         return max(complete, key=lambda t: t.mean) if complete else None
+
+    def best_complete(self) -> Trial:
+        """The best candidate that completed its cross-validation. When none did in the budget, the best one-fold
+        candidate completes its folds now, past the deadline (a model must come out of every search)."""
+        best = self._best_complete()
+        if best is not None:
+            return best
+        best = max(self.trials, key=lambda t: t.mean)
+        best.stopped = None
+        self.deadline = math.inf
+        self._complete(best, len(self.trials))
+        return best
 
     def _complete(self, trial: Trial, planned: int, patient: bool = False) -> None:
         """Run the remaining folds; stop early when the candidate clearly trails the leader (unless patient)."""
@@ -394,37 +340,9 @@ class Search:
     # -- ensemble and refit --------------------------------------------------------------------------
 
     def ensemble(self) -> tuple[dict[Trial, int], float]:
-        """Greedy ensemble selection with replacement over out-of-fold output: member -> count, OOF score."""
+        """Greedy ensemble selection over the ten best complete candidates: member -> count, OOF score."""
         pool = sorted((t for t in self.trials if t.complete), key=lambda t: t.mean, reverse=True)[:10]
-        rows, y = self.rows, self.y[self.rows]
-        best = pool[0]
-        chosen = {best: 1}
-        current = best.oof[rows].copy()
-        current_score = score(self.metric, y, current)
-        for step in range(2, MAX_ENSEMBLE_STEPS + 1):
-            trials = [(score(self.metric, y, (current * (step - 1) + t.oof[rows]) / step), t) for t in pool]
-            new_score, pick = max(trials, key=lambda st: st[0])
-            if new_score <= current_score and step > 2:
-                break
-            current = (current * (step - 1) + pick.oof[rows]) / step
-            current_score = new_score
-            chosen[pick] = chosen.get(pick, 0) + 1
-        return chosen, current_score
-
-    def threshold(self, oof: np.ndarray) -> float | None:
-        """A binary decision threshold tuned out of fold for balanced accuracy, when it helps."""
-        if self.metric != "balanced_accuracy" or oof.shape[1] != 2:
-            return None
-        p1 = oof[:, 1]
-        y = self.y[self.rows]
-        base = score(self.metric, y, oof)
-        grid = np.unique(np.quantile(p1, np.linspace(0.02, 0.98, 97)))
-        scored = []
-        for t in grid:
-            q = shift_threshold(p1, t)
-            scored.append((score(self.metric, y, np.column_stack([1 - q, q])), t))
-        best, t = max(scored)
-        return float(t) if best > base + 0.002 else None
+        return select_ensemble(pool, self.rows, self.y, self.metric)
 
     def refit(self, trial: Trial) -> Any:
         iterations = int(np.median(trial.iterations) * 1.1) if trial.iterations else None
@@ -471,21 +389,15 @@ def run_search(X: np.ndarray, y: np.ndarray, task: str, budget_s: float, **optio
     """Search, ensemble, refit within budget_s seconds (refit included); options as for `Search`."""
     search = Search(X, y, task, budget_s, **options)
     search.run(portfolio(task, y, *X.shape))
-    if search._best_complete() is None:  # not even one full CV fitted in time: complete the best first-fold one
-        best = max(search.trials, key=lambda t: t.mean)
-        best.stopped = None
-        search.deadline = math.inf
-        search._complete(best, len(search.trials))
+    best = search.best_complete()
     chosen, ensemble_score = search.ensemble()
-    best = search._best_complete()
-    assert best is not None
     use_ensemble = len(chosen) > 1 and ensemble_score > best.mean + 1e-4
     members = chosen if use_ensemble else {best: 1}
     total = sum(members.values())
     rows = search.rows
     y_seen = y[rows]
     oof = sum(t.oof[rows] * (n / total) for t, n in members.items())  # type: ignore[misc]
-    threshold = search.threshold(oof) if is_classification(task) else None
+    threshold = tune_threshold(search.metric, y_seen, oof) if is_classification(task) else None
     refit_started = time.perf_counter()
     fitted = [(search.refit(t), n) for t, n in members.items()]
     classify = is_classification(task)
@@ -510,7 +422,7 @@ def run_search(X: np.ndarray, y: np.ndarray, task: str, budget_s: float, **optio
         "refit_seconds": round(time.perf_counter() - refit_started, 2),
         "chosen": [{"candidate": t.config.label(), "weight": round(n / total, 3)} for t, n in members.items()],
         "ensemble": use_ensemble,
-        "cv_score": round(_shown(search.metric, score(search.metric, y_seen, oof)), 5),
+        "cv_score": round(_shown(search.metric, rank_score(search.metric, y_seen, oof)), 5),
         "best_single_cv_score": round(_shown(search.metric, best.mean), 5),
         "threshold": round(threshold, 4) if threshold is not None else None,
         "cancelled": search.cancelled,

@@ -18,7 +18,15 @@ from pydantic import BaseModel, Field, ValidationError
 from ml_expert.memory.errors import InvalidInputError
 from ml_expert.tools import runs
 from ml_expert.tools.artifacts import load_prepared, load_split, model_dir, predict_output, save_model
-from ml_expert.tools.evaluation.metrics import baseline_scores, beats_baseline, headline, scores
+from ml_expert.tools.evaluation.metrics import (
+    IMBALANCE_RATIO,
+    baseline_scores,
+    beats_baseline,
+    headline,
+    imbalance_ratio,
+    is_imbalanced,
+    scores,
+)
 from ml_expert.tools.evaluation.plots import search_curve, training_curves
 from ml_expert.tools.jobs.manager import run_as_job
 from ml_expert.tools.jobs.specs import JobCancelled, JobStatus, ProgressFn, WaitSeconds
@@ -208,20 +216,19 @@ def train(
 
 
 def class_weights(task: str, y: np.ndarray, choice: str) -> tuple[dict[int, float] | None, str | None]:
-    """Balanced class weights when asked, or automatically at an imbalance ratio >= 3; with a note saying so."""
+    """Balanced class weights when asked, or automatically when the classes are imbalanced (the one rule,
+    `is_imbalanced`, that also makes `auto` search for balanced accuracy); with a note saying so."""
     if not is_classification(task) or choice == "none":
         return None, None
-    counts = np.bincount(y.astype(int))
-    counts = counts[counts > 0]
-    ratio = counts.max() / counts.min()
-    if choice == "auto" and ratio < 3:
+    ratio = imbalance_ratio(y)
+    if choice == "auto" and not is_imbalanced(y):
         return None, None
     from sklearn.utils.class_weight import compute_class_weight
 
     classes = np.unique(y)
     weights = compute_class_weight("balanced", classes=classes, y=y)
     note = f"class_weight='balanced' applied (training imbalance ratio {ratio:.1f}:1" + (
-        ", >= 3)." if choice == "auto" else ")."
+        f", >= {IMBALANCE_RATIO:g})." if choice == "auto" else ")."
     )
     return {int(c): float(w) for c, w in zip(classes, weights, strict=True)}, note
 
@@ -346,7 +353,8 @@ def run_train_job(ws: Workspace, spec: TrainSpec, reporter: Any) -> TrainResult 
     folder.mkdir(parents=True, exist_ok=True)
     weights, note = class_weights(prepared["task_type"], data["y_train"], spec.config.class_weight)
     notes = [note] if note else []
-    fit = _fit(ws, spec, prepared, data, reporter, weights)
+    with reporter.graceful():  # a cancel stops fitting at the next batch / candidate and keeps what it has
+        fit = _fit(ws, spec, prepared, data, reporter, weights)
     if fit.distribution and fit.distribution.get("chief") is False:  # only the chief keeps a model
         shutil.rmtree(folder, ignore_errors=True)
         return WorkerTaskResult(run_id=run_id, model_id=model_id, distribution=fit.distribution)
