@@ -101,24 +101,36 @@ class JobStore:
         rows = self.database.query("SELECT * FROM jobs WHERE status IN (?, ?) ORDER BY created_at", ACTIVE)
         return [_row(r) for r in rows]
 
-    def queued_of(self, owner_pid: int, limit: int) -> list[str]:
-        """Ids of the oldest queued jobs that this server process owns."""
-        rows = self.database.query(
-            "SELECT job_id FROM jobs WHERE status = 'queued' AND owner_pid = ? ORDER BY created_at LIMIT ?",
-            [owner_pid, limit],
-        )
-        return [r["job_id"] for r in rows]
+    def claim(self, owner_pid: int, max_running: int) -> list[str]:
+        """Mark this server process's oldest queued jobs running while fewer than max_running jobs run in the
+        workspace; returns their ids, oldest first.
+
+        One write transaction counts the running jobs of every process and takes the free slots, so two servers
+        on one workspace never run more than max_running jobs between them; a slot that frees in any process goes
+        to whichever server claims next (each polls a few times a second)."""
+        mine_queued = "SELECT 1 FROM jobs WHERE status = 'queued' AND owner_pid = ? LIMIT 1"
+        if not self.database.query(mine_queued, [owner_pid]):  # the usual case: a read, not the write lock
+            return []
+        now = time.time()
+        with self.database.transaction() as conn:
+            running = conn.execute("SELECT count(*) FROM jobs WHERE status = 'running'").fetchone()[0]
+            if running >= max_running:
+                return []
+            mine = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT job_id FROM jobs WHERE status = 'queued' AND owner_pid = ? ORDER BY created_at LIMIT ?",
+                    (owner_pid, max_running - running),
+                )
+            ]
+            conn.executemany(
+                "UPDATE jobs SET status = 'running', started_at = ?, updated_at = ? WHERE job_id = ?",
+                [(now, now, job_id) for job_id in mine],
+            )
+        return mine
 
     def count(self, status: str) -> int:
         return self.database.query("SELECT count(*) AS n FROM jobs WHERE status = ?", [status])[0]["n"]
-
-    def mark_running(self, job_id: str) -> None:
-        now = time.time()
-        with self.database.transaction() as conn:
-            conn.execute(
-                "UPDATE jobs SET status = 'running', started_at = ?, updated_at = ? WHERE job_id = ?",
-                (now, now, job_id),
-            )
 
     def set_pid(self, job_id: str, pid: int) -> None:
         with self.database.transaction() as conn:

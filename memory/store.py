@@ -8,6 +8,7 @@ CLI — can read and write the same file at once without losing a write.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -22,6 +23,9 @@ from ml_expert.memory.errors import InvalidInputError, NotFoundError
 DEFAULT_NAMESPACE = "default"
 MAX_NAME_CHARS = 1024
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
+MAX_QUERY_WORDS = 64  # an FTS5 query's cost grows fast with its words: 5,000 words took 7.7 s, 20,000 two minutes
+MAX_QUERY_BYTES = 1000
+MAX_TTL_SECONDS = 10 * 365 * 24 * 3600  # ten years; longer is forever, which is what omitting ttl means
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -81,10 +85,18 @@ def check_name(what: str, name: str) -> str:
 
 
 def fts_query(text: str) -> str:
-    """Turn free text into a safe FTS5 query: every word quoted, all words required."""
+    """Turn free text into a safe FTS5 query: every word quoted, all words required; at most MAX_QUERY_WORDS words
+    and MAX_QUERY_BYTES bytes, so that no query can keep the database busy for long."""
+    size = len(text.encode())
     words = [w for w in re.split(r"\s+", text.strip()) if w]
     if not words:
         raise InvalidInputError("Search query must contain at least one word; received an empty query.")
+    if len(words) > MAX_QUERY_WORDS or size > MAX_QUERY_BYTES:
+        raise InvalidInputError(
+            f"Search query must have at most {MAX_QUERY_WORDS} words and {MAX_QUERY_BYTES} bytes; received "
+            f"{len(words)} words, {size} bytes. Search for a few distinctive words (every word must match), or list "
+            "keys by prefix with memory_list."
+        )
     return " ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
@@ -138,9 +150,11 @@ class MemoryStore:
         """Validate one entry; (namespace, key, value JSON, tags JSON). Key, value and tags count toward the limit."""
         check_name("key", key)
         check_name("namespace", namespace)
-        if ttl is not None and (not isinstance(ttl, int | float) or isinstance(ttl, bool) or not ttl > 0):
+        number = isinstance(ttl, int | float) and not isinstance(ttl, bool)
+        if ttl is not None and (not number or not math.isfinite(ttl) or not 0 < ttl <= MAX_TTL_SECONDS):
             raise InvalidInputError(
-                f"ttl must be a positive number of seconds; received {ttl!r}. Omit it to keep forever."
+                f"ttl must be a positive, finite number of seconds, at most {MAX_TTL_SECONDS} (ten years); received "
+                f"{ttl!r}. Omit it to keep the entry forever."
             )
         try:
             text = json.dumps(value, ensure_ascii=False, allow_nan=False)
@@ -355,8 +369,10 @@ class MemoryStore:
                 f"received {str(rec)[:200]}."
             )
         expires = rec.get("expires_at")
-        if expires is not None and (isinstance(expires, bool) or not isinstance(expires, int | float)):
-            raise InvalidInputError(f"expires_at must be a Unix time (a number) or null; received {expires!r}.")
+        if expires is not None and (
+            isinstance(expires, bool) or not isinstance(expires, int | float) or not math.isfinite(expires)
+        ):
+            raise InvalidInputError(f"expires_at must be a Unix time (a finite number) or null; received {expires!r}.")
         ttl = None if expires is None or expires <= now else expires - now
         namespace = rec.get("namespace") or DEFAULT_NAMESPACE
         row = self._row(rec["key"], rec["value"], namespace=namespace, ttl=ttl, tags=rec.get("tags") or [])

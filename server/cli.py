@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME",
-        help="Also accept this Host/Origin name over HTTP on a non-loopback --host (repeatable).",
+        help="Also accept this Host/Origin name over HTTP, e.g. behind a reverse proxy (repeatable).",
     )
     serve.add_argument("--max-jobs", type=int, help="Training jobs that may run at once (default 1).")
     serve.add_argument("--wait-seconds", type=float, help="Default wait of job tools before returning (45).")

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from ml_expert.memory.errors import NotFoundError
@@ -14,7 +15,7 @@ from ml_expert.tools.jobs.manager import JobManager
 from ml_expert.tools.jobs.tools import list_jobs
 from ml_expert.tools.runs import get_run, list_runs
 from ml_expert.tools.training.config import Architecture
-from ml_expert.tools.workspace import Workspace
+from ml_expert.tools.workspace import Workspace, check_id
 
 
 def _workspace(args: argparse.Namespace) -> Workspace:
@@ -150,6 +151,12 @@ class _ConsoleReporter:
     def cancel_requested(self) -> bool:
         return False
 
+    def checkpoint(self) -> None:
+        return None
+
+    def graceful(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
     def flush(self) -> None:
         return None
 
@@ -161,7 +168,7 @@ def cmd_worker_train(args: argparse.Namespace) -> int:
     config = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
     spec = train_spec(ws, args.run_id, args.architecture, config, distribution="multi_worker")
     if args.model_id:
-        spec = spec.model_copy(update={"model_id": args.model_id})
+        spec = spec.model_copy(update={"model_id": check_id(args.model_id, "mdl")})
     print(run_train_job(ws, spec, _ConsoleReporter()).model_dump_json())
     return 0
 

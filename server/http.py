@@ -1,9 +1,12 @@
-"""Streamable HTTP serving: loopback as the SDK serves it; any other bind address only with a bearer token.
+"""Streamable HTTP serving: on every bind address only known Host / Origin names; beyond loopback, a bearer token.
 
-On 127.0.0.1 / localhost / ::1 the SDK's own protection applies (Host and Origin must be loopback
-names). On any other address every tool would be open to the network, so the server refuses to start
-without a token (`--token` / ML_EXPERT_TOKEN), checks `Authorization: Bearer <token>` on every
-request (constant-time compare), and allows only the Host / Origin names it was told about.
+DNS-rebinding protection is always on, whatever the address: a request's Host (and Origin, when sent)
+must name the bind address or a loopback name (any port on a loopback address, as the SDK allows on
+127.0.0.1; the bound port elsewhere) or a name given with --allow-host; anything else gets 421 / 403.
+(The SDK protects only 127.0.0.1, localhost and ::1 by itself: 127.0.0.2 answered any Host.) On a
+non-loopback address every tool would be open to the network, so the server refuses to start without a
+token (`--token` / ML_EXPERT_TOKEN) and checks `Authorization: Bearer <token>` on every request
+(constant-time compare).
 """
 
 from __future__ import annotations
@@ -75,19 +78,23 @@ def require_token(host: str, token: str | None) -> None:
         )
 
 
+def transport_security(host: str, port: int, extra_hosts: list[str]) -> TransportSecuritySettings:
+    """DNS-rebinding protection for any bind address: the Host / Origin names a request may carry."""
+    names = allowed_names(host, extra_hosts)
+    ports = ("", ":*") if is_loopback(host) else ("", f":{port}")
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[f"{name}{p}" for name in names for p in ports],
+        allowed_origins=[f"{s}://{name}{p}" for name in names for s in ("http", "https") for p in ports],
+    )
+
+
 def http_app(mcp: MCPServer, host: str, port: int, token: str | None, extra_hosts: list[str]) -> Any:
-    """The ASGI app to serve: the SDK's on loopback (token optional), guarded and token-checked elsewhere."""
+    """The ASGI app to serve: Host / Origin checked on every address, a bearer token required beyond loopback."""
     require_token(host, token)
-    security = None
     if not is_loopback(host):
-        names = allowed_names(host, extra_hosts)
-        security = TransportSecuritySettings(
-            enable_dns_rebinding_protection=True,
-            allowed_hosts=[n for name in names for n in (name, f"{name}:{port}")],
-            allowed_origins=[f"{s}://{name}{p}" for name in names for s in ("http", "https") for p in ("", f":{port}")],
-        )
         log.warning("serving on %s: every tool is reachable by anyone who holds the token", host)
-    app = mcp.streamable_http_app(transport_security=security, host=host)
+    app = mcp.streamable_http_app(transport_security=transport_security(host, port, extra_hosts), host=host)
     return BearerToken(app, token) if token else app
 
 

@@ -23,7 +23,7 @@ def register_all(mcp: MCPServer) -> None:
     expose(mcp, memory_tools.memory_store, idempotent=True, inline=True)
     expose(mcp, memory_tools.memory_retrieve, read_only=True, inline=True)
     expose(mcp, memory_tools.memory_list, read_only=True, inline=True)
-    expose(mcp, memory_tools.memory_search, read_only=True, inline=True)
+    expose(mcp, memory_tools.memory_search, read_only=True)  # full-text search: in a thread, never on the loop
     expose(mcp, memory_tools.memory_delete, destructive=True, idempotent=True, inline=True)
     expose(mcp, memory_tools.memory_stats, read_only=True)
     # the workflow, phase by phase

@@ -100,15 +100,17 @@ def test_expected_errors_reach_the_client_and_the_server_keeps_serving(tmp_path:
     async def steps(c: Client) -> Any:
         missing = await c.call_tool("memory_retrieve", {"key": "ml-expert/nothing"})
         bad = await c.call_tool("memory_store", {"key": "bad\nkey", "value": 1})
-        no_run = await c.call_tool("get_run", {"run_id": "run_missing"})
+        no_run = await c.call_tool("get_run", {"run_id": "run_0000beef"})
+        not_an_id = await c.call_tool("get_run", {"run_id": "run_missing"})
         schema = await c.call_tool("memory_list", {"limit": 0})
         ok = await c.call_tool("memory_store", {"key": "still", "value": "alive"})
-        return missing, bad, no_run, schema, ok
+        return missing, bad, no_run, not_an_id, schema, ok
 
-    missing, bad, no_run, schema, ok = call(tmp_path, steps)
+    missing, bad, no_run, not_an_id, schema, ok = call(tmp_path, steps)
     assert missing.is_error and "No memory entry with key 'ml-expert/nothing'" in missing.content[0].text
     assert bad.is_error and "control characters" in bad.content[0].text
-    assert no_run.is_error and "No run 'run_missing'" in no_run.content[0].text
+    assert no_run.is_error and "No run 'run_0000beef'" in no_run.content[0].text
+    assert not_an_id.is_error and "run_id must be an id like 'run_5f2c9a1b'" in not_an_id.content[0].text
     assert schema.is_error and "limit" in schema.content[0].text
     assert not ok.is_error
 
@@ -188,7 +190,8 @@ def test_list_tools_stays_compact(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("uri", "expected"),
     [
-        ("ml-expert://runs/run_nope/report", "No run 'run_nope'"),
+        ("ml-expert://runs/run_0000dead/report", "No run 'run_0000dead'"),
+        ("ml-expert://runs/run_nope/report", "run_id must be an id like"),
         ("ml-expert://memory/default/ml-expert/none", "No memory entry with key 'ml-expert/none'"),
     ],
 )

@@ -13,15 +13,15 @@ Layout of `<workspace>/.ml-expert/runs/<run_id>/`:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml_expert.memory.errors import ConflictError, IntegrityError, NotFoundError
 from ml_expert.tools.runs import get_run
 from ml_expert.tools.tasks import is_classification
-from ml_expert.tools.workspace import Workspace
+from ml_expert.tools.workspace import Workspace, check_id, is_id
 
 if TYPE_CHECKING:  # numpy loads with the first data tool, not with the server
     import numpy as np
@@ -47,20 +47,20 @@ def load_split(ws: Workspace, run_id: str, split: str) -> tuple[np.ndarray, np.n
 
 
 def model_dir(ws: Workspace, run_id: str, model_id: str) -> Path:
-    return ws.run_dir(run_id) / "models" / model_id
+    """The folder of one model; both ids are checked first (InvalidInputError for anything else)."""
+    return ws.run_dir(run_id) / "models" / check_id(model_id, "mdl")
 
 
 def list_model_ids(ws: Workspace, run_id: str) -> list[str]:
     """Model ids of a run, oldest first."""
     root = ws.run_dir(run_id) / "models"
-    metas = [p for p in root.glob("*/model.json")] if root.exists() else []
+    metas = [p for p in root.glob("*/model.json") if is_id(p.parent.name, "mdl")] if root.exists() else []
     return [p.parent.name for p in sorted(metas, key=lambda p: p.stat().st_mtime)]
 
 
 def find_model_run(ws: Workspace, model_id: str) -> str:
     """The run a model id belongs to (model ids are unique across runs), or a clear error."""
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", model_id or ""):
-        raise NotFoundError(f"No model {model_id!r}: model ids look like 'model_1a2b3c4d' (from train).")
+    check_id(model_id, "mdl")
     found = sorted((ws.home / "runs").glob(f"*/models/{model_id}/model.json"))
     if not found:
         raise NotFoundError(f"No model {model_id!r} in this workspace. list_runs shows the runs; train makes models.")
@@ -69,6 +69,8 @@ def find_model_run(ws: Workspace, model_id: str) -> str:
 
 def load_model_meta(ws: Workspace, run_id: str, model_id: str | None) -> dict[str, Any]:
     """model.json of a model (the latest of the run when model_id is None), or a clear error."""
+    if model_id is not None:
+        check_id(model_id, "mdl")
     ids = list_model_ids(ws, run_id)
     if model_id is None:
         if not ids:
@@ -101,21 +103,35 @@ def save_pickle(ws: Workspace, obj: Any, path: Path) -> Path:
     return path
 
 
-def load_pickle(ws: Workspace, path: Path) -> Any:
-    """Unpickle a file only when its sha256 is the one recorded when the server wrote it."""
-    import joblib
-
-    from ml_expert.tools.packaging.portable import ensemble, preprocessing  # noqa: F401 - pickled classes resolve
-
+def read_verified(ws: Workspace, path: Path) -> bytes:
+    """The bytes of a pickle the server wrote, read once and returned only when their sha256 is the digest recorded
+    when it was written. Whoever uses them (unpickles, ships) uses these very bytes, never the file again: a file
+    swapped after the check cannot slip in."""
     expected = ws.digests.get(ws.relative(path))
-    if expected is None or not path.is_file() or sha256(path) != expected:
+    data = path.read_bytes() if expected is not None and path.is_file() else None
+    if data is None or hashlib.sha256(data).hexdigest() != expected:
         why = "was not written by this server" if expected is None else "changed since the server wrote it"
         raise IntegrityError(
             f"Refusing to unpickle {ws.relative(path)}: it {why} (its sha256 is checked against the digest recorded "
             "in the database, because loading a pickle runs code). Re-run the step that writes it "
             "(prepare_data for preprocessor.joblib, train for model.joblib)."
         )
-    return joblib.load(path)
+    return data
+
+
+def unpickle(data: bytes) -> Any:
+    """joblib-load bytes that read_verified returned."""
+    import joblib
+
+    from ml_expert.tools.packaging.portable import ensemble, preprocessing  # noqa: F401 - pickled classes resolve
+
+    return joblib.load(io.BytesIO(data))
+
+
+def load_pickle(ws: Workspace, path: Path) -> Any:
+    """Unpickle a file only when its sha256 is the one recorded when the server wrote it (the bytes checked are
+    the bytes loaded)."""
+    return unpickle(read_verified(ws, path))
 
 
 def save_model(ws: Workspace, model: Any, framework: str, folder: Path) -> Path:

@@ -38,7 +38,8 @@ def memory_store(
     value: Annotated[Any, Field(description="Any JSON value: object, list, string, number, boolean or null.")],
     namespace: NamespaceArg = "default",
     ttl: Annotated[
-        float | None, Field(description="Seconds until the entry expires, e.g. 3600; omit to keep it.", gt=0)
+        float | None,
+        Field(description="Seconds until the entry expires, e.g. 3600 (at most ten years); omit to keep it.", gt=0),
     ] = None,
     tags: Annotated[list[str] | None, Field(description="Labels for grouping and search, e.g. ['exp-3'].")] = None,
 ) -> MemoryEntry:
@@ -66,7 +67,9 @@ def memory_list(
 
 def memory_search(
     ws: Workspace,
-    query: Annotated[str, Field(description="Words to find in keys, values and tags, e.g. 'accuracy breast'.")],
+    query: Annotated[
+        str, Field(description="Words to find in keys, values and tags, e.g. 'accuracy breast' (at most 64 words).")
+    ],
     namespace: Annotated[str | None, Field(description="Namespace to search; null searches all.")] = "default",
     limit: Annotated[int, Field(description="Most hits to return.", ge=1, le=100)] = 10,
 ) -> SearchResult:

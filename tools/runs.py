@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from ml_expert.memory import DEFAULT_NAMESPACE, RunRow
 from ml_expert.memory.errors import ConflictError, NotFoundError
-from ml_expert.tools.workspace import Workspace, new_id
+from ml_expert.tools.workspace import Workspace, check_id, new_id
 
 WORKFLOW_MEMORY = (
     "data-analysis",
@@ -71,7 +71,7 @@ def create_run(ws: Workspace, *, dataset: str | None, target: str | None, namesp
 
 
 def _row(ws: Workspace, run_id: str) -> RunRow:
-    row = ws.runs.get(run_id)
+    row = ws.runs.get(check_id(run_id, "run"))
     if row is None:
         raise NotFoundError(
             f"No run {run_id!r} in this workspace. Recent runs: {ws.runs.recent_ids() or 'none'}. "

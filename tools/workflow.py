@@ -7,6 +7,7 @@ unfinished phase.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
@@ -89,6 +90,12 @@ class PhaseReporter:
 
     def cancel_requested(self) -> bool:
         return self.reporter.cancel_requested()
+
+    def checkpoint(self) -> None:
+        self.reporter.checkpoint()
+
+    def graceful(self) -> AbstractContextManager[None]:
+        return self.reporter.graceful()
 
     def flush(self) -> None:
         self.reporter.flush()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,38 @@ from ml_expert.tools.settings import Settings
 
 STATE_DIR = ".ml-expert"
 DEFAULT_SEED = 42
+# What the ids new_id makes look like (prefix, 8 hex digits; up to 32 accepted): the only ids that ever reach a path.
+ID_KINDS = {
+    "run": ("run_id", "analyze_data or prepare_data"),
+    "mdl": ("model_id", "train"),
+    "job": ("job_id", "train or another job tool"),
+}
+ID_PATTERN = re.compile(r"(run|mdl|job)_[0-9a-f]{8,32}")
 
 
 def new_id(prefix: str) -> str:
     """A short readable id such as `run_5f2c9a1b`."""
     return f"{prefix}_{secrets.token_hex(4)}"
+
+
+def is_id(value: object, prefix: str) -> bool:
+    """Whether value is an id of the kind `prefix` (run, mdl, job) as new_id makes it."""
+    found = ID_PATTERN.fullmatch(value) if isinstance(value, str) else None
+    return found is not None and found.group(1) == prefix
+
+
+def check_id(value: object, prefix: str) -> str:
+    """An id of the kind `prefix` (run, mdl, job) as new_id makes it, or InvalidInputError. Every id a client passes
+    is checked here before it names a folder or a file, so that no id can lead outside the workspace."""
+    name, source = ID_KINDS[prefix]
+    if not is_id(value, prefix):
+        shown = repr(value[:80]) if isinstance(value, str) else type(value).__name__
+        raise InvalidInputError(
+            f"{name} must be an id like '{prefix}_5f2c9a1b' ('{prefix}_' and 8 to 32 lowercase hex digits, as "
+            f"returned by {source}); received {shown}. Pass an id exactly as a tool returned it (list_runs and "
+            "list_jobs show them)."
+        )
+    return str(value)
 
 
 class Workspace:
@@ -91,7 +119,8 @@ class Workspace:
             self._stores.clear()
 
     def run_dir(self, run_id: str) -> Path:
-        return self.home / "runs" / run_id
+        """The artifact folder of a run; the run id is checked first (InvalidInputError for anything else)."""
+        return self.home / "runs" / check_id(run_id, "run")
 
     def resolve_path(self, path: str | os.PathLike[str], *, must_exist: bool = True, kind: str = "path") -> Path:
         """Resolve a client-named path (relative to the workspace) and check it is allowed."""

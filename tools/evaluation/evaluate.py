@@ -148,6 +148,8 @@ def run_evaluate_job(ws: Workspace, spec: EvaluateSpec, reporter: Any) -> Evalua
     for i, mid in enumerate(spec.model_ids):
         reporter.progress(force=True, phase="evaluate", step=i, total=len(spec.model_ids), message=f"evaluating {mid}")
         evaluations.append(evaluate_model(ws, run_id, mid, spec.target))
+    n = len(spec.model_ids)  # every progress call is a cancel point: a cancelled job ends here, before the report
+    reporter.progress(force=True, phase="evaluate", step=n, total=n, message="writing the evaluation report")
     evaluations.sort(key=main_score, reverse=True)
     best = evaluations[0]
     for ev in evaluations:

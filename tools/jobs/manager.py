@@ -21,7 +21,7 @@ from ml_expert.memory import ACTIVE, FINISHED, JobRow
 from ml_expert.memory.errors import ConflictError, NotFoundError
 from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn
 from ml_expert.tools.settings import SETTINGS_ENV
-from ml_expert.tools.workspace import Workspace, new_id
+from ml_expert.tools.workspace import Workspace, check_id, new_id
 
 MAX_QUEUED = 100
 ORPHAN_CHECK_SECONDS = 2.0
@@ -73,14 +73,15 @@ def job_status(row: JobRow) -> JobStatus:
 
 
 def job_row(ws: Workspace, job_id: str) -> JobRow:
-    row = ws.job_store.get(job_id)
+    row = ws.job_store.get(check_id(job_id, "job"))
     if row is None:
         raise NotFoundError(f"No job {job_id!r} in this workspace. Call list_jobs to see the job ids.")
     return row
 
 
 class JobManager:
-    """Starts worker processes for queued jobs (at most max_jobs at once, orphans included)."""
+    """Starts worker processes for queued jobs: at most max_jobs run at once in the workspace, counted in the job
+    store across every server process (orphans included)."""
 
     def __init__(self, ws: Workspace, *, max_jobs: int | None = None, poll_interval: float = 0.2) -> None:
         self.ws = ws
@@ -139,17 +140,6 @@ class JobManager:
             if not self._alive(row) and self.ws.job_store.finish(row.job_id, "interrupted", error=VANISHED):
                 count += 1
         return count
-
-    def _orphans_running(self) -> int:
-        """Running jobs whose server is gone but whose worker still lives (after a restart): they use a slot too."""
-        return sum(
-            1
-            for row in self.ws.job_store.active()
-            if row.status == "running"
-            and row.job_id not in self._procs
-            and row.owner_pid != os.getpid()
-            and not pid_alive(row.owner_pid)
-        )
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -241,10 +231,7 @@ class JobManager:
             if time.monotonic() - self._orphans_checked >= ORPHAN_CHECK_SECONDS:
                 self._orphans_checked = time.monotonic()
                 self.mark_orphans_interrupted()
-            free = self.max_jobs - len(self._procs) - self._orphans_running()
-            if free <= 0:
-                return
-            for job_id in self.ws.job_store.queued_of(os.getpid(), free):
+            for job_id in self.ws.job_store.claim(os.getpid(), self.max_jobs):  # slots counted across processes
                 self._launch(job_id)
 
     def log_path(self, job_id: str) -> str:
@@ -262,16 +249,19 @@ class JobManager:
             "TF_NUM_INTRAOP_THREADS": str(threads),
             SETTINGS_ENV: self.ws.settings.model_dump_json(),
         }
-        self.ws.job_store.mark_running(job_id)
-        with open(log_file, "ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "ml_expert.tools.jobs.worker", job_id],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        try:
+            with open(log_file, "ab") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "ml_expert.tools.jobs.worker", job_id],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
+        except OSError as exc:  # claimed already: end it, or it would hold its slot
+            self.ws.job_store.finish(job_id, "failed", error=f"Could not start a worker process: {exc}. Call again.")
+            return
         self.ws.job_store.set_pid(job_id, proc.pid)
         self._procs[job_id] = proc
 

@@ -27,7 +27,8 @@ def list_jobs(
 
 
 def cancel_job(ws: Workspace, job_id: JobId) -> JobStatus:
-    """Stop a job: training ends at the next batch/epoch, keeps the best weights so far; status 'cancelled'."""
+    """Stop a job: training ends at the next batch/epoch and keeps the best weights so far; other jobs stop at their
+    next step (within seconds); status 'cancelled'."""
     return ws.jobs.cancel(job_id)
 
 

@@ -14,6 +14,8 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pydantic import BaseModel
@@ -36,7 +38,14 @@ JOB_KINDS: dict[str, tuple[str, str, str]] = {
 
 
 class Reporter:
-    """What a job handler gets: progress reporting and the cancel flag, both throttled."""
+    """What a job handler gets: progress reporting and the cancel flag, both throttled.
+
+    Every `progress` call is also a cancel point: once cancel_job has set the flag, the next progress call (or
+    `checkpoint`) raises JobCancelled, which `run_job` records as 'cancelled'. So a handler that reports between
+    its steps stops between them, whatever its kind. A forced progress (a step boundary) and `checkpoint` read the
+    flag from the database every time; other progress calls at most every 0.25 s. Code that ends gracefully on its
+    own when cancelled (training keeps its best weights) runs inside `graceful()` and polls `cancel_requested()`.
+    """
 
     def __init__(self, ws: Workspace, job_id: str, *, min_interval: float = 0.2) -> None:
         self.ws = ws
@@ -45,6 +54,7 @@ class Reporter:
         self._last_write = 0.0
         self._last_check = 0.0
         self._cancelled = False
+        self._graceful = 0
         self._pending: dict[str, Any] | None = None
 
     def progress(self, force: bool = False, **info: Any) -> None:
@@ -52,6 +62,7 @@ class Reporter:
         now = time.monotonic()
         if force or now - self._last_write >= self.min_interval:
             self.flush()
+        self._raise_if_cancelled(fresh=force)
 
     def flush(self) -> None:
         if self._pending is None:
@@ -60,12 +71,31 @@ class Reporter:
         self._pending = None
         self._last_write = time.monotonic()
 
-    def cancel_requested(self) -> bool:
+    def cancel_requested(self, *, fresh: bool = False) -> bool:
+        """Whether cancel_job asked this job to stop (read from the database at most every 0.25 s unless fresh)."""
         now = time.monotonic()
-        if not self._cancelled and now - self._last_check >= 0.25:
+        if not self._cancelled and (fresh or now - self._last_check >= 0.25):
             self._last_check = now
             self._cancelled = self.ws.job_store.cancel_requested(self.job_id)
         return self._cancelled
+
+    def checkpoint(self) -> None:
+        """A cancel point between steps: raise JobCancelled when the job's cancel was requested."""
+        self._raise_if_cancelled(fresh=True)
+
+    def _raise_if_cancelled(self, *, fresh: bool) -> None:
+        if not self._graceful and self.cancel_requested(fresh=fresh):
+            raise JobCancelled()
+
+    @contextmanager
+    def graceful(self) -> Iterator[None]:
+        """A block that handles cancel itself (polls cancel_requested and ends with its partial result): progress
+        calls inside it report without raising."""
+        self._graceful += 1
+        try:
+            yield
+        finally:
+            self._graceful -= 1
 
 
 def handler_for(kind: str) -> tuple[type[JobSpec], Any]:
@@ -86,7 +116,8 @@ def run_job(ws: Workspace, job_id: str) -> None:
     if row is None:
         raise SystemExit(f"no job {job_id}")
     reporter = Reporter(ws, job_id)
-    reporter.progress(force=True, message="worker started", phase="starting")
+    with reporter.graceful():  # not a cancel point: each handler ends at its own first one (training: a batch)
+        reporter.progress(force=True, message="worker started", phase="starting")
     try:
         spec_class, handler = handler_for(row.kind)
         result = handler(ws, spec_class.model_validate(row.spec), reporter)

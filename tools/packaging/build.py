@@ -4,12 +4,16 @@ Exports the model in the requested formats, adds the fitted preprocessing, the f
 label mapping, `inference.py`, pinned requirements, a deployment guide, a model card and a manifest
 of sha256 digests. Then every format is verified in a fresh subprocess; a format that fails is
 reported and left out. The folder is built in a new hidden folder beside the target and swapped in
-whole; only an earlier package (checked by `package_spec`) is ever replaced.
+whole; only an earlier package (checked by `package_spec`) is ever replaced, and of it only the files
+its manifest lists: every other file in it (a Dockerfile, notes) is carried into the new folder, and a
+listed file that was edited since stops the swap with a clear error. Every progress call is a cancel
+point; the verification subprocess is stopped on cancel too.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -19,19 +23,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ml_expert.memory.errors import InvalidInputError
 from ml_expert.tools import runs
 from ml_expert.tools.artifacts import (
     load_model,
     load_model_meta,
-    load_pickle,
     load_prepared,
     load_split,
     model_path,
     predict_output,
+    read_verified,
+    unpickle,
 )
 from ml_expert.tools.packaging.docs import write_docs
 from ml_expert.tools.packaging.export import FormatReport, environment, export_format, file_map
-from ml_expert.tools.packaging.package import PackageResult, PackageSpec, check_output_dir
+from ml_expert.tools.packaging.package import (
+    PackageResult,
+    PackageSpec,
+    check_output_dir,
+    check_unchanged_package,
+    package_files,
+)
 from ml_expert.tools.packaging.verify import compile_fast_path, verify_reports
 from ml_expert.tools.tasks import is_classification
 from ml_expert.tools.workspace import Workspace, write_json
@@ -49,8 +61,9 @@ def _stage(ws: Workspace, run_id: str, prepared: dict[str, Any], build: Path, sc
     shutil.copy(PORTABLE / "ensemble.py", build / "ml_expert_ensemble.py")
     shutil.copy(PORTABLE / "inference.py", build / "inference.py")
     if prepared.get("modality", "tabular") == "tabular":  # other modalities have no fitted preprocessor
-        pre = load_pickle(ws, run_dir / "preprocessor.joblib")  # its digest checked before it is shipped
-        shutil.copy(run_dir / "preprocessor.joblib", build / "preprocessor.joblib")
+        verified = read_verified(ws, run_dir / "preprocessor.joblib")  # shipped: the bytes whose digest was checked
+        pre = unpickle(verified)
+        (build / "preprocessor.joblib").write_bytes(verified)
         raw = scratch / "raw_test.csv"
         frame = pd.read_parquet(run_dir / "data" / "raw_test.parquet").drop(columns=[prepared["target"]])
         frame.to_csv(raw, index=False)
@@ -96,15 +109,58 @@ def _test_metric(ws: Workspace, run_id: str, model_id: str) -> dict[str, float]:
     return dict(list(ev["test_metrics"].items())[:4]) if ev else {}
 
 
-def _swap_in(build: Path, final: Path) -> None:
-    """Replace the target (absent, empty, or an earlier package) with the verified build."""
-    if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-        final.rename(old / final.name)
+def _carry_over(ws: Workspace, final: Path, build: Path) -> list[str]:
+    """Link (or copy) into the build every file of the target folder that an earlier package did not write, after
+    checking that none of the files it wrote was edited since; returns the carried paths. Nothing in the target is
+    touched, so a failure here loses nothing."""
+    check_unchanged_package(ws, final)
+    written = {*(package_files(final) or {}), "manifest.json"}
+    kept: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(final):  # symlinked folders are kept as links, not followed
+        here = Path(dirpath)
+        kept += [
+            (here / name).relative_to(final).as_posix()
+            for name in [*filenames, *(d for d in dirnames if (here / d).is_symlink())]
+        ]
+    kept = sorted(rel for rel in kept if rel not in written)
+    clashes = [rel for rel in kept if _occupied(build, rel)]
+    if clashes:
+        raise InvalidInputError(
+            f"The package folder {ws.relative(final)!r} holds files the earlier package did not write, {clashes[:20]}, "
+            "where the new package writes its own. Move or rename them, or pass another output_dir; nothing was "
+            "changed."
+        )
+    for rel in kept:
+        source, target = final / rel, build / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            target.symlink_to(os.readlink(source))
+            continue
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
+    return kept
+
+
+def _occupied(build: Path, rel: str) -> bool:
+    """Whether the build has something at rel, or a file where one of rel's folders would be."""
+    parents = [build.joinpath(*rel.split("/")[:i]) for i in range(1, rel.count("/") + 1)]
+    return os.path.lexists(build / rel) or any(os.path.lexists(p) and not p.is_dir() for p in parents)
+
+
+def _swap_in(ws: Workspace, build: Path, final: Path) -> list[str]:
+    """Put the verified build in the target's place (absent, empty, or an earlier package), keeping the files
+    the earlier package did not write; returns those."""
+    if not final.exists():
         build.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        build.rename(final)
+        return []
+    kept = _carry_over(ws, final, build)
+    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+    final.rename(old / final.name)
+    build.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return kept
 
 
 def run_package_job(ws: Workspace, spec: PackageSpec, reporter: Any) -> PackageResult:
@@ -124,6 +180,8 @@ def run_package_job(ws: Workspace, spec: PackageSpec, reporter: Any) -> PackageR
     try:
         raw, fast_ok = _stage(ws, run_id, prepared, build, scratch)
         reports, entries = _export_all(spec, model, meta, source, build, X_test, reporter)
+        if (build / source.name).is_file() and meta["framework"] == "sklearn":  # shipped: digest-checked bytes only
+            (build / source.name).write_bytes(read_verified(ws, source))
         manifest: dict[str, Any] = {
             "run_id": run_id,
             "model_id": meta["model_id"],
@@ -135,15 +193,17 @@ def run_package_job(ws: Workspace, spec: PackageSpec, reporter: Any) -> PackageR
             "files": file_map(build),
         }
         write_json(build / "manifest.json", manifest)
+        steps = len(spec.formats) + 1
         reporter.progress(
             force=True,
             phase="package",
             step=len(spec.formats),
-            total=len(spec.formats) + 1,
+            total=steps,
             message=f"verifying {[r.format for r in reports if r.shipped]} in a fresh process",
         )
         scale = float(max(1.0, np.std(y_test))) if meta["task_type"] == "regression" else 1.0
-        verify_reports(build, reports, meta, reference, raw, scale)
+        verify_reports(build, reports, meta, reference, raw, scale, reporter.checkpoint)
+        reporter.progress(force=True, phase="package", step=steps, total=steps, message="writing the guide and card")
         _drop_failed(build, reports)
         good = sorted((r for r in reports if r.shipped and r.runtime), key=lambda r: r.p50_ms or 1e9)
         manifest["runtimes"] = [e for r in good for e in entries if e["file"] == r.file]
@@ -158,11 +218,12 @@ def run_package_job(ws: Workspace, spec: PackageSpec, reporter: Any) -> PackageR
             "created_at": time.time(),
         }
         write_json(build / "manifest.json", manifest)
-        _swap_in(build, final)
+        reporter.progress(force=True, phase="package", step=steps, total=steps, message=f"writing {ws.relative(final)}")
+        kept = _swap_in(ws, build, final)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         shutil.rmtree(build, ignore_errors=True)  # gone already when swapped in
-    return _record(ws, spec, meta, final, reports, test_metric, runtimes, manifest)
+    return _record(ws, spec, meta, final, reports, test_metric, runtimes, manifest, kept)
 
 
 def _record(
@@ -174,6 +235,7 @@ def _record(
     test_metric: dict[str, float],
     runtimes: list[str],
     manifest: dict[str, Any],
+    kept: list[str],
 ) -> PackageResult:
     run_id = spec.run_id
     rel = ws.relative(final)
@@ -186,6 +248,7 @@ def _record(
         verified=bool(runtimes),
         test_metric=test_metric,
         files=sorted(manifest["files"])[:60],
+        kept=kept[:60],
         usage=f"cd {rel} && python inference.py rows.csv   # or: from inference import ModelInference",
         next_step="Ship the folder; ModelInference().predict(rows) takes raw rows with the original columns."
         + (

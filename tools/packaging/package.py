@@ -8,11 +8,15 @@ The output folder rule protects the user's files: a package is written to the ru
 `deployment/` by default, or to a folder inside the workspace that is missing, empty, or an
 earlier package this server wrote (it has ml-expert's `manifest.json`). The workspace root,
 anything under `.ml-expert/`, an existing file and any other existing folder are refused.
+Packaging into an earlier package replaces only the files its manifest lists as written by
+ml-expert and keeps every other file (a Dockerfile, notes); it is refused while a listed file
+was changed since it was written (its sha256 differs from the manifest), so no edit is lost.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from ml_expert.memory.errors import InvalidInputError, PathNotAllowedError
 from ml_expert.tools import runs
-from ml_expert.tools.artifacts import load_model_meta, load_prepared
+from ml_expert.tools.artifacts import load_model_meta, load_prepared, sha256
 from ml_expert.tools.jobs.manager import run_as_job
 from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn, WaitSeconds
 from ml_expert.tools.packaging.export import KERAS_FORMATS, SKLEARN_FORMATS, Format, FormatReport, default_formats
@@ -45,17 +49,60 @@ class PackageResult(BaseModel):
     verified: bool = Field(description="True when at least one format passed verification.")
     test_metric: dict[str, float]
     files: list[str]
+    kept: list[str] = Field(
+        default_factory=list, description="Files of the earlier package folder that ml-expert did not write, kept."
+    )
     usage: str
     next_step: str
 
 
-def is_package_folder(folder: Path) -> bool:
-    """True when the folder holds a manifest.json of the shape ml-expert writes."""
+def package_files(folder: Path) -> dict[str, str] | None:
+    """The files (relative path -> sha256) an earlier package's manifest.json lists as written by ml-expert, or
+    None when the folder holds no manifest.json of the shape ml-expert writes. Listed paths that would lead out
+    of the folder are left out."""
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(manifest, dict) and set(manifest) >= MANIFEST_KEYS
+        return None
+    if not isinstance(manifest, dict) or not set(manifest) >= MANIFEST_KEYS or not isinstance(manifest["files"], dict):
+        return None
+    return {
+        rel: str(digest)
+        for rel, digest in manifest["files"].items()
+        if isinstance(rel, str) and rel and not Path(rel).is_absolute() and ".." not in Path(rel).parts
+    }
+
+
+def is_package_folder(folder: Path) -> bool:
+    """True when the folder holds a manifest.json of the shape ml-expert writes."""
+    return package_files(folder) is not None
+
+
+def changed_package_files(folder: Path) -> list[str]:
+    """Files the earlier package in folder wrote that were changed since: their sha256 differs from the manifest's,
+    or something other than a plain file took their place. A listed file that was deleted is not a change."""
+    listed, inside = package_files(folder) or {}, folder.resolve()
+    changed = []
+    for rel, digest in listed.items():
+        path = folder / rel
+        if not os.path.lexists(path):
+            continue
+        moved = path.is_symlink() or not path.is_file() or inside not in path.resolve().parents  # e.g. a linked folder
+        if moved or sha256(path) != digest:
+            changed.append(rel)
+    return sorted(changed)
+
+
+def check_unchanged_package(ws: Workspace, folder: Path) -> None:
+    """Refuse to package into an earlier package whose own files were edited: replacing them would lose the edits."""
+    changed = changed_package_files(folder)
+    if changed:
+        raise InvalidInputError(
+            f"The package folder {ws.relative(folder)!r} holds an earlier package whose files {changed[:20]} were "
+            "changed after ml-expert wrote them (their sha256 differs from its manifest.json). Packaging again "
+            "replaces every file the earlier package wrote (and keeps all others), so these changes would be lost. "
+            "Move or rename the changed files, or pass another output_dir for the new package."
+        )
 
 
 def check_output_dir(ws: Workspace, output_dir: str) -> Path:
@@ -80,6 +127,7 @@ def check_output_dir(ws: Workspace, output_dir: str) -> Path:
             f"output_dir {output_dir!r} is an existing folder that is not an ml-expert package (no manifest.json); "
             "a package only replaces an earlier package. Pass a new or empty folder."
         )
+    check_unchanged_package(ws, final)
     return final
 
 
@@ -102,6 +150,8 @@ def package_spec(
             f"Formats {bad} do not apply to a {meta['framework']} model. Choose from {list(allowed)}."
         )
     checked = ws.relative(check_output_dir(ws, output_dir)) if output_dir else None
+    if output_dir is None:
+        check_unchanged_package(ws, ws.run_dir(run_id) / "deployment")
     return PackageSpec(run_id=run_id, model_id=meta["model_id"], formats=chosen, output_dir=checked)
 
 

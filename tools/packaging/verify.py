@@ -9,6 +9,8 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from ml_expert.tools.packaging.portable.preprocessing import FastPreprocessor, c
 from ml_expert.tools.tasks import is_classification
 
 VERIFY_TIMEOUT = 600
+POLL_SECONDS = 0.5
 
 VERIFY_SCRIPT = """
 import json, sys, time, traceback
@@ -58,15 +61,20 @@ print(json.dumps(results))
 """
 
 
-def run_in_fresh_process(folder: Path, runtimes: list[str], raw: Path) -> dict[str, Any]:
-    """Load the package in one fresh Python process, from an empty working directory, once per runtime."""
+def run_in_fresh_process(
+    folder: Path, runtimes: list[str], raw: Path, checkpoint: Callable[[], None] = lambda: None
+) -> dict[str, Any]:
+    """Load the package in one fresh Python process, from an empty working directory, once per runtime.
+
+    `checkpoint` is called about twice a second while the process runs (the job's cancel point): when it raises,
+    the process is killed and the exception goes on."""
     with tempfile.TemporaryDirectory(prefix="ml-expert-verify-") as empty:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             [sys.executable, "-c", VERIFY_SCRIPT, str(folder), str(raw), *runtimes],
             cwd=empty,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=VERIFY_TIMEOUT,
             env={
                 "PYTHONNOUSERSITE": "1",
                 "PYTHONDONTWRITEBYTECODE": "1",
@@ -76,10 +84,24 @@ def run_in_fresh_process(folder: Path, runtimes: list[str], raw: Path) -> dict[s
                 "PYTHONWARNINGS": "ignore",
             },
         )
+        deadline = time.monotonic() + VERIFY_TIMEOUT
+        try:
+            while True:
+                try:
+                    stdout, stderr = proc.communicate(timeout=POLL_SECONDS)
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() >= deadline:
+                        raise subprocess.TimeoutExpired(proc.args, VERIFY_TIMEOUT) from None
+                    checkpoint()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
     if proc.returncode != 0:
-        reason = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+        reason = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {proc.returncode}"
         return {r: {"error": f"the verifier process failed: {reason}"} for r in runtimes}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def compare(task: str, reference: np.ndarray, got: np.ndarray, scale: float) -> tuple[float | None, float]:
@@ -90,11 +112,18 @@ def compare(task: str, reference: np.ndarray, got: np.ndarray, scale: float) -> 
 
 
 def verify_reports(
-    build: Path, reports: list[FormatReport], meta: dict[str, Any], reference: np.ndarray, raw: Path, scale: float
+    build: Path,
+    reports: list[FormatReport],
+    meta: dict[str, Any],
+    reference: np.ndarray,
+    raw: Path,
+    scale: float,
+    checkpoint: Callable[[], None] = lambda: None,
 ) -> None:
     """Verify every shipped format in a fresh process; a format that fails loses `shipped` and says why."""
     to_verify = [r for r in reports if r.shipped]
-    verified = run_in_fresh_process(build, [r.runtime or "" for r in to_verify], raw) if to_verify else {}
+    runtimes = [r.runtime or "" for r in to_verify]
+    verified = run_in_fresh_process(build, runtimes, raw, checkpoint) if to_verify else {}
     for rep in to_verify:
         tol, agreement, text = tolerance(meta, rep.runtime or "")
         rep.tolerance = text

@@ -2,7 +2,7 @@
 
 - `EpochHistory`: per-epoch logs persisted after every epoch (a resumed job keeps earlier epochs).
 - `JobProgress`: reports each epoch to the job row and stops at the next batch when cancel is requested.
-- `Deadline`: stops training at the end of the epoch that passes a wall-clock deadline (probes).
+- `Deadline`: stops training at the end of the epoch that passes a wall-clock deadline, or on cancel (probes).
 - `SnapshotBackup`: keeps a complete copy of BackupAndRestore's folder after each epoch.
 `job_callbacks` assembles the seed's set around them.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +68,16 @@ class JobProgress(keras.callbacks.Callback):
 
 
 class Deadline(keras.callbacks.Callback):
-    """Stop at the end of the first epoch that ends after `deadline` (a `time.perf_counter()` value)."""
+    """Stop at the end of the first epoch that ends after `deadline` (a `time.perf_counter()` value), or at the next
+    batch once `cancelled()` is true (the job's cancel flag)."""
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, cancelled: Callable[[], bool] = lambda: False) -> None:
         super().__init__()
-        self.deadline = deadline
+        self.deadline, self.cancelled = deadline, cancelled
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        if self.cancelled():
+            self.model.stop_training = True
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         if time.perf_counter() >= self.deadline:

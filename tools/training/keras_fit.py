@@ -7,6 +7,7 @@ Imported only in worker processes (it imports Keras at module level).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,13 +150,19 @@ def fit_multi_worker_task(
 
 
 def fit_keras_quick(
-    architecture: str, data: dict[str, Any], task: str, n_classes: int, prepared: dict[str, Any], deadline: float
+    architecture: str,
+    data: dict[str, Any],
+    task: str,
+    n_classes: int,
+    prepared: dict[str, Any],
+    deadline: float,
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> Any:
-    """A network with default settings trained until the deadline (for probes)."""
+    """A network with default settings trained until the deadline, or until cancelled (for probes)."""
     config = TrainConfig()
     seed_everything(config.seed)
     model, _ = build_network(architecture, task, n_classes, config, prepared, data)
     compile_model(model, task, config)
-    stop = [Deadline(deadline), keras.callbacks.EarlyStopping(patience=5, restore_best_weights=True)]
+    stop = [Deadline(deadline, cancelled), keras.callbacks.EarlyStopping(patience=5, restore_best_weights=True)]
     fit_on_splits(model, data, config, stop)
     return model

@@ -10,7 +10,6 @@ with the head from the start (one stage). Nothing is downloaded.
 from __future__ import annotations
 
 import json
-import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -19,20 +18,19 @@ from ml_expert.memory.errors import InvalidInputError, NotFoundError
 from ml_expert.tools.lazy import lazy_import
 from ml_expert.tools.training.config import TrainConfig
 from ml_expert.tools.training.keras_networks import compile_model, output_head
-from ml_expert.tools.workspace import Workspace
+from ml_expert.tools.workspace import Workspace, is_id
 
 np = lazy_import("numpy")  # loads on first use, not at server start
 
 HEAD_LAYERS = ("output", "output_scaled")
-MODEL_ID = re.compile(r"mdl_[0-9a-f]{8}")
 
 
 def resolve_base_model(ws: Workspace, base_model: str) -> Path:
     """A model id of this workspace (any run) or a .keras file inside the workspace."""
     if base_model.startswith("mdl_"):
-        if not MODEL_ID.fullmatch(base_model):
+        if not is_id(base_model, "mdl"):
             raise InvalidInputError(
-                f"base_model {base_model[:80]!r} is not a model id (mdl_ and 8 hex digits, e.g. 'mdl_09c1e2aa') "
+                f"base_model {base_model[:80]!r} is not a model id (mdl_ and 8 to 32 hex digits, e.g. 'mdl_09c1e2aa') "
                 "nor a .keras file. Pass a model_id from train, or a .keras file path inside the workspace."
             )
         found = sorted(ws.home.glob(f"runs/*/models/{base_model}/model.keras"))
