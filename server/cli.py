@@ -1,4 +1,5 @@
-"""The `ml-expert` command: `serve`, `memory …`, `run`, `demo`, `runs`, `jobs`, `report`.
+"""The `ml-expert` command: `serve`, `memory …`, `run`, `demo`, `runs`, `jobs`, `report`, `predict`, `explain`,
+`cancel`.
 
 Flags and ML_EXPERT_* environment variables become one frozen `Settings`; logs go to stderr
 (stdout carries the stdio transport).
@@ -15,6 +16,8 @@ from importlib.metadata import version
 from ml_expert.memory.errors import MLExpertError
 from ml_expert.server.cli_common import EPILOG, add_common, settings_from
 from ml_expert.server.cli_memory import add_memory_commands, cmd_memory
+from ml_expert.server.cli_use import COMMANDS as USE_COMMANDS
+from ml_expert.server.cli_use import add_use_commands
 from ml_expert.server.cli_workflow import COMMANDS, add_workflow_commands
 from ml_expert.tools.settings import limit_native_threads
 
@@ -52,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_memory_commands(sub)
     add_workflow_commands(sub, add_common)
+    add_use_commands(sub, add_common)
     return parser
 
 
@@ -83,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     limit_native_threads()
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"serve": cmd_serve, "memory": cmd_memory, **COMMANDS}
+    handlers = {"serve": cmd_serve, "memory": cmd_memory, **COMMANDS, **USE_COMMANDS}
     try:
         return handlers[args.command](args)
     except MLExpertError as exc:

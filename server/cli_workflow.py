@@ -1,4 +1,4 @@
-"""CLI commands for people: `run`, `demo`, `runs`, `jobs`, `report`."""
+"""CLI commands for people: `run` (Ctrl-C cancels its job), `demo`, `runs`, `jobs`, `report`."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from typing import Any
 
 from ml_expert.memory.errors import NotFoundError
 from ml_expert.server.cli_common import print_table, settings_from
+from ml_expert.server.cli_use import follow
+from ml_expert.tools.core.architectures import Architecture
 from ml_expert.tools.jobs.manager import JobManager
 from ml_expert.tools.jobs.tools import list_jobs
 from ml_expert.tools.runs import get_run, list_runs
-from ml_expert.tools.training.config import Architecture
 from ml_expert.tools.workspace import Workspace, check_id
 
 
@@ -70,28 +71,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _follow(ws: Any, job_id: str) -> Any:
-    """Wait for a job with a live progress bar (phase, epoch, metrics)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"), TimeElapsedColumn()
-    ) as bar:
-        task = bar.add_task("starting", total=6, detail="")
-
-        def show(progress: dict[str, Any]) -> None:
-            bar.update(
-                task,
-                completed=float(progress.get("step") or 0),
-                total=float(progress.get("total") or 6),
-                description=str(progress.get("phase", "")),
-                detail=str(progress.get("message", ""))[:90],
-            )
-
-        status = ws.jobs.wait(job_id, timeout=24 * 3600, on_progress=show)
-    return status
-
-
 def _print_summary(ws: Any, status: Any) -> int:
     if status.status != "succeeded":
         print(f"\nWorkflow {status.status}: {status.error}")
@@ -114,16 +93,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = {"epochs": args.epochs} if args.epochs else None
     status = run_workflow(
         ws,
-        path=str(args.dataset),
+        path=str(args.dataset) if args.dataset else None,
         target=args.target,
         architecture=args.architecture,
         output_dir=args.out,
         config=config,
         time_budget_s=args.time_budget,
+        resume=getattr(args, "resume", None),
         wait_seconds=0,
     )
     print(f"Run {status.run_id} · job {status.job_id} · workspace {ws.root}")
-    return _print_summary(ws, _follow(ws, status.job_id))
+    hint = f"Continue it with `ml-expert run --resume {status.run_id}` (finished phases are kept)."
+    return _print_summary(ws, follow(ws, status.job_id, hint))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -187,7 +168,8 @@ def add_workflow_commands(sub: Any, common: Callable[[argparse.ArgumentParser], 
     choices = list(Architecture.__args__)
     p = sub.add_parser("run", help="Run the whole workflow on a dataset with a progress bar.")
     common(p)
-    p.add_argument("dataset", type=str, help="CSV/TSV/Parquet/JSON-lines file inside the workspace.")
+    p.add_argument("dataset", nargs="?", help="CSV/TSV/Parquet/JSON-lines file inside the workspace.")
+    p.add_argument("--resume", metavar="RUN_ID", help="Continue a stopped run where it stopped (no dataset needed).")
     p.add_argument("--target", "-t", help="Column to predict (omit for clustering).")
     p.add_argument("--architecture", "-a", default="auto", choices=choices, help="Model family (default auto).")
     p.add_argument("--epochs", type=int, help="Maximum epochs for neural networks (default 100).")

@@ -27,11 +27,6 @@ ARTIFACTS = {
 }
 
 
-def run_links(run_id: str) -> dict[str, str]:
-    """Resource URIs of a run's artifacts, for tool results."""
-    return {name: f"ml-expert://runs/{run_id}/{name}" for name in ARTIFACTS}
-
-
 def _ws(ctx: Context) -> Workspace:
     return ctx.request_context.lifespan_context.workspace
 

@@ -133,7 +133,7 @@ def test_evaluate_package_probe_and_explain_stop_at_the_next_step_when_cancelled
 ) -> None:
     from ml_expert.tools.evaluation import evaluate as evaluate_module
     from ml_expert.tools.prediction import explain as explain_module
-    from ml_expert.tools.selection import probe as probe_module
+    from ml_expert.tools.training import probe as probe_module
 
     ws, run, model_id = trained
     run_dir, model_dir = ws.run_dir(run), ws.run_dir(run) / "models" / model_id

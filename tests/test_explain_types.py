@@ -59,7 +59,7 @@ class StandIn:
         self.schema = {"columns": [{"name": c, "kind": "numeric"} for c in columns]}
 
     def score(self, rows: pd.DataFrame) -> SimpleNamespace:
-        from ml_expert.tools.packaging.portable.preprocessing import screen_frame
+        from ml_expert.tools.core.portable.preprocessing import screen_frame
 
         converted, refused = screen_frame(rows, self.schema)
         positions = np.asarray([i for i in range(len(rows)) if i not in refused])

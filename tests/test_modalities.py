@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 
 from ml_expert.memory.errors import InvalidInputError, NotFoundError
+from ml_expert.tools.core.portable.preprocessing import resize_images
 from ml_expert.tools.data.analyze import analyze_data
 from ml_expert.tools.data.prepare import prepare_data
 from ml_expert.tools.evaluation.evaluate import evaluate
 from ml_expert.tools.jobs.tools import list_jobs
 from ml_expert.tools.packaging.package import package
-from ml_expert.tools.packaging.portable.preprocessing import resize_images
 from ml_expert.tools.training.config import TrainConfig
 from ml_expert.tools.training.train import train
 from ml_expert.tools.workspace import Workspace

@@ -107,7 +107,7 @@ def test_one_inf_in_a_200_row_csv_refuses_that_row_and_scores_the_others(trained
 
 def test_screen_frame_refuses_non_finite_values_for_every_caller() -> None:
     """predict, the Keras path and explain(rows=) all screen rows with screen_frame."""
-    from ml_expert.tools.packaging.portable.preprocessing import SchemaError, coerce_frame, screen_frame
+    from ml_expert.tools.core.portable.preprocessing import SchemaError, coerce_frame, screen_frame
 
     schema = {"columns": [{"name": "x", "kind": "numeric"}, {"name": "ok", "kind": "boolean"}]}
     raw = pd.DataFrame({"x": [1.5, "inf", 1e39, None, "3e38", 10**400], "ok": [1, 0, 1, 1, np.inf, 0]})
@@ -175,7 +175,7 @@ def test_many_long_bad_values_and_extra_keys_stay_within_the_memory_limit(traine
 
 
 def test_a_row_bad_in_many_columns_names_a_few_and_counts_the_rest() -> None:
-    from ml_expert.tools.packaging.portable.preprocessing import screen_frame
+    from ml_expert.tools.core.portable.preprocessing import screen_frame
 
     schema = {"columns": [{"name": f"n{i}", "kind": "numeric"} for i in range(6)]}
     _, refused = screen_frame(pd.DataFrame([{f"n{i}": "x" * 10_000 for i in range(6)}]), schema)

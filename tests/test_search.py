@@ -21,9 +21,9 @@ from ml_expert.tools.evaluation.evaluate import evaluate
 from ml_expert.tools.packaging.package import package
 from ml_expert.tools.prediction.explain import explain
 from ml_expert.tools.prediction.predict import predict
+from ml_expert.tools.training.auto import run_search
 from ml_expert.tools.training.folds import folds
 from ml_expert.tools.training.portfolio import portfolio
-from ml_expert.tools.training.search import run_search
 from ml_expert.tools.training.train import train
 from ml_expert.tools.workspace import Workspace
 
@@ -102,7 +102,7 @@ def test_budget_is_honoured_with_refit(tmp_path: Path) -> None:
     outcome = run_search(X.astype(np.float32), y, "binary", budget_s=10)
     elapsed = time.perf_counter() - started
     assert elapsed <= 11, outcome.summary  # within 10 %, refit included
-    assert outcome.summary["complete"] >= 1 and outcome.leaderboard[0]["folds"] == 5
+    assert outcome.summary.complete >= 1 and outcome.leaderboard[0]["folds"] == 5
 
 
 def test_a_budget_too_small_for_one_full_cv_still_gives_a_model() -> None:
@@ -110,7 +110,7 @@ def test_a_budget_too_small_for_one_full_cv_still_gives_a_model() -> None:
 
     X, y = load_digits(return_X_y=True)  # ten classes: one boosting fold alone outlasts a 0.3 s budget
     outcome = run_search(X.astype(np.float32), y, "multiclass", budget_s=0.3)
-    assert outcome.summary["complete"] >= 1 and outcome.summary["cv_score"] > 0.85
+    assert outcome.summary.complete >= 1 and outcome.summary.cv_score > 0.85
     assert outcome.model.predict(X[:50]).shape == (50,)
 
 
@@ -122,9 +122,9 @@ def test_imbalanced_binary_optimises_balanced_accuracy_with_a_tuned_threshold() 
     assert outcome.metric == "balanced_accuracy"
     pred, seen = outcome.oof.argmax(axis=1), outcome.y_seen
     balanced = np.mean([np.mean(pred[seen == c] == c) for c in (0, 1)])
-    assert balanced == pytest.approx(outcome.summary["cv_score"], abs=1e-4)
+    assert balanced == pytest.approx(outcome.summary.cv_score, abs=1e-4)
     assert balanced > 0.8 and np.mean(pred == seen) < 1
-    assert outcome.summary["rows"] == len(y)
+    assert outcome.summary.rows == len(y)
 
 
 def test_an_ensemble_packages_and_predicts_raw_rows_the_same(jobs_ws: Workspace) -> None:

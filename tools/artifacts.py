@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml_expert.memory.errors import ConflictError, IntegrityError, NotFoundError
+from ml_expert.tools.core.prepared import PreparedData
+from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.runs import get_run
-from ml_expert.tools.tasks import is_classification
 from ml_expert.tools.workspace import Workspace, check_id, is_id
 
 if TYPE_CHECKING:  # numpy loads with the first data tool, not with the server
@@ -29,13 +30,13 @@ if TYPE_CHECKING:  # numpy loads with the first data tool, not with the server
 MODEL_FILES = {"keras": "model.keras", "sklearn": "model.joblib"}
 
 
-def load_prepared(ws: Workspace, run_id: str) -> dict[str, Any]:
+def load_prepared(ws: Workspace, run_id: str) -> PreparedData:
     """The prepare_data result of a run (from its folder), or a clear error to run it first."""
     get_run(ws, run_id)
     path = ws.run_dir(run_id) / "prepared.json"
     if not path.exists():
         raise ConflictError(f"Run {run_id!r} has no prepared data yet. Call prepare_data(run_id='{run_id}') first.")
-    return json.loads(path.read_text())
+    return PreparedData.model_validate_json(path.read_text())
 
 
 def load_split(ws: Workspace, run_id: str, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +124,7 @@ def unpickle(data: bytes) -> Any:
     """joblib-load bytes that read_verified returned."""
     import joblib
 
-    from ml_expert.tools.packaging.portable import ensemble, preprocessing  # noqa: F401 - pickled classes resolve
+    from ml_expert.tools.core.portable import ensemble, preprocessing  # noqa: F401 - pickled classes resolve
 
     return joblib.load(io.BytesIO(data))
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from ml_expert.memory import DEFAULT_NAMESPACE, RunRow
-from ml_expert.memory.errors import ConflictError, NotFoundError
+from ml_expert.memory.errors import NotFoundError
 from ml_expert.tools.workspace import Workspace, check_id, new_id
 
 WORKFLOW_MEMORY = (
@@ -137,12 +137,3 @@ def record_phase(
 
 def run_namespace(ws: Workspace, run_id: str) -> str:
     return _row(ws, run_id).namespace
-
-
-def require_phase(ws: Workspace, run_id: str, phase: str, memory_name: str, hint: str) -> dict[str, Any]:
-    """The stored result of an earlier phase of this run, or a clear error saying what to call first."""
-    namespace = run_namespace(ws, run_id)
-    value = ws.store.get_value(memory_key(f"runs/{run_id}/{memory_name}"), namespace=namespace)
-    if value is None:
-        raise ConflictError(f"Run {run_id!r} has no {phase} result yet. {hint}")
-    return value

@@ -16,16 +16,17 @@ from ml_expert.memory.errors import InvalidInputError, MLExpertError
 from ml_expert.memory.store import check_name
 from ml_expert.tools import runs
 from ml_expert.tools.artifacts import load_model_meta
+from ml_expert.tools.core.architectures import Architecture
+from ml_expert.tools.core.scoring import TargetSpec
 from ml_expert.tools.data.analyze import analyze_data
 from ml_expert.tools.data.prepare import prepare_data
 from ml_expert.tools.evaluation.evaluate import evaluate_spec, run_evaluate_job
-from ml_expert.tools.evaluation.metrics import TargetSpec
 from ml_expert.tools.jobs.manager import run_as_job
-from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn, WaitSeconds
+from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn, Reporter, WaitSeconds
 from ml_expert.tools.packaging.export import Format
 from ml_expert.tools.packaging.package import check_output_dir, package_spec
 from ml_expert.tools.selection.recommend import recommend
-from ml_expert.tools.training.config import Architecture, TrainConfig
+from ml_expert.tools.training.config import TrainConfig
 from ml_expert.tools.training.train import parse_config, run_train_job, train_spec
 from ml_expert.tools.workspace import Workspace
 
@@ -69,7 +70,7 @@ class WorkflowResult(BaseModel):
 class PhaseReporter:
     """Maps a phase's own progress (e.g. epochs) into overall progress that only ever increases."""
 
-    def __init__(self, reporter: Any, index: int, name: str) -> None:
+    def __init__(self, reporter: Reporter, index: int, name: str) -> None:
         self.reporter, self.index, self.name = reporter, index, name
         self.last = float(index)
 
@@ -101,7 +102,7 @@ class PhaseReporter:
         self.reporter.flush()
 
 
-def _phase(ws: Workspace, spec: WorkflowSpec, name: str, reporter: Any) -> None:
+def _phase(ws: Workspace, spec: WorkflowSpec, name: str, reporter: Reporter) -> None:
     """Run one phase through the same spec builders and job handlers as the phase's own tool."""
     run_id = spec.run_id
     if name == "analyze":
@@ -110,7 +111,10 @@ def _phase(ws: Workspace, spec: WorkflowSpec, name: str, reporter: Any) -> None:
         # auto cross-validates over train + validation, so a small validation split loses nothing
         prepare_data(ws, run_id=run_id, **({"split": AUTO_SPLIT} if spec.architecture == "auto" else {}))
     elif name == "recommend":
-        recommend(ws, run_id, spec.probe_seconds, 3, reporter)
+        from ml_expert.tools.training.probe import probe_measure  # scikit-learn & co.: in the worker only
+
+        measure = probe_measure(ws, run_id, spec.probe_seconds, reporter) if spec.probe_seconds else None
+        recommend(ws, run_id, 3, measure)
     elif name == "train":
         training = train_spec(ws, run_id, spec.architecture, spec.config, time_budget_s=spec.time_budget_s)
         run_train_job(ws, training, reporter)
@@ -159,7 +163,7 @@ def _result(ws: Workspace, run_id: str, done: list[str]) -> WorkflowResult:
     )
 
 
-def run_workflow_job(ws: Workspace, spec: WorkflowSpec, reporter: Any) -> WorkflowResult:
+def run_workflow_job(ws: Workspace, spec: WorkflowSpec, reporter: Reporter) -> WorkflowResult:
     """Worker entry for kind 'workflow'."""
     run_id = spec.run_id
     info = runs.get_run(ws, run_id)

@@ -18,13 +18,13 @@ from pydantic import BaseModel, Field
 from ml_expert.memory.errors import InvalidInputError, NotFoundError
 from ml_expert.memory.store import check_name
 from ml_expert.tools import runs
+from ml_expert.tools.core.lazy import lazy_import
+from ml_expert.tools.core.scoring import IMBALANCE_RATIO
+from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.data import modalities
 from ml_expert.tools.data.io import check_size, read_table
 from ml_expert.tools.data.modalities import DataOptions
 from ml_expert.tools.data.profiling import HIGH_CARDINALITY, guess_task, infer_kind, is_string_like
-from ml_expert.tools.evaluation.metrics import IMBALANCE_RATIO
-from ml_expert.tools.lazy import lazy_import
-from ml_expert.tools.tasks import is_classification
 from ml_expert.tools.workspace import DEFAULT_SEED, Workspace
 
 np = lazy_import("numpy")  # loads with the first data tool call, not at server start

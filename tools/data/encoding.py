@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ml_expert.memory.errors import InvalidInputError
-from ml_expert.tools.lazy import lazy_import
+from ml_expert.tools.core.lazy import lazy_import
 
 np = lazy_import("numpy")  # loads with the first data tool call, not at server start
 pd = lazy_import("pandas")  # loads with the first data tool call, not at server start
@@ -18,7 +18,7 @@ def encoder_pipeline(kind_cols: dict[str, list[str]], card: dict[str, int], opti
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, RobustScaler, StandardScaler
 
-    from ml_expert.tools.packaging.portable.preprocessing import DatetimeExpander, FrequencyEncoder
+    from ml_expert.tools.core.portable.preprocessing import DatetimeExpander, FrequencyEncoder
 
     scalers = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
 

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from ml_expert.memory.errors import InvalidInputError
-from ml_expert.tools.lazy import lazy_import
+from ml_expert.tools.core.lazy import lazy_import
 
 np = lazy_import("numpy")  # loads with the first data tool call, not at server start
 pd = lazy_import("pandas")  # loads with the first data tool call, not at server start

@@ -21,10 +21,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ml_expert.memory.errors import InvalidInputError, NotFoundError
+from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.data.io import read_table
 from ml_expert.tools.data.profiling import guess_task, infer_kind
 from ml_expert.tools.data.splitting import split_indices
-from ml_expert.tools.lazy import lazy_import
 
 np = lazy_import("numpy")  # loads with the first data tool call, not at server start
 pd = lazy_import("pandas")  # loads with the first data tool call, not at server start
@@ -179,7 +179,7 @@ def _load_images(path: Path, target: str | None, options: dict[str, Any]) -> dic
     if X.ndim != 4:
         raise InvalidInputError(f"Images must be (N, H, W) or (N, H, W, C); received shape {X.shape}.")
     if not path.is_dir() and size and X.shape[1:3] != tuple(size):  # folders are resized while read
-        from ml_expert.tools.packaging.portable.preprocessing import resize_images  # sklearn: not at server start
+        from ml_expert.tools.core.portable.preprocessing import resize_images  # sklearn: not at server start
 
         info["original_sizes"] = {f"{X.shape[1]}x{X.shape[2]}": len(X)}
         X = resize_images(X, size)

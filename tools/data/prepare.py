@@ -19,6 +19,9 @@ from pydantic import BaseModel, Field
 from ml_expert.memory.errors import InvalidInputError, NotFoundError
 from ml_expert.tools import runs
 from ml_expert.tools.artifacts import save_pickle
+from ml_expert.tools.core.lazy import lazy_import
+from ml_expert.tools.core.prepared import CleaningStep, PreparedData
+from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.data import modalities
 from ml_expert.tools.data.analyze import check_target_column
 from ml_expert.tools.data.encoding import encoder_pipeline, outlier_mask
@@ -26,8 +29,6 @@ from ml_expert.tools.data.io import check_size, read_table
 from ml_expert.tools.data.modalities import DataOptions, detect_modality
 from ml_expert.tools.data.profiling import HIGH_CARDINALITY, guess_task, infer_kind, training_profile
 from ml_expert.tools.data.splitting import split_indices
-from ml_expert.tools.lazy import lazy_import
-from ml_expert.tools.tasks import is_classification
 from ml_expert.tools.workspace import DEFAULT_SEED, Workspace, write_json
 
 np = lazy_import("numpy")  # loads with the first data tool call, not at server start
@@ -75,35 +76,6 @@ class Table:
     X: pd.DataFrame
     target: str
     log: list[CleaningStep]
-
-
-class CleaningStep(BaseModel):
-    action: str
-    rows: int = 0
-    columns: list[str] = Field(default_factory=list)
-    reason: str
-
-
-class PreparedData(BaseModel):
-    """What prepare_data produced; the arrays live in the run folder."""
-
-    run_id: str
-    modality: str = "tabular"
-    input_shape: list[int] | None = Field(None, description="Shape of one model input (images, sequences).")
-    task_type: Literal["binary", "multiclass", "regression", "clustering"]
-    target: str | None
-    splits: dict[str, int] = Field(description="Rows per split (train/val/test).")
-    class_distribution: dict[str, dict[str, int]] | None = Field(None, description="Split -> class -> rows.")
-    features_in: list[str] = Field(description="Raw input columns the model uses (the inference schema).")
-    features_out: int = Field(description="Number of features after encoding.")
-    feature_names: list[str] = Field(description="First 100 feature names after encoding.")
-    label_mapping: dict[str, str] | None = Field(None, description="Encoded label -> original label.")
-    dropped_columns: dict[str, str] = Field(description="Column -> why it was dropped.")
-    cleaning_log: list[CleaningStep]
-    options: dict[str, Any]
-    warnings: list[str]
-    artifacts: dict[str, str]
-    next_step: str
 
 
 def prepare_data(
@@ -222,7 +194,7 @@ def _prepare_table(
     ws: Workspace, file: Path, target: str, opts: PrepareOptions, run_id: str | None, namespace: str
 ) -> PreparedData:
     """The tabular path: clean, type, split, fit the preprocessor on training rows, save."""
-    from ml_expert.tools.packaging.portable.preprocessing import SchemaError, coerce_frame  # sklearn: not at start
+    from ml_expert.tools.core.portable.preprocessing import SchemaError, coerce_frame  # sklearn: not at start
 
     table = _read_and_check(file, target, opts)
     task = guess_task(table.df[target])

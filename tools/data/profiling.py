@@ -9,7 +9,7 @@ import re
 import warnings
 from typing import Any
 
-from ml_expert.tools.lazy import lazy_import
+from ml_expert.tools.core.lazy import lazy_import
 
 np = lazy_import("numpy")  # loads with the first data tool call, not at server start
 pd = lazy_import("pandas")  # loads with the first data tool call, not at server start

@@ -1,6 +1,6 @@
 """Phase 4 — evaluation. Tool: `evaluate` (`evaluate`).
 
 Memory: `ml-expert/metrics`.
-Modules: `metrics` (the one scorer: every metric, headline metrics, dummy baseline, verdict,
-target check), `report` (`evaluation_report.md`), `plots` (training curves, confusion matrix, residuals).
+Modules: `evaluate` (the tool and its job), `report` (`evaluation_report.md`). The scorer (every metric,
+dummy baseline, verdict, target check) and the plots are shared by every phase: `core.scoring`, `core.plots`.
 """

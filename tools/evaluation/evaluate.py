@@ -23,7 +23,8 @@ from ml_expert.tools.artifacts import (
     model_path,
     predict_output,
 )
-from ml_expert.tools.evaluation.metrics import (
+from ml_expert.tools.core.plots import confusion_matrix_png, residuals_png
+from ml_expert.tools.core.scoring import (
     TargetSpec,
     baseline_scores,
     beats_baseline,
@@ -31,11 +32,10 @@ from ml_expert.tools.evaluation.metrics import (
     main_key,
     scores,
 )
-from ml_expert.tools.evaluation.plots import confusion_matrix_png, residuals_png
+from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.evaluation.report import write_report
 from ml_expert.tools.jobs.manager import run_as_job
-from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn, WaitSeconds
-from ml_expert.tools.tasks import is_classification
+from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn, Reporter, WaitSeconds
 from ml_expert.tools.workspace import Workspace, write_json
 
 OVERFIT_RULE = {
@@ -91,7 +91,7 @@ def evaluate_model(ws: Workspace, run_id: str, model_id: str | None, target: Tar
     splits = {s: load_split(ws, run_id, s) for s in ("train", "val", "test")}
     outputs = {s: predict_output(model, meta["framework"], task, X) for s, (X, _) in splits.items()}
     X_test, y_test = splits["test"]
-    labels = list((prepared.get("label_mapping") or {}).values())
+    labels = list((prepared.label_mapping or {}).values())
     metrics = scores(task, y_test, outputs["test"], X_test)
     baseline = baseline_scores(task, splits["train"][1], y_test, len(labels))
     key = main_key(task)
@@ -141,7 +141,7 @@ def main_score(ev: ModelEvaluation) -> float:
     return ev.test_metrics[main_key(ev.task_type)]
 
 
-def run_evaluate_job(ws: Workspace, spec: EvaluateSpec, reporter: Any) -> EvaluationResult:
+def run_evaluate_job(ws: Workspace, spec: EvaluateSpec, reporter: Reporter) -> EvaluationResult:
     """Worker entry for kind 'evaluate'."""
     run_id = spec.run_id
     evaluations = []

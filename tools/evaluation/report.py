@@ -10,7 +10,8 @@ from typing import Any
 
 from ml_expert.tools import runs
 from ml_expert.tools.artifacts import model_dir
-from ml_expert.tools.evaluation.plots import main_metric
+from ml_expert.tools.core.plots import main_metric
+from ml_expert.tools.core.prepared import PreparedData
 from ml_expert.tools.workspace import Workspace
 
 LOWER_IS_BETTER = {"loss", "mae", "mse", "rmse", "mape", "log_loss", "davies_bouldin"}
@@ -39,11 +40,11 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _performance(run_id: str, dataset: str | None, ev: Any, prepared: dict[str, Any]) -> list[str]:
+def _performance(run_id: str, dataset: str | None, ev: Any, prepared: PreparedData) -> list[str]:
     lines = [
         "# Model Evaluation Report",
         "",
-        f"Run `{run_id}` · model `{ev.model_id}` · dataset `{dataset}` · target `{prepared.get('target')}` · "
+        f"Run `{run_id}` · model `{ev.model_id}` · dataset `{dataset}` · target `{prepared.target}` · "
         f"task {ev.task_type}",
         "",
         "## Performance Metrics (test split, never seen in training)",
@@ -75,7 +76,7 @@ def _performance(run_id: str, dataset: str | None, ev: Any, prepared: dict[str, 
     return lines
 
 
-def _model_and_training(meta: dict[str, Any], prepared: dict[str, Any], history: dict[str, Any]) -> list[str]:
+def _model_and_training(meta: dict[str, Any], prepared: PreparedData, history: dict[str, Any]) -> list[str]:
     def line(k: str, v: Any) -> str:
         return f"- {k.replace('_', ' ').capitalize()}: " + (f"{v:.4f}" if isinstance(v, float) else str(v))
 
@@ -85,9 +86,9 @@ def _model_and_training(meta: dict[str, Any], prepared: dict[str, Any], history:
         f"- Architecture: {meta['architecture']} ({meta['framework']})",
         f"- Parameters: {meta['parameters']:,}",
         f"- Training Time: {meta['train_seconds']:.2f} seconds",
-        f"- Features: {prepared['features_out']} (from {len(prepared['features_in'])} input columns)",
-        f"- Rows: train {prepared['splits']['train']}, validation {prepared['splits']['val']}, "
-        f"test {prepared['splits']['test']}",
+        f"- Features: {prepared.features_out} (from {len(prepared.features_in)} input columns)",
+        f"- Rows: train {prepared.splits['train']}, validation {prepared.splits['val']}, "
+        f"test {prepared.splits['test']}",
         *[f"- Note: {n}" for n in meta.get("notes", [])],
         "",
         "## Training History",
@@ -122,7 +123,7 @@ def write_report(
     run_id: str,
     meta: dict[str, Any],
     ev: Any,
-    prepared: dict[str, Any],
+    prepared: PreparedData,
     leaderboard: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write the model's evaluation_report.md (the seed's sections + baseline) in its folder; return the path."""

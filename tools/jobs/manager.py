@@ -121,11 +121,6 @@ class JobManager:
                         proc.wait()
                 self.ws.job_store.finish(job_id, "interrupted", error="The server stopped while the job ran.")
 
-    def running_workers(self) -> list[str]:
-        """Ids of the jobs whose worker processes this manager started and that still run."""
-        with self._lock:
-            return [job_id for job_id, proc in self._procs.items() if proc.poll() is None]
-
     def _alive(self, row: JobRow) -> bool:
         if row.status == "running" and row.pid:
             return pid_alive(row.pid)

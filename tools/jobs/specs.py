@@ -8,7 +8,8 @@ the same class before running the handler. Unknown fields are refused on both si
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, ClassVar, Literal
+from contextlib import AbstractContextManager
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,6 +36,24 @@ class JobSpec(BaseModel):
 
     run_id: str
     resume: bool = False
+
+
+class Reporter(Protocol):
+    """What a job handler reports progress to: the worker's job row, a workflow phase, the terminal, a tool call.
+
+    `progress` is also a cancel point (it raises JobCancelled once cancel_job set the flag, except inside
+    `graceful()`, where the handler checks `cancel_requested()` itself and stops cleanly); `checkpoint` is a cancel
+    point without a message."""
+
+    def progress(self, force: bool = False, **info: Any) -> None: ...
+
+    def cancel_requested(self) -> bool: ...
+
+    def checkpoint(self) -> None: ...
+
+    def graceful(self) -> AbstractContextManager[None]: ...
+
+    def flush(self) -> None: ...
 
 
 class JobCancelled(Exception):

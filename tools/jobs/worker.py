@@ -28,7 +28,7 @@ from ml_expert.tools.workspace import Workspace
 # kind -> (module, spec class, handler); modules are imported only in the worker
 JOB_KINDS: dict[str, tuple[str, str, str]] = {
     "train": ("ml_expert.tools.training.train", "TrainSpec", "run_train_job"),
-    "probe": ("ml_expert.tools.selection.recommend", "ProbeSpec", "run_probe_job"),
+    "probe": ("ml_expert.tools.training.probe", "ProbeSpec", "run_probe_job"),
     "evaluate": ("ml_expert.tools.evaluation.evaluate", "EvaluateSpec", "run_evaluate_job"),
     "package": ("ml_expert.tools.packaging.build", "PackageSpec", "run_package_job"),
     "workflow": ("ml_expert.tools.workflow", "WorkflowSpec", "run_workflow_job"),
@@ -37,7 +37,7 @@ JOB_KINDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-class Reporter:
+class JobReporter:
     """What a job handler gets: progress reporting and the cancel flag, both throttled.
 
     Every `progress` call is also a cancel point: once cancel_job has set the flag, the next progress call (or
@@ -115,7 +115,7 @@ def run_job(ws: Workspace, job_id: str) -> None:
     row = store.get(job_id)
     if row is None:
         raise SystemExit(f"no job {job_id}")
-    reporter = Reporter(ws, job_id)
+    reporter = JobReporter(ws, job_id)
     with reporter.graceful():  # not a cancel point: each handler ends at its own first one (training: a batch)
         reporter.progress(force=True, message="worker started", phase="starting")
     try:

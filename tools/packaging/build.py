@@ -35,6 +35,9 @@ from ml_expert.tools.artifacts import (
     read_verified,
     unpickle,
 )
+from ml_expert.tools.core.prepared import PreparedData
+from ml_expert.tools.core.tasks import is_classification
+from ml_expert.tools.jobs.specs import Reporter
 from ml_expert.tools.packaging.docs import write_docs
 from ml_expert.tools.packaging.export import FormatReport, environment, export_format, file_map
 from ml_expert.tools.packaging.package import (
@@ -45,27 +48,26 @@ from ml_expert.tools.packaging.package import (
     package_files,
 )
 from ml_expert.tools.packaging.verify import compile_fast_path, verify_reports
-from ml_expert.tools.tasks import is_classification
 from ml_expert.tools.workspace import Workspace, write_json
 
-PORTABLE = Path(__file__).parent / "portable"
+PORTABLE = Path(__file__).parents[1] / "core" / "portable"
 
 __all__ = ["PackageSpec", "run_package_job"]
 
 
-def _stage(ws: Workspace, run_id: str, prepared: dict[str, Any], build: Path, scratch: Path) -> tuple[Path, bool]:
+def _stage(ws: Workspace, run_id: str, prepared: PreparedData, build: Path, scratch: Path) -> tuple[Path, bool]:
     """Copy preprocessing and the portable code into build; return the raw test rows file and fast-path flag."""
     run_dir = ws.run_dir(run_id)
     shutil.copy(run_dir / "schema.json", build / "schema.json")
     shutil.copy(PORTABLE / "preprocessing.py", build / "ml_expert_transformers.py")
     shutil.copy(PORTABLE / "ensemble.py", build / "ml_expert_ensemble.py")
     shutil.copy(PORTABLE / "inference.py", build / "inference.py")
-    if prepared.get("modality", "tabular") == "tabular":  # other modalities have no fitted preprocessor
+    if prepared.modality == "tabular":  # other modalities have no fitted preprocessor
         verified = read_verified(ws, run_dir / "preprocessor.joblib")  # shipped: the bytes whose digest was checked
         pre = unpickle(verified)
         (build / "preprocessor.joblib").write_bytes(verified)
         raw = scratch / "raw_test.csv"
-        frame = pd.read_parquet(run_dir / "data" / "raw_test.parquet").drop(columns=[prepared["target"]])
+        frame = pd.read_parquet(run_dir / "data" / "raw_test.parquet").drop(columns=[prepared.target])
         frame.to_csv(raw, index=False)
         return raw, compile_fast_path(build, raw, pre)
     raw = scratch / "raw_test.npz"  # raw images / windows / texts, as saved by prepare_data
@@ -74,7 +76,7 @@ def _stage(ws: Workspace, run_id: str, prepared: dict[str, Any], build: Path, sc
 
 
 def _export_all(
-    spec: PackageSpec, model: Any, meta: dict[str, Any], source: Path, build: Path, X: np.ndarray, reporter: Any
+    spec: PackageSpec, model: Any, meta: dict[str, Any], source: Path, build: Path, X: np.ndarray, reporter: Reporter
 ) -> tuple[list[FormatReport], list[dict[str, Any]]]:
     reports: list[FormatReport] = []
     entries: list[dict[str, Any]] = []
@@ -163,7 +165,7 @@ def _swap_in(ws: Workspace, build: Path, final: Path) -> list[str]:
     return kept
 
 
-def run_package_job(ws: Workspace, spec: PackageSpec, reporter: Any) -> PackageResult:
+def run_package_job(ws: Workspace, spec: PackageSpec, reporter: Reporter) -> PackageResult:
     """Worker entry for kind 'package'."""
     run_id = spec.run_id
     meta = load_model_meta(ws, run_id, spec.model_id)
@@ -176,7 +178,7 @@ def run_package_job(ws: Workspace, spec: PackageSpec, reporter: Any) -> PackageR
     final.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
     scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.raw-", dir=final.parent))
-    modality = prepared.get("modality", "tabular")
+    modality = prepared.modality
     try:
         raw, fast_ok = _stage(ws, run_id, prepared, build, scratch)
         reports, entries = _export_all(spec, model, meta, source, build, X_test, reporter)

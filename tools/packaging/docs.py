@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ml_expert.tools.tasks import is_classification
+from ml_expert.tools.core.prepared import PreparedData
+from ml_expert.tools.core.tasks import is_classification
 
 
 def _requirements(env: dict[str, str]) -> str:
@@ -39,7 +40,7 @@ def _perf_table(reports: list[Any]) -> str:
 def write_docs(
     folder: Path,
     meta: dict[str, Any],
-    prepared: dict[str, Any],
+    prepared: PreparedData,
     reports: list[Any],
     test_metric: dict[str, float],
     env: dict[str, str],
@@ -51,16 +52,16 @@ def write_docs(
     (folder / "model_card.md").write_text(_model_card(meta, prepared, metric_lines))
 
 
-def _readme(meta: dict[str, Any], prepared: dict[str, Any], reports: list[Any], metric_lines: str) -> str:
-    columns = ", ".join(f"`{c}`" for c in prepared["features_in"][:40])
-    more = f" (+{len(prepared['features_in']) - 40} more)" if len(prepared["features_in"]) > 40 else ""
+def _readme(meta: dict[str, Any], prepared: PreparedData, reports: list[Any], metric_lines: str) -> str:
+    columns = ", ".join(f"`{c}`" for c in prepared.features_in[:40])
+    more = f" (+{len(prepared.features_in) - 40} more)" if len(prepared.features_in) > 40 else ""
     shipped = [r for r in reports if r.shipped]
     classify = is_classification(meta["task_type"])
     fastest = min(shipped, key=lambda r: r.p50_ms or 1e9).runtime if shipped else "none"
     return f"""# Model Deployment Guide
 
 Model `{meta["model_id"]}` ({meta["architecture"]}, {meta["framework"]}) from run `{meta["run_id"]}`,
-predicting `{prepared["target"]}` ({meta["task_type"]}). Built and verified by ml-expert.
+predicting `{prepared.target}` ({meta["task_type"]}). Built and verified by ml-expert.
 
 ## Files
 - `inference.py` — `ModelInference(...).predict(records)`; also a CLI.
@@ -116,29 +117,29 @@ def _runtime_note(meta: dict[str, Any], shipped: list[Any]) -> str:
     )
 
 
-def _model_card(meta: dict[str, Any], prepared: dict[str, Any], metric_lines: str) -> str:
+def _model_card(meta: dict[str, Any], prepared: PreparedData, metric_lines: str) -> str:
     params = f"{meta['parameters']:,} parameters, trained in {meta['train_seconds']:.1f} s"
     notes = "\n".join(f"- {n}" for n in meta.get("notes", [])) or "- none"
-    dropped = ", ".join(f"`{c}` ({why})" for c, why in prepared.get("dropped_columns", {}).items()) or "none"
+    dropped = ", ".join(f"`{c}` ({why})" for c, why in prepared.dropped_columns.items()) or "none"
     return f"""# Model Card — {meta["model_id"]}
 
 ## Model
 {meta["architecture"]} ({meta["framework"]}), {params}.
 
 ## Data
-- Source: `{prepared.get("target")}` target; {sum(prepared["splits"].values())} rows after cleaning
-  (train {prepared["splits"]["train"]}, validation {prepared["splits"]["val"]}, test {prepared["splits"]["test"]}).
-- Inputs: {len(prepared["features_in"])} columns; dropped: {dropped}.
+- Source: `{prepared.target}` target; {sum(prepared.splits.values())} rows after cleaning
+  (train {prepared.splits["train"]}, validation {prepared.splits["val"]}, test {prepared.splits["test"]}).
+- Inputs: {len(prepared.features_in)} columns; dropped: {dropped}.
 - Preprocessing fitted on the training split only.
 
 ## Intended use
-Predict `{prepared["target"]}` for rows drawn from the same population as the training data.
+Predict `{prepared.target}` for rows drawn from the same population as the training data.
 
 ## Metrics (held-out test split)
 {metric_lines}
 
 ## Limits
 - Rows unlike the training data (new categories, values outside the training range) get less reliable predictions.
-- Test metrics come from {prepared["splits"]["test"]} rows; small test sets give wide uncertainty.
+- Test metrics come from {prepared.splits["test"]} rows; small test sets give wide uncertainty.
 {notes}
 """

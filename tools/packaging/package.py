@@ -139,7 +139,7 @@ def package_spec(
     output_dir: str | None = None,
 ) -> PackageSpec:
     """Check a package call and build its job spec (the tool and run_workflow both come here)."""
-    modality = load_prepared(ws, run_id).get("modality", "tabular")
+    modality = load_prepared(ws, run_id).modality
     meta = load_model_meta(ws, run_id, model_id)
     allowed = KERAS_FORMATS if meta["framework"] == "keras" else SKLEARN_FORMATS
     onnx = (meta.get("search") or {}).get("onnx", True)

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ml_expert.tools.core.portable.preprocessing import FastPreprocessor, coerce_frame
+from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.packaging.export import FormatReport, tolerance
-from ml_expert.tools.packaging.portable.preprocessing import FastPreprocessor, coerce_frame
-from ml_expert.tools.tasks import is_classification
 
 VERIFY_TIMEOUT = 600
 POLL_SECONDS = 0.5

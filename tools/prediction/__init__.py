@@ -1,4 +1,4 @@
-"""Phase 7 — after training. Tools: `predict` (`predict`), `explain` (`explain`).
+"""Phase 6 — after training. Tools: `predict` (`predict`), `explain` (`explain`).
 
 Memory: `ml-expert/predictions`, `ml-expert/explanations`.
 Modules: `predict` (score new rows with the same code as the deployment package, per-row refusals,

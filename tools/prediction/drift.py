@@ -25,8 +25,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.data.profiling import as_numbers, bucket_shares
-from ml_expert.tools.lazy import lazy_import
 
 np = lazy_import("numpy")  # loads on first use, not at server start
 pd = lazy_import("pandas")  # loads on first use, not at server start
@@ -79,7 +79,7 @@ def psi(expected: np.ndarray, actual: np.ndarray) -> float:
 
 def drift_report(profile: dict[str, Any], raw: pd.DataFrame, coerced: pd.DataFrame) -> DriftReport:
     """Compare input rows (raw as given, and converted by screen_frame) with the training profile."""
-    from ml_expert.tools.packaging.portable.preprocessing import shortened, shown  # sklearn: not at server start
+    from ml_expert.tools.core.portable.preprocessing import shortened, shown  # sklearn: not at server start
 
     features = profile["columns"]
     missing = [c for c in features if c not in raw.columns]
@@ -136,7 +136,7 @@ def out_of_range_chance(train_values: int, rows: int) -> float:
 def _column(
     name: str, entry: dict[str, Any], s: pd.Series, rows: int, train_rows: int, warnings: list[str]
 ) -> ColumnDrift:
-    from ml_expert.tools.packaging.portable.preprocessing import shown
+    from ml_expert.tools.core.portable.preprocessing import shown
 
     drift = ColumnDrift(
         column=name,

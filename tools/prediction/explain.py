@@ -26,10 +26,10 @@ from pydantic import BaseModel, Field
 from ml_expert.memory.errors import InvalidInputError, TrainingError
 from ml_expert.tools import runs
 from ml_expert.tools.artifacts import model_dir
+from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.jobs.manager import run_as_job
-from ml_expert.tools.jobs.specs import JobCancelled, JobSpec, JobStatus, ProgressFn, WaitSeconds
+from ml_expert.tools.jobs.specs import JobCancelled, JobSpec, JobStatus, ProgressFn, Reporter, WaitSeconds
 from ml_expert.tools.prediction.predict import ModelRef, RunRef, load_inference, resolve_model
-from ml_expert.tools.tasks import is_classification
 from ml_expert.tools.workspace import Workspace, write_json
 
 MAX_ROWS = 20
@@ -131,7 +131,7 @@ def explain(
     raise TrainingError(f"The explain job {status.job_id} ended {status.status}: {status.error}")
 
 
-def run_explain_job(ws: Workspace, spec: ExplainSpec, reporter: Any) -> ExplainResult:
+def run_explain_job(ws: Workspace, spec: ExplainSpec, reporter: Reporter) -> ExplainResult:
     """Worker entry for kind 'explain'. A part that fails (a plot, the Shapley values) becomes a warning."""
     from ml_expert.tools.evaluation.report import refresh_explanations
 
@@ -215,7 +215,7 @@ def _validation_rows(ws: Workspace, spec: ExplainSpec) -> tuple[Any, Any, str, i
     data = ws.run_dir(spec.run_id) / "data"
     split = "val" if (data / "raw_val.parquet").exists() else "test"  # runs prepared before raw_val existed
     prepared = load_prepared(ws, spec.run_id)
-    frame = pd.read_parquet(data / f"raw_{split}.parquet").drop(columns=[prepared["target"]])
+    frame = pd.read_parquet(data / f"raw_{split}.parquet").drop(columns=[prepared.target])
     _, y = load_split(ws, spec.run_id, split)
     if len(frame) < 10:
         raise InvalidInputError(f"The {split} split has {len(frame)} rows; explain needs at least 10.")
@@ -256,7 +256,7 @@ def raw_estimator(model: Any) -> Any:
 
 
 def permutation_ranking(
-    model: Any, X: Any, y: Any, n_repeats: int, seed: int, reporter: Any | None = None
+    model: Any, X: Any, y: Any, n_repeats: int, seed: int, reporter: Reporter | None = None
 ) -> tuple[str, float, list[ColumnImportance]]:
     """Permutation importance of each raw column with the run's ranking metric, most important first.
 
@@ -268,7 +268,7 @@ def permutation_ranking(
     import numpy as np
     import pandas as pd
 
-    from ml_expert.tools.evaluation.metrics import main_key, scores
+    from ml_expert.tools.core.scoring import main_key, scores
 
     metric = main_key(model.task)
     n, columns = len(X), list(X.columns)
@@ -383,7 +383,7 @@ def _column_dependence(estimator: Any, X: Any, column: str, kind: str, target: i
 
 
 def shapley_rows(
-    model: Any, rows: list[dict[str, Any]], background: Any, top_k: int, seed: int, reporter: Any = None
+    model: Any, rows: list[dict[str, Any]], background: Any, top_k: int, seed: int, reporter: Reporter | None = None
 ) -> tuple[list[LocalExplanation], str, dict[int, str] | None, list[str]]:
     """Shapley values per raw column for each given row (see the module docstring for the method).
 
@@ -396,7 +396,7 @@ def shapley_rows(
     import pandas as pd
     import shap
 
-    from ml_expert.tools.packaging.portable.preprocessing import screen_frame
+    from ml_expert.tools.core.portable.preprocessing import screen_frame
 
     given = pd.DataFrame(rows)
     scored = model.score(given)  # the package's refusals: bad values, overflow past float32, non-finite output

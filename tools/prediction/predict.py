@@ -2,7 +2,7 @@
 
 Rows come from a CSV / TSV / JSON-lines / Parquet file in the workspace or inline (at most MAX_RECORDS).
 The model and the preprocessor load from the run (pickles only after their digest check) and go into
-the package's own `ModelInference` (`packaging/portable/inference.py`), so conversion, per-row checks,
+the package's own `ModelInference` (`core/portable/inference.py`), so conversion, per-row checks,
 transform and label decoding are the package's code. A value that does not fit its column refuses its
 row only; a missing column is imputed. Every call also compares the rows with the training profile
 (`drift`). An input file meets the limits analyze_data sets (the server's file size limit, at most
@@ -26,10 +26,10 @@ from pydantic import BaseModel, Field
 from ml_expert.memory.errors import ConflictError, InvalidInputError, PathNotAllowedError, TrainingError
 from ml_expert.tools import runs
 from ml_expert.tools.artifacts import find_model_run, load_model, load_model_meta, load_pickle, model_path
+from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.jobs.manager import run_as_job
-from ml_expert.tools.jobs.specs import JobCancelled, JobSpec, JobStatus, ProgressFn, WaitSeconds
+from ml_expert.tools.jobs.specs import JobCancelled, JobSpec, JobStatus, ProgressFn, Reporter, WaitSeconds
 from ml_expert.tools.prediction.drift import DriftReport
-from ml_expert.tools.tasks import is_classification
 from ml_expert.tools.workspace import Workspace
 
 MAX_RECORDS = 100
@@ -237,8 +237,8 @@ class _InlineReporter:
 def model_inference() -> Any:
     """The deployment package's ModelInference class. Its module imports `ml_expert_transformers`, the name a
     package gives to portable/preprocessing.py, which registers itself under that name when imported first."""
-    from ml_expert.tools.packaging.portable import preprocessing  # noqa: F401 - first: registers the name
-    from ml_expert.tools.packaging.portable.inference import ModelInference
+    from ml_expert.tools.core.portable import preprocessing  # noqa: F401 - first: registers the name
+    from ml_expert.tools.core.portable.inference import ModelInference
 
     return ModelInference
 
@@ -264,7 +264,7 @@ def load_inference(ws: Workspace, run_id: str, model_id: str) -> Any:
     )
 
 
-def run_predict_job(ws: Workspace, spec: PredictSpec, reporter: Any) -> PredictResult:
+def run_predict_job(ws: Workspace, spec: PredictSpec, reporter: Reporter) -> PredictResult:
     """Worker entry for kind 'predict' (and the in-server path): score, check drift, write the CSV, record."""
     import numpy as np
 

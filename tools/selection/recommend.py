@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
 from ml_expert.memory.errors import TrainingError
 from ml_expert.tools import runs
 from ml_expert.tools.artifacts import load_prepared
+from ml_expert.tools.core.architectures import is_keras
+from ml_expert.tools.core.prepared import PreparedData
+from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.jobs.manager import run_as_job
 from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn, WaitSeconds
-from ml_expert.tools.tasks import is_classification
-from ml_expert.tools.training.config import is_keras
 from ml_expert.tools.workspace import Workspace
 
 
@@ -71,14 +73,14 @@ def count_gpus() -> int:
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
-def analyze_task(prepared: dict[str, Any], gpus: int) -> TaskAnalysis:
-    splits = prepared["splits"]
+def analyze_task(prepared: PreparedData, gpus: int) -> TaskAnalysis:
+    splits = prepared.splits
     rows = sum(splits.values())
-    features = prepared["features_out"]
-    task = prepared["task_type"]
-    dist = prepared.get("class_distribution") or {}
+    features = prepared.features_out
+    task = prepared.task_type
+    dist = prepared.class_distribution or {}
     train_counts = list(dist.get("train", {}).values())
-    classes = len(prepared["label_mapping"]) if prepared.get("label_mapping") else None
+    classes = len(prepared.label_mapping) if prepared.label_mapping else None
     cells = rows * features
     complexity = "low" if cells < 100_000 else "medium" if cells < 10_000_000 else "high"
     if classes and classes > 20 and complexity != "high":
@@ -92,10 +94,10 @@ def analyze_task(prepared: dict[str, Any], gpus: int) -> TaskAnalysis:
         data_size=rows,
         train_rows=splits["train"],
         features=features,
-        raw_features=len(prepared["features_in"]),
+        raw_features=len(prepared.features_in),
         classes=classes,
         imbalance_ratio=round(max(train_counts) / min(train_counts), 2) if train_counts else None,
-        modality=prepared.get("modality", "tabular"),
+        modality=prepared.modality,
         gpus=gpus,
     )
 
@@ -214,21 +216,22 @@ class ProbeSpec(JobSpec):
     max_candidates: int = Field(3, ge=1, le=5)
 
 
+Measure = Callable[[list[str]], dict[str, dict[str, float]]]  # architectures -> measured metrics (the probe)
+
+
 def recommend(
-    ws: Workspace, run_id: str, probe_seconds: float, max_candidates: int, reporter: Any = None
+    ws: Workspace, run_id: str, max_candidates: int, measure: Measure | None = None
 ) -> ArchitectureRecommendation:
-    """Rank the architectures for a run — measured on the validation split when probe_seconds > 0 (in a
-    worker: the probe job, or run_workflow's) — and record the phase. The one ranking path."""
+    """Rank the architectures for a run — by the rules, or measured when a probe is given (training's probe
+    job and run_workflow pass `training.probe.measure` bound to a budget) — and record the phase. The one ranking
+    path."""
     prepared = load_prepared(ws, run_id)
     gpus = count_gpus()
     ta = analyze_task(prepared, gpus)
     cands = rank_candidates(ta)
-    probed = probe_seconds > 0
-    if probed:
-        architectures = [c.architecture for c in cands[:max_candidates]]
-        from ml_expert.tools.selection.probe import measure  # scikit-learn: in the probe job, not at server start
-
-        cands = rank_by_probe(cands, measure(ws, run_id, architectures, probe_seconds, reporter))
+    probed = measure is not None
+    if measure is not None:
+        cands = rank_by_probe(cands, measure([c.architecture for c in cands[:max_candidates]]))
     top = cands[0].architecture
     result = ArchitectureRecommendation(
         run_id=run_id,
@@ -242,11 +245,6 @@ def recommend(
     )
     runs.record_phase(ws, run_id, "recommend", {"task-analysis": ta, "architecture": result})
     return result
-
-
-def run_probe_job(ws: Workspace, spec: ProbeSpec, reporter: Any) -> ArchitectureRecommendation:
-    """Worker entry for kind 'probe': the recommendation with measured candidates."""
-    return recommend(ws, spec.run_id, spec.probe_seconds, spec.max_candidates, reporter)
 
 
 def recommend_architecture(
@@ -270,7 +268,7 @@ def recommend_architecture(
     A probe that outlasts wait_seconds returns its job (follow with get_job). Then call train(run_id=...).
     """
     if probe_seconds == 0:
-        return recommend(ws, run_id, 0, max_candidates)
+        return recommend(ws, run_id, max_candidates)
     load_prepared(ws, run_id)  # a clear error now, not in the worker
     spec = ProbeSpec(run_id=run_id, probe_seconds=probe_seconds, max_candidates=max_candidates)
     wait = probe_seconds + 120 if wait_seconds is None else wait_seconds

@@ -18,6 +18,7 @@ from typing import Any
 
 import keras
 
+from ml_expert.tools.jobs.specs import Reporter
 from ml_expert.tools.training.config import TrainConfig
 from ml_expert.tools.workspace import write_json
 
@@ -38,7 +39,7 @@ class EpochHistory:
             series.append(float(v))
         write_json(self.path, self.data)
 
-    def record_epoch(self, reporter: Any, epoch: int, total: int, logs: dict[str, Any]) -> None:
+    def record_epoch(self, reporter: Reporter, epoch: int, total: int, logs: dict[str, Any]) -> None:
         """Persist the epoch and report it: `epoch 7/100 loss 0.31 val_loss 0.35 …`."""
         self.add(epoch, logs)
         shown = " ".join(f"{k} {v:.4g}" for k, v in logs.items() if k != "learning_rate")
@@ -55,7 +56,7 @@ class EpochHistory:
 class JobProgress(keras.callbacks.Callback):
     """Epoch progress into the job row; a cancel request stops training at the next batch boundary."""
 
-    def __init__(self, reporter: Any, history: EpochHistory, total: int) -> None:
+    def __init__(self, reporter: Reporter, history: EpochHistory, total: int) -> None:
         super().__init__()
         self.reporter, self.history, self.total = reporter, history, total
 
@@ -118,7 +119,7 @@ def restore_snapshot(backup: Path) -> None:
 
 
 def job_callbacks(
-    config: TrainConfig, folder: Path, reporter: Any, history: EpochHistory, total: int, backup: str = "backup"
+    config: TrainConfig, folder: Path, reporter: Reporter, history: EpochHistory, total: int, backup: str = "backup"
 ) -> list[keras.callbacks.Callback]:
     """The seed's callbacks (EarlyStopping restoring the best weights, ReduceLROnPlateau, TerminateOnNaN)
     plus progress, cancel-at-batch and BackupAndRestore with snapshots (for resume)."""

@@ -16,24 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from ml_expert.tools.jobs.specs import JobSpec
 from ml_expert.tools.workspace import DEFAULT_SEED
 
-KERAS_ARCHITECTURES = ("dnn", "cnn", "rnn", "conv1d", "transformer")
-SKLEARN_ARCHITECTURES = ("random_forest", "gradient_boosting", "linear", "kmeans", "gaussian_mixture")
-CLUSTERING_ARCHITECTURES = ("kmeans", "gaussian_mixture")
-Architecture = Literal[
-    "auto",
-    "dnn",
-    "cnn",
-    "rnn",
-    "conv1d",
-    "transformer",
-    "random_forest",
-    "gradient_boosting",
-    "linear",
-    "kmeans",
-    "gaussian_mixture",
-]
-
-
 Width = Annotated[int, Field(ge=1, le=4096)]
 Filters = Annotated[int, Field(ge=1, le=1024)]
 
@@ -59,7 +41,9 @@ class TrainConfig(BaseModel):
     early_stopping_patience: int = Field(10, ge=0, description="EarlyStopping patience (0 = off).")
     reduce_lr_patience: int = Field(5, ge=0, description="ReduceLROnPlateau patience (0 = off).")
     reduce_lr_factor: float = Field(0.5, gt=0, lt=1, description="LR reduction factor.")
-    class_weight: Literal["auto", "balanced", "none"] = Field("auto", description="auto: balanced at imbalance >= 3.")
+    class_weight: Literal["auto", "balanced", "none"] = Field(
+        "auto", description="auto: balanced when classes are imbalanced (majority/minority >= 4)."
+    )
     seed: int = Field(DEFAULT_SEED, description="Random seed.")
     # image / sequence / text networks
     filters: list[Filters] = Field([32, 64], description="Conv filters per block.", min_length=1, max_length=6)
@@ -76,14 +60,6 @@ class TrainConfig(BaseModel):
     max_iter: int = Field(300, ge=1, le=10000, description="Boosting / solver iterations.")
     regularization: float = Field(1.0, gt=0, description="linear: C or alpha.")
     n_clusters: int | None = Field(None, ge=2, le=1000, description="Clusters (default: classes).")
-
-
-def is_keras(architecture: str) -> bool:
-    return architecture in KERAS_ARCHITECTURES
-
-
-def is_clustering(architecture: str) -> bool:
-    return architecture in CLUSTERING_ARCHITECTURES
 
 
 Distribution = Literal["none", "mirrored", "multi_worker"]

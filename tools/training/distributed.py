@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ml_expert.memory.errors import InvalidInputError, TrainingError
-from ml_expert.tools.tasks import is_classification
+from ml_expert.tools.core.tasks import is_classification
 
 
 def _logical_cpus(n: int) -> list[str]:

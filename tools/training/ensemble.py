@@ -1,14 +1,14 @@
 """Combining the search's candidates out of fold: greedy ensemble selection (Caruana et al., 2004) and the binary
 decision threshold. What they choose is applied at prediction time by `Blend` / `shift_threshold`, which travel
-with the deployment package (packaging/portable/ensemble.py)."""
+with the deployment package (core/portable/ensemble.py)."""
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from ml_expert.tools.evaluation.metrics import rank_score
-from ml_expert.tools.lazy import lazy_import
-from ml_expert.tools.packaging.portable.ensemble import shift_threshold
+from ml_expert.tools.core.lazy import lazy_import
+from ml_expert.tools.core.portable.ensemble import shift_threshold
+from ml_expert.tools.core.scoring import rank_score
 
 np = lazy_import("numpy")  # loads on first use, not at server start
 

@@ -8,8 +8,8 @@ groups per fold when it split by group.
 from __future__ import annotations
 
 from ml_expert.memory.errors import InvalidInputError
-from ml_expert.tools.lazy import lazy_import
-from ml_expert.tools.tasks import is_classification
+from ml_expert.tools.core.lazy import lazy_import
+from ml_expert.tools.core.tasks import is_classification
 
 np = lazy_import("numpy")  # loads on first use, not at server start
 

@@ -17,6 +17,8 @@ import tensorflow as tf
 
 from ml_expert.memory.errors import TrainingError
 from ml_expert.tools.artifacts import as_model_input
+from ml_expert.tools.core.prepared import PreparedData
+from ml_expert.tools.jobs.specs import Reporter
 from ml_expert.tools.training import transfer
 from ml_expert.tools.training.callbacks import Deadline, EpochHistory, job_callbacks, restore_snapshot
 from ml_expert.tools.training.config import Fit, TrainConfig, TrainSpec
@@ -48,10 +50,10 @@ def fit_on_splits(
     )
 
 
-def _build(spec: TrainSpec, prepared: dict[str, Any], data: dict[str, Any], folder: Path) -> Any:
+def _build(spec: TrainSpec, prepared: PreparedData, data: dict[str, Any], folder: Path) -> Any:
     """The network to train: a transfer model around the base, or the architecture's own network."""
-    task, config = prepared["task_type"], spec.config
-    n_classes = len(prepared["label_mapping"] or {}) or 1
+    task, config = prepared.task_type, spec.config
+    n_classes = len(prepared.label_mapping or {}) or 1
     if spec.base_model:
         return transfer.build_transfer_model(Path(spec.base_model), task, n_classes, config, data, spec.freeze)
     model, extra = build_network(spec.architecture, task, n_classes, config, prepared, data)
@@ -74,16 +76,16 @@ def _check_finite(history: EpochHistory, config: TrainConfig) -> None:
 def fit_keras(
     ws: Workspace,
     spec: TrainSpec,
-    prepared: dict[str, Any],
+    prepared: PreparedData,
     data: dict[str, Any],
     folder: Path,
-    reporter: Any,
+    reporter: Reporter,
     class_weight: Any,
 ) -> Fit:
     """Train the spec's network (or one multi-worker task) with the job callbacks; the caller saves it."""
     config = spec.config
     seed_everything(config.seed)
-    task = prepared["task_type"]
+    task = prepared.task_type
     history = EpochHistory(folder / "history_partial.json", spec.resume)
     if spec.resume:
         restore_snapshot(folder / "backup")
@@ -120,11 +122,11 @@ def fit_keras(
 
 
 def fit_multi_worker_task(
-    spec: TrainSpec, prepared: dict[str, Any], data: dict[str, Any], history: EpochHistory, reporter: Any
+    spec: TrainSpec, prepared: PreparedData, data: dict[str, Any], history: EpochHistory, reporter: Reporter
 ) -> Fit:
     """One task of a MultiWorkerMirroredStrategy cluster (TF_CONFIG); only the chief's model is kept."""
-    task, config = prepared["task_type"], spec.config
-    n_classes = len(prepared["label_mapping"] or {}) or 1
+    task, config = prepared.task_type, spec.config
+    n_classes = len(prepared.label_mapping or {}) or 1
     reporter.progress(force=True, phase="train", step=0, total=config.epochs, message="training started")
     start = time.perf_counter()
     model, info = fit_multi_worker(
@@ -154,7 +156,7 @@ def fit_keras_quick(
     data: dict[str, Any],
     task: str,
     n_classes: int,
-    prepared: dict[str, Any],
+    prepared: PreparedData,
     deadline: float,
     cancelled: Callable[[], bool] = lambda: False,
 ) -> Any:

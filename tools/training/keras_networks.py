@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ml_expert.tools.lazy import lazy_import
-from ml_expert.tools.tasks import is_classification
+from ml_expert.tools.core.lazy import lazy_import
+from ml_expert.tools.core.prepared import PreparedData
+from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.training.config import TrainConfig
 
 np = lazy_import("numpy")  # loads on first use, not at server start
@@ -143,7 +144,7 @@ def build_sequence_body(architecture: str, x: Any, length: int, config: TrainCon
 
 
 def build_network(
-    architecture: str, task: str, n_classes: int, config: TrainConfig, prepared: dict[str, Any], data: dict[str, Any]
+    architecture: str, task: str, n_classes: int, config: TrainConfig, prepared: PreparedData, data: dict[str, Any]
 ) -> tuple[Any, dict[str, Any]]:
     """The Keras model for an architecture and the run's data; also returns facts to save (vocabulary)."""
     import keras
@@ -152,7 +153,7 @@ def build_network(
     y_mean, y_std = (0.0, 1.0)
     if task == "regression":
         y_mean, y_std = float(np.mean(y)), float(np.std(y) or 1.0)
-    modality = prepared.get("modality", "tabular")
+    modality = prepared.modality
     extra: dict[str, Any] = {}
     if architecture == "dnn" and modality in ("tabular", "image", "sequence"):
         if modality == "tabular":

@@ -7,8 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ml_expert.tools.lazy import lazy_import
-from ml_expert.tools.tasks import is_classification
+from ml_expert.tools.core.lazy import lazy_import
+from ml_expert.tools.core.tasks import is_classification
 
 np = lazy_import("numpy")  # loads on first use, not at server start
 
@@ -23,6 +23,7 @@ HGB_PORTFOLIO: list[dict[str, Any]] = [  # zero-shot presets: strong across tabu
     {"learning_rate": 0.05, "max_leaf_nodes": 7, "min_samples_leaf": 50, "l2_regularization": 0.0},
 ]  # fmt: skip
 MAX_ITER = 2000  # boosting iterations in a fold; early stopping usually ends sooner
+FOREST_SAMPLE_ROWS = 200_000  # above this many rows each forest tree is grown on a bootstrap sample of this size
 NEIGHBOURS = {
     "learning_rate": (0.5, 2.0),
     "max_leaf_nodes": (0.5, 2.0),
@@ -89,10 +90,17 @@ def hgb_cost(cfg: Config) -> float:
 
 
 def build(
-    cfg: Config, task: str, metric: str, seed: int, max_iter: int | None = None, iter_cap: int | None = None
+    cfg: Config,
+    task: str,
+    metric: str,
+    seed: int,
+    max_iter: int | None = None,
+    iter_cap: int | None = None,
+    rows: int = 0,
 ) -> Any:
     """The scikit-learn estimator for a candidate: boosting early-stops inside folds (after at most iter_cap
-    iterations, when the budget sets one) unless max_iter fixes the number of iterations."""
+    iterations, when the budget sets one) unless max_iter fixes the number of iterations; on more than
+    FOREST_SAMPLE_ROWS `rows`, forest trees grow on bootstrap samples of that size."""
     from sklearn.compose import TransformedTargetRegressor
     from sklearn.ensemble import (
         ExtraTreesClassifier,
@@ -128,6 +136,8 @@ def build(
             ("et", False): ExtraTreesRegressor,
         }[(cfg.family, classify)]
         settings = ({} if classify else {"max_features": 0.6}) | {"min_samples_leaf": 1} | p
+        if rows > FOREST_SAMPLE_ROWS:  # trees on samples: the cost of a tree stops growing with the rows
+            settings |= {"bootstrap": True, "max_samples": FOREST_SAMPLE_ROWS / rows}
         model = forest(n_estimators=300, n_jobs=-1, random_state=seed, **settings, **weight)
     else:
         strength = p.get("strength", 1.0)

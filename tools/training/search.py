@@ -24,69 +24,24 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-from ml_expert.tools.evaluation.metrics import rank_score, search_metric
-from ml_expert.tools.lazy import lazy_import
-from ml_expert.tools.packaging.portable.ensemble import Blend, shift_threshold
-from ml_expert.tools.tasks import is_classification
-from ml_expert.tools.training.ensemble import select_ensemble, tune_threshold
+from ml_expert.tools.core.lazy import lazy_import
+from ml_expert.tools.core.scoring import rank_score, search_metric
+from ml_expert.tools.core.tasks import is_classification
+from ml_expert.tools.jobs.specs import Reporter
+from ml_expert.tools.training.chunked import Grown, fit_stoppable
+from ml_expert.tools.training.ensemble import select_ensemble
 from ml_expert.tools.training.folds import folds
-from ml_expert.tools.training.portfolio import Config, build, hgb_cost, neighbours_of, portfolio
+from ml_expert.tools.training.portfolio import Config, build, hgb_cost, neighbours_of
+from ml_expert.tools.training.trial import Trial, early_stopped_iterations, output_of, widen
 
 np = lazy_import("numpy")  # loads on first use, not at server start
 
 MIN_ITERATIONS = 30  # a boosting candidate that cannot run this many iterations per fold is not tried
+SAMPLE_RUNGS = (50_000, 200_000)  # rows of the row-sample rungs on large data, before any fit on every row
+SAMPLE_SHARE = 0.4  # at most this share of the budget goes to the row-sample rungs
 REFIT_SAFETY = 1.3  # a refit sees k/(k-1) of the rows; leave room for that and for noise
-
-
-@dataclass(eq=False)  # identity-hashed: trials are dict keys in the ensemble
-class Trial:
-    """A candidate's cross-validation: per-fold scores, out-of-fold output, fit times, boosting iterations."""
-
-    config: Config
-    scores: list[float] = field(default_factory=list)
-    oof: np.ndarray | None = None
-    seconds: list[float] = field(default_factory=list)
-    iterations: list[int] = field(default_factory=list)
-    stopped: str | None = None
-
-    @property
-    def complete(self) -> bool:
-        return self.stopped is None and self.oof is not None
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.scores)) if self.scores else -math.inf
-
-    @property
-    def fold_seconds(self) -> float:
-        return float(np.mean(self.seconds)) if self.seconds else 0.0
-
-    def row(self, metric: str) -> dict[str, Any]:
-        sign = -1 if metric == "rmse" else 1  # show RMSE as RMSE, rank by its negation
-        return {
-            "candidate": self.config.label(),
-            "family": self.config.family,
-            "params": self.config.kwargs | ({"log_target": True} if self.config.log_target else {}),
-            f"cv_{metric}": round(sign * self.mean, 5) if self.scores else None,
-            "cv_std": round(float(np.std(self.scores)), 5) if len(self.scores) > 1 else None,
-            "folds": len(self.scores),
-            "fit_seconds": round(sum(self.seconds), 2),
-            "status": self.stopped or "complete",
-        }
-
-
-def _output(model: Any, task: str, X: np.ndarray) -> np.ndarray:
-    return model.predict_proba(X) if is_classification(task) else model.predict(X)
-
-
-def _iterations(model: Any) -> int | None:
-    inner = getattr(model, "regressor_", model)
-    if hasattr(inner, "n_iter_") and getattr(inner, "n_iter_no_change", None) and inner.early_stopping:
-        return max(10, int(inner.n_iter_) - int(inner.n_iter_no_change))
-    return None
 
 
 class Search:
@@ -102,7 +57,7 @@ class Search:
         split_strategy: str = "random",
         groups: np.ndarray | None = None,
         seed: int = 42,
-        reporter: Any = None,
+        reporter: Reporter | None = None,
     ) -> None:
         self.X, self.y, self.task, self.seed = X, y, task, seed
         self.metric = search_metric(task, y)
@@ -111,11 +66,15 @@ class Search:
         self.folds = folds(y, task, split_strategy, seed, groups=groups)
         self.started = time.perf_counter()
         self.deadline = self.started + budget_s - min(1.0, 0.05 * budget_s)  # a margin for noise and bookkeeping
+        self.end = self.started + budget_s  # the refit's hard deadline: nothing grows past the budget
+        self.budget_s = budget_s
+        self.notes: list[str] = []
         self.reporter = reporter
         self.trials: list[Trial] = []
         self.n_classes = int(y.max()) + 1 if is_classification(task) else 0
         self.cancelled = False
         self.iteration_seconds: float | None = None
+        self._timed_rows = len(y)  # training rows of the fold that measured iteration_seconds
 
     # -- time ---------------------------------------------------------------------------------------
 
@@ -160,40 +119,79 @@ class Search:
             return False
         train, test = self.folds[fold]
         started = time.perf_counter()
-        model = build(trial.config, self.task, self.metric, self.seed, iter_cap=cap)
-        model.fit(self.X[train], self.y[train])
-        output = _output(model, self.task, self.X[test])
+        model = build(trial.config, self.task, self.metric, self.seed, iter_cap=cap, rows=len(train))
+        grown = self._grow(model, trial, self.X[train], self.y[train], self._fold_deadline(trial))
+        if grown is None:
+            return False
+        output = output_of(model, self.task, self.X[test])
         trial.seconds.append(time.perf_counter() - started)
         self._time_iterations(trial, model)
         if trial.oof is None:
             shape = (len(self.y), self.n_classes) if self.n_classes else (len(self.y),)
             trial.oof = np.full(shape, np.nan)
         if self.n_classes and output.shape[1] < self.n_classes:  # a class missing from this fold's training rows
-            output = _widen(output, model.classes_, self.n_classes)
+            output = widen(output, model.classes_, self.n_classes)
         trial.oof[test] = output
         trial.scores.append(rank_score(self.metric, self.y[test], output))
-        iterations = _iterations(model)
+        iterations = early_stopped_iterations(model)
         if iterations:
             trial.iterations.append(iterations)
         return True
+
+    def _fold_deadline(self, trial: Trial) -> float:
+        """When a fold of this candidate must stop growing: its share of the time left after the leader's refit,
+        so that its remaining folds fit too (at least a few seconds)."""
+        best = self._best_complete()
+        room = self.left() - self._refit_reserve([best] if best else [])
+        if not math.isfinite(room):
+            return math.inf
+        return time.perf_counter() + max(room / (len(self.folds) - len(trial.scores) + 0.5), 2.0)
+
+    def _grow(self, model: Any, trial: Trial, X: np.ndarray, y: np.ndarray, deadline: float) -> Grown | None:
+        """A stoppable fit (chunks that report progress, check the deadline and the cancel flag); None when cancelled
+        during the fit."""
+        per_unit = None
+        if trial.config.family == "hgb" and self.iteration_seconds is not None:
+            per_unit = self.iteration_seconds * hgb_cost(trial.config) * len(y) / max(self._timed_rows, 1)
+
+        def tick(step: str) -> None:
+            if self.reporter is None:
+                return
+            if self.reporter.cancel_requested():
+                raise _Cancelled
+            self.reporter.progress(
+                phase="train",
+                message=f"{trial.config.label()}: {step}, rows {_rows(len(y))}, "
+                f"{time.perf_counter() - self.started:.0f} s of {self.budget_s:.0f}",
+            )
+
+        try:
+            grown = fit_stoppable(model, X, y, deadline, tick, per_unit)
+        except _Cancelled:
+            self.cancelled, trial.stopped = True, "cancelled"
+            return None
+        if grown.stopped_by_deadline:
+            trial.capped += 1
+        return grown
 
     def _time_iterations(self, trial: Trial, model: Any) -> None:
         """Seconds per boosting iteration of unit cost, the largest seen (what caps later boosting folds)."""
         fitted = getattr(model, "regressor_", model)
         if trial.config.family == "hgb" and getattr(fitted, "n_iter_", 0):
             per = trial.seconds[-1] / fitted.n_iter_ / hgb_cost(trial.config)
-            self.iteration_seconds = max(per, self.iteration_seconds or 0.0)
+            if self.iteration_seconds is None or per > self.iteration_seconds:
+                self.iteration_seconds, self._timed_rows = per, len(self.folds[0][0])
 
     def _estimate(self, trial: Trial | None, folds: int) -> float:
         if trial is not None and trial.seconds:
             return trial.fold_seconds * folds
-        done = [t.fold_seconds for t in self.trials if t.seconds]
+        done = [t.fold_seconds for t in self.trials if t.seconds and t.rows is None]
         return (max(done) if done else 0.0) * folds
 
     def _estimate_new(self, cfg: Config) -> float:
         """One fold of a candidate not tried yet: as its family's slowest fold so far (boosting: scaled by its
         cost per iteration, and bounded by the iteration cap), else as the slowest fold of any family."""
-        same = [t for t in self.trials if t.seconds and t.config.family == cfg.family]
+        same = [t for t in self.trials if t.seconds and t.config.family == cfg.family and t.rows is None]
         if not same:
             return self._estimate(None, 1)
         if cfg.family != "hgb":
@@ -225,7 +223,7 @@ class Search:
         best = self._best_complete()
         if best is not None:
             return best
-        best = max(self.trials, key=lambda t: t.mean)
+        best = max((t for t in self.trials if t.rows is None), key=lambda t: t.mean)
         best.stopped = None
         self.deadline = math.inf
         self._complete(best, len(self.trials))
@@ -259,9 +257,10 @@ class Search:
     # -- the search -----------------------------------------------------------------------------------
 
     def run(self, candidates: list[Config], neighbours: int = 40) -> None:
-        """Successive halving over folds on the portfolio, then a local search around the best boosting
-        for as long as the budget lasts (at most `neighbours` more candidates)."""
+        """Successive halving over row samples (large data), then over folds on the portfolio, then a local search
+        around the best boosting for as long as the budget lasts (at most `neighbours` more candidates)."""
         planned = len(candidates) + neighbours
+        candidates = self._rank_on_samples(candidates, planned)
         first: list[Trial] = []
         for cfg in candidates:  # rung 0: one fold each, while the leader can still complete and be refit
             if self._stop():
@@ -287,6 +286,54 @@ class Search:
         self._local_search(neighbours, planned)
         if self._resume_stopped(planned):  # time was left: more complete candidates, maybe a boosting to refine
             self._local_search(neighbours, planned)
+
+    def _rank_on_samples(self, candidates: list[Config], planned: int) -> list[Config]:
+        """On large data, successive halving over row samples before any fit on every row: each rung fits the
+        candidates on a random sample of the first fold's training rows (SAMPLE_RUNGS, growing), scores them on its
+        held-out rows, and keeps the better half; at most SAMPLE_SHARE of the budget. Returns the survivors, best
+        first; the others stay on the leaderboard, marked with the rows that decided them."""
+        train, test = self.folds[0]
+        rungs = [r for r in SAMPLE_RUNGS if r * 2 <= len(train)]
+        if not rungs or len(candidates) <= 2:
+            return candidates
+        order = np.random.default_rng(self.seed).permutation(train)
+        scored_rows = test[: max(rungs[-1] // 2, 20_000)]
+        stop_at = time.perf_counter() + SAMPLE_SHARE * max(self.left(), 0.0)
+        alive = list(candidates)
+        for rung, rows in enumerate(rungs):
+            sample = np.sort(order[:rows])
+            results: list[tuple[float, Config]] = []
+            for i, cfg in enumerate(alive):
+                if self._stop() or time.perf_counter() >= stop_at:
+                    break
+                trial = Trial(cfg, rows=rows)
+                model = build(cfg, self.task, self.metric, self.seed, rows=rows)
+                share = (stop_at - time.perf_counter()) / (len(alive) - i) / (len(rungs) - rung)
+                started = time.perf_counter()
+                if self._grow(model, trial, self.X[sample], self.y[sample], time.perf_counter() + share) is None:
+                    break
+                output = output_of(model, self.task, self.X[scored_rows])
+                if self.n_classes and output.shape[1] < self.n_classes:
+                    output = widen(output, model.classes_, self.n_classes)
+                trial.scores.append(rank_score(self.metric, self.y[scored_rows], output))
+                trial.seconds.append(time.perf_counter() - started)
+                trial.stopped = f"halved on {rows:,} sampled rows"
+                self.trials.append(trial)
+                self._report(trial, planned)
+                results.append((trial.mean, cfg))
+            if len(results) < 2:
+                break
+            results.sort(key=lambda sc: -sc[0])
+            alive = [cfg for _, cfg in results[: max(2, math.ceil(len(results) / 2))]]
+            for trial in self.trials[-len(results) :]:
+                if trial.config in alive:
+                    trial.stopped = f"advanced from {rows:,} sampled rows"
+        if len(alive) < len(candidates):
+            self.notes.append(
+                f"{len(candidates)} candidates ranked on row samples of {', '.join(f'{r:,}' for r in rungs)} "
+                f"rows first; the best {len(alive)} went on to all {len(train):,} training rows of the folds"
+            )
+        return alive
 
     @property
     def rows(self) -> np.ndarray:
@@ -344,10 +391,20 @@ class Search:
         pool = sorted((t for t in self.trials if t.complete), key=lambda t: t.mean, reverse=True)[:10]
         return select_ensemble(pool, self.rows, self.y, self.metric)
 
-    def refit(self, trial: Trial) -> Any:
+    def refit(self, trial: Trial, share: float = 1.0) -> Any:
+        """The candidate fitted on all rows (boosting: the folds' iterations + 10 %), growing until done or until its
+        `share` of the time left before the budget's end; a note says when that cap decided the size."""
         iterations = int(np.median(trial.iterations) * 1.1) if trial.iterations else None
-        model = build(trial.config, self.task, self.metric, self.seed, max_iter=iterations)
-        model.fit(self.X, self.y)
+        model = build(trial.config, self.task, self.metric, self.seed, max_iter=iterations, rows=len(self.y))
+        now = time.perf_counter()
+        deadline = now + max((self.end - now) * share, 1.0)
+        grown = fit_stoppable(model, self.X, self.y, deadline, None)
+        if grown.stopped_by_deadline:
+            unit = "iterations" if trial.config.family == "hgb" else "trees"
+            self.notes.append(
+                f"refit of {trial.config.label()} capped by the budget at {grown.units} {unit} (planned "
+                f"{iterations or 'all'})"
+            )
         return model
 
 
@@ -361,72 +418,9 @@ def cross_validate(X: np.ndarray, y: np.ndarray, task: str, cfg: Config, budget_
     return trial
 
 
-def _widen(output: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
-    wide = np.zeros((len(output), n_classes))
-    wide[:, classes.astype(int)] = output
-    return wide
+class _Cancelled(Exception):
+    """The cancel flag was seen between two chunks of a fit."""
 
 
-def _shown(metric: str, value: float) -> float:
-    """Scores are ranked higher-is-better; RMSE is shown as RMSE."""
-    return -value if metric == "rmse" else value
-
-
-@dataclass
-class SearchOutcome:
-    """What the search chose: the fitted model and everything the train result reports about it."""
-
-    model: Any
-    oof: np.ndarray  # out-of-fold output for the rows in y_seen
-    y_seen: np.ndarray
-    metric: str
-    leaderboard: list[dict[str, Any]]
-    summary: dict[str, Any]
-    trace: list[float]
-
-
-def run_search(X: np.ndarray, y: np.ndarray, task: str, budget_s: float, **options: Any) -> SearchOutcome:
-    """Search, ensemble, refit within budget_s seconds (refit included); options as for `Search`."""
-    search = Search(X, y, task, budget_s, **options)
-    search.run(portfolio(task, y, *X.shape))
-    best = search.best_complete()
-    chosen, ensemble_score = search.ensemble()
-    use_ensemble = len(chosen) > 1 and ensemble_score > best.mean + 1e-4
-    members = chosen if use_ensemble else {best: 1}
-    total = sum(members.values())
-    rows = search.rows
-    y_seen = y[rows]
-    oof = sum(t.oof[rows] * (n / total) for t, n in members.items())  # type: ignore[misc]
-    threshold = tune_threshold(search.metric, y_seen, oof) if is_classification(task) else None
-    refit_started = time.perf_counter()
-    fitted = [(search.refit(t), n) for t, n in members.items()]
-    classify = is_classification(task)
-    if len(fitted) == 1 and threshold is None:
-        model = fitted[0][0]
-    else:
-        model = Blend([m for m, _ in fitted], [n for _, n in fitted], classify, threshold)
-    if threshold is not None:
-        p1 = shift_threshold(oof[:, 1], threshold)
-        oof = np.column_stack([1 - p1, p1])
-    ranked = sorted(search.trials, key=lambda t: (not t.complete, -t.mean))
-    trace = [t.mean for t in search.trials if t.scores]
-    summary = {
-        "metric": search.metric,
-        "rows": len(y),
-        "folds": len(search.folds),
-        "cv": "time" if search.split_strategy == "time" else "group" if search.groups is not None else "random",
-        "candidates": len(search.trials),
-        "complete": sum(t.complete for t in search.trials),
-        "budget_seconds": round(budget_s, 1),
-        "search_seconds": round(refit_started - search.started, 2),
-        "refit_seconds": round(time.perf_counter() - refit_started, 2),
-        "chosen": [{"candidate": t.config.label(), "weight": round(n / total, 3)} for t, n in members.items()],
-        "ensemble": use_ensemble,
-        "cv_score": round(_shown(search.metric, rank_score(search.metric, y_seen, oof)), 5),
-        "best_single_cv_score": round(_shown(search.metric, best.mean), 5),
-        "threshold": round(threshold, 4) if threshold is not None else None,
-        "cancelled": search.cancelled,
-        "boosting_iterations": int(np.median(best.iterations) * 1.1) if best.iterations else None,
-    }
-    leaderboard = [t.row(search.metric) for t in ranked][:30]
-    return SearchOutcome(model, oof, y_seen, search.metric, leaderboard, summary, trace)
+def _rows(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1_000_000 else f"{n:,}"

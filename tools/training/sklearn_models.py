@@ -7,9 +7,12 @@ import time
 from typing import Any
 
 from ml_expert.tools.artifacts import predict_output
-from ml_expert.tools.lazy import lazy_import
-from ml_expert.tools.tasks import is_classification
-from ml_expert.tools.training.config import Fit, TrainConfig, TrainSpec, is_clustering
+from ml_expert.tools.core.architectures import is_clustering
+from ml_expert.tools.core.lazy import lazy_import
+from ml_expert.tools.core.prepared import PreparedData
+from ml_expert.tools.core.tasks import is_classification
+from ml_expert.tools.jobs.specs import Reporter
+from ml_expert.tools.training.config import Fit, TrainConfig, TrainSpec
 
 np = lazy_import("numpy")  # loads on first use, not at server start
 
@@ -108,12 +111,12 @@ def _sklearn_history(model: Any, task: str, data: dict[str, Any]) -> dict[str, l
 
 
 def fit_sklearn(
-    spec: TrainSpec, prepared: dict[str, Any], data: dict[str, Any], reporter: Any, class_weight: Any
+    spec: TrainSpec, prepared: PreparedData, data: dict[str, Any], reporter: Reporter, class_weight: Any
 ) -> Fit:
     """Fit the spec's estimator on the training split, with curves (and progress) for the run."""
-    task = prepared["task_type"]
+    task = prepared.task_type
     arch = spec.architecture
-    n_classes = len(prepared["label_mapping"] or {}) or 1
+    n_classes = len(prepared.label_mapping or {}) or 1
     fit_task = "clustering" if is_clustering(arch) else task
     model = build_sklearn(arch, fit_task, spec.config, "balanced" if class_weight else None, n_classes)
     reporter.progress(force=True, phase="train", step=0, total=1, message=f"fitting {arch}")

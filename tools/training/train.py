@@ -18,7 +18,11 @@ from pydantic import BaseModel, Field, ValidationError
 from ml_expert.memory.errors import InvalidInputError
 from ml_expert.tools import runs
 from ml_expert.tools.artifacts import load_prepared, load_split, model_dir, predict_output, save_model
-from ml_expert.tools.evaluation.metrics import (
+from ml_expert.tools.core.architectures import Architecture, is_clustering, is_keras
+from ml_expert.tools.core.lazy import lazy_import
+from ml_expert.tools.core.plots import search_curve, training_curves
+from ml_expert.tools.core.prepared import PreparedData
+from ml_expert.tools.core.scoring import (
     IMBALANCE_RATIO,
     baseline_scores,
     beats_baseline,
@@ -27,22 +31,12 @@ from ml_expert.tools.evaluation.metrics import (
     is_imbalanced,
     scores,
 )
-from ml_expert.tools.evaluation.plots import search_curve, training_curves
+from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.jobs.manager import run_as_job
-from ml_expert.tools.jobs.specs import JobCancelled, JobStatus, ProgressFn, WaitSeconds
-from ml_expert.tools.lazy import lazy_import
+from ml_expert.tools.jobs.specs import JobCancelled, JobStatus, ProgressFn, Reporter, WaitSeconds
 from ml_expert.tools.selection.recommend import analyze_task, rank_candidates
-from ml_expert.tools.tasks import is_classification
 from ml_expert.tools.training import distributed, transfer
-from ml_expert.tools.training.config import (
-    Architecture,
-    Distribution,
-    Fit,
-    TrainConfig,
-    TrainSpec,
-    is_clustering,
-    is_keras,
-)
+from ml_expert.tools.training.config import Distribution, Fit, TrainConfig, TrainSpec
 from ml_expert.tools.training.sklearn_models import count_parameters, fit_sklearn, is_plain_estimator
 from ml_expert.tools.workspace import Workspace, new_id, write_json
 
@@ -79,10 +73,10 @@ class TrainResult(BaseModel):
     next_step: str
 
 
-def resolve_architecture(ws: Workspace, run_id: str, architecture: str, prepared: dict[str, Any]) -> str:
+def resolve_architecture(ws: Workspace, run_id: str, architecture: str, prepared: PreparedData) -> str:
     """`auto` stays `auto` (the model search) on tabular classification and regression; elsewhere it is the
     run's recommendation (or the rule-based top pick). Check the choice fits the task."""
-    searchable = prepared.get("modality", "tabular") == "tabular" and prepared["task_type"] != "clustering"
+    searchable = prepared.modality == "tabular" and prepared.task_type != "clustering"
     if architecture == "auto" and searchable:
         return "auto"
     if architecture == "auto":
@@ -90,7 +84,7 @@ def resolve_architecture(ws: Workspace, run_id: str, architecture: str, prepared
             runs.memory_key(f"runs/{run_id}/architecture"), namespace=runs.run_namespace(ws, run_id)
         )
         architecture = stored["recommended"] if stored else rank_candidates(analyze_task(prepared, 0))[0].architecture
-    modality = prepared.get("modality", "tabular")
+    modality = prepared.modality
     if architecture == "cnn" and modality != "image":
         raise InvalidInputError(
             f"architecture 'cnn' needs image data; run {run_id} is {modality}. "
@@ -122,7 +116,7 @@ def parse_config(config: TrainConfig | dict[str, Any] | None) -> TrainConfig:
         ) from exc
 
 
-def _check_transfer(ws: Workspace, prepared: dict[str, Any], base_model: str | None, layers: int, freeze: bool) -> str:
+def _check_transfer(ws: Workspace, prepared: PreparedData, base_model: str | None, layers: int, freeze: bool) -> str:
     """The checked base model's absolute path ('' without transfer learning)."""
     if base_model is None:
         if layers or not freeze:
@@ -136,7 +130,7 @@ def _check_transfer(ws: Workspace, prepared: dict[str, Any], base_model: str | N
     path = transfer.resolve_base_model(ws, base_model)
     stored = transfer.stored_input_shape(path)
     if stored is not None:  # a clear error now rather than a failed job
-        transfer.check_input_shape(stored, prepared.get("input_shape") or [prepared["features_out"]])
+        transfer.check_input_shape(stored, prepared.input_shape or [prepared.features_out])
     return str(path)
 
 
@@ -234,7 +228,7 @@ def class_weights(task: str, y: np.ndarray, choice: str) -> tuple[dict[int, floa
 
 
 def _fit(
-    ws: Workspace, spec: TrainSpec, prepared: dict[str, Any], data: dict[str, Any], reporter: Any, weights: Any
+    ws: Workspace, spec: TrainSpec, prepared: PreparedData, data: dict[str, Any], reporter: Reporter, weights: Any
 ) -> Fit:
     folder = model_dir(ws, spec.run_id, spec.model_id)
     if spec.architecture == "auto":
@@ -246,14 +240,16 @@ def _fit(
     return fit_sklearn(spec, prepared, data, reporter, weights)
 
 
-def _fit_search(ws: Workspace, spec: TrainSpec, prepared: dict[str, Any], data: dict[str, Any], reporter: Any) -> Fit:
+def _fit_search(
+    ws: Workspace, spec: TrainSpec, prepared: PreparedData, data: dict[str, Any], reporter: Reporter
+) -> Fit:
     """architecture='auto': the model search over all training rows (train + validation), refit included."""
-    from ml_expert.tools.training.search import run_search  # the search engine: in the train job only
+    from ml_expert.tools.training.auto import run_search  # the search engine: in the train job only
 
     X = np.concatenate([data["X_train"], data["X_val"]])
     y = np.concatenate([data["y_train"], data["y_val"]])
     started = time.perf_counter()
-    strategy = (prepared.get("options") or {}).get("split_strategy", "random")
+    strategy = (prepared.options or {}).get("split_strategy", "random")
     data_dir = ws.run_dir(spec.run_id) / "data"
     groups = (
         np.concatenate([np.load(data_dir / f"groups_{s}.npy") for s in ("train", "val")])
@@ -263,14 +259,14 @@ def _fit_search(ws: Workspace, spec: TrainSpec, prepared: dict[str, Any], data: 
     outcome = run_search(
         X,
         y,
-        prepared["task_type"],
+        prepared.task_type,
         spec.time_budget_s,
         split_strategy=strategy,
         groups=groups,
         seed=spec.config.seed,
         reporter=reporter,
     )
-    summary = outcome.summary | {"onnx": is_plain_estimator(outcome.model)}
+    summary = outcome.summary.model_dump() | {"onnx": is_plain_estimator(outcome.model)}
     return Fit(
         model=outcome.model,
         framework="sklearn",
@@ -316,10 +312,10 @@ class WorkerTaskResult(BaseModel):
 
 
 def _validate(
-    fit: Fit, task: str, prepared: dict[str, Any], data: dict[str, Any], notes: list[str]
+    fit: Fit, task: str, prepared: PreparedData, data: dict[str, Any], notes: list[str]
 ) -> tuple[dict[str, float], dict[str, float], bool]:
     """Validation metrics, the dummy baseline's, and whether the model beat it (with a note when not)."""
-    n_classes = len(prepared["label_mapping"] or {}) or 1
+    n_classes = len(prepared.label_mapping or {}) or 1
     if fit.out_of_fold is not None:  # a search refit on train + validation: score its cross-validation instead
         y_seen, output = fit.out_of_fold
         metrics = headline(task, scores(task, y_seen, output))
@@ -342,7 +338,7 @@ def _validate(
     return metrics, baseline, learned
 
 
-def run_train_job(ws: Workspace, spec: TrainSpec, reporter: Any) -> TrainResult | WorkerTaskResult:
+def run_train_job(ws: Workspace, spec: TrainSpec, reporter: Reporter) -> TrainResult | WorkerTaskResult:
     """Worker entry for kind 'train': fit, score on validation against the dummy baseline, save, record."""
     run_id, model_id, arch = spec.run_id, spec.model_id, spec.architecture
     prepared = load_prepared(ws, run_id)
@@ -351,7 +347,7 @@ def run_train_job(ws: Workspace, spec: TrainSpec, reporter: Any) -> TrainResult 
         data[f"X_{split}"], data[f"y_{split}"] = load_split(ws, run_id, split)
     folder = model_dir(ws, run_id, model_id)
     folder.mkdir(parents=True, exist_ok=True)
-    weights, note = class_weights(prepared["task_type"], data["y_train"], spec.config.class_weight)
+    weights, note = class_weights(prepared.task_type, data["y_train"], spec.config.class_weight)
     notes = [note] if note else []
     with reporter.graceful():  # a cancel stops fitting at the next batch / candidate and keeps what it has
         fit = _fit(ws, spec, prepared, data, reporter, weights)
@@ -359,7 +355,7 @@ def run_train_job(ws: Workspace, spec: TrainSpec, reporter: Any) -> TrainResult 
         shutil.rmtree(folder, ignore_errors=True)
         return WorkerTaskResult(run_id=run_id, model_id=model_id, distribution=fit.distribution)
     model_file = save_model(ws, fit.model, fit.framework, folder)
-    task = "clustering" if is_clustering(arch) else prepared["task_type"]
+    task = "clustering" if is_clustering(arch) else prepared.task_type
     metrics, baseline, learned = _validate(fit, task, prepared, data, notes)
     cancelled = reporter.cancel_requested()
     if cancelled:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ml_expert.memory.errors import InvalidInputError, NotFoundError
-from ml_expert.tools.lazy import lazy_import
+from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.training.config import TrainConfig
 from ml_expert.tools.training.keras_networks import compile_model, output_head
 from ml_expert.tools.workspace import Workspace, is_id

@@ -1,5 +1,6 @@
 """The probe of `recommend_architecture(probe_seconds>0)`: measure candidate architectures within a time
-budget, with the model search's engine on tables (worker side only).
+budget, with the model search's engine on tables; the job kind 'probe' (worker side only). Ranking stays in
+selection (`recommend`), which this trainer feeds.
 """
 
 from __future__ import annotations
@@ -9,9 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ml_expert.tools.artifacts import load_prepared, load_split, predict_output
-from ml_expert.tools.evaluation.metrics import headline, main_key, rank_score, scores, search_metric
-from ml_expert.tools.lazy import lazy_import
-from ml_expert.tools.training.config import TrainConfig, is_keras
+from ml_expert.tools.core.architectures import is_keras
+from ml_expert.tools.core.lazy import lazy_import
+from ml_expert.tools.core.prepared import PreparedData
+from ml_expert.tools.core.scoring import headline, main_key, rank_score, scores, search_metric
+from ml_expert.tools.jobs.specs import Reporter
+from ml_expert.tools.selection.recommend import ArchitectureRecommendation, Measure, ProbeSpec, recommend
+from ml_expert.tools.training.config import TrainConfig
 from ml_expert.tools.training.portfolio import config
 from ml_expert.tools.training.search import cross_validate
 from ml_expert.tools.training.sklearn_models import build_sklearn
@@ -23,7 +28,7 @@ FAMILIES = {"gradient_boosting": "hgb", "random_forest": "rf", "linear": "linear
 
 
 def measure(
-    ws: Workspace, run_id: str, architectures: list[str], budget: float, reporter: Any
+    ws: Workspace, run_id: str, architectures: list[str], budget: float, reporter: Reporter
 ) -> dict[str, dict[str, float]]:
     """Fit each architecture within its share of the budget: architecture -> metrics, score, fit seconds.
 
@@ -31,10 +36,10 @@ def measure(
     engine and networks are scored on validation, all with the search's metric; elsewhere (images,
     sequences, text, clustering) each candidate is fitted on train and scored on validation."""
     prepared = load_prepared(ws, run_id)
-    task = prepared["task_type"]
+    task = prepared.task_type
     X_tr, y_tr = load_split(ws, run_id, "train")
     X_va, y_va = load_split(ws, run_id, "val")
-    tabular = prepared.get("modality", "tabular") == "tabular" and task != "clustering"
+    tabular = prepared.modality == "tabular" and task != "clustering"
     metric = search_metric(task, np.concatenate([y_tr, y_va])) if tabular else None
     share = budget / len(architectures)
     out: dict[str, dict[str, float]] = {}
@@ -66,7 +71,7 @@ def measure(
 
 def _fit_on_train(
     arch: str,
-    prepared: dict[str, Any],
+    prepared: PreparedData,
     X_tr: Any,
     y_tr: Any,
     X_va: Any,
@@ -74,8 +79,8 @@ def _fit_on_train(
     deadline: float,
     cancelled: Callable[[], bool],
 ) -> Any:
-    task = prepared["task_type"]
-    n_classes = len(prepared["label_mapping"] or {}) or 1
+    task = prepared.task_type
+    n_classes = len(prepared.label_mapping or {}) or 1
     if is_keras(arch):
         from ml_expert.tools.training.keras_fit import fit_keras_quick  # TensorFlow: worker only
 
@@ -85,3 +90,13 @@ def _fit_on_train(
     model = build_sklearn(arch, task, TrainConfig(n_estimators=100, max_iter=100), None, n_classes)
     model.fit(X_tr, y_tr)
     return predict_output(model, "sklearn", task, X_va)
+
+
+def run_probe_job(ws: Workspace, spec: ProbeSpec, reporter: Reporter) -> ArchitectureRecommendation:
+    """Worker entry for kind 'probe': the recommendation with measured candidates."""
+    return recommend(ws, spec.run_id, spec.max_candidates, probe_measure(ws, spec.run_id, spec.probe_seconds, reporter))
+
+
+def probe_measure(ws: Workspace, run_id: str, budget: float, reporter: Reporter) -> Measure:
+    """`measure` bound to a run and a budget, as `recommend` takes it."""
+    return lambda architectures: measure(ws, run_id, architectures, budget, reporter)

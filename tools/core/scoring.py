@@ -12,8 +12,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ml_expert.memory.errors import InvalidInputError
-from ml_expert.tools.lazy import lazy_import
-from ml_expert.tools.tasks import is_classification
+from ml_expert.tools.core.lazy import lazy_import
+from ml_expert.tools.core.tasks import is_classification
 
 np = lazy_import("numpy")  # loads on first use, not at server start
 

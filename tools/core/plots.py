@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ml_expert.tools.lazy import lazy_import
+from ml_expert.tools.core.lazy import lazy_import
 
 np = lazy_import("numpy")  # loads on first use, not at server start
 

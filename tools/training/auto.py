@@ -1,0 +1,122 @@
+"""`train(architecture="auto")` end to end: the search (`search.Search`), ensemble selection over its out-of-fold
+output, the decision threshold, the refit of the chosen members within what is left of the budget, and the
+summary the train result and memory report (`SearchSummary`)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from ml_expert.tools.core.lazy import lazy_import
+from ml_expert.tools.core.portable.ensemble import Blend, shift_threshold
+from ml_expert.tools.core.scoring import rank_score
+from ml_expert.tools.core.tasks import is_classification
+from ml_expert.tools.training.ensemble import tune_threshold
+from ml_expert.tools.training.portfolio import portfolio
+from ml_expert.tools.training.search import Search
+
+np = lazy_import("numpy")  # loads on first use, not at server start
+
+
+def _shown(metric: str, value: float) -> float:
+    """Scores are ranked higher-is-better; RMSE is shown as RMSE."""
+    return -value if metric == "rmse" else value
+
+
+class ChosenMember(BaseModel):
+    candidate: str
+    weight: float
+
+
+class SearchSummary(BaseModel):
+    """What the search did and chose, as the train result and memory report it."""
+
+    metric: str = Field(description="The metric the search optimised (RMSE shown as RMSE).")
+    rows: int
+    folds: int
+    cv: str = Field(description="random, time or group folds.")
+    candidates: int = Field(description="Candidates evaluated, row-sample rungs included.")
+    complete: int = Field(description="Candidates that completed every fold.")
+    budget_seconds: float
+    search_seconds: float
+    refit_seconds: float
+    seconds_to_final_model: float = Field(description="From the start of the search to the refitted model.")
+    chosen: list[ChosenMember]
+    ensemble: bool
+    cv_score: float
+    best_single_cv_score: float
+    threshold: float | None = None
+    cancelled: bool
+    boosting_iterations: int | None = None
+    fits_capped: int = Field(0, description="Fold fits the deadline stopped before they converged.")
+    notes: list[str] = Field(default_factory=list, description="Where a cap or a row sample decided something.")
+
+
+@dataclass
+class SearchOutcome:
+    """What the search chose: the fitted model and everything the train result reports about it."""
+
+    model: Any
+    oof: np.ndarray  # out-of-fold output for the rows in y_seen
+    y_seen: np.ndarray
+    metric: str
+    leaderboard: list[dict[str, Any]]
+    summary: SearchSummary
+    trace: list[float]
+
+
+def run_search(X: np.ndarray, y: np.ndarray, task: str, budget_s: float, **options: Any) -> SearchOutcome:
+    """Search, ensemble, refit within budget_s seconds (refit included); options as for `Search`."""
+    search = Search(X, y, task, budget_s, **options)
+    search.run(portfolio(task, y, *X.shape))
+    best = search.best_complete()
+    chosen, ensemble_score = search.ensemble()
+    use_ensemble = len(chosen) > 1 and ensemble_score > best.mean + 1e-4
+    members = chosen if use_ensemble else {best: 1}
+    total = sum(members.values())
+    rows = search.rows
+    y_seen = y[rows]
+    oof = sum(t.oof[rows] * (n / total) for t, n in members.items())  # type: ignore[misc]
+    threshold = tune_threshold(search.metric, y_seen, oof) if is_classification(task) else None
+    refit_started = time.perf_counter()
+    fitted = [(search.refit(t, share=1 / (len(members) - i)), n) for i, (t, n) in enumerate(members.items())]
+    classify = is_classification(task)
+    if len(fitted) == 1 and threshold is None:
+        model = fitted[0][0]
+    else:
+        model = Blend([m for m, _ in fitted], [n for _, n in fitted], classify, threshold)
+    if threshold is not None:
+        p1 = shift_threshold(oof[:, 1], threshold)
+        oof = np.column_stack([1 - p1, p1])
+    done = time.perf_counter()
+    ranked = sorted(search.trials, key=lambda t: (not t.complete, t.rows is not None, -t.mean))
+    capped = sum(t.capped for t in search.trials)
+    if capped:
+        search.notes.append(f"{capped} fold fit(s) stopped growing at their share of the budget before converging")
+    summary = SearchSummary(
+        metric=search.metric,
+        rows=len(y),
+        folds=len(search.folds),
+        cv="time" if search.split_strategy == "time" else "group" if search.groups is not None else "random",
+        candidates=len(search.trials),
+        complete=sum(t.complete for t in search.trials),
+        budget_seconds=round(budget_s, 1),
+        search_seconds=round(refit_started - search.started, 2),
+        refit_seconds=round(done - refit_started, 2),
+        seconds_to_final_model=round(done - search.started, 2),
+        chosen=[ChosenMember(candidate=t.config.label(), weight=round(n / total, 3)) for t, n in members.items()],
+        ensemble=use_ensemble,
+        cv_score=round(_shown(search.metric, rank_score(search.metric, y_seen, oof)), 5),
+        best_single_cv_score=round(_shown(search.metric, best.mean), 5),
+        threshold=round(threshold, 4) if threshold is not None else None,
+        cancelled=search.cancelled,
+        boosting_iterations=int(np.median(best.iterations) * 1.1) if best.iterations else None,
+        fits_capped=capped,
+        notes=search.notes,
+    )
+    trace = [t.mean for t in search.trials if t.scores]
+    leaderboard = [t.row(search.metric) for t in ranked][:30]
+    return SearchOutcome(model, oof, y_seen, search.metric, leaderboard, summary, trace)

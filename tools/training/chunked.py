@@ -1,0 +1,121 @@
+"""Stoppable fits: no scikit-learn call of the search may run past a deadline or go quiet.
+
+Boosting (HistGradientBoosting) and forests grow in chunks with `warm_start`: fit a few iterations or trees,
+report progress, check the deadline (and, through the progress callback, the cancel flag), continue. Each
+chunk is sized from the seconds per iteration / tree measured so far, to take about CHUNK_SECONDS and never
+to end past the deadline; a model stopped by the deadline is still a valid, smaller model. Early stopping
+works as in one call: with an integer `random_state` every warm-started call keeps the same validation rows,
+and a chunk that ends before its `max_iter` has early-stopped, so growing ends there. Other estimators
+(linear models) fit in one call.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ml_expert.tools.core.lazy import lazy_import
+
+np = lazy_import("numpy")  # loads on first use, not at server start
+
+CHUNK_SECONDS = 4.0  # a chunk's target length: progress at least every ~10 s whatever the size
+FIRST_ITERATIONS = 10  # boosting iterations of the first chunk when no speed is known yet
+FIRST_TREES = 8  # forest trees of the first chunk
+Tick = Callable[[str], None]  # progress callback: "iteration 350 of 2000"; may raise to cancel
+
+
+@dataclass
+class Grown:
+    """What a stoppable fit did: units grown (boosting iterations or trees), chunks, and whether the deadline
+    (rather than convergence or the planned size) ended it."""
+
+    units: int = 0
+    chunks: int = 0
+    stopped_by_deadline: bool = False
+    seconds: float = 0.0
+
+
+def _boosting(model: Any) -> tuple[Any, bool]:
+    """The HistGradientBoosting inside a model (a TransformedTargetRegressor wraps one), and whether wrapped."""
+    inner = getattr(model, "regressor", None)
+    if inner is not None and type(inner).__name__.startswith("HistGradientBoosting"):
+        return inner, True
+    return model, False
+
+
+def fit_stoppable(
+    model: Any,
+    X: np.ndarray,
+    y: np.ndarray,
+    deadline: float,
+    tick: Tick | None = None,
+    per_unit: float | None = None,
+) -> Grown:
+    """Fit `model` on X, y so that no chunk ends after `deadline` (a `time.perf_counter()` value); `per_unit`:
+    seconds per iteration / tree known from earlier fits (sizes the first chunk)."""
+    inner, wrapped = _boosting(model)
+    name = type(inner).__name__
+    if name.startswith("HistGradientBoosting"):
+        return _grow(model, inner, wrapped, "max_iter", X, y, deadline, tick, per_unit, FIRST_ITERATIONS)
+    if name.startswith(("RandomForest", "ExtraTrees")):
+        return _grow(model, model, False, "n_estimators", X, y, deadline, tick, per_unit, FIRST_TREES)
+    started = time.perf_counter()
+    model.fit(X, y)
+    return Grown(units=1, chunks=1, seconds=time.perf_counter() - started)
+
+
+def _grown(estimator: Any, attribute: str) -> int:
+    return int(estimator.n_iter_) if attribute == "max_iter" else len(estimator.estimators_)
+
+
+def _grow(
+    model: Any,
+    inner: Any,
+    wrapped: bool,
+    attribute: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    deadline: float,
+    tick: Tick | None,
+    per_unit: float | None,
+    first: int,
+) -> Grown:
+    """Grow `inner` (the estimator that has `attribute`) chunk by chunk; `model` is what the caller predicts with."""
+    target = int(getattr(inner, attribute))
+    started = time.perf_counter()
+    size = _chunk(per_unit, first, target, deadline - started)
+    inner.set_params(warm_start=True, **{attribute: size})
+    model.fit(X, y)  # a TransformedTargetRegressor fits a clone: continue on its fitted regressor_
+    fitted = model.regressor_ if wrapped else model
+    y_fit = model.transformer_.transform(y.reshape(-1, 1)).ravel() if wrapped else y
+    report = Grown(units=_grown(fitted, attribute), chunks=1)
+    while report.units < target:
+        if attribute == "max_iter" and report.units < fitted.max_iter:
+            break  # early stopping ended the last chunk: converged
+        now = time.perf_counter()
+        per = (now - started) / max(report.units, 1)
+        size = _chunk(per, first, target - report.units, deadline - now)
+        if size <= 0:
+            report.stopped_by_deadline = True
+            break
+        if tick is not None:
+            tick(f"{'iteration' if attribute == 'max_iter' else 'tree'} {report.units} of {target}")
+        fitted.set_params(**{attribute: report.units + size})
+        fitted.fit(X, y_fit)
+        report.units, report.chunks = _grown(fitted, attribute), report.chunks + 1
+    fitted.set_params(warm_start=False, **{attribute: target})  # a clone of it is a fresh estimator again
+    if wrapped:
+        model.regressor.set_params(warm_start=False, **{attribute: target})
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _chunk(per_unit: float | None, first: int, left: int, seconds_left: float) -> int:
+    """Units in the next chunk: about CHUNK_SECONDS of work, never past the deadline, never past the plan."""
+    if per_unit is None or per_unit <= 0:
+        return min(first, left)
+    fits = int(seconds_left / per_unit) if math.isfinite(seconds_left) else left
+    return max(0, min(left, fits, max(first, int(CHUNK_SECONDS / per_unit))))
