@@ -73,6 +73,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.startswith("ml-expert 0.")
 
 
+@pytest.mark.slow
 def test_demo_is_the_readme_main_job(tmp_path: Path) -> None:
     env = {**os.environ, "ML_EXPERT_WORKSPACE": str(tmp_path)}
     cli = [sys.executable, "-m", "ml_expert.server.cli"]

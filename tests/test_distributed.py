@@ -51,6 +51,7 @@ def _workers(ws: Workspace, run_id: str, epochs: int) -> list[subprocess.Popen]:
     return procs
 
 
+@pytest.mark.slow
 def test_two_workers_match_a_single_process(jobs_ws: Workspace) -> None:
     run = prepared_run(jobs_ws, "breast_cancer")
     procs = _workers(jobs_ws, run, epochs=15)
@@ -69,6 +70,7 @@ def test_two_workers_match_a_single_process(jobs_ws: Workspace) -> None:
     assert abs(scores[0] - scores[1]) <= 0.02 and min(scores) >= 0.93
 
 
+@pytest.mark.slow
 def test_a_dead_worker_fails_the_chief_without_hanging(ws: Workspace) -> None:
     run = prepared_run(ws, "breast_cancer")
     chief, worker = _workers(ws, run, epochs=500)
@@ -88,6 +90,7 @@ def test_a_dead_worker_fails_the_chief_without_hanging(ws: Workspace) -> None:
     assert chief.returncode != 0 and "lost a worker" in err
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_over_two_cpu_replicas(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ML_EXPERT_CPU_REPLICAS", "2")
     ws.jobs = JobManager(ws).start()

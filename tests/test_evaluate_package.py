@@ -124,6 +124,7 @@ def _inference(folder: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_sklearn_package_predicts_raw_rows_in_a_subprocess(jobs_ws: Workspace) -> None:
     messy_frame().to_csv(jobs_ws.root / "messy.csv", index=False)
     run = frame_run(jobs_ws, messy_frame(), "label", name="messy.csv")
@@ -181,6 +182,7 @@ def test_tampered_pickle_is_refused(jobs_ws: Workspace) -> None:
     assert out.returncode != 0 and "sha256" in out.stderr and "refusing" in out.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("dataset", "formats"), [("wine", None), ("diabetes", ["keras", "h5", "savedmodel", "onnx"])])
 def test_keras_package_formats_all_verified(jobs_ws: Workspace, dataset: str, formats: list[str] | None) -> None:
     run = prepared_run(jobs_ws, dataset)

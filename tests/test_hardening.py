@@ -215,6 +215,7 @@ def test_http_on_a_public_address_requires_a_bearer_token(tmp_path: Path) -> Non
 # -- 6. no hang on wide files; size guards ------------------------------------------------------------------
 
 
+@pytest.mark.timeout(120)  # quadratic took hours here; linear takes seconds (timings themselves live in bench/)
 def test_wide_files_are_read_in_linear_time_and_huge_ones_refused(tmp_path: Path) -> None:
     ws = Workspace(tmp_path, max_file_bytes=2_000_000)
     rng = np.random.default_rng(0)
@@ -222,10 +223,8 @@ def test_wide_files_are_read_in_linear_time_and_huge_ones_refused(tmp_path: Path
     header = ",".join(f"c{i}" for i in range(wide))
     rows = "\n".join(",".join(map(str, rng.integers(0, 9, wide))) for _ in range(5))
     (tmp_path / "wide.csv").write_text(f"{header}\n{rows}\n")
-    started = time.perf_counter()
     result = analyze_data(ws, "wide.csv")
     assert result.columns == wide and len(result.column_profiles) <= 40
-    assert time.perf_counter() - started < 60  # quadratic took hours here; linear takes seconds
     (tmp_path / "too_wide.csv").write_text(",".join(f"c{i}" for i in range(100_001)) + "\n" + "1," * 100_000 + "1\n")
     with pytest.raises(InvalidInputError, match="at most 100,000 are supported"):
         analyze_data(ws, "too_wide.csv")
@@ -265,24 +264,25 @@ def test_lists_and_searches_return_previews_of_large_values(ws: Workspace) -> No
 def test_a_held_write_lock_blocks_neither_the_loop_nor_other_requests(tmp_path: Path) -> None:
     Workspace(tmp_path).store.store("seen", 1)
     holder = sqlite3.connect(tmp_path / ".ml-expert" / "memory.db", isolation_level=None)
-    timings: dict[str, float] = {}
+    done: list[str] = []  # the order the two requests finished in
+    outcome: dict[str, Any] = {}
 
     async def main_() -> Any:
         async with Client(build_server(Settings.from_env(env={}, workspace=tmp_path))) as c:
             holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            sent = anyio.Event()
 
             async def store() -> None:
-                started = time.monotonic()
-                timings["result"] = await c.call_tool("memory_store", {"key": "k", "value": 1})
-                timings["store"] = time.monotonic() - started
+                sent.set()
+                outcome["store"] = await c.call_tool("memory_store", {"key": "k", "value": 1})
+                done.append("store")
 
             async def reads() -> None:
-                await anyio.sleep(0.3)
-                started = time.monotonic()
+                await sent.wait()  # the store was sent first and waits for the lock
                 listed = await c.call_tool("memory_list", {})
                 jobs = await c.call_tool("list_jobs", {})
-                timings["reads"] = time.monotonic() - started
                 assert not listed.is_error and not jobs.is_error
+                done.append("reads")
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(store)
@@ -291,10 +291,9 @@ def test_a_held_write_lock_blocks_neither_the_loop_nor_other_requests(tmp_path: 
             return await c.call_tool("memory_store", {"key": "k", "value": 2})
 
     after = anyio.run(main_)
-    busy = timings["result"]
-    assert busy.is_error and "busy" in busy.content[0].text and "Retry" in busy.content[0].text
-    assert timings["reads"] < 1.0, timings  # served while the store waited
-    assert 4 <= timings["store"] < 15, timings  # a few seconds, then a clear error
+    busy = outcome["store"]
+    assert busy.is_error and "busy" in busy.content[0].text and "Retry" in busy.content[0].text  # then a clear error
+    assert done == ["reads", "store"]  # served while the store waited for the lock
     assert not after.is_error
 
 
@@ -378,6 +377,7 @@ class _SleepSpec(JobSpec):
     kind = "sleep"
 
 
+@pytest.mark.slow
 def test_orphan_worker_killed_after_restart_is_noticed_and_counted(ws: Workspace) -> None:
     run = prepared_run(ws, "wine")
     server = (  # a first server process that starts a long job, then dies without stopping its worker

@@ -38,6 +38,7 @@ def _predict_raw(folder: Path, raw: str) -> list:
     return json.loads(out.stdout)
 
 
+@pytest.mark.slow
 def test_pixel_csv_resized_and_packaged_for_raw_arrays_of_the_original_size(jobs_ws: Workspace) -> None:
     from sklearn.datasets import load_digits
 
@@ -87,6 +88,7 @@ def _series(n: int = 1000) -> pd.DataFrame:
     return pd.DataFrame({"time": pd.date_range("2024-01-01", periods=n, freq="h").astype(str), "load": load})
 
 
+@pytest.mark.slow
 def test_rnn_forecast_beats_the_naive_last_value(jobs_ws: Workspace) -> None:
     _series().to_csv(jobs_ws.root / "series.csv", index=False)
     options = {"time_column": "time", "lookback": 24}
@@ -105,6 +107,7 @@ def test_rnn_forecast_beats_the_naive_last_value(jobs_ws: Workspace) -> None:
     assert np.allclose(preds, raw["y"][:3], atol=4)
 
 
+@pytest.mark.slow
 def test_sequence_classification_from_npz(jobs_ws: Workspace) -> None:
     rng = np.random.default_rng(0)
     t = np.linspace(0, 2 * np.pi, 30)
@@ -142,6 +145,7 @@ def _reviews(n: int = 800) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@pytest.mark.slow
 def test_text_rnn_beats_the_majority_class(jobs_ws: Workspace) -> None:
     """The Transformer on text is covered by tests/test_seams.py (its next_step run checks accuracy too)."""
     arch = "rnn"
@@ -170,6 +174,7 @@ def _anywhere_on_canvas(images: np.ndarray, rng: np.random.Generator, size: int 
     return canvas
 
 
+@pytest.mark.slow
 def test_cnn_of_digits_0_4_fine_tuned_on_few_5_9_beats_scratch(jobs_ws: Workspace) -> None:
     """Digits placed anywhere on the canvas: shape features that hold at any position take many examples to
     learn — the base learns them from 0-4, and about nine images per class of 5-9 then suffice. (On the plain,
@@ -216,6 +221,7 @@ def test_cnn_of_digits_0_4_fine_tuned_on_few_5_9_beats_scratch(jobs_ws: Workspac
     assert accuracy[tuned["model_id"]] >= accuracy[scratch["model_id"]] + 0.05, accuracy
 
 
+@pytest.mark.slow
 def test_transfer_takes_a_user_keras_file_and_checks_it(jobs_ws: Workspace) -> None:
     import keras
 

@@ -35,6 +35,7 @@ def messy_run(jobs_ws: Workspace) -> str:
     return run
 
 
+@pytest.mark.slow
 def test_predict_gives_exactly_what_the_package_gives_on_raw_rows(jobs_ws: Workspace, messy_run: str) -> None:
     raw = pd.read_parquet(jobs_ws.run_dir(messy_run) / "data" / "raw_test.parquet").drop(columns="label")
     raw.to_csv(jobs_ws.root / "new_rows.csv", index=False)
@@ -132,6 +133,7 @@ def test_predict_never_replaces_a_file_and_refuses_bad_calls_clearly(jobs_ws: Wo
     assert not (jobs_ws.root.parent / "outside.csv").exists()
 
 
+@pytest.mark.slow
 def test_explain_ranks_the_planted_column_first_and_noise_last(jobs_ws: Workspace) -> None:
     rng = np.random.default_rng(1)
     n = 600

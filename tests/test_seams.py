@@ -66,9 +66,8 @@ def test_wait_seconds_flag_and_environment_become_the_default_wait(tmp_path: Pat
     ws = _started(Settings(workspace=tmp_path / "ws", wait_seconds=0))
     try:
         run = prepared_run(ws, "wine")
-        started = time.monotonic()
         status = train(ws, run, "dnn", config=LONG_DNN)  # no wait_seconds: the server's 0 s
-        assert status.status in ("queued", "running") and time.monotonic() - started < 5
+        assert status.status in ("queued", "running")  # returned at once, not after the training
         cancel_job(ws, status.job_id)
         quick = train(ws, run, "linear", wait_seconds=60)  # an explicit wait still wins
         assert quick.status == "succeeded", quick.error
@@ -93,6 +92,7 @@ def test_allowed_data_roots_reach_the_worker(tmp_path: Path) -> None:
         ws.close()
 
 
+@pytest.mark.slow
 def test_cli_run_passes_epochs_to_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ws = Workspace(tmp_path)
     path = write_dataset(ws, "breast_cancer")
@@ -123,6 +123,7 @@ def test_config_typo_and_huge_layers_are_refused(tmp_path: Path) -> None:
 # -- the queue ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_queue_at_max_jobs_cancel_while_queued_and_resume_job(jobs_ws: Workspace) -> None:
     run = prepared_run(jobs_ws, "wine")
     first = train(jobs_ws, run, "dnn", config=LONG_DNN, wait_seconds=0)
@@ -306,6 +307,7 @@ def _text_csv(root: Path) -> str:
     return "reviews.csv"
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("make", "target", "modality", "raw", "expected"),

@@ -95,6 +95,7 @@ def test_dnn_regression_learns_diabetes(jobs_ws: Workspace) -> None:
     assert {"mae", "val_mae"} <= set(json.loads((jobs_ws.root / status.result["artifacts"]["history"]).read_text()))
 
 
+@pytest.mark.slow
 def test_same_seed_gives_bit_identical_weights(jobs_ws: Workspace) -> None:
     import keras
 
@@ -153,6 +154,7 @@ def test_cancel_stops_training_and_keeps_best_weights(jobs_ws: Workspace) -> Non
     assert final.result["val_metrics"]["accuracy"] > 0.9
 
 
+@pytest.mark.slow
 def test_killed_worker_fails_the_job_and_the_manager_keeps_working(jobs_ws: Workspace) -> None:
     run = _slow_run(jobs_ws)
     status = train(jobs_ws, run, "dnn", config=TrainConfig(epochs=300), wait_seconds=0)
@@ -164,6 +166,7 @@ def test_killed_worker_fails_the_job_and_the_manager_keeps_working(jobs_ws: Work
     assert again.status == "succeeded"
 
 
+@pytest.mark.slow
 def test_restart_marks_interrupted_and_resume_finishes(ws: Workspace) -> None:
     first = JobManager(ws).start()
     ws.jobs = first

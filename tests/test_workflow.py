@@ -23,6 +23,7 @@ from ml_expert.tools.workspace import Workspace
 SKILL = Path(__file__).parents[1] / "skills" / "ml-expert" / "SKILL.md"
 
 
+@pytest.mark.slow
 def test_run_workflow_writes_every_phase(jobs_ws: Workspace) -> None:
     path = write_dataset(jobs_ws, "breast_cancer")
     seen: list[dict] = []
@@ -110,6 +111,7 @@ async def _agent_session(c: Client, dataset: str, target: str) -> dict[str, Any]
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "key", "bar"), [("breast_cancer", "accuracy", 0.93), ("wine", "accuracy", 0.85), ("diabetes", "r2", 0.3)]
 )
@@ -172,6 +174,7 @@ def test_two_agents_share_one_workspace(tmp_path: Path) -> None:
     assert max(results["one-seen"], results["two-seen"]) == 60
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("npx") is None, reason="Node.js (npx) is not installed; the Inspector CLI needs it")
 def test_mcp_inspector_cli_lists_and_calls_tools(tmp_path: Path) -> None:
     pd.DataFrame({"a": range(30), "y": [0, 1, 2] * 10}).to_csv(tmp_path / "d.csv", index=False)

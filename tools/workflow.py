@@ -26,7 +26,7 @@ from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn, Reporter,
 from ml_expert.tools.packaging.export import Format
 from ml_expert.tools.packaging.package import check_output_dir, package_spec
 from ml_expert.tools.selection.recommend import recommend
-from ml_expert.tools.training.config import TrainConfig
+from ml_expert.tools.training.config import TimeBudget, TrainConfig
 from ml_expert.tools.training.train import parse_config, run_train_job, train_spec
 from ml_expert.tools.workspace import Workspace
 
@@ -45,7 +45,7 @@ class WorkflowSpec(JobSpec):
     formats: list[str] | None = None
     config: TrainConfig = Field(default_factory=TrainConfig)
     probe_seconds: float = 0
-    time_budget_s: float = Field(60.0, ge=5)
+    time_budget_s: TimeBudget = 60.0
     output_dir: str | None = None
 
 
@@ -200,7 +200,7 @@ def run_workflow(
         Field(description="Training hyper-parameters: the fields of train's config, e.g. {'epochs': 20}."),
     ] = None,
     probe_seconds: Annotated[float, Field(description="Probe budget for the recommendation (0 = rules).", ge=0)] = 0,
-    time_budget_s: Annotated[float, Field(description="auto: seconds for the search, refit included.", ge=5)] = 60,
+    time_budget_s: TimeBudget = 60,
     output_dir: Annotated[str | None, Field(description="Deployment folder inside the workspace.")] = None,
     resume: Annotated[str | None, Field(description="run_id of a stopped workflow: continue where it stopped.")] = None,
     namespace: runs.Namespace = "default",

@@ -16,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from ml_expert.tools.jobs.specs import JobSpec
 from ml_expert.tools.workspace import DEFAULT_SEED
 
+TimeBudget = Annotated[
+    float,
+    Field(description="architecture='auto': seconds for the search, refit included (5 s to 1 day).", ge=5, le=86_400),
+]  # declared once: train, TrainSpec, run_workflow and its spec all take this
 Width = Annotated[int, Field(ge=1, le=4096)]
 Filters = Annotated[int, Field(ge=1, le=1024)]
 
@@ -76,7 +80,7 @@ class TrainSpec(JobSpec):
     base_model: str | None = Field(None, description="Absolute path of a checked .keras base model.")
     fine_tune_layers: int = Field(0, ge=0)
     freeze: bool = True
-    time_budget_s: float = Field(60.0, ge=5, le=86_400, description="architecture='auto': seconds for the search.")
+    time_budget_s: TimeBudget = 60.0
 
 
 @dataclass

@@ -36,7 +36,7 @@ from ml_expert.tools.jobs.manager import run_as_job
 from ml_expert.tools.jobs.specs import JobCancelled, JobStatus, ProgressFn, Reporter, WaitSeconds
 from ml_expert.tools.selection.recommend import analyze_task, rank_candidates
 from ml_expert.tools.training import distributed, transfer
-from ml_expert.tools.training.config import Distribution, Fit, TrainConfig, TrainSpec
+from ml_expert.tools.training.config import Distribution, Fit, TimeBudget, TrainConfig, TrainSpec
 from ml_expert.tools.training.sklearn_models import count_parameters, fit_sklearn, is_plain_estimator
 from ml_expert.tools.workspace import Workspace, new_id, write_json
 
@@ -191,7 +191,7 @@ def train(
     freeze: Annotated[
         bool, Field(description="With base_model: keep the base frozen while the new head trains (false: train all).")
     ] = True,
-    time_budget_s: Annotated[float, Field(description="auto: seconds for the search, refit included.", ge=5)] = 60,
+    time_budget_s: TimeBudget = 60,
     wait_seconds: WaitSeconds = None,
     report: ProgressFn | None = None,
 ) -> JobStatus:

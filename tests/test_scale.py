@@ -1,0 +1,110 @@
+"""Size as a non-event: stoppable fits (chunks that check a deadline and report progress), row-sample rungs on large
+tables, forests on bootstrap samples, and a refit capped by the budget. Times themselves are measured in
+bench/scale_bench.py; these tests check behaviour."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.ensemble import (
+    ExtraTreesRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+)
+
+from ml_expert.tools.training.auto import run_search
+from ml_expert.tools.training.chunked import fit_stoppable
+from ml_expert.tools.training.portfolio import FOREST_SAMPLE_ROWS, build, config
+
+STOPPING = {"max_iter": 2000, "early_stopping": True, "validation_fraction": 0.1, "n_iter_no_change": 20}
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4000, 8))
+    y = (X[:, 0] + X[:, 1] * X[:, 2] + rng.normal(size=4000) > 0).astype(int)
+    target = np.exp(X[:, 0] + rng.normal(size=4000) * 0.3)
+    return X, y, target
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: HistGradientBoostingClassifier(random_state=42, **STOPPING),
+        lambda: RandomForestClassifier(n_estimators=60, random_state=42, n_jobs=2),
+    ],
+    ids=["boosting", "forest"],
+)
+def test_a_chunked_fit_is_the_one_call_fit(data: tuple, make: object) -> None:
+    X, y, _ = data
+    whole, chunked = make().fit(X, y), make()  # type: ignore[operator]
+    ticks: list[str] = []
+    grown = fit_stoppable(chunked, X, y, time.perf_counter() + 600, ticks.append)
+    assert grown.chunks >= 2 and not grown.stopped_by_deadline and ticks  # it did grow in chunks, and said so
+    assert np.array_equal(whole.predict_proba(X), chunked.predict_proba(X))
+    assert chunked.get_params()["warm_start"] is False  # a clone of it starts afresh
+
+
+def test_a_log_target_boosting_grows_in_chunks_too(data: tuple) -> None:
+    X, _, target = data
+
+    def make() -> TransformedTargetRegressor:
+        return TransformedTargetRegressor(
+            HistGradientBoostingRegressor(random_state=42, **STOPPING), func=np.log1p, inverse_func=np.expm1
+        )
+
+    whole, chunked = make().fit(X, target), make()
+    grown = fit_stoppable(chunked, X, target, time.perf_counter() + 600)
+    assert grown.chunks >= 2 and grown.units == whole.regressor_.n_iter_
+    assert np.allclose(whole.predict(X), chunked.predict(X))
+
+
+def test_the_deadline_stops_growing_with_a_valid_smaller_model(data: tuple) -> None:
+    X, y, _ = data
+    model = HistGradientBoostingClassifier(random_state=42, max_iter=100_000, early_stopping=False)
+    grown = fit_stoppable(model, X, y, time.perf_counter() + 0.5)
+    assert grown.stopped_by_deadline and 0 < model.n_iter_ < 100_000
+    assert (model.predict(X) == y).mean() > 0.8  # what it grew is a working model
+
+
+def test_a_cancel_between_chunks_stops_the_fit(data: tuple) -> None:
+    X, y, _ = data
+
+    class Stop(Exception):
+        pass
+
+    def tick(step: str) -> None:
+        raise Stop(step)
+
+    model = HistGradientBoostingClassifier(random_state=42, **STOPPING)
+    with pytest.raises(Stop, match="iteration 10 of 2000"):
+        fit_stoppable(model, X, y, time.perf_counter() + 600, tick)
+
+
+def test_forests_grow_on_bootstrap_samples_of_large_tables() -> None:
+    small = build(config("et"), "regression", "rmse", 42, rows=FOREST_SAMPLE_ROWS)
+    large = build(config("et"), "regression", "rmse", 42, rows=4 * FOREST_SAMPLE_ROWS)
+    assert isinstance(large, ExtraTreesRegressor)
+    assert small.get_params()["max_samples"] is None
+    assert large.get_params()["bootstrap"] and large.get_params()["max_samples"] == pytest.approx(0.25)
+
+
+@pytest.mark.slow
+def test_a_large_table_is_ranked_on_row_samples_before_every_row() -> None:
+    rng = np.random.default_rng(1)
+    n = 240_000
+    X = rng.normal(size=(n, 6)).astype(np.float32)
+    y = X[:, 0] * 2 + np.sin(X[:, 1] * 3) + rng.normal(scale=0.5, size=n)
+    outcome = run_search(X, y, "regression", budget_s=30)
+    summary, board = outcome.summary, outcome.leaderboard
+    assert summary.folds == 1  # one hold-out above 200,000 rows
+    sampled = [row for row in board if row.get("rows")]
+    assert {row["rows"] for row in sampled} == {50_000}  # the rung below the 192,000 training rows of the hold-out
+    assert any("halved on 50,000 sampled rows" in row["status"] for row in sampled)
+    assert any("ranked on row samples" in note for note in summary.notes)
+    assert summary.complete >= 1 and summary.cv_score < 0.75  # RMSE near the noise's 0.5, well below y's spread
