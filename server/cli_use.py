@@ -63,10 +63,10 @@ def cancel_and_wait(ws: Workspace, job_id: str) -> JobStatus:
         status = ws.jobs.wait(job_id, timeout=CANCEL_WAIT_S)
     except KeyboardInterrupt:
         status = job_status(job_row(ws, job_id))
-    if status.status in ACTIVE:
+    if status.status in ACTIVE or not ws.jobs.wait_worker(job_id, timeout=CANCEL_WAIT_S):
         pid = ws.job_store.get(job_id).pid
         print(
-            f"Job {job_id} is still {status.status} (worker pid {pid}); it stops at its next step. "
+            f"Job {job_id} is {status.status} and its worker (pid {pid}) still runs; it stops at its next step. "
             f"Follow it with `ml-expert jobs`.",
             file=sys.stderr,
         )

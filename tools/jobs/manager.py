@@ -182,6 +182,28 @@ class JobManager:
         self._schedule()
         return job_status(job_row(self.ws, job_id))
 
+    def wait_worker(self, job_id: str, timeout: float) -> bool:
+        """Wait until the worker process of a finished job has exited (it records the job's end, then exits);
+        True when it is gone, False when it still runs after `timeout`."""
+        with self._lock:
+            proc = self._procs.get(job_id)
+        if proc is not None:  # started by this manager: reap it
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            with self._lock:
+                self._procs.pop(job_id, None)
+            return True
+        pid, deadline = job_row(self.ws, job_id).pid, time.monotonic() + timeout
+        while pid and time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.1)
+        return not pid
+
     def kill_worker(self, job_id: str, sig: int = signal.SIGKILL) -> None:
         """Send a signal to a job's worker (tests and operators)."""
         pid = job_row(self.ws, job_id).pid

@@ -29,7 +29,7 @@ from typing import Any
 from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.core.scoring import rank_score, search_metric
 from ml_expert.tools.core.tasks import is_classification
-from ml_expert.tools.jobs.specs import Reporter
+from ml_expert.tools.jobs.specs import JobCancelled, Reporter
 from ml_expert.tools.training.chunked import Grown, fit_stoppable
 from ml_expert.tools.training.ensemble import select_ensemble
 from ml_expert.tools.training.folds import folds
@@ -41,6 +41,7 @@ np = lazy_import("numpy")  # loads on first use, not at server start
 MIN_ITERATIONS = 30  # a boosting candidate that cannot run this many iterations per fold is not tried
 SAMPLE_RUNGS = (50_000, 200_000)  # rows of the row-sample rungs on large data, before any fit on every row
 SAMPLE_SHARE = 0.4  # at most this share of the budget goes to the row-sample rungs
+CANCELLED_REFIT_S = 3.0  # a cancelled search refits what it has within this
 REFIT_SAFETY = 1.3  # a refit sees k/(k-1) of the rows; leave room for that and for noise
 
 
@@ -223,6 +224,8 @@ class Search:
         best = self._best_complete()
         if best is not None:
             return best
+        if self.cancelled:
+            raise JobCancelled()  # cancelled before any candidate completed its cross-validation: no model
         best = max((t for t in self.trials if t.rows is None), key=lambda t: t.mean)
         best.stopped = None
         self.deadline = math.inf
@@ -258,7 +261,16 @@ class Search:
 
     def run(self, candidates: list[Config], neighbours: int = 40) -> None:
         """Successive halving over row samples (large data), then over folds on the portfolio, then a local search
-        around the best boosting for as long as the budget lasts (at most `neighbours` more candidates)."""
+        around the best boosting for as long as the budget lasts (at most `neighbours` more candidates). A
+        candidate left with fewer folds than the others (a cancel, the budget) is marked, never taken as complete."""
+        try:
+            self._run(candidates, neighbours)
+        finally:
+            for trial in self.trials:
+                if trial.stopped is None and len(trial.scores) < len(self.folds):
+                    trial.stopped = "cancelled" if self.cancelled else "budget"
+
+    def _run(self, candidates: list[Config], neighbours: int) -> None:
         planned = len(candidates) + neighbours
         candidates = self._rank_on_samples(candidates, planned)
         first: list[Trial] = []
@@ -397,7 +409,8 @@ class Search:
         iterations = int(np.median(trial.iterations) * 1.1) if trial.iterations else None
         model = build(trial.config, self.task, self.metric, self.seed, max_iter=iterations, rows=len(self.y))
         now = time.perf_counter()
-        deadline = now + max((self.end - now) * share, 1.0)
+        end = min(self.end, now + CANCELLED_REFIT_S) if self.cancelled else self.end  # a cancel waits seconds at most
+        deadline = now + max((end - now) * share, 1.0)
         grown = fit_stoppable(model, self.X, self.y, deadline, None)
         if grown.stopped_by_deadline:
             unit = "iterations" if trial.config.family == "hgb" else "trees"

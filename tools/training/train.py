@@ -349,8 +349,12 @@ def run_train_job(ws: Workspace, spec: TrainSpec, reporter: Reporter) -> TrainRe
     folder.mkdir(parents=True, exist_ok=True)
     weights, note = class_weights(prepared.task_type, data["y_train"], spec.config.class_weight)
     notes = [note] if note else []
-    with reporter.graceful():  # a cancel stops fitting at the next batch / candidate and keeps what it has
-        fit = _fit(ws, spec, prepared, data, reporter, weights)
+    try:
+        with reporter.graceful():  # a cancel stops fitting at the next batch / chunk and keeps what it has
+            fit = _fit(ws, spec, prepared, data, reporter, weights)
+    except JobCancelled:  # cancelled before there was anything to keep: leave no empty model folder
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     if fit.distribution and fit.distribution.get("chief") is False:  # only the chief keeps a model
         shutil.rmtree(folder, ignore_errors=True)
         return WorkerTaskResult(run_id=run_id, model_id=model_id, distribution=fit.distribution)
