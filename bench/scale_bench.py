@@ -60,10 +60,15 @@ class PeakRSS:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._sample()  # a phase shorter than one interval still gets a reading
 
     def _watch(self) -> None:
+        self._sample()
         while not self._stop.wait(0.2):
-            self.peak = max(self.peak, sum(_rss(pid) for pid in _tree(os.getpid())))
+            self._sample()
+
+    def _sample(self) -> None:
+        self.peak = max(self.peak, sum(_rss(pid) for pid in _tree(os.getpid())))
 
 
 def _tree(pid: int) -> list[int]:
@@ -143,8 +148,12 @@ def main() -> None:
             f"test R² {r['test_r2']}, peak RSS {max(r['peak_rss_gb'].values())} GB"
         )
     RESULTS.mkdir(exist_ok=True)
-    record = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "results": results}
-    (RESULTS / "scale_bench.json").write_text(json.dumps(record, indent=2) + "\n")
+    path = RESULTS / "scale_bench.json"
+    earlier = json.loads(path.read_text())["results"] if path.exists() else []
+    sizes = {r["rows"] for r in results}  # a run of some sizes replaces those sizes only
+    merged = sorted([r for r in earlier if r["rows"] not in sizes] + results, key=lambda r: r["rows"])
+    record = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "results": merged}
+    path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -228,11 +228,17 @@ def class_weights(task: str, y: np.ndarray, choice: str) -> tuple[dict[int, floa
 
 
 def _fit(
-    ws: Workspace, spec: TrainSpec, prepared: PreparedData, data: dict[str, Any], reporter: Reporter, weights: Any
+    ws: Workspace,
+    spec: TrainSpec,
+    prepared: PreparedData,
+    data: dict[str, Any],
+    reporter: Reporter,
+    weights: Any,
+    job_started: float,
 ) -> Fit:
     folder = model_dir(ws, spec.run_id, spec.model_id)
     if spec.architecture == "auto":
-        return _fit_search(ws, spec, prepared, data, reporter)
+        return _fit_search(ws, spec, prepared, data, reporter, job_started)
     if is_keras(spec.architecture):
         from ml_expert.tools.training.keras_fit import fit_keras  # TensorFlow: imported in the worker only
 
@@ -241,7 +247,7 @@ def _fit(
 
 
 def _fit_search(
-    ws: Workspace, spec: TrainSpec, prepared: PreparedData, data: dict[str, Any], reporter: Reporter
+    ws: Workspace, spec: TrainSpec, prepared: PreparedData, data: dict[str, Any], reporter: Reporter, job_started: float
 ) -> Fit:
     """architecture='auto': the model search over all training rows (train + validation), refit included."""
     from ml_expert.tools.training.auto import run_search  # the search engine: in the train job only
@@ -249,6 +255,9 @@ def _fit_search(
     X = np.concatenate([data["X_train"], data["X_val"]])
     y = np.concatenate([data["y_train"], data["y_val"]])
     started = time.perf_counter()
+    # time_budget_s covers the train job: what loading took, and what saving and scoring will take after the
+    # search (about a second per 2M rows), come out of the search's share
+    budget = max(5.0, spec.time_budget_s - (started - job_started) - len(y) / 2e6)
     strategy = (prepared.options or {}).get("split_strategy", "random")
     data_dir = ws.run_dir(spec.run_id) / "data"
     groups = (
@@ -260,7 +269,7 @@ def _fit_search(
         X,
         y,
         prepared.task_type,
-        spec.time_budget_s,
+        budget,
         split_strategy=strategy,
         groups=groups,
         seed=spec.config.seed,
@@ -342,6 +351,7 @@ def run_train_job(ws: Workspace, spec: TrainSpec, reporter: Reporter) -> TrainRe
     """Worker entry for kind 'train': fit, score on validation against the dummy baseline, save, record."""
     run_id, model_id, arch = spec.run_id, spec.model_id, spec.architecture
     prepared = load_prepared(ws, run_id)
+    job_started = time.perf_counter()
     data: dict[str, Any] = {}
     for split in ("train", "val"):
         data[f"X_{split}"], data[f"y_{split}"] = load_split(ws, run_id, split)
@@ -351,7 +361,7 @@ def run_train_job(ws: Workspace, spec: TrainSpec, reporter: Reporter) -> TrainRe
     notes = [note] if note else []
     try:
         with reporter.graceful():  # a cancel stops fitting at the next batch / chunk and keeps what it has
-            fit = _fit(ws, spec, prepared, data, reporter, weights)
+            fit = _fit(ws, spec, prepared, data, reporter, weights, job_started)
     except JobCancelled:  # cancelled before there was anything to keep: leave no empty model folder
         shutil.rmtree(folder, ignore_errors=True)
         raise

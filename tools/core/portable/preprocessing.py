@@ -89,6 +89,8 @@ def _numbers(s: pd.Series) -> pd.Series:
 
 def _given(s: pd.Series) -> pd.Series:
     """The values given: neither missing nor empty (those are imputed, never refused)."""
+    if pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_datetime64_any_dtype(s.dtype):
+        return s.notna()  # no empty strings among numbers: skip the text conversion (most of a wide batch's cost)
     return s.notna() & (s.astype(str).str.strip() != "")
 
 
