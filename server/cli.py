@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Also accept this Host/Origin name over HTTP, e.g. behind a reverse proxy (repeatable).",
     )
     serve.add_argument("--max-jobs", type=int, help="Training jobs that may run at once (default 1).")
+    serve.add_argument(
+        "--dask-scheduler",
+        metavar="ADDRESS",
+        help="Send the auto search's fold fits to this dask.distributed scheduler, e.g. tcp://HOST:8786 "
+        "(default $ML_EXPERT_DASK_SCHEDULER; needs pip install 'ml-expert[dask]'). See docs/distributed.md.",
+    )
     serve.add_argument("--wait-seconds", type=float, help="Default wait of job tools before returning (45).")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 

@@ -9,7 +9,10 @@ from typing import Any
 
 from ml_expert.tools.settings import Settings
 
-EPILOG = "Environment: ML_EXPERT_WORKSPACE (workspace folder), ML_EXPERT_MAX_JOBS, ML_EXPERT_WAIT_SECONDS."
+EPILOG = (
+    "Environment: ML_EXPERT_WORKSPACE (workspace folder), ML_EXPERT_MAX_JOBS, ML_EXPERT_WAIT_SECONDS, "
+    "ML_EXPERT_DASK_SCHEDULER."
+)
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -37,6 +40,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         allow_paths=tuple(args.allow_path) if getattr(args, "allow_path", None) else None,
         max_jobs=getattr(args, "max_jobs", None),
         wait_seconds=getattr(args, "wait_seconds", None),
+        dask_scheduler=getattr(args, "dask_scheduler", None),
     )
 
 

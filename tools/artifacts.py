@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml_expert.memory.errors import ConflictError, IntegrityError, NotFoundError
+from ml_expert.tools.core.model_meta import ModelMeta
 from ml_expert.tools.core.prepared import PreparedData
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.runs import get_run
@@ -68,7 +68,7 @@ def find_model_run(ws: Workspace, model_id: str) -> str:
     return found[0].parents[2].name
 
 
-def load_model_meta(ws: Workspace, run_id: str, model_id: str | None) -> dict[str, Any]:
+def load_model_meta(ws: Workspace, run_id: str, model_id: str | None) -> ModelMeta:
     """model.json of a model (the latest of the run when model_id is None), or a clear error."""
     if model_id is not None:
         check_id(model_id, "mdl")
@@ -79,12 +79,12 @@ def load_model_meta(ws: Workspace, run_id: str, model_id: str | None) -> dict[st
         model_id = ids[-1]
     if model_id not in ids:
         raise NotFoundError(f"No model {model_id!r} in run {run_id!r}. Models of this run: {ids or 'none'}.")
-    return json.loads((model_dir(ws, run_id, model_id) / "model.json").read_text())
+    return ModelMeta.model_validate_json((model_dir(ws, run_id, model_id) / "model.json").read_text())
 
 
-def model_path(ws: Workspace, run_id: str, meta: dict[str, Any]) -> Path:
+def model_path(ws: Workspace, run_id: str, meta: ModelMeta) -> Path:
     """The model file of a model: its folder plus the fixed file name of its framework."""
-    return model_dir(ws, run_id, meta["model_id"]) / MODEL_FILES[meta["framework"]]
+    return model_dir(ws, run_id, meta.model_id) / MODEL_FILES[meta.framework]
 
 
 def sha256(path: Path) -> str:

@@ -41,6 +41,9 @@ class Settings(BaseModel):
     wait_seconds: float = Field(DEFAULT_WAIT_SECONDS, ge=0, le=MAX_WAIT_SECONDS)
     max_value_bytes: int = Field(DEFAULT_MAX_VALUE_BYTES, ge=1)
     max_file_bytes: int = Field(DEFAULT_MAX_FILE_BYTES, ge=1, description="Largest dataset file a tool reads.")
+    dask_scheduler: str | None = Field(
+        None, description="A dask.distributed scheduler (tcp://HOST:8786) for the auto search's fold fits."
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -52,6 +55,7 @@ class Settings(BaseModel):
             "max_jobs": int(env.get("ML_EXPERT_MAX_JOBS") or DEFAULT_MAX_JOBS),
             "wait_seconds": float(env.get("ML_EXPERT_WAIT_SECONDS") or DEFAULT_WAIT_SECONDS),
             "max_file_bytes": int(env.get("ML_EXPERT_MAX_FILE_BYTES") or DEFAULT_MAX_FILE_BYTES),
+            "dask_scheduler": env.get("ML_EXPERT_DASK_SCHEDULER") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["workspace"] = Path(values["workspace"]).expanduser().resolve()  # type: ignore[arg-type]

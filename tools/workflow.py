@@ -119,7 +119,7 @@ def _phase(ws: Workspace, spec: WorkflowSpec, name: str, reporter: Reporter) -> 
         training = train_spec(ws, run_id, spec.architecture, spec.config, time_budget_s=spec.time_budget_s)
         run_train_job(ws, training, reporter)
     elif name == "evaluate":
-        model_id = load_model_meta(ws, run_id, None)["model_id"]
+        model_id = load_model_meta(ws, run_id, None).model_id
         run_evaluate_job(ws, evaluate_spec(ws, run_id, model_id, target=spec.target_metric), reporter)
     elif name == "package":
         from ml_expert.tools.packaging.build import run_package_job  # scikit-learn & co.: worker only

@@ -84,12 +84,12 @@ def evaluate_model(ws: Workspace, run_id: str, model_id: str | None, target: Tar
 
     prepared = load_prepared(ws, run_id)
     meta = load_model_meta(ws, run_id, model_id)
-    model_id = meta["model_id"]
-    task = meta["task_type"]
+    model_id = meta.model_id
+    task = meta.task_type
     folder = model_dir(ws, run_id, model_id)
-    model = load_model(ws, model_path(ws, run_id, meta), meta["framework"])
+    model = load_model(ws, model_path(ws, run_id, meta), meta.framework)
     splits = {s: load_split(ws, run_id, s) for s in ("train", "val", "test")}
-    outputs = {s: predict_output(model, meta["framework"], task, X) for s, (X, _) in splits.items()}
+    outputs = {s: predict_output(model, meta.framework, task, X) for s, (X, _) in splits.items()}
     X_test, y_test = splits["test"]
     labels = list((prepared.label_mapping or {}).values())
     metrics = scores(task, y_test, outputs["test"], X_test)
@@ -121,7 +121,7 @@ def evaluate_model(ws: Workspace, run_id: str, model_id: str | None, target: Tar
         artifacts["residuals"] = ws.relative(residuals_png(y_test, outputs["test"], folder / "residuals.png"))
     return ModelEvaluation(
         model_id=model_id,
-        architecture=meta["architecture"],
+        architecture=meta.architecture,
         task_type=task,
         test_metrics=metrics,
         baseline_metrics=baseline,
@@ -197,7 +197,7 @@ def evaluate_spec(
 ) -> EvaluateSpec:
     """Check an evaluate call (run prepared, models exist, target well-formed) and build its job spec."""
     load_prepared(ws, run_id)
-    ids = list(dict.fromkeys(model_ids or [load_model_meta(ws, run_id, model_id)["model_id"]]))
+    ids = list(dict.fromkeys(model_ids or [load_model_meta(ws, run_id, model_id).model_id]))
     for mid in ids:
         load_model_meta(ws, run_id, mid)
     goal = TargetSpec.model_validate(target) if target is not None else None

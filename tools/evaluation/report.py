@@ -10,6 +10,7 @@ from typing import Any
 
 from ml_expert.tools import runs
 from ml_expert.tools.artifacts import model_dir
+from ml_expert.tools.core.model_meta import ModelMeta
 from ml_expert.tools.core.plots import main_metric
 from ml_expert.tools.core.prepared import PreparedData
 from ml_expert.tools.workspace import Workspace
@@ -76,20 +77,20 @@ def _performance(run_id: str, dataset: str | None, ev: Any, prepared: PreparedDa
     return lines
 
 
-def _model_and_training(meta: dict[str, Any], prepared: PreparedData, history: dict[str, Any]) -> list[str]:
+def _model_and_training(meta: ModelMeta, prepared: PreparedData, history: dict[str, Any]) -> list[str]:
     def line(k: str, v: Any) -> str:
         return f"- {k.replace('_', ' ').capitalize()}: " + (f"{v:.4f}" if isinstance(v, float) else str(v))
 
     return [
         "## Model Summary",
         "",
-        f"- Architecture: {meta['architecture']} ({meta['framework']})",
-        f"- Parameters: {meta['parameters']:,}",
-        f"- Training Time: {meta['train_seconds']:.2f} seconds",
+        f"- Architecture: {meta.architecture} ({meta.framework})",
+        f"- Parameters: {meta.parameters:,}",
+        f"- Training Time: {meta.train_seconds:.2f} seconds",
         f"- Features: {prepared.features_out} (from {len(prepared.features_in)} input columns)",
         f"- Rows: train {prepared.splits['train']}, validation {prepared.splits['val']}, "
         f"test {prepared.splits['test']}",
-        *[f"- Note: {n}" for n in meta.get("notes", [])],
+        *[f"- Note: {n}" for n in meta.notes],
         "",
         "## Training History",
         "",
@@ -121,7 +122,7 @@ def _overfitting_and_leaderboard(ev: Any, leaderboard: list[dict[str, Any]] | No
 def write_report(
     ws: Workspace,
     run_id: str,
-    meta: dict[str, Any],
+    meta: ModelMeta,
     ev: Any,
     prepared: PreparedData,
     leaderboard: list[dict[str, Any]] | None = None,

@@ -35,6 +35,7 @@ from ml_expert.tools.artifacts import (
     read_verified,
     unpickle,
 )
+from ml_expert.tools.core.model_meta import ModelMeta
 from ml_expert.tools.core.prepared import PreparedData
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.jobs.specs import Reporter
@@ -76,7 +77,7 @@ def _stage(ws: Workspace, run_id: str, prepared: PreparedData, build: Path, scra
 
 
 def _export_all(
-    spec: PackageSpec, model: Any, meta: dict[str, Any], source: Path, build: Path, X: np.ndarray, reporter: Reporter
+    spec: PackageSpec, model: Any, meta: ModelMeta, source: Path, build: Path, X: np.ndarray, reporter: Reporter
 ) -> tuple[list[FormatReport], list[dict[str, Any]]]:
     reports: list[FormatReport] = []
     entries: list[dict[str, Any]] = []
@@ -88,7 +89,7 @@ def _export_all(
             reports.append(FormatReport(format=fmt, file=None, shipped=False, error=f"export failed: {exc}"[:500]))
             continue
         entry = {"runtime": runtime, "file": name, "format": fmt}
-        if runtime == "onnx" and meta["framework"] == "sklearn" and is_classification(meta["task_type"]):
+        if runtime == "onnx" and meta.framework == "sklearn" and is_classification(meta.task_type):
             entry["output_index"] = 1
         entries.append(entry)
         reports.append(FormatReport(format=fmt, file=name, shipped=True, runtime=runtime))
@@ -171,9 +172,9 @@ def run_package_job(ws: Workspace, spec: PackageSpec, reporter: Reporter) -> Pac
     meta = load_model_meta(ws, run_id, spec.model_id)
     prepared = load_prepared(ws, run_id)
     source = model_path(ws, run_id, meta)
-    model = load_model(ws, source, meta["framework"])
+    model = load_model(ws, source, meta.framework)
     X_test, y_test = load_split(ws, run_id, "test")
-    reference = predict_output(model, meta["framework"], meta["task_type"], X_test)
+    reference = predict_output(model, meta.framework, meta.task_type, X_test)
     final = check_output_dir(ws, spec.output_dir) if spec.output_dir else ws.run_dir(run_id) / "deployment"
     final.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
@@ -182,12 +183,12 @@ def run_package_job(ws: Workspace, spec: PackageSpec, reporter: Reporter) -> Pac
     try:
         raw, fast_ok = _stage(ws, run_id, prepared, build, scratch)
         reports, entries = _export_all(spec, model, meta, source, build, X_test, reporter)
-        if (build / source.name).is_file() and meta["framework"] == "sklearn":  # shipped: digest-checked bytes only
+        if (build / source.name).is_file() and meta.framework == "sklearn":  # shipped: digest-checked bytes only
             (build / source.name).write_bytes(read_verified(ws, source))
         manifest: dict[str, Any] = {
             "run_id": run_id,
-            "model_id": meta["model_id"],
-            "task_type": meta["task_type"],
+            "model_id": meta.model_id,
+            "task_type": meta.task_type,
             "preprocessor": "preprocessor.joblib" if modality == "tabular" else None,
             "modality": modality,
             "fast_preprocessor": "fast_preprocess.json" if fast_ok else None,
@@ -203,15 +204,15 @@ def run_package_job(ws: Workspace, spec: PackageSpec, reporter: Reporter) -> Pac
             total=steps,
             message=f"verifying {[r.format for r in reports if r.shipped]} in a fresh process",
         )
-        scale = float(max(1.0, np.std(y_test))) if meta["task_type"] == "regression" else 1.0
+        scale = float(max(1.0, np.std(y_test))) if meta.task_type == "regression" else 1.0
         verify_reports(build, reports, meta, reference, raw, scale, reporter.checkpoint)
         reporter.progress(force=True, phase="package", step=steps, total=steps, message="writing the guide and card")
         _drop_failed(build, reports)
         good = sorted((r for r in reports if r.shipped and r.runtime), key=lambda r: r.p50_ms or 1e9)
         manifest["runtimes"] = [e for r in good for e in entries if e["file"] == r.file]
-        test_metric = _test_metric(ws, run_id, meta["model_id"])
+        test_metric = _test_metric(ws, run_id, meta.model_id)
         runtimes: list[str] = [r.runtime for r in good if r.runtime]
-        env = environment(meta["framework"], runtimes, modality)
+        env = environment(meta.framework, runtimes, modality)
         write_docs(build, meta, prepared, reports, test_metric, env)
         manifest |= {
             "files": file_map(build),
@@ -231,7 +232,7 @@ def run_package_job(ws: Workspace, spec: PackageSpec, reporter: Reporter) -> Pac
 def _record(
     ws: Workspace,
     spec: PackageSpec,
-    meta: dict[str, Any],
+    meta: ModelMeta,
     final: Path,
     reports: list[FormatReport],
     test_metric: dict[str, float],
@@ -243,7 +244,7 @@ def _record(
     rel = ws.relative(final)
     result = PackageResult(
         run_id=run_id,
-        model_id=meta["model_id"],
+        model_id=meta.model_id,
         folder=rel,
         formats=reports,
         default_runtime=runtimes[0] if runtimes else None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ml_expert.tools.core.model_meta import ModelMeta
 from ml_expert.tools.core.prepared import PreparedData
 from ml_expert.tools.core.tasks import is_classification
 
@@ -39,7 +40,7 @@ def _perf_table(reports: list[Any]) -> str:
 
 def write_docs(
     folder: Path,
-    meta: dict[str, Any],
+    meta: ModelMeta,
     prepared: PreparedData,
     reports: list[Any],
     test_metric: dict[str, float],
@@ -52,16 +53,16 @@ def write_docs(
     (folder / "model_card.md").write_text(_model_card(meta, prepared, metric_lines))
 
 
-def _readme(meta: dict[str, Any], prepared: PreparedData, reports: list[Any], metric_lines: str) -> str:
+def _readme(meta: ModelMeta, prepared: PreparedData, reports: list[Any], metric_lines: str) -> str:
     columns = ", ".join(f"`{c}`" for c in prepared.features_in[:40])
     more = f" (+{len(prepared.features_in) - 40} more)" if len(prepared.features_in) > 40 else ""
     shipped = [r for r in reports if r.shipped]
-    classify = is_classification(meta["task_type"])
+    classify = is_classification(meta.task_type)
     fastest = min(shipped, key=lambda r: r.p50_ms or 1e9).runtime if shipped else "none"
     return f"""# Model Deployment Guide
 
-Model `{meta["model_id"]}` ({meta["architecture"]}, {meta["framework"]}) from run `{meta["run_id"]}`,
-predicting `{prepared.target}` ({meta["task_type"]}). Built and verified by ml-expert.
+Model `{meta.model_id}` ({meta.architecture}, {meta.framework}) from run `{meta.run_id}`,
+predicting `{prepared.target}` ({meta.task_type}). Built and verified by ml-expert.
 
 ## Files
 - `inference.py` — `ModelInference(...).predict(records)`; also a CLI.
@@ -104,10 +105,10 @@ change the manifest too. Unpickling runs code, so load a package only from a sou
 """
 
 
-def _runtime_note(meta: dict[str, Any], shipped: list[Any]) -> str:
+def _runtime_note(meta: ModelMeta, shipped: list[Any]) -> str:
     """Why a scikit-learn package has no ONNX file, when it has none."""
-    search = meta.get("search") or {}
-    if meta["framework"] != "sklearn" or any(r.format == "onnx" for r in shipped) or search.get("onnx", True):
+    search = meta.search or {}
+    if meta.framework != "sklearn" or any(r.format == "onnx" for r in shipped) or search.get("onnx", True):
         return ""
     chosen = ", ".join(c["candidate"] for c in search.get("chosen", []))
     return (
@@ -117,14 +118,14 @@ def _runtime_note(meta: dict[str, Any], shipped: list[Any]) -> str:
     )
 
 
-def _model_card(meta: dict[str, Any], prepared: PreparedData, metric_lines: str) -> str:
-    params = f"{meta['parameters']:,} parameters, trained in {meta['train_seconds']:.1f} s"
-    notes = "\n".join(f"- {n}" for n in meta.get("notes", [])) or "- none"
+def _model_card(meta: ModelMeta, prepared: PreparedData, metric_lines: str) -> str:
+    params = f"{meta.parameters:,} parameters, trained in {meta.train_seconds:.1f} s"
+    notes = "\n".join(f"- {n}" for n in meta.notes) or "- none"
     dropped = ", ".join(f"`{c}` ({why})" for c, why in prepared.dropped_columns.items()) or "none"
-    return f"""# Model Card — {meta["model_id"]}
+    return f"""# Model Card — {meta.model_id}
 
 ## Model
-{meta["architecture"]} ({meta["framework"]}), {params}.
+{meta.architecture} ({meta.framework}), {params}.
 
 ## Data
 - Source: `{prepared.target}` target; {sum(prepared.splits.values())} rows after cleaning

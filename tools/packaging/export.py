@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from ml_expert.tools.artifacts import sha256
 from ml_expert.tools.core.lazy import lazy_import
+from ml_expert.tools.core.model_meta import ModelMeta
 from ml_expert.tools.core.tasks import is_classification
 
 np = lazy_import("numpy")  # loads on first use, not at server start
@@ -67,16 +68,16 @@ def file_map(folder: Path) -> dict[str, str]:
 
 
 def export_format(
-    fmt: str, model: Any, meta: dict[str, Any], source: Path, folder: Path, X_sample: np.ndarray
+    fmt: str, model: Any, meta: ModelMeta, source: Path, folder: Path, X_sample: np.ndarray
 ) -> tuple[str, str | None]:
     """Write one format into folder; return (file name, runtime that loads it or None)."""
     if fmt in ("keras", "joblib"):
         shutil.copy(source, folder / source.name)
         return source.name, "keras" if fmt == "keras" else "sklearn"
-    if meta["framework"] == "sklearn":  # onnx
+    if meta.framework == "sklearn":  # onnx
         from skl2onnx import to_onnx
 
-        options = {id(model): {"zipmap": False}} if is_classification(meta["task_type"]) else None
+        options = {id(model): {"zipmap": False}} if is_classification(meta.task_type) else None
         onx = to_onnx(model, X_sample[:1].astype(np.float32), options=options, target_opset=17)
         (folder / "model.onnx").write_bytes(onx.SerializeToString())
         return "model.onnx", "onnx"
@@ -96,11 +97,11 @@ def export_format(
     return name, runtime
 
 
-def tolerance(meta: dict[str, Any], runtime: str) -> tuple[float, float, str]:
+def tolerance(meta: ModelMeta, runtime: str) -> tuple[float, float, str]:
     """(max |Δ|, minimum label agreement, description) for a runtime."""
     if runtime in ("keras", "sklearn", "h5", "savedmodel"):
         return 1e-5, 1.0, "identical labels, max |Δ| <= 1e-5 (same runtime family)"
-    if meta["architecture"] in TREE_MODELS or meta["architecture"] == "auto":  # the search's models are trees
+    if meta.architecture in TREE_MODELS or meta.architecture == "auto":  # the search's models are trees
         return 1e-2, 0.999, "labels equal on >= 99.9% of rows, max |Δ| <= 1e-2 (tree thresholds in float32)"
     return 1e-3, 1.0, "identical labels, max |Δ| <= 1e-3 (float32 runtime)"
 

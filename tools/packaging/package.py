@@ -141,18 +141,16 @@ def package_spec(
     """Check a package call and build its job spec (the tool and run_workflow both come here)."""
     modality = load_prepared(ws, run_id).modality
     meta = load_model_meta(ws, run_id, model_id)
-    allowed = KERAS_FORMATS if meta["framework"] == "keras" else SKLEARN_FORMATS
-    onnx = (meta.get("search") or {}).get("onnx", True)
-    chosen = list(dict.fromkeys(formats or default_formats(meta["framework"], modality, onnx)))
+    allowed = KERAS_FORMATS if meta.framework == "keras" else SKLEARN_FORMATS
+    onnx = (meta.search or {}).get("onnx", True)
+    chosen = list(dict.fromkeys(formats or default_formats(meta.framework, modality, onnx)))
     bad = [f for f in chosen if f not in allowed]
     if bad:
-        raise InvalidInputError(
-            f"Formats {bad} do not apply to a {meta['framework']} model. Choose from {list(allowed)}."
-        )
+        raise InvalidInputError(f"Formats {bad} do not apply to a {meta.framework} model. Choose from {list(allowed)}.")
     checked = ws.relative(check_output_dir(ws, output_dir)) if output_dir else None
     if output_dir is None:
         check_unchanged_package(ws, ws.run_dir(run_id) / "deployment")
-    return PackageSpec(run_id=run_id, model_id=meta["model_id"], formats=chosen, output_dir=checked)
+    return PackageSpec(run_id=run_id, model_id=meta.model_id, formats=chosen, output_dir=checked)
 
 
 def package(

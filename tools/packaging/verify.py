@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ml_expert.tools.core.model_meta import ModelMeta
 from ml_expert.tools.core.portable.preprocessing import FastPreprocessor, coerce_frame
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.packaging.export import FormatReport, tolerance
@@ -114,7 +115,7 @@ def compare(task: str, reference: np.ndarray, got: np.ndarray, scale: float) -> 
 def verify_reports(
     build: Path,
     reports: list[FormatReport],
-    meta: dict[str, Any],
+    meta: ModelMeta,
     reference: np.ndarray,
     raw: Path,
     scale: float,
@@ -133,7 +134,7 @@ def verify_reports(
         if "error" in got:
             rep.shipped, rep.error = False, f"verification failed: {got['error']}"[:500]
             continue
-        rep.label_agreement, rep.max_abs_diff = compare(meta["task_type"], reference, np.asarray(got["output"]), scale)
+        rep.label_agreement, rep.max_abs_diff = compare(meta.task_type, reference, np.asarray(got["output"]), scale)
         rep.p50_ms, rep.p95_ms = round(got["p50_ms"], 4), round(got["p95_ms"], 4)
         rep.batch_rows_per_s = round(got["batch_rows_per_s"], 1)
         if rep.max_abs_diff > tol or (rep.label_agreement is not None and rep.label_agreement < agreement):

@@ -121,7 +121,7 @@ def explain(
     schema = json.loads((ws.run_dir(run_id) / "schema.json").read_text())
     if schema.get("modality", "tabular") != "tabular":
         raise InvalidInputError(f"explain works on tables; this run's data are {schema['modality']}.")
-    spec = ExplainSpec(run_id=run_id, model_id=meta["model_id"], rows=rows, top_k=top_k)
+    spec = ExplainSpec(run_id=run_id, model_id=meta.model_id, rows=rows, top_k=top_k)
     namespace = runs.run_namespace(ws, run_id)
     status = run_as_job(ws, spec, namespace=namespace, wait_seconds=wait_seconds, report=report)
     if status.status == "succeeded":

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from ml_expert.memory.errors import ConflictError, InvalidInputError, PathNotAllowedError, TrainingError
 from ml_expert.tools import runs
 from ml_expert.tools.artifacts import find_model_run, load_model, load_model_meta, load_pickle, model_path
+from ml_expert.tools.core.model_meta import ModelMeta
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.jobs.manager import run_as_job
 from ml_expert.tools.jobs.specs import JobCancelled, JobSpec, JobStatus, ProgressFn, Reporter, WaitSeconds
@@ -141,15 +142,15 @@ def predict_spec(
     stem = Path(path).stem if path else "records"
     spec = PredictSpec(
         run_id=run_id,
-        model_id=meta["model_id"],
+        model_id=meta.model_id,
         path=path,
         records=records,
-        output=_output_path(ws, output, f"{stem}-{meta['model_id']}"),
+        output=_output_path(ws, output, f"{stem}-{meta.model_id}"),
     )
-    return spec, meta["framework"] == "sklearn" and size <= INLINE_MAX_BYTES
+    return spec, meta.framework == "sklearn" and size <= INLINE_MAX_BYTES
 
 
-def resolve_model(ws: Workspace, run_id: str | None, model_id: str | None) -> tuple[str, dict[str, Any]]:
+def resolve_model(ws: Workspace, run_id: str | None, model_id: str | None) -> tuple[str, ModelMeta]:
     """The run and model.json a predict / explain call names: a run (its latest model), a model, or both."""
     if run_id is None and model_id is None:
         raise InvalidInputError("Pass run_id (its latest model is used) or model_id.")
@@ -255,7 +256,7 @@ def load_inference(ws: Workspace, run_id: str, model_id: str) -> Any:
             f"predict scores tables and texts; this run's data are {schema['modality']}. Package the model "
             f"(package(run_id='{run_id}')) and call deployment/inference.py with the arrays or image files."
         )
-    framework, task = meta["framework"], schema["task_type"]
+    framework, task = meta.framework, schema["task_type"]
     model = load_model(ws, model_path(ws, run_id, meta), framework)
     pre = folder / "preprocessor.joblib"
     preprocessor = load_pickle(ws, pre) if pre.exists() else None

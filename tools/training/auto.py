@@ -52,6 +52,8 @@ class SearchSummary(BaseModel):
     cancelled: bool
     boosting_iterations: int | None = None
     fits_capped: int = Field(0, description="Fold fits the deadline stopped before they converged.")
+    cluster: str | None = Field(None, description="The Dask scheduler the fold fits were sent to, if any.")
+    fits_on_cluster: int = Field(0, description="Fold fits that ran on the cluster's workers (the rest ran here).")
     notes: list[str] = Field(default_factory=list, description="Where a cap or a row sample decided something.")
 
 
@@ -71,7 +73,10 @@ class SearchOutcome:
 def run_search(X: np.ndarray, y: np.ndarray, task: str, budget_s: float, **options: Any) -> SearchOutcome:
     """Search, ensemble, refit within budget_s seconds (refit included); options as for `Search`."""
     search = Search(X, y, task, budget_s, **options)
-    search.run(portfolio(task, y, *X.shape))
+    try:
+        search.run(portfolio(task, y, *X.shape))
+    finally:
+        search.close()  # the refit runs here
     best = search.best_complete()
     chosen, ensemble_score = search.ensemble()
     use_ensemble = len(chosen) > 1 and ensemble_score > best.mean + 1e-4
@@ -115,6 +120,8 @@ def run_search(X: np.ndarray, y: np.ndarray, task: str, budget_s: float, **optio
         cancelled=search.cancelled,
         boosting_iterations=int(np.median(best.iterations) * 1.1) if best.iterations else None,
         fits_capped=capped,
+        cluster=search.scheduler,
+        fits_on_cluster=search.fits_on_cluster,
         notes=search.notes,
     )
     trace = [t.mean for t in search.trials if t.scores]

@@ -24,17 +24,19 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ml_expert.tools.core.lazy import lazy_import
-from ml_expert.tools.core.scoring import rank_score, search_metric
+from ml_expert.tools.core.scoring import search_metric
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.jobs.specs import JobCancelled, Reporter
-from ml_expert.tools.training.chunked import Grown, fit_stoppable
+from ml_expert.tools.training.chunked import fit_stoppable
+from ml_expert.tools.training.cluster import ClusterLost, FoldFit, FoldTask, Problem, connect, fit_fold
 from ml_expert.tools.training.ensemble import select_ensemble
 from ml_expert.tools.training.folds import folds
 from ml_expert.tools.training.portfolio import Config, build, hgb_cost, neighbours_of
-from ml_expert.tools.training.trial import Trial, early_stopped_iterations, output_of, widen
+from ml_expert.tools.training.trial import Trial
 
 np = lazy_import("numpy")  # loads on first use, not at server start
 
@@ -59,6 +61,7 @@ class Search:
         groups: np.ndarray | None = None,
         seed: int = 42,
         reporter: Reporter | None = None,
+        scheduler: str | None = None,
     ) -> None:
         self.X, self.y, self.task, self.seed = X, y, task, seed
         self.metric = search_metric(task, y)
@@ -76,6 +79,12 @@ class Search:
         self.cancelled = False
         self.iteration_seconds: float | None = None
         self._timed_rows = len(y)  # training rows of the fold that measured iteration_seconds
+        self.problem = Problem(task, self.metric, seed, self.n_classes)
+        self.fits_on_cluster = 0
+        self.cluster, why_not = connect(scheduler, X, y, self.problem)  # None: every fit runs here
+        self.scheduler = self.cluster.address if self.cluster else None
+        if why_not:
+            self.notes.append(why_not)
 
     # -- time ---------------------------------------------------------------------------------------
 
@@ -113,31 +122,43 @@ class Search:
         return int(share / (self.iteration_seconds * hgb_cost(trial.config)))
 
     def _fit_fold(self, trial: Trial, fold: int) -> bool:
-        """Fit and score one fold of a candidate; False (and the candidate stopped) when it cannot fit in time."""
+        """Fit and score one fold of a candidate here; False (and the candidate stopped) when it cannot fit in time
+        or was cancelled during the fit."""
         cap = self._iter_cap(trial)
         if cap is not None and cap < MIN_ITERATIONS:
             trial.stopped = "budget"
             return False
         train, test = self.folds[fold]
-        started = time.perf_counter()
-        model = build(trial.config, self.task, self.metric, self.seed, iter_cap=cap, rows=len(train))
-        grown = self._grow(model, trial, self.X[train], self.y[train], self._fold_deadline(trial))
-        if grown is None:
+        task = FoldTask(
+            trial.config, fold, train, test, self._fold_deadline(trial) - time.perf_counter(), cap,
+            self._per_unit(trial.config, len(train)),
+        )  # fmt: skip
+        try:
+            fit = fit_fold(self.X, self.y, self.problem, task, self._tick(trial, len(train)))
+        except _Cancelled:
+            self.cancelled, trial.stopped = True, "cancelled"
             return False
-        output = output_of(model, self.task, self.X[test])
-        trial.seconds.append(time.perf_counter() - started)
-        self._time_iterations(trial, model)
+        self._record(trial, task, fit)
+        return True
+
+    def _record(self, trial: Trial, task: FoldTask, fit: FoldFit) -> None:
+        """A fold fit's results into its trial (out-of-fold output, score, seconds, iterations, where it ran), and
+        the seconds per boosting iteration it measured."""
         if trial.oof is None:
             shape = (len(self.y), self.n_classes) if self.n_classes else (len(self.y),)
             trial.oof = np.full(shape, np.nan)
-        if self.n_classes and output.shape[1] < self.n_classes:  # a class missing from this fold's training rows
-            output = widen(output, model.classes_, self.n_classes)
-        trial.oof[test] = output
-        trial.scores.append(rank_score(self.metric, self.y[test], output))
-        iterations = early_stopped_iterations(model)
-        if iterations:
-            trial.iterations.append(iterations)
-        return True
+        trial.oof[task.test] = fit.output
+        trial.scores.append(fit.score)
+        trial.seconds.append(fit.seconds)
+        trial.where.add(fit.where)
+        self.fits_on_cluster += fit.where != "local"
+        trial.capped += fit.capped
+        if fit.iterations:
+            trial.iterations.append(fit.iterations)
+        if trial.config.family == "hgb" and fit.iterations_grown:  # the largest seen caps later boosting folds
+            per = fit.seconds / fit.iterations_grown / hgb_cost(trial.config)
+            if self.iteration_seconds is None or per > self.iteration_seconds:
+                self.iteration_seconds, self._timed_rows = per, len(task.train)
 
     def _fold_deadline(self, trial: Trial) -> float:
         """When a fold of this candidate must stop growing: its share of the time left after the leader's refit,
@@ -148,40 +169,27 @@ class Search:
             return math.inf
         return time.perf_counter() + max(room / (len(self.folds) - len(trial.scores) + 0.5), 2.0)
 
-    def _grow(self, model: Any, trial: Trial, X: np.ndarray, y: np.ndarray, deadline: float) -> Grown | None:
-        """A stoppable fit (chunks that report progress, check the deadline and the cancel flag); None when cancelled
-        during the fit."""
-        per_unit = None
-        if trial.config.family == "hgb" and self.iteration_seconds is not None:
-            per_unit = self.iteration_seconds * hgb_cost(trial.config) * len(y) / max(self._timed_rows, 1)
+    def _per_unit(self, cfg: Config, rows: int) -> float | None:
+        if cfg.family != "hgb" or self.iteration_seconds is None:
+            return None
+        return self.iteration_seconds * hgb_cost(cfg) * rows / max(self._timed_rows, 1)
+
+    def _tick(self, trial: Trial, rows: int) -> Callable[[str], None] | None:
+        """Progress between chunks of a local fit, and the cancel check there."""
+        if self.reporter is None:
+            return None
+        reporter = self.reporter
 
         def tick(step: str) -> None:
-            if self.reporter is None:
-                return
-            if self.reporter.cancel_requested():
+            if reporter.cancel_requested():
                 raise _Cancelled
-            self.reporter.progress(
+            reporter.progress(
                 phase="train",
-                message=f"{trial.config.label()}: {step}, rows {_rows(len(y))}, "
+                message=f"{trial.config.label()}: {step}, rows {_rows(rows)}, "
                 f"{time.perf_counter() - self.started:.0f} s of {self.budget_s:.0f}",
             )
 
-        try:
-            grown = fit_stoppable(model, X, y, deadline, tick, per_unit)
-        except _Cancelled:
-            self.cancelled, trial.stopped = True, "cancelled"
-            return None
-        if grown.stopped_by_deadline:
-            trial.capped += 1
-        return grown
-
-    def _time_iterations(self, trial: Trial, model: Any) -> None:
-        """Seconds per boosting iteration of unit cost, the largest seen (what caps later boosting folds)."""
-        fitted = getattr(model, "regressor_", model)
-        if trial.config.family == "hgb" and getattr(fitted, "n_iter_", 0):
-            per = trial.seconds[-1] / fitted.n_iter_ / hgb_cost(trial.config)
-            if self.iteration_seconds is None or per > self.iteration_seconds:
-                self.iteration_seconds, self._timed_rows = per, len(self.folds[0][0])
+        return tick
 
     def _estimate(self, trial: Trial | None, folds: int) -> float:
         if trial is not None and trial.seconds:
@@ -273,6 +281,9 @@ class Search:
     def _run(self, candidates: list[Config], neighbours: int) -> None:
         planned = len(candidates) + neighbours
         candidates = self._rank_on_samples(candidates, planned)
+        if self.cluster is not None:
+            self._run_on_cluster(candidates, neighbours, planned)
+            return
         first: list[Trial] = []
         for cfg in candidates:  # rung 0: one fold each, while the leader can still complete and be refit
             if self._stop():
@@ -319,16 +330,16 @@ class Search:
                 if self._stop() or time.perf_counter() >= stop_at:
                     break
                 trial = Trial(cfg, rows=rows)
-                model = build(cfg, self.task, self.metric, self.seed, rows=rows)
                 share = (stop_at - time.perf_counter()) / (len(alive) - i) / (len(rungs) - rung)
-                started = time.perf_counter()
-                if self._grow(model, trial, self.X[sample], self.y[sample], time.perf_counter() + share) is None:
+                task = FoldTask(cfg, 0, sample, scored_rows, share, None, self._per_unit(cfg, rows))
+                try:
+                    fit = fit_fold(self.X, self.y, self.problem, task, self._tick(trial, rows))
+                except _Cancelled:
+                    self.cancelled = True
                     break
-                output = output_of(model, self.task, self.X[scored_rows])
-                if self.n_classes and output.shape[1] < self.n_classes:
-                    output = widen(output, model.classes_, self.n_classes)
-                trial.scores.append(rank_score(self.metric, self.y[scored_rows], output))
-                trial.seconds.append(time.perf_counter() - started)
+                trial.scores.append(fit.score)
+                trial.seconds.append(fit.seconds)
+                trial.capped += fit.capped
                 trial.stopped = f"halved on {rows:,} sampled rows"
                 self.trials.append(trial)
                 self._report(trial, planned)
@@ -346,6 +357,75 @@ class Search:
                 f"rows first; the best {len(alive)} went on to all {len(train):,} training rows of the folds"
             )
         return alive
+
+    # -- on a cluster ----------------------------------------------------------------------------------
+
+    def _run_on_cluster(self, candidates: list[Config], neighbours: int, planned: int) -> None:
+        """The same rungs, each as one wave of fold fits on the cluster: one fold of every candidate, the other folds
+        of the better half, then local-search neighbours as many at a time as the cluster has slots."""
+        first = [Trial(cfg) for cfg in candidates]
+        self.trials += first
+        self._wave([(t, 0) for t in first], planned)
+        ranked = sorted((t for t in first if t.scores), key=lambda t: -t.mean)
+        keep = ranked[: max(2, math.ceil(len(ranked) / 2))]
+        for trial in ranked[len(keep) :]:
+            trial.stopped = "halved"
+        self._wave([(t, f) for t in keep for f in range(1, len(self.folds))], planned)
+        tried = {t.config for t in self.trials}
+        while len(self.trials) < len(candidates) + neighbours and not self._stop():
+            best = max(
+                (t for t in self.trials if t.complete and t.config.family == "hgb"), key=lambda t: t.mean, default=None
+            )
+            slots = self.cluster.slots if self.cluster else 1
+            steps = (
+                [c for c in neighbours_of(best.config, self.seed + len(self.trials)) if c not in tried] if best else []
+            )
+            if not steps[:slots] or not self._affordable(self._estimate(best, len(self.folds))):
+                return
+            new = [Trial(cfg) for cfg in steps[:slots]]
+            tried |= {t.config for t in new}
+            self.trials += new
+            self._wave([(t, f) for t in new for f in range(len(self.folds))], planned)
+
+    def _wave(self, pairs: list[tuple[Trial, int]], planned: int) -> None:
+        """Fit these candidate × fold pairs at once on the cluster, each growing for its share of the time left
+        (waves of as many fits as the cluster has slots); when the cluster fails, the rest run here."""
+        best = self._best_complete()
+        room = self.left() - self._refit_reserve([best] if best else [])
+        if not pairs or room <= 0 or self._stop():
+            return
+        done: set[tuple[int, int]] = set()
+        if self.cluster is not None:
+            seconds = max(room / math.ceil(len(pairs) / self.cluster.slots), 2.0)
+            tasks = {
+                id(task): (trial, task) for trial, fold in pairs for task in [self._cluster_task(trial, fold, seconds)]
+            }
+            try:
+                for task, fit in self.cluster.run([task for _, task in tasks.values()], timeout=room + 30):
+                    trial = tasks[id(task)][0]
+                    self._record(trial, task, fit)
+                    done.add((id(trial), task.fold))
+                    if len(trial.scores) == len(self.folds) or len(trial.scores) == 1:
+                        self._report(trial, planned)
+                    if self._stop():
+                        return
+            except ClusterLost as lost:
+                self.notes.append(f"the Dask cluster {self.scheduler} failed mid-search ({lost}); the rest ran locally")
+                self.cluster.close()
+                self.cluster = None
+        for trial, fold in pairs:  # no cluster (any more): the pairs it did not finish run here
+            if (id(trial), fold) not in done and not self._stop() and self._affordable(self._estimate(trial, 1)):
+                self._fit_fold(trial, fold)
+
+    def _cluster_task(self, trial: Trial, fold: int, seconds: float) -> FoldTask:
+        train, test = self.folds[fold]
+        return FoldTask(trial.config, fold, train, test, seconds, None, self._per_unit(trial.config, len(train)))
+
+    def close(self) -> None:
+        """Let go of the cluster (the refit runs here, on the driver)."""
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
 
     @property
     def rows(self) -> np.ndarray:

@@ -274,6 +274,7 @@ def _fit_search(
         groups=groups,
         seed=spec.config.seed,
         reporter=reporter,
+        scheduler=ws.settings.dask_scheduler,
     )
     summary = outcome.summary.model_dump() | {"onnx": is_plain_estimator(outcome.model)}
     return Fit(

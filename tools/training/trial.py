@@ -25,6 +25,7 @@ class Trial:
     stopped: str | None = None
     rows: int | None = None  # rows its fits saw when a row-sample rung decided it
     capped: int = 0  # fits the deadline stopped before they converged
+    where: set[str] = field(default_factory=set)  # "local", or the Dask worker addresses its fits ran on
 
     @property
     def complete(self) -> bool:
@@ -50,6 +51,7 @@ class Trial:
             "fit_seconds": round(sum(self.seconds), 2),
             "status": self.stopped or "complete",
             **({"rows": self.rows} if self.rows else {}),
+            **({"ran_on": sorted(self.where)} if self.where - {"local"} else {}),
         }
 
 

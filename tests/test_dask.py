@@ -1,0 +1,88 @@
+"""The search on an existing dask.distributed cluster: a real LocalCluster with scheduler and worker processes
+(never a mock). Fold fits run on the workers (the arrays scattered once), the budget and the ranking stay on the
+driver, a killed worker is survived, a cluster that disappears mid-search degrades to local fits with a note,
+and a scheduler that does not answer leaves the search local."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+from distributed import Client, LocalCluster
+
+from ml_expert.tools.training import cluster as cluster_module
+from ml_expert.tools.training.auto import run_search
+
+pytestmark = pytest.mark.slow
+
+
+def _data() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=3000, n_features=20, n_informative=8, random_state=0)
+    return X.astype(np.float32), y
+
+
+@pytest.fixture
+def local_cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc:
+        yield lc
+
+
+def test_fold_fits_run_on_the_workers_and_the_ranking_on_the_driver(local_cluster: LocalCluster) -> None:
+    X, y = _data()
+    outcome = run_search(X, y, "binary", budget_s=25, scheduler=local_cluster.scheduler_address)
+    summary = outcome.summary
+    assert summary.cluster == local_cluster.scheduler_address and summary.fits_on_cluster >= 10
+    workers = set(local_cluster.scheduler_info["workers"])
+    ran_on = {address for row in outcome.leaderboard for address in row.get("ran_on", [])}
+    assert ran_on and ran_on <= workers  # the leaderboard says where each candidate's fits ran
+    assert summary.complete >= 2 and outcome.leaderboard[0]["folds"] == summary.folds == 5
+    assert summary.cv_score > 0.85 and (outcome.model.predict(X[:200]) == y[:200]).mean() > 0.85  # refit here
+
+
+def test_a_worker_killed_mid_search_is_survived(local_cluster: LocalCluster) -> None:
+    X, y = _data()
+    with Client(local_cluster.scheduler_address) as client:
+        pid = next(iter(client.run(os.getpid).values()))
+    killer = threading.Timer(4.0, os.kill, (pid, signal.SIGKILL))  # mid-search, whatever it is fitting
+    killer.start()
+    try:
+        outcome = run_search(X, y, "binary", budget_s=20, scheduler=local_cluster.scheduler_address)
+    finally:
+        killer.cancel()
+    assert outcome.summary.complete >= 1 and outcome.summary.cv_score > 0.85
+    assert outcome.summary.fits_on_cluster >= 1
+
+
+def test_a_cluster_that_disappears_mid_search_degrades_to_local_fits() -> None:
+    X, y = _data()
+    lc = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    stopper = threading.Timer(4.0, lc.close)
+    stopper.start()
+    try:
+        outcome = run_search(X, y, "binary", budget_s=20, scheduler=lc.scheduler_address)
+    finally:
+        stopper.cancel()
+        lc.close()
+    notes = " ".join(outcome.summary.notes)
+    assert "failed mid-search" in notes and "ran locally" in notes
+    assert outcome.summary.complete >= 1 and outcome.summary.cv_score > 0.85
+
+
+def test_no_scheduler_answering_leaves_the_search_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import free_port
+
+    monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT_S", 2.0)
+    X, y = _data()
+    address = f"tcp://127.0.0.1:{free_port()}"
+    outcome = run_search(X, y, "binary", budget_s=8, scheduler=address)
+    assert outcome.summary.cluster is None and outcome.summary.fits_on_cluster == 0
+    assert any(address in note and "ran locally" in note for note in outcome.summary.notes)
+    assert outcome.summary.complete >= 1

@@ -1,0 +1,173 @@
+"""Where the search's fold fits run: in the worker process, or on an existing `dask.distributed` cluster.
+
+One pure function, `fit_fold` (plain arguments -> a `FoldFit`), is what both paths run: locally it is called
+with a progress callback; on a cluster it is submitted with the training arrays scattered to every worker once
+(`Client.scatter(..., broadcast=True)`), never once per task. The budget, the halving and the ranking stay in
+the search on the driver; a fit only gets how many seconds it may grow. A cluster that fails mid-search (its
+scheduler gone, every worker lost) is closed and the search goes on locally, with a note saying so; a single
+lost worker is dask's own business (it reruns that worker's tasks elsewhere).
+
+`dask` / `distributed` are an extra (`pip install ml-expert[dask]`), imported only when a scheduler is named
+(`ML_EXPERT_DASK_SCHEDULER`, `ml-expert serve --dask-scheduler tcp://HOST:8786`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ml_expert.tools.core.lazy import lazy_import
+from ml_expert.tools.core.scoring import rank_score
+from ml_expert.tools.training.chunked import fit_stoppable
+from ml_expert.tools.training.portfolio import Config, build
+from ml_expert.tools.training.trial import early_stopped_iterations, output_of, widen
+
+np = lazy_import("numpy")  # loads on first use, not at server start
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclass
+class FoldTask:
+    """One candidate × fold: what to fit, on which rows, for how long at most."""
+
+    config: Config
+    fold: int
+    train: np.ndarray
+    test: np.ndarray
+    seconds: float
+    iter_cap: int | None = None
+    per_unit: float | None = None  # seconds per boosting iteration expected on these rows (sizes the first chunk)
+
+
+@dataclass
+class FoldFit:
+    """What one fold fit gives back: held-out output and score, seconds, boosting iterations, where it ran."""
+
+    output: np.ndarray
+    score: float
+    seconds: float
+    iterations: int | None
+    iterations_grown: int
+    capped: bool
+    where: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What every fold fit of one search shares (sent once with the task, a few bytes)."""
+
+    task: str
+    metric: str
+    seed: int
+    n_classes: int
+
+
+def fit_fold(
+    X: np.ndarray, y: np.ndarray, problem: Problem, t: FoldTask, tick: Callable[[str], None] | None = None
+) -> FoldFit:
+    """Fit a candidate on a fold's training rows, growing for at most `t.seconds`, and score its held-out rows.
+    On a Dask worker, native thread pools (OpenMP, BLAS) are held to the worker's threads: several workers on one
+    machine each running a full-width OpenMP pool slow every fit many times over."""
+    threads = _worker_threads()
+    if threads is None:
+        return _fit_fold(X, y, problem, t, tick)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads):
+        return _fit_fold(X, y, problem, t, tick)
+
+
+def _fit_fold(
+    X: np.ndarray, y: np.ndarray, problem: Problem, t: FoldTask, tick: Callable[[str], None] | None
+) -> FoldFit:
+    started = time.perf_counter()
+    model = build(t.config, problem.task, problem.metric, problem.seed, iter_cap=t.iter_cap, rows=len(t.train))
+    grown = fit_stoppable(model, X[t.train], y[t.train], started + t.seconds, tick, t.per_unit)
+    output = output_of(model, problem.task, X[t.test])
+    if problem.n_classes and output.shape[1] < problem.n_classes:  # a class missing from this fold's rows
+        output = widen(output, model.classes_, problem.n_classes)
+    return FoldFit(
+        output=output,
+        score=rank_score(problem.metric, y[t.test], output),
+        seconds=time.perf_counter() - started,
+        iterations=early_stopped_iterations(model),
+        iterations_grown=grown.units if t.config.family == "hgb" else 0,
+        capped=grown.stopped_by_deadline,
+        where=_where(),
+    )
+
+
+def _worker() -> Any:
+    """The Dask worker this runs on, or None."""
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except (ImportError, ValueError):
+        return None
+
+
+def _worker_threads() -> int | None:
+    worker = _worker()
+    return None if worker is None else max(1, int(worker.state.nthreads))
+
+
+def _where() -> str:
+    worker = _worker()
+    return "local" if worker is None else str(worker.address)
+
+
+class ClusterLost(Exception):
+    """The cluster failed while fits were running on it: the search goes on locally."""
+
+
+class DaskFolds:
+    """Fold fits on a dask.distributed cluster: the arrays scattered once, tasks submitted, results as they come."""
+
+    def __init__(self, client: Any, X: np.ndarray, y: np.ndarray, problem: Problem) -> None:
+        self.client, self.problem = client, problem
+        self.address = str(client.scheduler.address)
+        self.slots = max(1, sum(client.nthreads().values()))
+        self.X, self.y = client.scatter([X, y], broadcast=True, hash=False)
+
+    def run(self, tasks: list[FoldTask], timeout: float) -> Iterator[tuple[FoldTask, FoldFit]]:
+        """Submit every task, yield (task, fit) in the order they finish; ClusterLost when the cluster fails."""
+        from distributed import as_completed
+
+        futures = {self.client.submit(fit_fold, self.X, self.y, self.problem, t, pure=False): t for t in tasks}
+        try:
+            for future in as_completed(list(futures), timeout=max(timeout, 1.0)):
+                yield futures[future], future.result()
+        except Exception as exc:  # scheduler gone, all workers lost, a timeout: finish locally
+            for future in futures:
+                future.cancel()
+            raise ClusterLost(f"{type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # closing a client of a cluster that is gone
+            self.client.close(timeout=5)
+
+
+def connect(address: str | None, X: np.ndarray, y: np.ndarray, problem: Problem) -> tuple[DaskFolds | None, str]:
+    """The cluster at `address` ready for this search, or None with the reason (no address, no dask installed,
+    no scheduler answering): the search then runs locally."""
+    if not address:
+        return None, ""
+    try:
+        from distributed import Client
+    except ImportError:
+        return None, f"a Dask scheduler ({address}) is set but dask.distributed is not installed: pip install " + (
+            "'ml-expert[dask]'; the search ran locally"
+        )
+    try:
+        client = Client(address, timeout=CONNECT_TIMEOUT_S)
+        return DaskFolds(client, X, y, problem), ""
+    except Exception as exc:  # no scheduler there, or it refused us
+        return (
+            None,
+            f"the Dask scheduler {address} could not be used ({type(exc).__name__}: {exc}); the search ran locally",
+        )
