@@ -20,6 +20,7 @@ from ml_expert.tools.evaluation.evaluate import evaluate
 from ml_expert.tools.jobs.manager import JobManager
 from ml_expert.tools.packaging.package import package
 from ml_expert.tools.prediction import explain as explain_module
+from ml_expert.tools.prediction import shapley as shapley_module
 from ml_expert.tools.prediction.explain import ExplainSpec, explain, importance_plan, run_explain_job
 from ml_expert.tools.prediction.predict import predict
 from ml_expert.tools.training.train import train
@@ -176,7 +177,7 @@ def test_importance_cost_is_bounded_whatever_the_column_count() -> None:
 
 def test_shapley_values_on_more_columns_than_the_permutation_default_allows(tmp_path: Path) -> None:
     """Above 249 columns shap's default max_evals=500 is too low; explain sizes it from the column count."""
-    from ml_expert.tools.prediction.explain import shapley_rows
+    from ml_expert.tools.prediction.shapley import shapley_rows
 
     rng = np.random.default_rng(0)
     columns = [f"c{i}" for i in range(260)]
@@ -197,7 +198,7 @@ def test_shapley_values_on_more_columns_than_the_permutation_default_allows(tmp_
 
 
 def test_shapley_rows_past_the_time_bound_are_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ml_expert.tools.prediction.explain import shapley_rows
+    from ml_expert.tools.prediction.shapley import shapley_rows
 
     rng = np.random.default_rng(1)
     background = pd.DataFrame({"a": rng.normal(size=60), "b": rng.integers(0, 9, 60)})
@@ -206,7 +207,7 @@ def test_shapley_rows_past_the_time_bound_are_refused_with_the_reason(monkeypatc
         def predict_output(self, frame: pd.DataFrame) -> np.ndarray:
             return frame["a"].to_numpy(dtype=float) + frame["b"].to_numpy(dtype=float)
 
-    monkeypatch.setattr(explain_module, "SHAPLEY_BUDGET_S", 0)  # every row costs more than the bound: one is done
+    monkeypatch.setattr(shapley_module, "SHAPLEY_BUDGET_S", 0)  # every row costs more than the bound: one is done
     rows = background.head(3).to_dict("records")
     local, _, refused, notes = shapley_rows(Sum(["a", "b"]), rows, background, top_k=2, seed=0)
     assert [r.row for r in local] == [0] and set(refused) == {1, 2}
