@@ -108,3 +108,38 @@ def test_a_large_table_is_ranked_on_row_samples_before_every_row() -> None:
     assert any("halved on 50,000 sampled rows" in row["status"] for row in sampled)
     assert any("ranked on row samples" in note for note in summary.notes)
     assert summary.complete >= 1 and summary.cv_score < 0.75  # RMSE near the noise's 0.5, well below y's spread
+
+
+def test_prepare_bounds_its_memory_without_changing_small_tables(ws, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunked transforms give the one-call arrays; above FIT_ROWS / PROFILE_ROWS the preprocessor and the drift
+    profile learn from a seeded sample and say so, while the range still comes from every training row."""
+    import json
+
+    from conftest import messy_frame
+
+    from ml_expert.tools.data import prepare as prepare_module
+    from ml_expert.tools.data import profiling
+    from ml_expert.tools.data.prepare import prepare_data
+
+    messy_frame(n=1200).to_csv(ws.root / "messy.csv", index=False)
+    whole = prepare_data(ws, path="messy.csv", target="label")
+    monkeypatch.setattr(prepare_module, "CHUNK_ROWS", 97)
+    chunked = prepare_data(ws, path="messy.csv", target="label")
+    for split in ("train", "val", "test"):
+        a, b = (np.load(ws.run_dir(r.run_id) / "data" / f"X_{split}.npy") for r in (whole, chunked))
+        assert a.dtype == np.float32 and np.array_equal(a, b)
+    assert not any("sample" in w for w in whole.warnings)
+
+    monkeypatch.setattr(prepare_module, "FIT_ROWS", 300)
+    monkeypatch.setattr(profiling, "PROFILE_ROWS", 250)
+    sampled = prepare_data(ws, path="messy.csv", target="label")
+    assert any("sample of 300 of the" in w for w in sampled.warnings)
+    X_train = np.load(ws.run_dir(sampled.run_id) / "data" / "X_train.npy")
+    x1 = sampled.feature_names.index("x1")
+    assert abs(float(X_train[:, x1].mean())) < 0.2 and 0.8 < float(X_train[:, x1].std()) < 1.2  # scaled, from a sample
+    profile = json.loads((ws.run_dir(sampled.run_id) / "profile.json").read_text())
+    assert profile["sampled_rows"] == 250 and profile["rows"] == sampled.splits["train"]
+    whole_profile = json.loads((ws.run_dir(whole.run_id) / "profile.json").read_text())
+    for column in ("x1", "x2"):  # min and max from every training row, not from the sample
+        assert profile["columns"][column]["min"] == whole_profile["columns"][column]["min"]
+        assert profile["columns"][column]["max"] == whole_profile["columns"][column]["max"]

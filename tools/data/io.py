@@ -115,6 +115,7 @@ def read_table(path: Path) -> pd.DataFrame:
             columns = len(pq.read_schema(path).names)
             if columns > MAX_COLUMNS:
                 raise InvalidInputError(f"{path.name} has {columns:,} columns; at most {MAX_COLUMNS:,} are supported.")
+            _release_arrow_memory()
             df = pd.read_parquet(path)
         except InvalidInputError:
             raise
@@ -145,9 +146,31 @@ def read_table(path: Path) -> pd.DataFrame:
     return _check_rows(_read_csv(path, delimiter, encoding, gz), path)
 
 
+_POOL_SET = False
+
+
+def _release_arrow_memory() -> None:
+    """Make pyarrow hand freed memory back to the system at once (jemalloc, decay 0).
+
+    Its default pool keeps what a read freed: a 2 GB CSV left ~3 GB resident after the frame was built. Set once,
+    before the first Arrow read; where this pyarrow has no jemalloc the default pool stays."""
+    global _POOL_SET
+    if _POOL_SET:
+        return
+    _POOL_SET = True
+    try:
+        import pyarrow as pa
+
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+        pa.jemalloc_set_decay_ms(0)
+    except (ImportError, NotImplementedError, AttributeError):
+        pass
+
+
 def _read_csv(path: Path, delimiter: str, encoding: str, gz: bool) -> pd.DataFrame:
     compression = "gzip" if gz else None
     if encoding in ("utf-8", "utf-8-sig"):
+        _release_arrow_memory()
         try:  # the fast multi-threaded reader; it refuses ragged rows, which the C parser then pinpoints
             return pd.read_csv(path, sep=delimiter, engine="pyarrow", compression=compression)
         except Exception:

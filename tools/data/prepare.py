@@ -35,6 +35,8 @@ np = lazy_import("numpy")  # loads with the first data tool call, not at server 
 pd = lazy_import("pandas")  # loads with the first data tool call, not at server start
 
 DROP_KINDS = ("identifier", "constant", "empty")
+FIT_ROWS = 1_000_000  # the preprocessor's statistics come from at most this many training rows (a seeded sample)
+CHUNK_ROWS = 250_000  # rows transformed at a time: a 10M-row table never holds a float64 copy of itself
 Split = tuple[float, float, float]
 
 
@@ -207,19 +209,28 @@ def _prepare_table(
     y, classes = _encode_target(table.df[target], task)
     parts, warns = _split(table, y if classes else None, opts)
     _drop_outliers(table, parts, schema, opts)
-    pre, feature_names = _fit_preprocessor(table.X, parts["train"], schema, opts)
+    # what is still needed of the raw rows, so the file's frame can go before the large arrays are built
+    raw = {split: table.df.iloc[parts[split]][[*features, target]] for split in ("val", "test")}
+    groups = pd.factorize(table.df[opts.group_column])[0] if opts.split_strategy == "group" else None
+    known_columns = [str(c) for c in table.df.columns]
+    table.df = table.df[[target]]
+    pre, feature_names, fit_rows = _fit_preprocessor(table.X, parts["train"], schema, opts)
+    if fit_rows < len(parts["train"]):
+        warns.append(
+            f"The preprocessor's statistics (imputation, scaling, categories) come from a seeded sample of "
+            f"{fit_rows:,} of the {len(parts['train']):,} training rows; every row is transformed with them."
+        )
     run_id = run_id or runs.create_run(ws, dataset=ws.relative(file), target=target, namespace=namespace)
     folder = ws.run_dir(run_id)
-    arrays = {name: pre.transform(table.X.iloc[idx]).astype(np.float32) for name, idx in parts.items()}
-    data_dir = _save_splits(folder, arrays, y, parts)
-    if opts.split_strategy == "group":  # the auto search keeps groups together in its folds as well
-        codes = pd.factorize(table.df[opts.group_column])[0]
+    for name, idx in parts.items():  # one split at a time, transformed in chunks
+        data_dir = _save_splits(folder, {name: _transform(pre, table.X, idx, len(feature_names))}, y, {name: idx})
+    if groups is not None:  # the auto search keeps groups together in its folds as well
         for split in ("train", "val"):
-            np.save(data_dir / f"groups_{split}.npy", codes[parts[split]])
-    for split in ("val", "test"):  # raw rows: packaging verifies on test, explain permutes validation columns
-        table.df.iloc[parts[split]][[*features, target]].to_parquet(data_dir / f"raw_{split}.parquet", index=False)
+            np.save(data_dir / f"groups_{split}.npy", groups[parts[split]])
+    for split, rows in raw.items():  # raw rows: packaging verifies on test, explain permutes validation columns
+        rows.to_parquet(data_dir / f"raw_{split}.parquet", index=False)
     save_pickle(ws, pre, folder / "preprocessor.joblib")
-    profile = training_profile(table.X.iloc[parts["train"]], schema, [str(c) for c in table.df.columns])
+    profile = training_profile(table.X, parts["train"], schema, known_columns)
     write_json(folder / "profile.json", profile)  # predict's drift check compares new rows with it
     schema |= {"classes": classes, "target_dtype": table.df[target].dtype.kind, "feature_names": feature_names}
     write_json(folder / "schema.json", schema)  # target_dtype (b, i, u, f or O): labels go back to this type
@@ -308,9 +319,10 @@ def _select_features(table: Table, task: str, opts: PrepareOptions) -> tuple[lis
 
 def _drop_rows(table: Table, opts: PrepareOptions) -> None:
     """Duplicates (before the split, so no row is in two splits) and, with impute='drop', rows with gaps."""
-    if opts.drop_duplicates:
-        both = pd.concat([table.X, table.df[[table.target]]], axis=1)
-        dup = pd.util.hash_pandas_object(both, index=False).duplicated().to_numpy()
+    if opts.drop_duplicates:  # features and target hashed apart and combined: no copy of the table
+        hashes = pd.util.hash_pandas_object(table.X, index=False).to_numpy()
+        hashes = hashes * np.uint64(0x100000001B3) ^ pd.util.hash_pandas_object(table.df[table.target], index=False)
+        dup = pd.Series(hashes).duplicated().to_numpy()
         if dup.any():
             table.X, table.df = table.X[~dup], table.df[~dup]
             table.log.append(CleaningStep(action="drop_rows", rows=int(dup.sum()), reason="duplicate rows"))
@@ -352,6 +364,8 @@ def _split(table: Table, y_classes: np.ndarray | None, opts: PrepareOptions) -> 
 def _drop_outliers(table: Table, parts: dict[str, np.ndarray], schema: dict[str, Any], opts: PrepareOptions) -> None:
     """Remove outlying training rows (never validation or test rows), at most max_outlier_share of them."""
     numeric = [c["name"] for c in schema["columns"] if c["kind"] == "numeric"]
+    if opts.outliers == "none" or not numeric:
+        return
     train_X = table.X.iloc[parts["train"]]
     keep, n_out = outlier_mask(train_X, numeric, opts.outliers, opts.outlier_threshold, opts.max_outlier_share)
     if n_out:
@@ -368,16 +382,29 @@ def _drop_outliers(table: Table, parts: dict[str, np.ndarray], schema: dict[str,
 
 def _fit_preprocessor(
     X: pd.DataFrame, train: np.ndarray, schema: dict[str, Any], opts: PrepareOptions
-) -> tuple[Any, list[str]]:
-    """The ColumnTransformer fitted on the training rows only, and its output feature names."""
+) -> tuple[Any, list[str], int]:
+    """The ColumnTransformer fitted on the training rows only (a seeded sample of FIT_ROWS of them on larger
+    tables: its means, scales and categories need no more), its output feature names and the rows it saw."""
     kind_cols = {
         k: [c["name"] for c in schema["columns"] if c["kind"] == k]
         for k in ("numeric", "boolean", "datetime", "categorical")
     }
-    card = {c: int(X[c].iloc[train].nunique()) for c in kind_cols["categorical"]}
+    if len(train) > FIT_ROWS:
+        train = np.sort(np.random.default_rng(opts.random_state).choice(train, FIT_ROWS, replace=False))
+    rows = X.iloc[train]
+    card = {c: int(rows[c].nunique()) for c in kind_cols["categorical"]}
     pre = encoder_pipeline(kind_cols, card, opts.model_dump())
-    pre.fit(X.iloc[train])
-    return pre, [str(n) for n in pre.get_feature_names_out()]
+    pre.fit(rows)
+    return pre, [str(n) for n in pre.get_feature_names_out()], len(train)
+
+
+def _transform(pre: Any, X: pd.DataFrame, idx: np.ndarray, width: int) -> np.ndarray:
+    """The rows `idx` of X through the fitted preprocessor as float32, CHUNK_ROWS at a time."""
+    out = np.empty((len(idx), width), dtype=np.float32)
+    for start in range(0, len(idx), CHUNK_ROWS):
+        stop = start + CHUNK_ROWS
+        out[start:stop] = pre.transform(X.iloc[idx[start:stop]])
+    return out
 
 
 def _save_splits(folder: Path, arrays: dict[str, np.ndarray], y: np.ndarray, parts: dict[str, np.ndarray]) -> Path:

@@ -100,29 +100,42 @@ def guess_task(y: pd.Series) -> str:
 
 PROFILE_BINS = 10
 PROFILE_CATEGORIES = 100
+PROFILE_ROWS = 1_000_000  # bins and shares from at most this many training rows (a seeded sample)
 
 
-def training_profile(X: pd.DataFrame, schema: dict[str, Any], known_columns: list[str]) -> dict[str, Any]:
-    """What predict's drift check compares new rows with: per feature column of the training rows (already
-    converted by coerce_frame) its missing rate, and for numbers the range and decile bins with their shares,
-    for categories their shares. `known_columns` are all the columns of the training file (features, target,
-    dropped ones), so that passing that file back raises no 'extra column' warning."""
+def training_profile(
+    X: pd.DataFrame, train: np.ndarray, schema: dict[str, Any], known_columns: list[str]
+) -> dict[str, Any]:
+    """What predict's drift check compares new rows with: per feature column of the training rows `train` of X
+    (already converted by coerce_frame) its missing rate, and for numbers the range and decile bins with their
+    shares, for categories their shares. `known_columns` are all the columns of the training file (features,
+    target, dropped ones), so that passing that file back raises no 'extra column' warning.
+
+    Above PROFILE_ROWS training rows the bins and shares come from a seeded sample of that many (`sampled_rows`);
+    the range (min, max) and missing rates always from every training row, so a range warning is never a
+    sampling artefact."""
+    sample = None  # positions within train
+    if len(train) > PROFILE_ROWS:
+        sample = np.sort(np.random.default_rng(0).choice(len(train), PROFILE_ROWS, replace=False))
     columns: dict[str, Any] = {}
     for c in schema["columns"]:
-        s, kind = X[c["name"]], c["kind"]
-        entry: dict[str, Any] = {"kind": kind, "missing_rate": float(s.isna().mean())}
+        full, kind = X[c["name"]].iloc[train], c["kind"]
+        s = full if sample is None else full.iloc[sample]
+        entry: dict[str, Any] = {"kind": kind, "missing_rate": float(full.isna().mean())}
         values = as_numbers(s, kind)
         if values is not None and len(values):
             edges = np.unique(np.quantile(values, np.linspace(0, 1, PROFILE_BINS + 1)[1:-1]))
-            entry |= {"min": float(values.min()), "max": float(values.max()), "edges": edges.tolist()}
+            every = as_numbers(full, kind) if s is not full else values
+            entry |= {"min": float(every.min()), "max": float(every.max()), "edges": edges.tolist()}
             entry["shares"] = bucket_shares(s, entry).tolist()
         elif kind == "categorical":
-            top = s.value_counts(dropna=True).head(PROFILE_CATEGORIES)
-            entry["categories"] = [str(v) for v in top.index]
-            entry["all_categories_kept"] = bool(s.nunique(dropna=True) <= PROFILE_CATEGORIES)
+            counts = full.value_counts(dropna=True)
+            entry["categories"] = [str(v) for v in counts.index[:PROFILE_CATEGORIES]]
+            entry["all_categories_kept"] = bool(len(counts) <= PROFILE_CATEGORIES)
             entry["shares"] = bucket_shares(s, entry).tolist()
         columns[c["name"]] = entry
-    return {"rows": len(X), "columns": columns, "known_columns": [str(c) for c in known_columns]}
+    profile = {"rows": len(train), "columns": columns, "known_columns": [str(c) for c in known_columns]}
+    return profile | ({} if sample is None else {"sampled_rows": len(sample)})
 
 
 def as_numbers(s: pd.Series, kind: str) -> np.ndarray | None:

@@ -80,6 +80,8 @@ def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
 
 def _numbers(s: pd.Series) -> pd.Series:
     """pd.to_numeric as floats; an integer past float's range (JSON allows any length) becomes ±inf."""
+    if s.dtype == np.float64:
+        return s.copy(deep=False)  # already floats: copy-on-write shares the column instead of copying it
     try:
         return pd.to_numeric(s, errors="coerce").astype(float)
     except OverflowError:
@@ -106,7 +108,7 @@ def _coerce(s: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
             return mapped, _given(s) & mapped.isna()
         mapped = _numbers(s)
         bad = _given(s) & ~(mapped.abs() <= FLOAT32_MAX)  # not a number, ±inf, or past float32
-        return mapped.where(~bad), bad
+        return (mapped.where(~bad) if bad.any() else mapped), bad  # no copy of a clean column
     if kind == "datetime":
         try:
             mapped = pd.to_datetime(s, errors="coerce", format="mixed")
@@ -147,8 +149,8 @@ def coerce_frame(df: pd.DataFrame, schema: dict[str, Any]) -> pd.DataFrame:
             "Pass every feature column with its original name (missing values may be empty)."
         )
     return pd.DataFrame(
-        {c["name"]: coerce_column(df[c["name"]], c["kind"], c["name"]) for c in columns}, index=df.index
-    )
+        {c["name"]: coerce_column(df[c["name"]], c["kind"], c["name"]) for c in columns}, index=df.index, copy=False
+    )  # copy=False: a column already of the right type stays shared (copy-on-write) instead of copied
 
 
 def screen_frame(df: pd.DataFrame, schema: dict[str, Any]) -> tuple[pd.DataFrame, dict[int, str]]:
