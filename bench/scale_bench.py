@@ -5,10 +5,13 @@ each copy jitters every number by 2 % of its column's spread, adds an integer vi
 column, and jitters the target, so no two rows are equal and the signal stays the original's. For each size it
 runs analyze → prepare → train(auto, budget) → evaluate through the tool functions with a real job manager and
 reports: train wall time against its budget (target: ≤ 1.1 × budget + 5 s), the peak summed RSS of this process
-and its workers per phase, candidates evaluated, the rows the winner's fits saw, fits the deadline capped, and
-test R². Writes bench/results/scale_bench.json.
+and its workers per phase, candidates evaluated, the rows the winner's fits saw, fits the deadline capped, test R²,
+and the longest gap between two progress notifications during train (target: ≤ 10 s).
+With --dask-rows N it also trains the N-row table twice on one prepared run, locally and on a 2-worker
+dask.distributed LocalCluster (scheduler and worker processes on this machine), and reports candidates per minute.
+Writes bench/results/scale_bench.json.
 
-    python bench/scale_bench.py [--sizes 10000,100000,1000000] [--budget 60]
+    python bench/scale_bench.py [--sizes 10000,100000,1000000] [--budget 60] [--dask-rows 1000000]
 """
 
 from __future__ import annotations
@@ -89,7 +92,23 @@ def _rss(pid: int) -> int:
     return 0
 
 
-def one_size(rows: int, budget: float) -> dict[str, Any]:
+class Gaps:
+    """The longest wait between two progress notifications (and the last message before it)."""
+
+    def __init__(self) -> None:
+        self.last: float | None = None
+        self.longest = 0.0
+        self.message = ""
+
+    def __call__(self, progress: Any) -> None:
+        now = time.perf_counter()
+        if self.last is not None and now - self.last > self.longest:
+            self.longest = now - self.last
+        self.last = now
+        self.message = str((progress or {}).get("message", "")) if isinstance(progress, dict) else str(progress)
+
+
+def one_size(rows: int, budget: float, dask: bool = False) -> dict[str, Any]:
     from ml_expert.tools.data.analyze import analyze_data
     from ml_expert.tools.data.prepare import prepare_data
     from ml_expert.tools.evaluation.evaluate import evaluate
@@ -102,10 +121,14 @@ def one_size(rows: int, budget: float) -> dict[str, Any]:
         ws.jobs = JobManager(ws).start()
         grown_table(rows).to_parquet(ws.root / "table.parquet")
         out: dict[str, Any] = {"rows": rows, "budget_s": budget, "peak_rss_gb": {}, "seconds": {}}
+        gaps = Gaps()
         phases = [
             ("analyze", lambda: analyze_data(ws, "table.parquet", target="target")),
             ("prepare", lambda: prepare_data(ws, run_id=out["run_id"])),
-            ("train", lambda: train(ws, out["run_id"], "auto", time_budget_s=budget, wait_seconds=24 * 3600)),
+            (
+                "train",
+                lambda: train(ws, out["run_id"], "auto", time_budget_s=budget, wait_seconds=24 * 3600, report=gaps),
+            ),
             ("evaluate", lambda: evaluate(ws, out["run_id"], wait_seconds=3600)),
         ]
         for name, call in phases:
@@ -126,26 +149,69 @@ def one_size(rows: int, budget: float) -> dict[str, Any]:
                     "fits_capped": search.get("fits_capped"),
                     "notes": search.get("notes", []),
                     "chosen": search["chosen"],
+                    "longest_progress_gap_s": round(gaps.longest, 1),
                 }
             elif name == "evaluate":
                 out["test_r2"] = round(result.result["evaluations"][0]["test_metrics"]["r2"], 4)
             print(f"{rows:>10,} rows  {name:8} {out['seconds'][name]:7.1f} s  peak RSS {out['peak_rss_gb'][name]} GB")
+        if dask:
+            out["dask"] = local_vs_cluster(ws, out["run_id"], budget)
         ws.jobs.stop()
         ws.close()
         return out
+
+
+def local_vs_cluster(ws: Any, run_id: str, budget: float) -> dict[str, Any]:
+    """train(auto, budget) on one prepared run, locally and on a 2-worker LocalCluster: candidates per minute."""
+    from distributed import LocalCluster
+
+    from ml_expert.tools.training.train import train
+
+    def measured(label: str) -> dict[str, Any]:
+        started = time.perf_counter()
+        search = train(ws, run_id, "auto", time_budget_s=budget, wait_seconds=24 * 3600).result["search"]
+        seconds = time.perf_counter() - started
+        row = {
+            "seconds": round(seconds, 1),
+            "candidates": search["candidates"],
+            "complete": search["complete"],
+            "candidates_per_minute": round(search["candidates"] / seconds * 60, 1),
+            "fits_on_cluster": search.get("fits_on_cluster", 0),
+            "cv_score": search["cv_score"],
+        }
+        print(f"  {label:8} {row}")
+        return row
+
+    result = {"local": measured("local")}
+    settings = ws.settings
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        ws.settings = settings.model_copy(update={"dask_scheduler": cluster.scheduler_address})
+        try:
+            result["cluster"] = measured("cluster")
+        finally:
+            ws.settings = settings
+    result["ratio"] = round(
+        result["cluster"]["candidates_per_minute"] / max(result["local"]["candidates_per_minute"], 1e-9), 2
+    )
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--budget", type=float, default=60)
+    parser.add_argument("--dask-rows", type=int, default=0, help="also local vs a 2-worker LocalCluster at this size")
     args = parser.parse_args()
-    results = [one_size(int(n), args.budget) for n in args.sizes.split(",")]
+    sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else []
+    results = [one_size(n, args.budget, dask=n == args.dask_rows) for n in sizes]
+    if args.dask_rows and args.dask_rows not in sizes:
+        results.append(one_size(args.dask_rows, args.budget, dask=True))
     for r in results:
         print(
             f"{r['rows']:>10,} rows: train {r['seconds']['train']} s of {r['budget_s']} "
             f"({'ok' if r['train_within_target'] else 'OVER'}), {r['candidates']} candidates, "
-            f"test R² {r['test_r2']}, peak RSS {max(r['peak_rss_gb'].values())} GB"
+            f"test R² {r['test_r2']}, peak RSS {max(r['peak_rss_gb'].values())} GB, "
+            f"longest progress gap {r['longest_progress_gap_s']} s"
         )
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "scale_bench.json"
