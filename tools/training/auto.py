@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ml_expert.tools.core.lazy import lazy_import
-from ml_expert.tools.core.portable.ensemble import Blend, shift_threshold
+from ml_expert.tools.core.portable.ensemble import Blend, shift_threshold, target_bounds
 from ml_expert.tools.core.scoring import rank_score
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.training.ensemble import tune_threshold
@@ -92,7 +92,8 @@ def run_search(X: np.ndarray, y: np.ndarray, task: str, budget_s: float, **optio
     if len(fitted) == 1 and threshold is None:
         model = fitted[0][0]
     else:
-        model = Blend([m for m, _ in fitted], [n for _, n in fitted], classify, threshold)
+        bounds = None if classify else target_bounds(y)  # no blend of extrapolating members runs away
+        model = Blend([m for m, _ in fitted], [n for _, n in fitted], classify, threshold, bounds)
     if threshold is not None:
         p1 = shift_threshold(oof[:, 1], threshold)
         oof = np.column_stack([1 - p1, p1])

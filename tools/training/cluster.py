@@ -22,7 +22,7 @@ from typing import Any
 from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.core.scoring import rank_score
 from ml_expert.tools.training.chunked import fit_stoppable
-from ml_expert.tools.training.portfolio import Config, build
+from ml_expert.tools.training.portfolio import CODED_FAMILIES, Config, build
 from ml_expert.tools.training.trial import early_stopped_iterations, output_of, widen
 
 np = lazy_import("numpy")  # loads on first use, not at server start
@@ -64,28 +64,47 @@ class Problem:
     metric: str
     seed: int
     n_classes: int
+    categorical: tuple[int, ...] = ()  # columns of the coded matrix that boosting splits as categories
 
 
 def fit_fold(
-    X: np.ndarray, y: np.ndarray, problem: Problem, t: FoldTask, tick: Callable[[str], None] | None = None
+    X: np.ndarray,
+    y: np.ndarray,
+    problem: Problem,
+    t: FoldTask,
+    tick: Callable[[str], None] | None = None,
+    codes: np.ndarray | None = None,
 ) -> FoldFit:
     """Fit a candidate on a fold's training rows, growing for at most `t.seconds`, and score its held-out rows.
-    On a Dask worker, native thread pools (OpenMP, BLAS) are held to the worker's threads: several workers on one
-    machine each running a full-width OpenMP pool slow every fit many times over."""
+    Tree families fit on `codes` (one-hot groups as category codes) when given. On a Dask worker, native thread
+    pools (OpenMP, BLAS) are held to the worker's threads: several workers on one machine each running a
+    full-width OpenMP pool slow every fit many times over."""
+    if codes is not None and t.config.family in CODED_FAMILIES:
+        X, categorical = codes, problem.categorical
+    else:
+        categorical = ()
     threads = _worker_threads()
     if threads is None:
-        return _fit_fold(X, y, problem, t, tick)
+        return _fit_fold(X, y, problem, t, tick, categorical)
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=threads):
-        return _fit_fold(X, y, problem, t, tick)
+        return _fit_fold(X, y, problem, t, tick, categorical)
 
 
 def _fit_fold(
-    X: np.ndarray, y: np.ndarray, problem: Problem, t: FoldTask, tick: Callable[[str], None] | None
+    X: np.ndarray,
+    y: np.ndarray,
+    problem: Problem,
+    t: FoldTask,
+    tick: Callable[[str], None] | None,
+    categorical: tuple[int, ...],
 ) -> FoldFit:
     started = time.perf_counter()
-    model = build(t.config, problem.task, problem.metric, problem.seed, iter_cap=t.iter_cap, rows=len(t.train))
+    model = build(
+        t.config, problem.task, problem.metric, problem.seed, iter_cap=t.iter_cap, rows=len(t.train),
+        categorical=categorical,
+    )  # fmt: skip
     grown = fit_stoppable(model, X[t.train], y[t.train], started + t.seconds, tick, t.per_unit)
     output = output_of(model, problem.task, X[t.test])
     if problem.n_classes and output.shape[1] < problem.n_classes:  # a class missing from this fold's rows
@@ -128,17 +147,23 @@ class ClusterLost(Exception):
 class DaskFolds:
     """Fold fits on a dask.distributed cluster: the arrays scattered once, tasks submitted, results as they come."""
 
-    def __init__(self, client: Any, X: np.ndarray, y: np.ndarray, problem: Problem) -> None:
+    def __init__(
+        self, client: Any, X: np.ndarray, y: np.ndarray, problem: Problem, codes: np.ndarray | None = None
+    ) -> None:
         self.client, self.problem = client, problem
         self.address = str(client.scheduler.address)
         self.slots = max(1, sum(client.nthreads().values()))
         self.X, self.y = client.scatter([X, y], broadcast=True, hash=False)
+        self.codes = None if codes is None else client.scatter(codes, broadcast=True, hash=False)
 
     def run(self, tasks: list[FoldTask], timeout: float) -> Iterator[tuple[FoldTask, FoldFit]]:
         """Submit every task, yield (task, fit) in the order they finish; ClusterLost when the cluster fails."""
         from distributed import as_completed
 
-        futures = {self.client.submit(fit_fold, self.X, self.y, self.problem, t, pure=False): t for t in tasks}
+        futures = {
+            self.client.submit(fit_fold, self.X, self.y, self.problem, t, None, self.codes, pure=False): t
+            for t in tasks
+        }
         try:
             for future in as_completed(list(futures), timeout=max(timeout, 1.0)):
                 yield futures[future], future.result()
@@ -152,7 +177,9 @@ class DaskFolds:
             self.client.close(timeout=5)
 
 
-def connect(address: str | None, X: np.ndarray, y: np.ndarray, problem: Problem) -> tuple[DaskFolds | None, str]:
+def connect(
+    address: str | None, X: np.ndarray, y: np.ndarray, problem: Problem, codes: np.ndarray | None = None
+) -> tuple[DaskFolds | None, str]:
     """The cluster at `address` ready for this search, or None with the reason (no address, no dask installed,
     no scheduler answering): the search then runs locally."""
     if not address:
@@ -165,7 +192,7 @@ def connect(address: str | None, X: np.ndarray, y: np.ndarray, problem: Problem)
         )
     try:
         client = Client(address, timeout=CONNECT_TIMEOUT_S)
-        return DaskFolds(client, X, y, problem), ""
+        return DaskFolds(client, X, y, problem, codes), ""
     except Exception as exc:  # no scheduler there, or it refused us
         return (
             None,

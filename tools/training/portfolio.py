@@ -23,6 +23,8 @@ HGB_PORTFOLIO: list[dict[str, Any]] = [  # zero-shot presets: strong across tabu
     {"learning_rate": 0.05, "max_leaf_nodes": 7, "min_samples_leaf": 50, "l2_regularization": 0.0},
 ]  # fmt: skip
 MAX_ITER = 2000  # boosting iterations in a fold; early stopping usually ends sooner
+CODED_FAMILIES = ("hgb", "rf", "et")  # tree families that see one-hot groups as one column of category codes
+MAX_NATIVE_CATEGORIES = 255  # boosting's native categorical splits take codes below its bin count
 FOREST_SAMPLE_ROWS = 200_000  # above this many rows each forest tree is grown on a bootstrap sample of this size
 NEIGHBOURS = {
     "learning_rate": (0.5, 2.0),
@@ -97,10 +99,12 @@ def build(
     max_iter: int | None = None,
     iter_cap: int | None = None,
     rows: int = 0,
+    categorical: tuple[int, ...] = (),
 ) -> Any:
     """The scikit-learn estimator for a candidate: boosting early-stops inside folds (after at most iter_cap
     iterations, when the budget sets one) unless max_iter fixes the number of iterations; on more than
-    FOREST_SAMPLE_ROWS `rows`, forest trees grow on bootstrap samples of that size."""
+    FOREST_SAMPLE_ROWS `rows`, forest trees grow on bootstrap samples of that size; boosting splits the columns
+    `categorical` (category codes) as native categoricals."""
     from sklearn.compose import TransformedTargetRegressor
     from sklearn.ensemble import (
         ExtraTreesClassifier,
@@ -127,7 +131,8 @@ def build(
             }
         )
         cls = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
-        model: Any = cls(random_state=seed, **p, **stopping, **weight)
+        native = {"categorical_features": list(categorical)} if categorical else {}
+        model: Any = cls(random_state=seed, **p, **stopping, **weight, **native)
     elif cfg.family in ("rf", "et"):
         forest = {
             ("rf", True): RandomForestClassifier,

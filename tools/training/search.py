@@ -15,7 +15,11 @@
 5. The run's metric is optimised: balanced accuracy when the majority/minority ratio is >= 4 (with the
    binary decision threshold tuned out of fold), accuracy otherwise, RMSE for regression (a log-target
    variant is a candidate for skewed positive targets; CV decides).
-6. The budget covers the whole search, refit included: no fit starts whose estimated time does not fit.
+6. The budget covers the whole search, refit included: no fit starts whose estimated time does not fit. It is a
+   ceiling, not a target: PATIENCE neighbours in a row without an out-of-fold gain end the local search.
+7. Each family sees the row its own way: linear models the one-hot, scaled columns prepare_data made; tree
+   families each one-hot group as one column of category codes (boosting splits them as native categoricals,
+   forests as ordinal codes), wrapped as `Coded` so that the package applies it to the prepared row.
 
 Runs in a worker. Fits use the machine's cores through OpenMP (boosting) or n_jobs (forests).
 """
@@ -28,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ml_expert.tools.core.lazy import lazy_import
+from ml_expert.tools.core.portable.ensemble import Coded, one_hot_codes
 from ml_expert.tools.core.scoring import search_metric
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.jobs.specs import JobCancelled, Reporter
@@ -35,7 +40,14 @@ from ml_expert.tools.training.chunked import fit_stoppable
 from ml_expert.tools.training.cluster import ClusterLost, FoldFit, FoldTask, Problem, connect, fit_fold
 from ml_expert.tools.training.ensemble import select_ensemble
 from ml_expert.tools.training.folds import folds
-from ml_expert.tools.training.portfolio import Config, build, hgb_cost, neighbours_of
+from ml_expert.tools.training.portfolio import (
+    CODED_FAMILIES,
+    MAX_NATIVE_CATEGORIES,
+    Config,
+    build,
+    hgb_cost,
+    neighbours_of,
+)
 from ml_expert.tools.training.trial import Trial
 
 np = lazy_import("numpy")  # loads on first use, not at server start
@@ -45,6 +57,7 @@ SAMPLE_RUNGS = (50_000, 200_000)  # rows of the row-sample rungs on large data, 
 SAMPLE_SHARE = 0.4  # at most this share of the budget goes to the row-sample rungs
 CANCELLED_REFIT_S = 3.0  # a cancelled search refits what it has within this
 REFIT_SAFETY = 1.3  # a refit sees k/(k-1) of the rows; leave room for that and for noise
+PATIENCE = 6  # neighbours in a row without an out-of-fold gain end the local search: the budget is a ceiling
 
 
 class Search:
@@ -62,8 +75,14 @@ class Search:
         seed: int = 42,
         reporter: Reporter | None = None,
         scheduler: str | None = None,
+        categorical_groups: list[list[int]] | None = None,
     ) -> None:
         self.X, self.y, self.task, self.seed = X, y, task, seed
+        # tree families see each one-hot group (the columns of one categorical) as one column of category codes
+        self.categorical_groups = categorical_groups or []
+        self.codes = one_hot_codes(X, self.categorical_groups) if self.categorical_groups else None
+        plain = X.shape[1] - sum(len(g) for g in self.categorical_groups)
+        native = tuple(plain + i for i, g in enumerate(self.categorical_groups) if len(g) <= MAX_NATIVE_CATEGORIES)
         self.metric = search_metric(task, y)
         self.split_strategy = split_strategy
         self.groups = groups
@@ -79,9 +98,9 @@ class Search:
         self.cancelled = False
         self.iteration_seconds: float | None = None
         self._timed_rows = len(y)  # training rows of the fold that measured iteration_seconds
-        self.problem = Problem(task, self.metric, seed, self.n_classes)
+        self.problem = Problem(task, self.metric, seed, self.n_classes, native)
         self.fits_on_cluster = 0
-        self.cluster, why_not = connect(scheduler, X, y, self.problem)  # None: every fit runs here
+        self.cluster, why_not = connect(scheduler, X, y, self.problem, self.codes)  # None: every fit runs here
         self.scheduler = self.cluster.address if self.cluster else None
         if why_not:
             self.notes.append(why_not)
@@ -134,7 +153,7 @@ class Search:
             self._per_unit(trial.config, len(train)),
         )  # fmt: skip
         try:
-            fit = fit_fold(self.X, self.y, self.problem, task, self._tick(trial, len(train)))
+            fit = fit_fold(self.X, self.y, self.problem, task, self._tick(trial, len(train)), self.codes)
         except _Cancelled:
             self.cancelled, trial.stopped = True, "cancelled"
             return False
@@ -333,7 +352,7 @@ class Search:
                 share = (stop_at - time.perf_counter()) / (len(alive) - i) / (len(rungs) - rung)
                 task = FoldTask(cfg, 0, sample, scored_rows, share, None, self._per_unit(cfg, rows))
                 try:
-                    fit = fit_fold(self.X, self.y, self.problem, task, self._tick(trial, rows))
+                    fit = fit_fold(self.X, self.y, self.problem, task, self._tick(trial, rows), self.codes)
                 except _Cancelled:
                     self.cancelled = True
                     break
@@ -462,11 +481,20 @@ class Search:
         return done
 
     def _local_search(self, neighbours: int, planned: int) -> None:
+        """Neighbours of the best boosting, one at a time, until PATIENCE of them in a row bring no gain out of
+        fold (converged: the rest of the budget is not spent), the budget or `neighbours` run out."""
         tried = {t.config for t in self.trials}
+        without_gain = 0
         for _ in range(neighbours):
             boosting = [t for t in self.trials if t.complete and t.config.family == "hgb"]
             best = max(boosting, key=lambda t: t.mean, default=None)
             if best is None or self._stop():
+                return
+            if without_gain >= PATIENCE:
+                self.notes.append(
+                    f"converged: {PATIENCE} neighbours of the best boosting in a row brought no out-of-fold gain "
+                    f"(stopped at {time.perf_counter() - self.started:.0f} s of {self.budget_s:.0f})"
+                )
                 return
             cfg = next((c for c in neighbours_of(best.config, self.seed + len(self.trials)) if c not in tried), None)
             if cfg is None or not self._affordable(self._estimate(best, len(self.folds))):
@@ -475,6 +503,7 @@ class Search:
             trial = Trial(cfg)
             self.trials.append(trial)
             self._complete(trial, planned)
+            without_gain = 0 if trial.complete and trial.mean > best.mean else without_gain + 1
 
     # -- ensemble and refit --------------------------------------------------------------------------
 
@@ -487,18 +516,22 @@ class Search:
         """The candidate fitted on all rows (boosting: the folds' iterations + 10 %), growing until done or until its
         `share` of the time left before the budget's end; a note says when that cap decided the size."""
         iterations = int(np.median(trial.iterations) * 1.1) if trial.iterations else None
-        model = build(trial.config, self.task, self.metric, self.seed, max_iter=iterations, rows=len(self.y))
+        coded = self.codes is not None and trial.config.family in CODED_FAMILIES
+        model = build(
+            trial.config, self.task, self.metric, self.seed, max_iter=iterations, rows=len(self.y),
+            categorical=self.problem.categorical if coded else (),
+        )  # fmt: skip
         now = time.perf_counter()
         end = min(self.end, now + CANCELLED_REFIT_S) if self.cancelled else self.end  # a cancel waits seconds at most
         deadline = now + max((end - now) * share, 1.0)
-        grown = fit_stoppable(model, self.X, self.y, deadline, None)
+        grown = fit_stoppable(model, self.codes if coded else self.X, self.y, deadline, None)
         if grown.stopped_by_deadline:
             unit = "iterations" if trial.config.family == "hgb" else "trees"
             self.notes.append(
                 f"refit of {trial.config.label()} capped by the budget at {grown.units} {unit} (planned "
                 f"{iterations or 'all'})"
             )
-        return model
+        return Coded(model, self.categorical_groups) if coded else model
 
 
 def cross_validate(X: np.ndarray, y: np.ndarray, task: str, cfg: Config, budget_s: float, seed: int = 42) -> Trial:

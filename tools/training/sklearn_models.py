@@ -138,13 +138,15 @@ def fit_sklearn(
 
 def is_plain_estimator(model: Any) -> bool:
     """A single scikit-learn estimator (skl2onnx converts those), not a blend or a target transform."""
-    return not hasattr(model, "members") and not hasattr(model, "regressor_")
+    return type(model).__module__.startswith("sklearn.") and not hasattr(model, "regressor_")
 
 
 def count_parameters(model: Any) -> int:
     """Fitted numbers of a scikit-learn model: tree nodes for forests and boosting, else coefficient entries."""
     if hasattr(model, "members"):  # a Blend
         return sum(count_parameters(m) for m in model.members)
+    if hasattr(model, "groups"):  # a Coded tree model
+        return count_parameters(model.model)
     if hasattr(model, "regressor_"):  # a TransformedTargetRegressor
         return count_parameters(model.regressor_)
     if hasattr(model, "estimators_"):

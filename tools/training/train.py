@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from ml_expert.memory.errors import InvalidInputError
 from ml_expert.tools import runs
-from ml_expert.tools.artifacts import load_prepared, load_split, model_dir, predict_output, save_model
+from ml_expert.tools.artifacts import load_pickle, load_prepared, load_split, model_dir, predict_output, save_model
 from ml_expert.tools.core.architectures import Architecture, is_clustering, is_keras
 from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.core.plots import search_curve, training_curves
@@ -32,6 +32,7 @@ from ml_expert.tools.core.scoring import (
     scores,
 )
 from ml_expert.tools.core.tasks import is_classification
+from ml_expert.tools.data.encoding import one_hot_groups
 from ml_expert.tools.jobs.manager import run_as_job
 from ml_expert.tools.jobs.specs import JobCancelled, JobStatus, ProgressFn, Reporter, WaitSeconds
 from ml_expert.tools.selection.recommend import analyze_task, rank_candidates
@@ -275,6 +276,7 @@ def _fit_search(
         seed=spec.config.seed,
         reporter=reporter,
         scheduler=ws.settings.dask_scheduler,
+        categorical_groups=_one_hot_groups(ws, spec.run_id),
     )
     summary = outcome.summary.model_dump() | {"onnx": is_plain_estimator(outcome.model)}
     return Fit(
@@ -288,6 +290,12 @@ def _fit_search(
         out_of_fold=(outcome.y_seen, outcome.oof),
         search=summary | {"leaderboard": outcome.leaderboard},
     )
+
+
+def _one_hot_groups(ws: Workspace, run_id: str) -> list[list[int]]:
+    """The prepared columns of each one-hot encoded categorical of the run (none when it has no preprocessor)."""
+    path = ws.run_dir(run_id) / "preprocessor.joblib"
+    return one_hot_groups(load_pickle(ws, path)) if path.exists() else []
 
 
 def _write_curves(ws: Workspace, spec: TrainSpec, fit: Fit, folder: Any) -> dict[str, str]:
