@@ -264,3 +264,16 @@ def test_bad_prepare_requests(ws: Workspace, frame: pd.DataFrame, kwargs: dict, 
     with pytest.raises(error, match=message):
         prepare_data(ws, path="bad.csv", **kwargs)
     assert ws.store.get_value("ml-expert/prepared-data") is None  # nothing half-written
+
+
+def test_training_dates_that_do_not_parse_are_logged_not_silently_missing(ws: Workspace) -> None:
+    frame = messy_frame(300)
+    days = pd.date_range("2024-01-01", periods=30, freq="D").astype(str)
+    frame["signup"] = np.random.default_rng(0).choice(days, len(frame)).astype(object)  # repeated: not an id
+    frame.loc[[3, 7, 11], "signup"] = ["2024-13-45", "31/31/2024", "2024-02-30"]
+    frame.loc[20, "signup"] = None  # an empty cell is a missing value, not a bad date
+    frame.to_csv(ws.root / "dates.csv", index=False)
+    prepared = prepare_data(ws, path="dates.csv", target="label")
+    logged = [s for s in prepared.cleaning_log if s.columns == ["signup"] and s.action == "missing_values"]
+    assert len(logged) == 1 and logged[0].rows == 3, prepared.cleaning_log
+    assert "'2024-13-45'" in logged[0].reason and "imputed" in logged[0].reason

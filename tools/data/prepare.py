@@ -205,6 +205,7 @@ def _prepare_table(
         table.X = coerce_frame(table.df, schema)
     except SchemaError as exc:
         raise InvalidInputError(str(exc)) from exc
+    _log_bad_dates(table, schema)
     _drop_rows(table, opts)
     y, classes = _encode_target(table.df[target], task)
     parts, warns = _split(table, y if classes else None, opts)
@@ -315,6 +316,27 @@ def _select_features(table: Table, task: str, opts: PrepareOptions) -> tuple[lis
         if col["kind"] == "categorical":
             col["categories"] = sorted(map(str, df[col["name"]].dropna().unique()))[:200]
     return features, dropped, {"target": target, "task_type": task, "columns": columns}
+
+
+def _log_bad_dates(table: Table, schema: dict[str, Any]) -> None:
+    """A date column's values that do not parse become missing (then imputed), and the cleaning log says how many
+    and shows a few: analysis calls a column datetime when 90 % of its values parse."""
+    from ml_expert.tools.core.portable.preprocessing import shown
+
+    for column in (c["name"] for c in schema["columns"] if c["kind"] == "datetime"):
+        raw = table.df[column]
+        bad = raw.notna() & table.X[column].isna() & (raw.astype(str).str.strip() != "")
+        if bad.any():
+            examples = ", ".join(list(dict.fromkeys(shown(v) for v in raw[bad].iloc[:100]))[:3])
+            table.log.append(
+                CleaningStep(
+                    action="missing_values",
+                    rows=int(bad.sum()),
+                    columns=[column],
+                    reason=f"{int(bad.sum())} values of {column!r} are not dates (e.g. {examples}); treated as "
+                    "missing, then imputed",
+                )
+            )
 
 
 def _drop_rows(table: Table, opts: PrepareOptions) -> None:

@@ -24,6 +24,8 @@ np = lazy_import("numpy")  # loads on first use, not at server start
 CHUNK_SECONDS = 4.0  # a chunk's target length: progress at least every ~10 s whatever the size
 FIRST_ITERATIONS = 10  # boosting iterations of the first chunk when no speed is known yet
 FIRST_TREES = 8  # forest trees of the first chunk
+FIRST_TREES_LARGE = 2  # ... above LARGE_ROWS rows, where one tree may take seconds (one thread on a Dask worker)
+LARGE_ROWS = 100_000
 Tick = Callable[[str], None]  # progress callback: "iteration 350 of 2000"; may raise to cancel
 
 
@@ -61,7 +63,8 @@ def fit_stoppable(
     if name.startswith("HistGradientBoosting"):
         return _grow(model, inner, wrapped, "max_iter", X, y, deadline, tick, per_unit, FIRST_ITERATIONS)
     if name.startswith(("RandomForest", "ExtraTrees")):
-        return _grow(model, model, False, "n_estimators", X, y, deadline, tick, per_unit, FIRST_TREES)
+        first = FIRST_TREES if len(X) <= LARGE_ROWS else FIRST_TREES_LARGE
+        return _grow(model, model, False, "n_estimators", X, y, deadline, tick, per_unit, first)
     started = time.perf_counter()
     model.fit(X, y)
     return Grown(units=1, chunks=1, seconds=time.perf_counter() - started)

@@ -37,7 +37,7 @@ from ml_expert.tools.core.scoring import search_metric
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.jobs.specs import JobCancelled, Reporter
 from ml_expert.tools.training.chunked import fit_stoppable
-from ml_expert.tools.training.cluster import ClusterLost, FoldFit, FoldTask, Problem, connect, fit_fold
+from ml_expert.tools.training.cluster import FoldFit, FoldTask, Problem, connect, fit_fold
 from ml_expert.tools.training.ensemble import select_ensemble
 from ml_expert.tools.training.folds import folds
 from ml_expert.tools.training.portfolio import (
@@ -48,20 +48,22 @@ from ml_expert.tools.training.portfolio import (
     hgb_cost,
     neighbours_of,
 )
-from ml_expert.tools.training.trial import Trial
+from ml_expert.tools.training.samples import SampleRungs
+from ml_expert.tools.training.trial import Cancelled, Trial
+from ml_expert.tools.training.waves import ClusterWaves
 
 np = lazy_import("numpy")  # loads on first use, not at server start
 
 MIN_ITERATIONS = 30  # a boosting candidate that cannot run this many iterations per fold is not tried
-SAMPLE_RUNGS = (50_000, 200_000)  # rows of the row-sample rungs on large data, before any fit on every row
-SAMPLE_SHARE = 0.4  # at most this share of the budget goes to the row-sample rungs
 CANCELLED_REFIT_S = 3.0  # a cancelled search refits what it has within this
 REFIT_SAFETY = 1.3  # a refit sees k/(k-1) of the rows; leave room for that and for noise
 PATIENCE = 6  # neighbours in a row without an out-of-fold gain end the local search: the budget is a ceiling
 
 
-class Search:
-    """Cross-validate candidates within a time budget, ensemble them, refit the winner on all rows."""
+class Search(SampleRungs, ClusterWaves):
+    """Cross-validate candidates within a time budget, ensemble them, refit the winner on all rows. The row-sample
+    rungs of large tables (`SampleRungs`) and the waves of fits on a Dask cluster (`ClusterWaves`) live in their
+    own modules."""
 
     def __init__(
         self,
@@ -154,7 +156,7 @@ class Search:
         )  # fmt: skip
         try:
             fit = fit_fold(self.X, self.y, self.problem, task, self._tick(trial, len(train)), self.codes)
-        except _Cancelled:
+        except Cancelled:
             self.cancelled, trial.stopped = True, "cancelled"
             return False
         self._record(trial, task, fit)
@@ -201,7 +203,7 @@ class Search:
 
         def tick(step: str) -> None:
             if reporter.cancel_requested():
-                raise _Cancelled
+                raise Cancelled
             reporter.progress(
                 phase="train",
                 message=f"{trial.config.label()}: {step}, rows {_rows(rows)}, "
@@ -329,117 +331,6 @@ class Search:
         if self._resume_stopped(planned):  # time was left: more complete candidates, maybe a boosting to refine
             self._local_search(neighbours, planned)
 
-    def _rank_on_samples(self, candidates: list[Config], planned: int) -> list[Config]:
-        """On large data, successive halving over row samples before any fit on every row: each rung fits the
-        candidates on a random sample of the first fold's training rows (SAMPLE_RUNGS, growing), scores them on its
-        held-out rows, and keeps the better half; at most SAMPLE_SHARE of the budget. Returns the survivors, best
-        first; the others stay on the leaderboard, marked with the rows that decided them."""
-        train, test = self.folds[0]
-        rungs = [r for r in SAMPLE_RUNGS if r * 2 <= len(train)]
-        if not rungs or len(candidates) <= 2:
-            return candidates
-        order = np.random.default_rng(self.seed).permutation(train)
-        scored_rows = test[: max(rungs[-1] // 2, 20_000)]
-        stop_at = time.perf_counter() + SAMPLE_SHARE * max(self.left(), 0.0)
-        alive = list(candidates)
-        for rung, rows in enumerate(rungs):
-            sample = np.sort(order[:rows])
-            results: list[tuple[float, Config]] = []
-            for i, cfg in enumerate(alive):
-                if self._stop() or time.perf_counter() >= stop_at:
-                    break
-                trial = Trial(cfg, rows=rows)
-                share = (stop_at - time.perf_counter()) / (len(alive) - i) / (len(rungs) - rung)
-                task = FoldTask(cfg, 0, sample, scored_rows, share, None, self._per_unit(cfg, rows))
-                try:
-                    fit = fit_fold(self.X, self.y, self.problem, task, self._tick(trial, rows), self.codes)
-                except _Cancelled:
-                    self.cancelled = True
-                    break
-                trial.scores.append(fit.score)
-                trial.seconds.append(fit.seconds)
-                trial.capped += fit.capped
-                trial.stopped = f"halved on {rows:,} sampled rows"
-                self.trials.append(trial)
-                self._report(trial, planned)
-                results.append((trial.mean, cfg))
-            if len(results) < 2:
-                break
-            results.sort(key=lambda sc: -sc[0])
-            alive = [cfg for _, cfg in results[: max(2, math.ceil(len(results) / 2))]]
-            for trial in self.trials[-len(results) :]:
-                if trial.config in alive:
-                    trial.stopped = f"advanced from {rows:,} sampled rows"
-        if len(alive) < len(candidates):
-            self.notes.append(
-                f"{len(candidates)} candidates ranked on row samples of {', '.join(f'{r:,}' for r in rungs)} "
-                f"rows first; the best {len(alive)} went on to all {len(train):,} training rows of the folds"
-            )
-        return alive
-
-    # -- on a cluster ----------------------------------------------------------------------------------
-
-    def _run_on_cluster(self, candidates: list[Config], neighbours: int, planned: int) -> None:
-        """The same rungs, each as one wave of fold fits on the cluster: one fold of every candidate, the other folds
-        of the better half, then local-search neighbours as many at a time as the cluster has slots."""
-        first = [Trial(cfg) for cfg in candidates]
-        self.trials += first
-        self._wave([(t, 0) for t in first], planned)
-        ranked = sorted((t for t in first if t.scores), key=lambda t: -t.mean)
-        keep = ranked[: max(2, math.ceil(len(ranked) / 2))]
-        for trial in ranked[len(keep) :]:
-            trial.stopped = "halved"
-        self._wave([(t, f) for t in keep for f in range(1, len(self.folds))], planned)
-        tried = {t.config for t in self.trials}
-        while len(self.trials) < len(candidates) + neighbours and not self._stop():
-            best = max(
-                (t for t in self.trials if t.complete and t.config.family == "hgb"), key=lambda t: t.mean, default=None
-            )
-            slots = self.cluster.slots if self.cluster else 1
-            steps = (
-                [c for c in neighbours_of(best.config, self.seed + len(self.trials)) if c not in tried] if best else []
-            )
-            if not steps[:slots] or not self._affordable(self._estimate(best, len(self.folds))):
-                return
-            new = [Trial(cfg) for cfg in steps[:slots]]
-            tried |= {t.config for t in new}
-            self.trials += new
-            self._wave([(t, f) for t in new for f in range(len(self.folds))], planned)
-
-    def _wave(self, pairs: list[tuple[Trial, int]], planned: int) -> None:
-        """Fit these candidate × fold pairs at once on the cluster, each growing for its share of the time left
-        (waves of as many fits as the cluster has slots); when the cluster fails, the rest run here."""
-        best = self._best_complete()
-        room = self.left() - self._refit_reserve([best] if best else [])
-        if not pairs or room <= 0 or self._stop():
-            return
-        done: set[tuple[int, int]] = set()
-        if self.cluster is not None:
-            seconds = max(room / math.ceil(len(pairs) / self.cluster.slots), 2.0)
-            tasks = {
-                id(task): (trial, task) for trial, fold in pairs for task in [self._cluster_task(trial, fold, seconds)]
-            }
-            try:
-                for task, fit in self.cluster.run([task for _, task in tasks.values()], timeout=room + 30):
-                    trial = tasks[id(task)][0]
-                    self._record(trial, task, fit)
-                    done.add((id(trial), task.fold))
-                    if len(trial.scores) == len(self.folds) or len(trial.scores) == 1:
-                        self._report(trial, planned)
-                    if self._stop():
-                        return
-            except ClusterLost as lost:
-                self.notes.append(f"the Dask cluster {self.scheduler} failed mid-search ({lost}); the rest ran locally")
-                self.cluster.close()
-                self.cluster = None
-        for trial, fold in pairs:  # no cluster (any more): the pairs it did not finish run here
-            if (id(trial), fold) not in done and not self._stop() and self._affordable(self._estimate(trial, 1)):
-                self._fit_fold(trial, fold)
-
-    def _cluster_task(self, trial: Trial, fold: int, seconds: float) -> FoldTask:
-        train, test = self.folds[fold]
-        return FoldTask(trial.config, fold, train, test, seconds, None, self._per_unit(trial.config, len(train)))
-
     def close(self) -> None:
         """Let go of the cluster (the refit runs here, on the driver)."""
         if self.cluster is not None:
@@ -542,10 +433,6 @@ def cross_validate(X: np.ndarray, y: np.ndarray, task: str, cfg: Config, budget_
     search._fit_fold(trial, 0)
     search._complete(trial, 1)
     return trial
-
-
-class _Cancelled(Exception):
-    """The cancel flag was seen between two chunks of a fit."""
 
 
 def _rows(n: int) -> str:

@@ -13,6 +13,10 @@ from ml_expert.tools.training.portfolio import Config
 np = lazy_import("numpy")  # loads on first use, not at server start
 
 
+class Cancelled(Exception):
+    """The cancel flag was seen between two chunks of a fit."""
+
+
 @dataclass(eq=False)  # identity-hashed: trials are dict keys in the ensemble
 class Trial:
     """A candidate's cross-validation: per-fold scores, out-of-fold output, fit times, boosting iterations."""
