@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ml_expert.memory.errors import InvalidInputError, NotFoundError
 from ml_expert.tools import runs
@@ -27,6 +27,7 @@ from ml_expert.tools.data.analyze import check_target_column
 from ml_expert.tools.data.encoding import encoder_pipeline, outlier_mask
 from ml_expert.tools.data.io import check_size, read_table
 from ml_expert.tools.data.modalities import DataOptions, detect_modality
+from ml_expert.tools.data.options import PrepareOptions, Split, check_split
 from ml_expert.tools.data.profiling import HIGH_CARDINALITY, guess_task, infer_kind, training_profile
 from ml_expert.tools.data.splitting import split_indices
 from ml_expert.tools.workspace import DEFAULT_SEED, Workspace, write_json
@@ -37,37 +38,6 @@ pd = lazy_import("pandas")  # loads with the first data tool call, not at server
 DROP_KINDS = ("identifier", "constant", "empty")
 FIT_ROWS = 1_000_000  # the preprocessor's statistics come from at most this many training rows (a seeded sample)
 CHUNK_ROWS = 250_000  # rows transformed at a time: a 10M-row table never holds a float64 copy of itself
-Split = tuple[float, float, float]
-
-
-class PrepareOptions(BaseModel):
-    """How prepare_data cleans, encodes, scales and splits tabular data (recorded in its result)."""
-
-    impute: Literal["mean", "median", "constant", "drop"] = "mean"
-    drop_duplicates: bool = True
-    outliers: Literal["zscore", "iqr", "none"] = "none"
-    outlier_threshold: float = Field(3.0, gt=0)
-    max_outlier_share: float = Field(0.05, ge=0, le=0.5)
-    categorical_encoding: Literal["auto", "onehot", "ordinal"] = "auto"
-    one_hot_max_categories: int = Field(HIGH_CARDINALITY, ge=2, le=1000)
-    high_cardinality_encoding: Literal["ordinal", "frequency"] = "ordinal"
-    scaling: Literal["standard", "minmax", "robust", "none"] = "standard"
-    drop_identifiers: bool = True
-    drop_columns: list[str] | None = None
-    keep_columns: list[str] | None = None
-    split: Split = (0.7, 0.15, 0.15)
-    split_strategy: Literal["random", "group", "time"] = "random"
-    group_column: str | None = None
-    time_column: str | None = None
-    random_state: int = DEFAULT_SEED
-
-
-def check_split(split: Split) -> None:
-    if abs(sum(split) - 1) > 1e-6 or min(split) <= 0:
-        raise InvalidInputError(
-            f"split must be three positive shares summing to 1 (train, validation, test); received "
-            f"{list(split)} (sum {sum(split):.3f}). Use e.g. [0.7, 0.15, 0.15]."
-        )
 
 
 @dataclass
