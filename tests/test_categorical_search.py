@@ -1,13 +1,14 @@
 """Per-family views of the prepared row in the auto search: tree families see each one-hot group as one column of
-category codes (boosting splits them as native categoricals), blends keep regression output near the training
-target's range, and the search stops when its local search has converged instead of spending the whole budget."""
+category codes (boosting splits them as native categoricals; one boosting preset also tries the one-hot columns),
+boosting's final model is its fold models bagged, blends keep regression output near the training target's range,
+and the search stops when its local search has converged instead of spending the whole budget."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 from conftest import frame_run
-from sklearn.datasets import load_diabetes
+from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LinearRegression
 
@@ -16,7 +17,12 @@ from ml_expert.tools.core.portable.ensemble import Blend, Coded, one_hot_codes, 
 from ml_expert.tools.packaging.package import package
 from ml_expert.tools.prediction.predict import predict
 from ml_expert.tools.training.auto import run_search
+from ml_expert.tools.training.cluster import FoldTask, Problem, fit_fold
+from ml_expert.tools.training.folds import folds
+from ml_expert.tools.training.portfolio import HGB_PORTFOLIO, config, neighbours_of, portfolio
+from ml_expert.tools.training.search import Search
 from ml_expert.tools.training.train import train
+from ml_expert.tools.training.trial import Trial
 from ml_expert.tools.workspace import Workspace
 
 
@@ -41,16 +47,25 @@ def test_one_hot_groups_become_category_codes_and_unseen_ones_minus_one() -> Non
 
 def _churn(n: int, seed: int) -> pd.DataFrame:
     """A 14-category plan whose effect on churn follows no order and flips with tenure (no linear model fits
-    it), a second category, numbers with gaps."""
+    it), a second category, a boolean, numbers with gaps."""
     rng = np.random.default_rng(seed)
     plans = np.array([f"plan_{c}" for c in "abcdefghijklmn"])
     effect = dict(zip(plans, rng.permutation(np.linspace(-2, 2, len(plans))), strict=True))
     plan = rng.choice(plans, n)
     region = rng.choice(["north", "south", "east"], n)
     tenure = rng.integers(1, 72, n).astype(float)
+    paperless = rng.random(n) < 0.4
     flip = np.where(tenure < 36, 1.0, -1.0)
-    score = flip * np.vectorize(effect.get)(plan) + (region == "south") + rng.normal(0, 0.5, n)
-    frame = pd.DataFrame({"plan": plan, "region": region, "tenure": tenure, "churn": np.where(score > 0, "yes", "no")})
+    score = flip * np.vectorize(effect.get)(plan) + (region == "south") + 0.3 * paperless + rng.normal(0, 0.5, n)
+    frame = pd.DataFrame(
+        {
+            "plan": plan,
+            "region": region,
+            "tenure": tenure,
+            "paperless": paperless,
+            "churn": np.where(score > 0, "yes", "no"),
+        }
+    )
     frame.loc[rng.choice(n, n // 20, replace=False), "tenure"] = np.nan
     frame.loc[rng.choice(n, n // 20, replace=False), "region"] = None
     return frame
@@ -67,7 +82,7 @@ def test_boosting_splits_categoricals_natively_and_the_package_applies_it_from_r
     model = load_model(jobs_ws, model_dir(jobs_ws, run, result.result["model_id"]) / "model.joblib", "sklearn")
     coded = [m for m in _members(model) if isinstance(m, Coded)]
     assert coded, f"no tree member on category codes in {model!r}"
-    boosting = [m.model for m in coded if hasattr(m.model, "is_categorical_")]
+    boosting = [b for m in coded for b in _members(m.model) if hasattr(b, "is_categorical_")]  # bagged fold models
     assert all(int(m.is_categorical_.sum()) == 2 for m in boosting)  # plan and region, each one column
     X_test, y_test = load_split(jobs_ws, run, "test")
     accuracy = float((model.predict(X_test) == y_test).mean())
@@ -79,6 +94,52 @@ def test_boosting_splits_categoricals_natively_and_the_package_applies_it_from_r
     out = predict(jobs_ws, run_id=run, records=rows)
     assert out.rows_scored == 40 and not out.refused
     assert out.drift is not None and any("plan_unseen" in w for w in out.drift.warnings), out.drift
+
+
+def _search_one(search: Search, cfg: object) -> Trial:
+    trial = Trial(cfg)  # type: ignore[arg-type]
+    search.trials.append(trial)
+    search._fit_fold(trial, 0)
+    search._complete(trial, 1)
+    assert trial.complete, trial.stopped
+    return trial
+
+
+def test_boosting_final_model_is_its_fold_models_bagged_without_a_refit() -> None:
+    X, y = load_breast_cancer(return_X_y=True)
+    X = X.astype(np.float32)
+    rows = np.random.default_rng(0).permutation(len(y))
+    seen, held_out = rows[:450], rows[450:]
+    search = Search(X[seen], y[seen], "binary", budget_s=60)
+    trial = _search_one(search, config("hgb", **HGB_PORTFOLIO[0]))
+    model = search.refit(trial)
+    assert isinstance(model, Blend) and len(model.members) == len(search.folds) == 5
+    for member, (_, test) in zip(model.members, search.folds, strict=True):  # fold i's model made fold i's OOF
+        assert np.allclose(member.predict_proba(X[seen][test]), trial.oof[test])
+    expected = np.mean([m.predict_proba(X[held_out]) for m in model.members], axis=0)
+    assert np.allclose(model.predict_proba(X[held_out]), expected)
+    assert float((model.predict(X[held_out]) == y[held_out]).mean()) > 0.93
+    search.folds = folds(y[seen], "binary", "random", 42, k=1)  # one hold-out: refit on all rows instead
+    single = _search_one(search, config("hgb", **HGB_PORTFOLIO[1]))
+    assert search.bagged(single) is None and type(search.refit(single)).__name__ == "HistGradientBoostingClassifier"
+
+
+def test_one_boosting_preset_also_tries_the_one_hot_columns_and_its_neighbours_keep_them() -> None:
+    y = np.array([0, 1] * 100)
+    assert not any(c.one_hot for c in portfolio("binary", y, 200, 5))
+    (one_hot,) = [c for c in portfolio("binary", y, 200, 5, categorical=True) if c.one_hot]
+    assert one_hot.family == "hgb" and not one_hot.coded and "one-hot" in one_hot.label()
+    assert all(n.one_hot for n in neighbours_of(one_hot, 0))
+    rng = np.random.default_rng(1)
+    level = rng.integers(0, 3, 300)
+    X = np.column_stack([rng.normal(size=300), np.eye(3)[level]]).astype(np.float32)
+    target = ((level == 1) ^ (X[:, 0] > 0)).astype(int)
+    search = Search(X, target, "binary", budget_s=60, categorical_groups=[[1, 2, 3]])
+    on_codes = search.refit(_search_one(search, config("hgb", **HGB_PORTFOLIO[0])))
+    on_one_hot = search.refit(_search_one(search, one_hot))
+    assert isinstance(on_codes, Coded) and all(m.n_features_in_ == 2 for m in on_codes.model.members)
+    assert not isinstance(on_one_hot, Coded) and all(m.n_features_in_ == 4 for m in on_one_hot.members)
+    assert float((on_one_hot.predict(X) == target).mean()) > 0.9
 
 
 def test_a_regression_blend_stays_near_the_training_target_range() -> None:
@@ -100,3 +161,16 @@ def test_a_small_table_converges_before_the_budget_is_spent() -> None:
     summary = outcome.summary
     assert any(note.startswith("converged") for note in summary.notes), summary.notes
     assert summary.complete >= 5 and summary.search_seconds < summary.budget_seconds
+
+
+def test_a_boosting_fold_early_stops_on_its_held_out_rows_and_learns_from_all_the_others() -> None:
+    X, y = load_diabetes(return_X_y=True)
+    rows = np.random.default_rng(0).permutation(len(y))
+    train_rows, test_rows = rows[:350], rows[350:]
+    task = FoldTask(config("hgb", **HGB_PORTFOLIO[0]), 0, train_rows, test_rows, 60.0, keep_model=True)
+    fit = fit_fold(X, y, Problem("regression", "rmse", 0, 0), task)
+    model = fit.model
+    held_out_loss = 0.5 * np.mean((model.predict(X[test_rows]) - y[test_rows]) ** 2)  # half squared error
+    assert np.isclose(-model.validation_score_[-1], held_out_loss)  # it watched the fold's held-out rows
+    assert fit.iterations is not None and 10 <= fit.iterations < model.n_iter_  # early stopping ended it
+    assert np.isclose(fit.score, -np.sqrt(2 * held_out_loss))

@@ -29,6 +29,7 @@ def _shown(metric: str, value: float) -> float:
 class ChosenMember(BaseModel):
     candidate: str
     weight: float
+    final_model: str = Field(description="How the final model was made: its k fold models bagged, or a refit.")
 
 
 class SearchSummary(BaseModel):
@@ -70,11 +71,16 @@ class SearchOutcome:
     trace: list[float]
 
 
+def _final(search: Search, trial: Any) -> str:
+    folds = search.bagged(trial)
+    return f"bagged {len(folds)} fold models" if folds else "refit on all training rows"
+
+
 def run_search(X: np.ndarray, y: np.ndarray, task: str, budget_s: float, **options: Any) -> SearchOutcome:
     """Search, ensemble, refit within budget_s seconds (refit included); options as for `Search`."""
     search = Search(X, y, task, budget_s, **options)
     try:
-        search.run(portfolio(task, y, *X.shape))
+        search.run(portfolio(task, y, *X.shape, categorical=search.codes is not None))
     finally:
         search.close()  # the refit runs here
     best = search.best_complete()
@@ -113,7 +119,10 @@ def run_search(X: np.ndarray, y: np.ndarray, task: str, budget_s: float, **optio
         search_seconds=round(refit_started - search.started, 2),
         refit_seconds=round(done - refit_started, 2),
         seconds_to_final_model=round(done - search.started, 2),
-        chosen=[ChosenMember(candidate=t.config.label(), weight=round(n / total, 3)) for t, n in members.items()],
+        chosen=[
+            ChosenMember(candidate=t.config.label(), weight=round(n / total, 3), final_model=_final(search, t))
+            for t, n in members.items()
+        ],
         ensemble=use_ensemble,
         cv_score=round(_shown(search.metric, rank_score(search.metric, y_seen, oof)), 5),
         best_single_cv_score=round(_shown(search.metric, best.mean), 5),

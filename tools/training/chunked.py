@@ -55,13 +55,19 @@ def fit_stoppable(
     deadline: float,
     tick: Tick | None = None,
     per_unit: float | None = None,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Grown:
     """Fit `model` on X, y so that no chunk ends after `deadline` (a `time.perf_counter()` value); `per_unit`:
-    seconds per iteration / tree known from earlier fits (sizes the first chunk)."""
+    seconds per iteration / tree known from earlier fits (sizes the first chunk); `validation` (X, y): the rows
+    boosting's early stopping watches instead of a share of X split off."""
     inner, wrapped = _boosting(model)
     name = type(inner).__name__
     if name.startswith("HistGradientBoosting"):
-        return _grow(model, inner, wrapped, "max_iter", X, y, deadline, tick, per_unit, FIRST_ITERATIONS)
+        extra = {}
+        if validation is not None and inner.early_stopping:
+            X_val, y_val = validation
+            extra = {"X_val": X_val, "y_val": model.func(y_val) if wrapped else y_val}  # a log target: log rows
+        return _grow(model, inner, wrapped, "max_iter", X, y, deadline, tick, per_unit, FIRST_ITERATIONS, extra)
     if name.startswith(("RandomForest", "ExtraTrees")):
         first = FIRST_TREES if len(X) <= LARGE_ROWS else FIRST_TREES_LARGE
         return _grow(model, model, False, "n_estimators", X, y, deadline, tick, per_unit, first)
@@ -85,13 +91,16 @@ def _grow(
     tick: Tick | None,
     per_unit: float | None,
     first: int,
+    extra: dict[str, Any] | None = None,
 ) -> Grown:
-    """Grow `inner` (the estimator that has `attribute`) chunk by chunk; `model` is what the caller predicts with."""
+    """Grow `inner` (the estimator that has `attribute`) chunk by chunk; `model` is what the caller predicts with;
+    `extra`: fit arguments of every chunk (boosting's validation rows)."""
+    extra = extra or {}
     target = int(getattr(inner, attribute))
     started = time.perf_counter()
     size = _chunk(per_unit, first, target, deadline - started)
     inner.set_params(warm_start=True, **{attribute: size})
-    model.fit(X, y)  # a TransformedTargetRegressor fits a clone: continue on its fitted regressor_
+    model.fit(X, y, **extra)  # a TransformedTargetRegressor fits a clone: continue on its fitted regressor_
     fitted = model.regressor_ if wrapped else model
     y_fit = model.transformer_.transform(y.reshape(-1, 1)).ravel() if wrapped else y
     report = Grown(units=_grown(fitted, attribute), chunks=1)
@@ -107,7 +116,7 @@ def _grow(
         if tick is not None:
             tick(f"{'iteration' if attribute == 'max_iter' else 'tree'} {report.units} of {target}")
         fitted.set_params(**{attribute: report.units + size})
-        fitted.fit(X, y_fit)
+        fitted.fit(X, y_fit, **extra)
         report.units, report.chunks = _grown(fitted, attribute), report.chunks + 1
     fitted.set_params(warm_start=False, **{attribute: target})  # a clone of it is a fresh estimator again
     if wrapped:

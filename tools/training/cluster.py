@@ -22,7 +22,7 @@ from typing import Any
 from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.core.scoring import rank_score
 from ml_expert.tools.training.chunked import fit_stoppable
-from ml_expert.tools.training.portfolio import CODED_FAMILIES, Config, build
+from ml_expert.tools.training.portfolio import Config, build
 from ml_expert.tools.training.trial import early_stopped_iterations, output_of, widen
 
 np = lazy_import("numpy")  # loads on first use, not at server start
@@ -41,6 +41,7 @@ class FoldTask:
     seconds: float
     iter_cap: int | None = None
     per_unit: float | None = None  # seconds per boosting iteration expected on these rows (sizes the first chunk)
+    keep_model: bool = False  # send the fitted model back (a fold model the search may bag)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class FoldFit:
     iterations_grown: int
     capped: bool
     where: str
+    model: Any = None  # the fitted fold model, when the task asked to keep it
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def fit_fold(
     Tree families fit on `codes` (one-hot groups as category codes) when given. On a Dask worker, native thread
     pools (OpenMP, BLAS) are held to the worker's threads: several workers on one machine each running a
     full-width OpenMP pool slow every fit many times over."""
-    if codes is not None and t.config.family in CODED_FAMILIES:
+    if codes is not None and t.config.coded:
         X, categorical = codes, problem.categorical
     else:
         categorical = ()
@@ -105,7 +107,8 @@ def _fit_fold(
         t.config, problem.task, problem.metric, problem.seed, iter_cap=t.iter_cap, rows=len(t.train),
         categorical=categorical,
     )  # fmt: skip
-    grown = fit_stoppable(model, X[t.train], y[t.train], started + t.seconds, tick, t.per_unit)
+    validation = _validation(X, y, problem, t) if t.config.family == "hgb" else None  # only boosting early-stops
+    grown = fit_stoppable(model, X[t.train], y[t.train], started + t.seconds, tick, t.per_unit, validation)
     output = output_of(model, problem.task, X[t.test])
     if problem.n_classes and output.shape[1] < problem.n_classes:  # a class missing from this fold's rows
         output = widen(output, model.classes_, problem.n_classes)
@@ -117,7 +120,19 @@ def _fit_fold(
         iterations_grown=grown.units if t.config.family == "hgb" else 0,
         capped=grown.stopped_by_deadline,
         where=_where(),
+        model=model if t.keep_model else None,
     )
+
+
+def _validation(X: np.ndarray, y: np.ndarray, problem: Problem, t: FoldTask) -> tuple[np.ndarray, np.ndarray] | None:
+    """The rows boosting early-stops on: the fold's held-out rows (as AutoGluon's bagged folds do), so that a fold
+    model learns from all of its training rows; None when a held-out class is missing from the training rows."""
+    if problem.n_classes:
+        trained = np.bincount(y[t.train].astype(int), minlength=problem.n_classes) > 0
+        held_out = np.bincount(y[t.test].astype(int), minlength=problem.n_classes) > 0
+        if (held_out & ~trained).any():
+            return None
+    return X[t.test], y[t.test]
 
 
 def _worker() -> Any:

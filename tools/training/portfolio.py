@@ -4,7 +4,7 @@ first, the estimator each candidate builds, and the neighbours a local search st
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ml_expert.tools.core.lazy import lazy_import
@@ -24,6 +24,7 @@ HGB_PORTFOLIO: list[dict[str, Any]] = [  # zero-shot presets: strong across tabu
 ]  # fmt: skip
 MAX_ITER = 2000  # boosting iterations in a fold; early stopping usually ends sooner
 CODED_FAMILIES = ("hgb", "rf", "et")  # tree families that see one-hot groups as one column of category codes
+BAGGED_FAMILIES = ("hgb",)  # families whose fold models are kept and averaged instead of a refit on all rows
 MAX_NATIVE_CATEGORIES = 255  # boosting's native categorical splits take codes below its bin count
 FOREST_SAMPLE_ROWS = 200_000  # above this many rows each forest tree is grown on a bootstrap sample of this size
 NEIGHBOURS = {
@@ -42,6 +43,12 @@ class Config:
     family: str  # hgb, rf, et, linear
     params: tuple[tuple[str, Any], ...] = ()
     log_target: bool = False
+    one_hot: bool = False  # a tree family on the one-hot columns rather than on category codes
+
+    @property
+    def coded(self) -> bool:
+        """Whether it fits on category codes (when the table has categorical groups)."""
+        return self.family in CODED_FAMILIES and not self.one_hot
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -49,7 +56,8 @@ class Config:
 
     def label(self) -> str:
         shown = " ".join(f"{_short(k)}={v:g}" if isinstance(v, float) else f"{_short(k)}={v}" for k, v in self.params)
-        return f"{self.family}{' ' + shown if shown else ''}{' log-target' if self.log_target else ''}"
+        flags = (" log-target" if self.log_target else "") + (" one-hot" if self.one_hot else "")
+        return f"{self.family}{' ' + shown if shown else ''}{flags}"
 
 
 SHORT_NAMES = {
@@ -64,13 +72,17 @@ def _short(name: str) -> str:
     return SHORT_NAMES.get(name, name)
 
 
-def config(family: str, log_target: bool = False, **params: Any) -> Config:
-    return Config(family, tuple(sorted(params.items())), log_target)
+def config(family: str, log_target: bool = False, one_hot: bool = False, **params: Any) -> Config:
+    return Config(family, tuple(sorted(params.items())), log_target, one_hot)
 
 
-def portfolio(task: str, y: np.ndarray, n_rows: int, n_features: int) -> list[Config]:
-    """The candidates in the order they are tried: cheap and usually strong first."""
+def portfolio(task: str, y: np.ndarray, n_rows: int, n_features: int, categorical: bool = False) -> list[Config]:
+    """The candidates in the order they are tried: cheap and usually strong first. With `categorical` groups, the
+    first boosting preset is also tried on the one-hot columns: native categorical splits overfit categoricals
+    with many levels and few rows each, and cross-validation decides which representation the search refines."""
     hgb = [config("hgb", **p) for p in HGB_PORTFOLIO]
+    if categorical:
+        hgb.insert(1, config("hgb", one_hot=True, **HGB_PORTFOLIO[0]))
     others = [config("rf"), config("et"), config("linear", strength=1.0)]
     if n_features > n_rows / 5:  # wide data: regularised linear models deserve more than one try
         others += [config("linear", strength=0.1), config("linear", strength=10.0)]
@@ -168,7 +180,7 @@ def neighbours_of(cfg: Config, seed: int) -> list[Config]:
                 continue
             new = _step(name, value, factor)
             if new is not None and new != value:
-                out.append(Config(cfg.family, tuple(sorted((params | {name: new}).items())), cfg.log_target))
+                out.append(replace(cfg, params=tuple(sorted((params | {name: new}).items()))))
     rng.shuffle(out)  # type: ignore[arg-type]
     return out
 

@@ -10,8 +10,10 @@
    folds fall clearly behind the leader stops early.
 3. Greedy ensemble selection (Caruana et al., 2004) over the out-of-fold predictions, kept only when it
    beats the best single model out of fold.
-4. The chosen model(s) are refit on all training rows; boosting gets its number of iterations from the
-   folds (no early-stopping hold-out at refit).
+4. The chosen model(s) become final models without a second fit where the folds already made one: a boosting
+   candidate is the average of its k fold models (bagging, as AutoGluon does by default: each saw (k-1)/k of the
+   rows and early-stopped on its own hold-out). Other families, and every family on a single hold-out, are refit
+   on all training rows.
 5. The run's metric is optimised: balanced accuracy when the majority/minority ratio is >= 4 (with the
    binary decision threshold tuned out of fold), accuracy otherwise, RMSE for regression (a log-target
    variant is a candidate for skewed positive targets; CV decides).
@@ -32,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ml_expert.tools.core.lazy import lazy_import
-from ml_expert.tools.core.portable.ensemble import Coded, one_hot_codes
+from ml_expert.tools.core.portable.ensemble import Blend, Coded, one_hot_codes
 from ml_expert.tools.core.scoring import search_metric
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.jobs.specs import JobCancelled, Reporter
@@ -41,7 +43,7 @@ from ml_expert.tools.training.cluster import FoldFit, FoldTask, Problem, connect
 from ml_expert.tools.training.ensemble import select_ensemble
 from ml_expert.tools.training.folds import folds
 from ml_expert.tools.training.portfolio import (
-    CODED_FAMILIES,
+    BAGGED_FAMILIES,
     MAX_NATIVE_CATEGORIES,
     Config,
     build,
@@ -57,6 +59,8 @@ np = lazy_import("numpy")  # loads on first use, not at server start
 MIN_ITERATIONS = 30  # a boosting candidate that cannot run this many iterations per fold is not tried
 CANCELLED_REFIT_S = 3.0  # a cancelled search refits what it has within this
 REFIT_SAFETY = 1.3  # a refit sees k/(k-1) of the rows; leave room for that and for noise
+ENSEMBLE_POOL = 10  # the best complete candidates ensemble selection chooses from (their fold models are kept)
+BAG_MIN_FOLDS = 3  # fewer folds than this (one hold-out) are refit on all rows, not bagged
 PATIENCE = 6  # neighbours in a row without an out-of-fold gain end the local search: the budget is a ceiling
 
 
@@ -114,7 +118,7 @@ class Search(SampleRungs, ClusterWaves):
 
     def _refit_reserve(self, members: list[Trial]) -> float:
         k = len(self.folds)
-        return sum(t.fold_seconds * (k / max(k - 1, 1)) for t in members) * REFIT_SAFETY
+        return sum(t.fold_seconds * (k / max(k - 1, 1)) for t in members if not self.bagged(t)) * REFIT_SAFETY
 
     def _affordable(self, seconds: float, also: float = 0.0) -> bool:
         """Whether a fit of about `seconds` fits, keeping time for the best model's refit (and for `also`)."""
@@ -152,7 +156,7 @@ class Search(SampleRungs, ClusterWaves):
         train, test = self.folds[fold]
         task = FoldTask(
             trial.config, fold, train, test, self._fold_deadline(trial) - time.perf_counter(), cap,
-            self._per_unit(trial.config, len(train)),
+            self._per_unit(trial.config, len(train)), self._bags(trial.config),
         )  # fmt: skip
         try:
             fit = fit_fold(self.X, self.y, self.problem, task, self._tick(trial, len(train)), self.codes)
@@ -174,12 +178,39 @@ class Search(SampleRungs, ClusterWaves):
         trial.where.add(fit.where)
         self.fits_on_cluster += fit.where != "local"
         trial.capped += fit.capped
+        if fit.model is not None:
+            trial.models[task.fold] = fit.model
+            if len(trial.models) == len(self.folds):
+                self._drop_unused_models()
         if fit.iterations:
             trial.iterations.append(fit.iterations)
         if trial.config.family == "hgb" and fit.iterations_grown:  # the largest seen caps later boosting folds
             per = fit.seconds / fit.iterations_grown / hgb_cost(trial.config)
             if self.iteration_seconds is None or per > self.iteration_seconds:
                 self.iteration_seconds, self._timed_rows = per, len(task.train)
+
+    # -- bagging ------------------------------------------------------------------------------------
+
+    def _bags(self, cfg: Config) -> bool:
+        """Whether this candidate's fold models are kept, to be averaged instead of a refit."""
+        return cfg.family in BAGGED_FAMILIES and len(self.folds) >= BAG_MIN_FOLDS
+
+    def bagged(self, trial: Trial) -> list[Any] | None:
+        """The candidate's k fold models when they make its final model (every fold kept, every class seen by
+        each), else None (it is refit on all rows)."""
+        models = [trial.models.get(fold) for fold in range(len(self.folds))]
+        if not self._bags(trial.config) or any(m is None for m in models):
+            return None
+        if self.n_classes and any(len(m.classes_) != self.n_classes for m in models):
+            return None  # a class missing from a fold's rows: the fold models' outputs do not line up
+        return models
+
+    def _drop_unused_models(self) -> None:
+        """Fold models are kept only for the candidates ensemble selection may choose (memory stays bounded)."""
+        pool = self._pool()
+        for trial in self.trials:
+            if trial.complete and trial.models and trial not in pool:
+                trial.models.clear()
 
     def _fold_deadline(self, trial: Trial) -> float:
         """When a fold of this candidate must stop growing: its share of the time left after the leader's refit,
@@ -354,7 +385,7 @@ class Search(SampleRungs, ClusterWaves):
             if needed <= self.left():
                 return
             self.folds = folds(self.y, self.task, self.split_strategy, self.seed, k=k, groups=self.groups)
-            trial.scores, trial.seconds, trial.iterations, trial.oof = [], [], [], None
+            trial.scores, trial.seconds, trial.iterations, trial.oof, trial.models = [], [], [], None, {}
             self._fit_fold(trial, 0)
 
     def _resume_stopped(self, planned: int) -> bool:
@@ -399,15 +430,22 @@ class Search(SampleRungs, ClusterWaves):
     # -- ensemble and refit --------------------------------------------------------------------------
 
     def ensemble(self) -> tuple[dict[Trial, int], float]:
-        """Greedy ensemble selection over the ten best complete candidates: member -> count, OOF score."""
-        pool = sorted((t for t in self.trials if t.complete), key=lambda t: t.mean, reverse=True)[:10]
-        return select_ensemble(pool, self.rows, self.y, self.metric)
+        """Greedy ensemble selection over the ENSEMBLE_POOL best complete candidates: member -> count, OOF score."""
+        return select_ensemble(self._pool(), self.rows, self.y, self.metric)
+
+    def _pool(self) -> list[Trial]:
+        return sorted((t for t in self.trials if t.complete), key=lambda t: t.mean, reverse=True)[:ENSEMBLE_POOL]
 
     def refit(self, trial: Trial, share: float = 1.0) -> Any:
-        """The candidate fitted on all rows (boosting: the folds' iterations + 10 %), growing until done or until its
-        `share` of the time left before the budget's end; a note says when that cap decided the size."""
+        """The candidate's final model: its fold models averaged when it bags (no second fit), else fitted on all rows
+        (boosting: the folds' iterations + 10 %), growing until done or until its `share` of the time left before the
+        budget's end; a note says when that cap decided the size."""
+        coded = self.codes is not None and trial.config.coded
+        folds = self.bagged(trial)
+        if folds is not None:
+            bag = Blend(folds, [1.0] * len(folds), is_classification(self.task))
+            return Coded(bag, self.categorical_groups) if coded else bag
         iterations = int(np.median(trial.iterations) * 1.1) if trial.iterations else None
-        coded = self.codes is not None and trial.config.family in CODED_FAMILIES
         model = build(
             trial.config, self.task, self.metric, self.seed, max_iter=iterations, rows=len(self.y),
             categorical=self.problem.categorical if coded else (),

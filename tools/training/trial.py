@@ -30,6 +30,7 @@ class Trial:
     rows: int | None = None  # rows its fits saw when a row-sample rung decided it
     capped: int = 0  # fits the deadline stopped before they converged
     where: set[str] = field(default_factory=set)  # "local", or the Dask worker addresses its fits ran on
+    models: dict[int, Any] = field(default_factory=dict)  # fold -> fitted fold model, kept for bagging
 
     @property
     def complete(self) -> bool:
@@ -48,7 +49,9 @@ class Trial:
         return {
             "candidate": self.config.label(),
             "family": self.config.family,
-            "params": self.config.kwargs | ({"log_target": True} if self.config.log_target else {}),
+            "params": self.config.kwargs
+            | ({"log_target": True} if self.config.log_target else {})
+            | ({"one_hot": True} if self.config.one_hot else {}),
             f"cv_{metric}": round(sign * self.mean, 5) if self.scores else None,
             "cv_std": round(float(np.std(self.scores)), 5) if len(self.scores) > 1 else None,
             "folds": len(self.scores),

@@ -80,4 +80,5 @@ class ClusterWaves:
 
     def _cluster_task(self, trial: Trial, fold: int, seconds: float) -> FoldTask:
         train, test = self.folds[fold]
-        return FoldTask(trial.config, fold, train, test, seconds, None, self._per_unit(trial.config, len(train)))
+        per_unit = self._per_unit(trial.config, len(train))
+        return FoldTask(trial.config, fold, train, test, seconds, None, per_unit, self._bags(trial.config))
