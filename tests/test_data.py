@@ -277,3 +277,56 @@ def test_training_dates_that_do_not_parse_are_logged_not_silently_missing(ws: Wo
     logged = [s for s in prepared.cleaning_log if s.columns == ["signup"] and s.action == "missing_values"]
     assert len(logged) == 1 and logged[0].rows == 3, prepared.cleaning_log
     assert "'2024-13-45'" in logged[0].reason and "imputed" in logged[0].reason
+
+
+def _census_frame(n: int = 3000, seed: int = 0) -> pd.DataFrame:
+    """A table of codes (24 possible rows), the label a coin whose bias depends on the row: repeats are the data."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {
+            "kids": rng.integers(0, 4, n),
+            "married": rng.random(n) < 0.5,
+            "region": rng.choice(["north", "south", "west"], n),
+        }
+    )
+    logit = (
+        0.9 * (df["kids"] - 1.5)
+        + np.where(df["married"], 0.6, -0.6)
+        + df["region"].map({"north": 0.5, "south": 0, "west": -0.5})
+    )
+    df["more"] = np.where(rng.random(n) < 1 / (1 + np.exp(-logit)), "yes", "no")
+    return df
+
+
+def test_repeated_rows_of_a_table_of_codes_are_kept_and_learned(ws: Workspace) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    frame = _census_frame()
+    frame.to_csv(ws.root / "census.csv", index=False)
+    analysis = analyze_data(ws, "census.csv", target="more")
+    warning = next(w for w in analysis.warnings if w.code == "duplicates")
+    assert warning.severity == "info" and "observations" in warning.message
+    assert any("Keep the repeated rows" in r for r in analysis.recommendations)
+
+    prepared = prepare_data(ws, run_id=analysis.run_id)
+    assert sum(prepared.splits.values()) == len(frame)  # nothing dropped
+    kept = next(s for s in prepared.cleaning_log if s.action == "keep_duplicates")
+    assert kept.rows == analysis.duplicate_rows > 2900
+    X_train, y_train = load_split(ws, analysis.run_id, "train")
+    X_test, y_test = load_split(ws, analysis.run_id, "test")
+    accuracy = LogisticRegression().fit(X_train, y_train).score(X_test, y_test)
+    assert accuracy > 0.68, accuracy  # the label frequencies per row are there to learn (Bayes rate ~0.74)
+
+    # asked to, it drops them: at most one row per cell (24) and label is left
+    forced = analyze_data(ws, "census.csv", target="more").run_id
+    assert sum(prepare_data(ws, run_id=forced, drop_duplicates=True).splits.values()) <= 48
+
+
+def test_copied_rows_of_a_continuous_table_are_still_dropped(ws: Workspace) -> None:
+    frame = sklearn_frame("breast_cancer")
+    doubled = pd.concat([frame, frame.iloc[:100]], ignore_index=True)
+    doubled.to_csv(ws.root / "doubled.csv", index=False)
+    run = analyze_data(ws, "doubled.csv", target="target").run_id
+    prepared = prepare_data(ws, run_id=run)
+    assert sum(prepared.splits.values()) == len(frame)
+    assert next(s for s in prepared.cleaning_log if s.action == "drop_rows").rows == 100

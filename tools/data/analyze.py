@@ -24,7 +24,13 @@ from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.data import modalities
 from ml_expert.tools.data.io import check_size, read_table
 from ml_expert.tools.data.modalities import DataOptions
-from ml_expert.tools.data.profiling import HIGH_CARDINALITY, guess_task, infer_kind, is_string_like
+from ml_expert.tools.data.profiling import (
+    HIGH_CARDINALITY,
+    guess_task,
+    infer_kind,
+    is_string_like,
+    repeats_are_observations,
+)
 from ml_expert.tools.workspace import DEFAULT_SEED, Workspace
 
 np = lazy_import("numpy")  # loads with the first data tool call, not at server start
@@ -206,6 +212,16 @@ def _column_warnings(
     return out
 
 
+def _repeats_are_observations(df: pd.DataFrame, kinds: dict[str, str], target: TargetSummary | None) -> bool:
+    """prepare_data's test, on the columns it keeps as features."""
+    features = [
+        c
+        for c in df.columns
+        if kinds[c] not in ("identifier", "constant", "empty") and c != getattr(target, "column", None)
+    ]
+    return bool(features) and repeats_are_observations(pd.util.hash_pandas_object(df[features], index=False).to_numpy())
+
+
 def _warnings(
     df: pd.DataFrame, kinds: dict[str, str], target: TargetSummary | None, duplicates: int, nunique: pd.Series
 ) -> tuple[list[DataWarning], list[str]]:
@@ -223,7 +239,17 @@ def _warnings(
             "High-cardinality categoricals: use categorical_encoding='ordinal' or 'frequency' for them "
             "(prepare_data does this above the one-hot limit)."
         )
-    if duplicates:
+    if duplicates and _repeats_are_observations(df, kinds, target):
+        message = (
+            f"{duplicates} duplicate rows ({duplicates / len(df):.1%}): the columns take few values, so repeated rows "
+            "are observations, not copies."
+        )
+        out.append(DataWarning(severity="info", code="duplicates", message=message))
+        recs.append(
+            "Keep the repeated rows: dropping them would keep one row per label and cell and erase the label "
+            "frequencies (prepare_data keeps them with drop_duplicates='auto', the default)."
+        )
+    elif duplicates:
         n = len(df)
         out.append(
             DataWarning(

@@ -18,7 +18,7 @@ class PrepareOptions(BaseModel):
     """How prepare_data cleans, encodes, scales and splits tabular data (recorded in its result)."""
 
     impute: Literal["mean", "median", "constant", "drop"] = "mean"
-    drop_duplicates: bool = True
+    drop_duplicates: bool | Literal["auto"] = "auto"
     outliers: Literal["zscore", "iqr", "none"] = "none"
     outlier_threshold: float = Field(3.0, gt=0)
     max_outlier_share: float = Field(0.05, ge=0, le=0.5)

@@ -28,7 +28,14 @@ from ml_expert.tools.data.encoding import encoder_pipeline, outlier_mask
 from ml_expert.tools.data.io import check_size, read_table
 from ml_expert.tools.data.modalities import DataOptions, detect_modality
 from ml_expert.tools.data.options import PrepareOptions, Split, check_split
-from ml_expert.tools.data.profiling import HIGH_CARDINALITY, guess_task, infer_kind, training_profile
+from ml_expert.tools.data.profiling import (
+    HIGH_CARDINALITY,
+    REPEATS_ARE_DATA,
+    guess_task,
+    infer_kind,
+    repeats_are_observations,
+    training_profile,
+)
 from ml_expert.tools.data.splitting import split_indices
 from ml_expert.tools.workspace import DEFAULT_SEED, Workspace, write_json
 
@@ -59,7 +66,14 @@ def prepare_data(
         Literal["mean", "median", "constant", "drop"],
         Field(description="Numeric missing values: mean (default), median, constant 0, or drop rows."),
     ] = "mean",
-    drop_duplicates: Annotated[bool, Field(description="Drop exact duplicate rows before splitting.")] = True,
+    drop_duplicates: Annotated[
+        bool | Literal["auto"],
+        Field(
+            description="Drop exact duplicate rows before splitting: 'auto' (default) drops them unless the columns "
+            "take so few values that repeats are the data (each distinct row seen 4+ times on average; then dropping "
+            "would erase the label frequencies); true always; false never."
+        ),
+    ] = "auto",
     outliers: Annotated[
         Literal["zscore", "iqr", "none"],
         Field(description="Drop outlying training rows (zscore / iqr); default none: extremes are often informative."),
@@ -312,10 +326,20 @@ def _log_bad_dates(table: Table, schema: dict[str, Any]) -> None:
 def _drop_rows(table: Table, opts: PrepareOptions) -> None:
     """Duplicates (before the split, so no row is in two splits) and, with impute='drop', rows with gaps."""
     if opts.drop_duplicates:  # features and target hashed apart and combined: no copy of the table
-        hashes = pd.util.hash_pandas_object(table.X, index=False).to_numpy()
-        hashes = hashes * np.uint64(0x100000001B3) ^ pd.util.hash_pandas_object(table.df[table.target], index=False)
+        features = pd.util.hash_pandas_object(table.X, index=False).to_numpy()
+        hashes = features * np.uint64(0x100000001B3) ^ pd.util.hash_pandas_object(table.df[table.target], index=False)
         dup = pd.Series(hashes).duplicated().to_numpy()
-        if dup.any():
+        if dup.any() and opts.drop_duplicates == "auto" and repeats_are_observations(features):
+            table.log.append(
+                CleaningStep(
+                    action="keep_duplicates",
+                    rows=int(dup.sum()),
+                    reason=f"repeated rows kept: the columns take few values (each distinct row is seen "
+                    f"{REPEATS_ARE_DATA}+ times on average), so repeats are observations and dropping them would erase "
+                    "the label frequencies; drop_duplicates=true drops them anyway",
+                )
+            )
+        elif dup.any():
             table.X, table.df = table.X[~dup], table.df[~dup]
             table.log.append(CleaningStep(action="drop_rows", rows=int(dup.sum()), reason="duplicate rows"))
     if opts.impute == "drop":

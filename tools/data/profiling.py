@@ -21,6 +21,7 @@ WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 BOOL_WORDS = {"true", "false", "yes", "no", "y", "n", "t", "f", "0", "1"}
 MAX_CLASSES = 50
 HIGH_CARDINALITY = 30
+REPEATS_ARE_DATA = 4  # each distinct feature row seen this many times on average: repeats are observations
 
 
 def name_says_id(name: object) -> bool:
@@ -31,6 +32,17 @@ def name_says_id(name: object) -> bool:
         return True
     words = [w.lower() for w in WORDS.findall(text)]
     return bool(words) and (words[-1] in ID_WORDS or words[0] in ID_WORDS - {"key"})
+
+
+def repeats_are_observations(feature_hashes: np.ndarray) -> bool:
+    """Whether repeated rows are how this table is, not copies (given one hash per row of its feature columns): its
+    columns take so few values that each distinct feature row appears at least REPEATS_ARE_DATA times on average (a
+    survey or census table of codes), and no single row holds half of them. Dropping such repeats would keep one row
+    per label and cell, and erase the class or target frequencies the model has to learn."""
+    if len(feature_hashes) < 2 * REPEATS_ARE_DATA:
+        return False
+    counts = pd.Series(feature_hashes).value_counts()
+    return len(counts) * REPEATS_ARE_DATA <= len(feature_hashes) and counts.iloc[0] * 2 <= len(feature_hashes)
 
 
 def is_string_like(s: pd.Series) -> bool:
