@@ -71,6 +71,13 @@ def _churn(n: int, seed: int) -> pd.DataFrame:
     return frame
 
 
+def _categorical_columns(model: object) -> int | None:
+    """How many columns a boosting model splits as categories (HistGradientBoosting or CatBoost), else None."""
+    if hasattr(model, "is_categorical_"):
+        return int(model.is_categorical_.sum())
+    return len(model.categorical) if hasattr(model, "categorical") else None
+
+
 def _members(model: object) -> list[object]:
     return list(getattr(model, "members", [model]))
 
@@ -82,8 +89,9 @@ def test_boosting_splits_categoricals_natively_and_the_package_applies_it_from_r
     model = load_model(jobs_ws, model_dir(jobs_ws, run, result.result["model_id"]) / "model.joblib", "sklearn")
     coded = [m for m in _members(model) if isinstance(m, Coded)]
     assert coded, f"no tree member on category codes in {model!r}"
-    boosting = [b for m in coded for b in _members(m.model) if hasattr(b, "is_categorical_")]  # bagged fold models
-    assert all(int(m.is_categorical_.sum()) == 2 for m in boosting)  # plan and region, each one column
+    trees = [t for m in coded for t in _members(m.model)]  # bagged fold models, or one refit model
+    categorical = [_categorical_columns(t) for t in trees if _categorical_columns(t) is not None]
+    assert categorical and set(categorical) == {2}, model  # boosting: plan and region, each one categorical column
     X_test, y_test = load_split(jobs_ws, run, "test")
     accuracy = float((model.predict(X_test) == y_test).mean())
     assert accuracy > 0.85, accuracy  # the plan's unordered, tenure-flipped effect is learned

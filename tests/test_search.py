@@ -89,7 +89,10 @@ def test_portfolio_tries_a_log_target_only_for_skewed_positive_targets() -> None
     skewed = np.random.default_rng(0).lognormal(0, 1, 500)
     assert any(c.log_target for c in portfolio("regression", skewed, 500, 5))
     assert not any(c.log_target for c in portfolio("regression", np.random.default_rng(0).normal(size=500), 500, 5))
-    assert len({c.family for c in portfolio("binary", np.array([0, 1] * 50), 100, 5)}) == 4
+    families = [c.family for c in portfolio("binary", np.array([0, 1] * 50), 100, 5)]
+    assert set(families) == {"hgb", "catboost", "rf", "et", "linear"} and families.count("catboost") == 1
+    coded = [c for c in portfolio("binary", np.array([0, 1] * 50), 100, 5, categorical=True) if c.family == "catboost"]
+    assert [c.kwargs["max_ctr_complexity"] for c in coded] == [1, 4]  # combinations of categoricals: a second try
 
 
 @pytest.mark.slow

@@ -49,6 +49,7 @@ from ml_expert.tools.packaging.package import (
     package_files,
 )
 from ml_expert.tools.packaging.verify import compile_fast_path, verify_reports
+from ml_expert.tools.training.sklearn_models import required_packages
 from ml_expert.tools.workspace import Workspace, write_json
 
 PORTABLE = Path(__file__).parents[1] / "core" / "portable"
@@ -212,7 +213,7 @@ def run_package_job(ws: Workspace, spec: PackageSpec, reporter: Reporter) -> Pac
         manifest["runtimes"] = [e for r in good for e in entries if e["file"] == r.file]
         test_metric = _test_metric(ws, run_id, meta.model_id)
         runtimes: list[str] = [r.runtime for r in good if r.runtime]
-        env = environment(meta.framework, runtimes, modality)
+        env = environment(meta.framework, runtimes, modality, required_packages(model))
         write_docs(build, meta, prepared, reports, test_metric, env)
         manifest |= {
             "files": file_map(build),

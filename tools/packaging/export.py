@@ -106,9 +106,12 @@ def tolerance(meta: ModelMeta, runtime: str) -> tuple[float, float, str]:
     return 1e-3, 1.0, "identical labels, max |Δ| <= 1e-3 (float32 runtime)"
 
 
-def environment(framework: str, runtimes: list[str], modality: str = "tabular") -> dict[str, str]:
-    """Versions of Python and of every package the shipped runtimes need (pinned in requirements.txt)."""
-    names = ["numpy", "pandas", "scikit-learn", "joblib"] + (["pillow"] if modality == "image" else [])
+def environment(
+    framework: str, runtimes: list[str], modality: str = "tabular", extra: list[str] | None = None
+) -> dict[str, str]:
+    """Versions of Python and of every package the shipped runtimes need (pinned in requirements.txt); `extra`:
+    packages the model itself needs (catboost)."""
+    names = ["numpy", "pandas", "scikit-learn", "joblib"] + (["pillow"] if modality == "image" else []) + (extra or [])
     if framework == "keras" or {"keras", "h5", "savedmodel"} & set(runtimes):
         names += ["tensorflow", "keras"]
     if "onnx" in runtimes:

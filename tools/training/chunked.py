@@ -1,12 +1,13 @@
 """Stoppable fits: no scikit-learn call of the search may run past a deadline or go quiet.
 
-Boosting (HistGradientBoosting) and forests grow in chunks with `warm_start`: fit a few iterations or trees,
+HistGradientBoosting and forests grow in chunks with `warm_start`: fit a few iterations or trees,
 report progress, check the deadline (and, through the progress callback, the cancel flag), continue. Each
 chunk is sized from the seconds per iteration / tree measured so far, to take about CHUNK_SECONDS and never
 to end past the deadline; a model stopped by the deadline is still a valid, smaller model. Early stopping
 works as in one call: with an integer `random_state` every warm-started call keeps the same validation rows,
 and a chunk that ends before its `max_iter` has early-stopped, so growing ends there. Other estimators
-(linear models) fit in one call.
+(linear models) fit in one call. CatBoost grows in one call watched by a callback after every iteration, which
+stops it at the deadline, reports progress and carries a cancel out.
 """
 
 from __future__ import annotations
@@ -41,11 +42,50 @@ class Grown:
 
 
 def _boosting(model: Any) -> tuple[Any, bool]:
-    """The HistGradientBoosting inside a model (a TransformedTargetRegressor wraps one), and whether wrapped."""
+    """The boosting model inside a model (a TransformedTargetRegressor wraps one), and whether wrapped."""
     inner = getattr(model, "regressor", None)
-    if inner is not None and type(inner).__name__.startswith("HistGradientBoosting"):
+    if inner is not None and type(inner).__name__.startswith(("HistGradientBoosting", "CatBoost")):
         return inner, True
     return model, False
+
+
+class _Watch:
+    """CatBoost's callback after each iteration: stops the fit at the deadline, reports progress about every
+    CHUNK_SECONDS, and carries a cancel (the tick raising) out of CatBoost's loop to be raised after it."""
+
+    def __init__(self, deadline: float, tick: Tick | None, planned: int) -> None:
+        self.deadline, self.tick, self.planned = deadline, tick, planned
+        self.reported = time.perf_counter()
+        self.stopped = False
+        self.error: BaseException | None = None
+
+    def after_iteration(self, info: Any) -> bool:
+        now = time.perf_counter()
+        if now >= self.deadline:
+            self.stopped = True
+            return False
+        if self.tick is not None and now - self.reported >= CHUNK_SECONDS:
+            self.reported = now
+            try:
+                self.tick(f"iteration {info.iteration} of {self.planned}")
+            except BaseException as exc:  # a cancel: stop CatBoost, raise it once the fit has returned
+                self.error = exc
+                return False
+        return True
+
+
+def _catboost(model: Any, inner: Any, X: np.ndarray, y: np.ndarray, deadline: float, tick: Tick | None,
+              extra: dict[str, Any]) -> Grown:  # fmt: skip
+    """CatBoost grows in one call, watched after every iteration (the deadline, progress, a cancel)."""
+    started = time.perf_counter()
+    watch = _Watch(deadline, tick, int(inner.iterations))
+    model.fit(X, y, callbacks=[watch], **extra)
+    if watch.error is not None:
+        raise watch.error
+    fitted = getattr(model, "regressor_", model)
+    return Grown(
+        units=fitted.n_iter_, chunks=1, stopped_by_deadline=watch.stopped, seconds=time.perf_counter() - started
+    )
 
 
 def fit_stoppable(
@@ -62,11 +102,14 @@ def fit_stoppable(
     boosting's early stopping watches instead of a share of X split off."""
     inner, wrapped = _boosting(model)
     name = type(inner).__name__
+    if name == "CatBoost":
+        rows = {} if validation is None else {"eval_set": (validation[0], _target(model, wrapped, validation[1]))}
+        return _catboost(model, inner, X, y, deadline, tick, rows)
     if name.startswith("HistGradientBoosting"):
         extra = {}
         if validation is not None and inner.early_stopping:
             X_val, y_val = validation
-            extra = {"X_val": X_val, "y_val": model.func(y_val) if wrapped else y_val}  # a log target: log rows
+            extra = {"X_val": X_val, "y_val": _target(model, wrapped, y_val)}
         return _grow(model, inner, wrapped, "max_iter", X, y, deadline, tick, per_unit, FIRST_ITERATIONS, extra)
     if name.startswith(("RandomForest", "ExtraTrees")):
         first = FIRST_TREES if len(X) <= LARGE_ROWS else FIRST_TREES_LARGE
@@ -74,6 +117,11 @@ def fit_stoppable(
     started = time.perf_counter()
     model.fit(X, y)
     return Grown(units=1, chunks=1, seconds=time.perf_counter() - started)
+
+
+def _target(model: Any, wrapped: bool, y: np.ndarray) -> np.ndarray:
+    """Validation targets as the wrapped boosting model sees them (a log target: their logs)."""
+    return model.func(y) if wrapped else y
 
 
 def _grown(estimator: Any, attribute: str) -> int:

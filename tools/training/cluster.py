@@ -22,7 +22,7 @@ from typing import Any
 from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.core.scoring import rank_score
 from ml_expert.tools.training.chunked import fit_stoppable
-from ml_expert.tools.training.portfolio import Config, build
+from ml_expert.tools.training.portfolio import BOOSTING, Config, build
 from ml_expert.tools.training.trial import early_stopped_iterations, output_of, widen
 
 np = lazy_import("numpy")  # loads on first use, not at server start
@@ -105,9 +105,9 @@ def _fit_fold(
     started = time.perf_counter()
     model = build(
         t.config, problem.task, problem.metric, problem.seed, iter_cap=t.iter_cap, rows=len(t.train),
-        categorical=categorical,
+        categorical=categorical, threads=_worker_threads() or -1,
     )  # fmt: skip
-    validation = _validation(X, y, problem, t) if t.config.family == "hgb" else None  # only boosting early-stops
+    validation = _validation(X, y, problem, t) if t.config.family in BOOSTING else None  # only boosting early-stops
     grown = fit_stoppable(model, X[t.train], y[t.train], started + t.seconds, tick, t.per_unit, validation)
     output = output_of(model, problem.task, X[t.test])
     if problem.n_classes and output.shape[1] < problem.n_classes:  # a class missing from this fold's rows

@@ -22,9 +22,14 @@ HGB_PORTFOLIO: list[dict[str, Any]] = [  # zero-shot presets: strong across tabu
      "max_features": 0.8},
     {"learning_rate": 0.05, "max_leaf_nodes": 7, "min_samples_leaf": 50, "l2_regularization": 0.0},
 ]  # fmt: skip
+CATBOOST_PORTFOLIO: list[dict[str, Any]] = [  # CatBoost: ordered target statistics on categoricals, symmetric trees
+    {"learning_rate": 0.08, "depth": 6, "max_ctr_complexity": 1},  # no column combinations: ~4x faster
+    {"learning_rate": 0.08, "depth": 6, "max_ctr_complexity": 4},  # CatBoost's default combinations
+]
 MAX_ITER = 2000  # boosting iterations in a fold; early stopping usually ends sooner
-CODED_FAMILIES = ("hgb", "rf", "et")  # tree families that see one-hot groups as one column of category codes
-BAGGED_FAMILIES = ("hgb",)  # families whose fold models are kept and averaged instead of a refit on all rows
+BOOSTING = ("hgb", "catboost")  # families that early-stop on the fold's held-out rows
+CODED_FAMILIES = ("hgb", "catboost", "rf", "et")  # tree families that see one-hot groups as one code column each
+BAGGED_FAMILIES = BOOSTING  # families whose fold models are kept and averaged instead of a refit on all rows
 MAX_NATIVE_CATEGORIES = 255  # boosting's native categorical splits take codes below its bin count
 FOREST_SAMPLE_ROWS = 200_000  # above this many rows each forest tree is grown on a bootstrap sample of this size
 NEIGHBOURS = {
@@ -40,7 +45,7 @@ NEIGHBOURS = {
 class Config:
     """One candidate: a model family and its parameters."""
 
-    family: str  # hgb, rf, et, linear
+    family: str  # hgb, catboost, rf, et, linear
     params: tuple[tuple[str, Any], ...] = ()
     log_target: bool = False
     one_hot: bool = False  # a tree family on the one-hot columns rather than on category codes
@@ -65,6 +70,7 @@ SHORT_NAMES = {
     "max_leaf_nodes": "leaves",
     "min_samples_leaf": "min_leaf",
     "l2_regularization": "l2",
+    "max_ctr_complexity": "ctr",
 }
 
 
@@ -79,7 +85,8 @@ def config(family: str, log_target: bool = False, one_hot: bool = False, **param
 def portfolio(task: str, y: np.ndarray, n_rows: int, n_features: int, categorical: bool = False) -> list[Config]:
     """The candidates in the order they are tried: cheap and usually strong first. With `categorical` groups, the
     first boosting preset is also tried on the one-hot columns: native categorical splits overfit categoricals
-    with many levels and few rows each, and cross-validation decides which representation the search refines."""
+    with many levels and few rows each, and cross-validation decides which representation the search refines.
+    CatBoost comes fourth (its cheap preset), its default column combinations later, on categorical tables only."""
     hgb = [config("hgb", **p) for p in HGB_PORTFOLIO]
     if categorical:
         hgb.insert(1, config("hgb", one_hot=True, **HGB_PORTFOLIO[0]))
@@ -89,7 +96,8 @@ def portfolio(task: str, y: np.ndarray, n_rows: int, n_features: int, categorica
     if not is_classification(task) and y.min() > 0 and _skew(y) > 1.0:
         hgb.insert(1, config("hgb", log_target=True, **HGB_PORTFOLIO[0]))
     forests = [config("rf", max_features=0.33, min_samples_leaf=2), config("et", max_features=1.0, min_samples_leaf=2)]
-    return [hgb[0], *others[:2], *hgb[1:3], *others[2:], *hgb[3:], *forests]
+    catboost = [config("catboost", **p) for p in CATBOOST_PORTFOLIO[: 2 if categorical else 1]]  # ctr: categoricals
+    return [hgb[0], *others[:2], catboost[0], *hgb[1:3], *others[2:], *catboost[1:], *hgb[3:], *forests]
 
 
 def _skew(y: np.ndarray) -> float:
@@ -112,11 +120,12 @@ def build(
     iter_cap: int | None = None,
     rows: int = 0,
     categorical: tuple[int, ...] = (),
+    threads: int = -1,
 ) -> Any:
     """The scikit-learn estimator for a candidate: boosting early-stops inside folds (after at most iter_cap
     iterations, when the budget sets one) unless max_iter fixes the number of iterations; on more than
     FOREST_SAMPLE_ROWS `rows`, forest trees grow on bootstrap samples of that size; boosting splits the columns
-    `categorical` (category codes) as native categoricals."""
+    `categorical` (category codes) as native categoricals; `threads`: CatBoost's threads (-1: every core)."""
     from sklearn.compose import TransformedTargetRegressor
     from sklearn.ensemble import (
         ExtraTreesClassifier,
@@ -145,6 +154,13 @@ def build(
         cls = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
         native = {"categorical_features": list(categorical)} if categorical else {}
         model: Any = cls(random_state=seed, **p, **stopping, **weight, **native)
+    elif cfg.family == "catboost":
+        from ml_expert.tools.core.portable.ensemble import CatBoost
+
+        iterations = max_iter or min(MAX_ITER, iter_cap or MAX_ITER)
+        model = CatBoost(
+            classify, tuple(categorical), iterations, balanced=bool(weight), random_seed=seed, thread_count=threads, **p
+        )
     elif cfg.family in ("rf", "et"):
         forest = {
             ("rf", True): RandomForestClassifier,

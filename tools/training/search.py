@@ -44,6 +44,7 @@ from ml_expert.tools.training.ensemble import select_ensemble
 from ml_expert.tools.training.folds import folds
 from ml_expert.tools.training.portfolio import (
     BAGGED_FAMILIES,
+    BOOSTING,
     MAX_NATIVE_CATEGORIES,
     Config,
     build,
@@ -455,7 +456,7 @@ class Search(SampleRungs, ClusterWaves):
         deadline = now + max((end - now) * share, 1.0)
         grown = fit_stoppable(model, self.codes if coded else self.X, self.y, deadline, None)
         if grown.stopped_by_deadline:
-            unit = "iterations" if trial.config.family == "hgb" else "trees"
+            unit = "iterations" if trial.config.family in BOOSTING else "trees"
             self.notes.append(
                 f"refit of {trial.config.label()} capped by the budget at {grown.units} {unit} (planned "
                 f"{iterations or 'all'})"

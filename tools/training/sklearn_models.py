@@ -141,14 +141,32 @@ def is_plain_estimator(model: Any) -> bool:
     return type(model).__module__.startswith("sklearn.") and not hasattr(model, "regressor_")
 
 
+def _parts(model: Any) -> list[Any]:
+    """The fitted models a combiner holds (a Blend's members, a Coded or target-transformed model), else []."""
+    if hasattr(model, "members"):  # a Blend
+        return list(model.members)
+    if hasattr(model, "groups"):  # a Coded tree model
+        return [model.model]
+    if hasattr(model, "regressor_"):  # a TransformedTargetRegressor
+        return [model.regressor_]
+    return []
+
+
+def required_packages(model: Any) -> list[str]:
+    """Packages beyond scikit-learn the model needs to load and predict (CatBoost members need `catboost`)."""
+    parts = _parts(model)
+    if parts:
+        return sorted({name for part in parts for name in required_packages(part)})
+    return ["catboost"] if type(model).__name__ == "CatBoost" else []
+
+
 def count_parameters(model: Any) -> int:
     """Fitted numbers of a scikit-learn model: tree nodes for forests and boosting, else coefficient entries."""
-    if hasattr(model, "members"):  # a Blend
-        return sum(count_parameters(m) for m in model.members)
-    if hasattr(model, "groups"):  # a Coded tree model
-        return count_parameters(model.model)
-    if hasattr(model, "regressor_"):  # a TransformedTargetRegressor
-        return count_parameters(model.regressor_)
+    parts = _parts(model)
+    if parts:
+        return sum(count_parameters(m) for m in parts)
+    if type(model).__name__ == "CatBoost":  # symmetric trees: 2**depth leaves each
+        return int(model.n_iter_) * 2 ** int(model.depth)
     if hasattr(model, "estimators_"):
         return sum(int(t.tree_.node_count) for t in np.ravel(model.estimators_))
     if hasattr(model, "_predictors"):  # HistGradientBoosting

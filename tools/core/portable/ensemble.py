@@ -8,6 +8,8 @@ that module name, which resolves both here and in a deployment folder without ml
   a margin around the training target's range (`bounds`).
 - `Coded`: a tree model that sees each one-hot group of the prepared row as one column of category codes
   (`one_hot_codes`): boosting splits on them as native categoricals, forests as ordinal codes.
+- `CatBoost`: CatBoost's gradient boosting as a scikit-learn estimator on prepared rows, the code columns
+  `categorical` as its categorical features (ordered target statistics); needs `catboost` where it is used.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 MODULE_NAME = "ml_expert_ensemble"
 sys.modules.setdefault(MODULE_NAME, sys.modules[__name__])
@@ -115,5 +118,83 @@ def target_bounds(y: np.ndarray, margin: float = 0.25) -> tuple[float, float]:
     return low - margin * span, high + margin * span
 
 
-for _cls in (Blend, Coded):
+class CatBoost(BaseEstimator):
+    """CatBoost (classifier or regressor) on a float matrix whose columns `categorical` hold category codes (-1:
+    unseen or missing): those become its categorical features. A scikit-learn estimator (a target transform can
+    wrap it); `fit` takes
+    CatBoost's eval_set (early stopping on those rows, the best iteration kept) and callbacks."""
+
+    def __init__(
+        self,
+        classify: bool = False,
+        categorical: tuple[int, ...] = (),
+        iterations: int = 1000,
+        learning_rate: float = 0.08,
+        depth: int = 6,
+        l2_leaf_reg: float = 3.0,
+        max_ctr_complexity: int = 4,
+        balanced: bool = False,
+        random_seed: int = 0,
+        thread_count: int = -1,
+        od_wait: int = 50,
+    ) -> None:
+        self.classify, self.categorical, self.iterations = classify, categorical, iterations
+        self.learning_rate, self.depth, self.l2_leaf_reg = learning_rate, depth, l2_leaf_reg
+        self.max_ctr_complexity, self.balanced, self.random_seed = max_ctr_complexity, balanced, random_seed
+        self.thread_count, self.od_wait = thread_count, od_wait
+
+    def _frame(self, X: Any) -> Any:
+        """The rows as CatBoost takes them: a frame whose categorical columns are integers."""
+        X = np.asarray(X, dtype=np.float32)
+        if not self.categorical:
+            return X
+        import pandas as pd
+
+        frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+        for i in self.categorical:
+            frame[f"f{i}"] = X[:, i].astype(np.int32)
+        return frame
+
+    def fit(
+        self, X: Any, y: Any, eval_set: tuple[Any, Any] | None = None, callbacks: list[Any] | None = None
+    ) -> CatBoost:
+        from catboost import CatBoostClassifier, CatBoostRegressor
+
+        settings = {
+            "iterations": int(self.iterations), "learning_rate": self.learning_rate, "depth": self.depth,
+            "l2_leaf_reg": self.l2_leaf_reg, "max_ctr_complexity": self.max_ctr_complexity,
+            "random_seed": self.random_seed, "thread_count": self.thread_count, "verbose": 0,
+            "allow_writing_files": False, "cat_features": [f"f{i}" for i in self.categorical] or None,
+        }  # fmt: skip
+        if eval_set is not None:
+            settings |= {"od_type": "Iter", "od_wait": self.od_wait, "use_best_model": True}
+        if self.classify:
+            model = CatBoostClassifier(**settings, **({"auto_class_weights": "Balanced"} if self.balanced else {}))
+        else:
+            model = CatBoostRegressor(**settings)
+        evaluation = None if eval_set is None else (self._frame(eval_set[0]), np.asarray(eval_set[1]))
+        model.fit(self._frame(X), np.asarray(y), eval_set=evaluation, callbacks=callbacks)
+        self.model_ = model
+        if self.classify:
+            self.classes_ = np.asarray(model.classes_)
+        return self
+
+    @property
+    def n_iter_(self) -> int:
+        """Trees in the fitted model (after early stopping, the best iteration's)."""
+        return int(self.model_.tree_count_)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return np.asarray(self.model_.predict_proba(self._frame(X)))
+
+    def predict(self, X: Any) -> np.ndarray:
+        if self.classify:
+            return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        return np.asarray(self.model_.predict(self._frame(X)), dtype=np.float64)
+
+    def __repr__(self) -> str:
+        return f"CatBoost(lr={self.learning_rate}, depth={self.depth}, {len(self.categorical)} categorical columns)"
+
+
+for _cls in (Blend, Coded, CatBoost):
     _cls.__module__ = MODULE_NAME

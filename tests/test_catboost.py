@@ -1,0 +1,95 @@
+"""The auto search's CatBoost family: category codes as CatBoost's categorical features, fold models early-stopped
+on their held-out rows and bagged, fits stopped at their deadline or on a cancel, and a model that loads and
+predicts the same where only the package's files (and catboost) are."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+
+from ml_expert.tools.core.portable import ensemble
+from ml_expert.tools.core.portable.ensemble import Blend, CatBoost, Coded
+from ml_expert.tools.packaging.export import environment
+from ml_expert.tools.training import chunked
+from ml_expert.tools.training.chunked import fit_stoppable
+from ml_expert.tools.training.portfolio import CATBOOST_PORTFOLIO, config
+from ml_expert.tools.training.search import Search
+from ml_expert.tools.training.sklearn_models import count_parameters, required_packages
+from ml_expert.tools.training.trial import Cancelled, Trial
+
+
+def _coded_table(n: int = 600, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """A number and a 6-level category (one-hot) with an unordered effect (no linear order of the levels fits)."""
+    rng = np.random.default_rng(seed)
+    level = rng.integers(0, 6, n)
+    X = np.column_stack([rng.normal(size=n), np.eye(6)[level]]).astype(np.float32)
+    y = (np.array([0.0, 2.5, -2.0, 1.5, -1.0, 0.5])[level] + X[:, 0] + rng.normal(0, 0.3, n) > 0).astype(int)
+    return X, y
+
+
+def test_catboost_folds_learn_category_codes_and_their_models_are_bagged() -> None:
+    X, y = _coded_table()
+    seen, held_out = np.arange(450), np.arange(450, 600)
+    search = Search(X[seen], y[seen], "binary", budget_s=60, categorical_groups=[list(range(1, 7))])
+    trial = Trial(config("catboost", **CATBOOST_PORTFOLIO[0]))
+    search.trials.append(trial)
+    search._fit_fold(trial, 0)
+    search._complete(trial, 1)
+    assert trial.complete and trial.mean > 0.9, trial.scores
+    model = search.refit(trial)
+    assert isinstance(model, Coded) and isinstance(model.model, Blend) and len(model.model.members) == 5
+    codes = ensemble.one_hot_codes(X[seen], search.categorical_groups)
+    for member, (_, test) in zip(model.model.members, search.folds, strict=True):
+        assert member.categorical == (1,)  # the code column is a CatBoost categorical feature
+        assert member.n_iter_ < member.iterations  # early-stopped on the fold's held-out rows
+        assert np.allclose(member.predict_proba(codes[test]), trial.oof[test])  # fold i's model made fold i's OOF
+    assert float((model.predict(X[held_out]) == y[held_out]).mean()) > 0.9
+    assert required_packages(Blend([model], [1.0], classify=True)) == ["catboost"]
+    assert count_parameters(model) == sum(m.n_iter_ * 64 for m in model.model.members)  # depth 6: 64 leaves a tree
+    assert "catboost" in environment("sklearn", ["sklearn"], extra=required_packages(model))
+
+
+def test_a_catboost_fit_stops_at_its_deadline_and_carries_a_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20_000, 20)).astype(np.float32)
+    y = X[:, 0] + rng.normal(size=20_000)
+    model = CatBoost(iterations=100_000, depth=8)
+    started = time.perf_counter()
+    grown = fit_stoppable(model, X, y, started + 1.0)
+    assert grown.stopped_by_deadline and 0 < grown.units < 100_000 and model.n_iter_ == grown.units
+    assert time.perf_counter() - started < 5.0
+    monkeypatch.setattr(chunked, "CHUNK_SECONDS", 0.0)  # report after every iteration
+    steps: list[str] = []
+
+    def tick(step: str) -> None:
+        steps.append(step)
+        if len(steps) == 3:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        fit_stoppable(CatBoost(iterations=100_000), X, y, time.perf_counter() + 60, tick)
+    assert len(steps) == 3 and steps[0].startswith("iteration ") and steps[0].endswith("of 100000")
+
+
+def test_a_catboost_model_predicts_the_same_from_the_package_files_alone(tmp_path: Path) -> None:
+    X, y = _coded_table()
+    codes = ensemble.one_hot_codes(X, [list(range(1, 7))])
+    model = Coded(CatBoost(classify=True, categorical=(1,), iterations=200).fit(codes, y), [list(range(1, 7))])
+    joblib.dump(model, tmp_path / "model.joblib")
+    np.save(tmp_path / "X.npy", X)
+    (tmp_path / "ml_expert_ensemble.py").write_text(Path(ensemble.__file__).read_text())
+    script = (
+        "import sys, joblib, numpy as np; sys.path.insert(0, '.'); "
+        "print(sys.modules.get('ml_expert') is None); "
+        "np.save('p.npy', joblib.load('model.joblib').predict_proba(np.load('X.npy')))"
+    )
+    done = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"  # ml_expert itself was never imported there
+    assert np.allclose(np.load(tmp_path / "p.npy"), model.predict_proba(X))
