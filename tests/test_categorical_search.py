@@ -182,3 +182,18 @@ def test_a_boosting_fold_early_stops_on_its_held_out_rows_and_learns_from_all_th
     assert np.isclose(-model.validation_score_[-1], held_out_loss)  # it watched the fold's held-out rows
     assert fit.iterations is not None and 10 <= fit.iterations < model.n_iter_  # early stopping ended it
     assert np.isclose(fit.score, -np.sqrt(2 * held_out_loss))
+
+
+def test_a_balanced_boosting_fold_early_stops_on_the_balanced_loss_of_its_held_out_rows() -> None:
+    from sklearn.metrics import log_loss
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    X, y = load_breast_cancer(return_X_y=True)
+    rows = np.random.default_rng(0).permutation(len(y))
+    train_rows, test_rows = rows[:400], rows[400:]
+    task = FoldTask(config("hgb", **HGB_PORTFOLIO[0]), 0, train_rows, test_rows, 60.0, keep_model=True)
+    model = fit_fold(X, y, Problem("binary", "balanced_accuracy", 0, 2), task).model
+    weights = compute_sample_weight("balanced", y[test_rows])  # each class counts as much as the other
+    balanced_loss = log_loss(y[test_rows], model.predict_proba(X[test_rows]), sample_weight=weights)
+    assert np.isclose(-model.validation_score_[-1], balanced_loss, rtol=1e-4)
+    assert not np.isclose(balanced_loss, log_loss(y[test_rows], model.predict_proba(X[test_rows])), rtol=1e-3)

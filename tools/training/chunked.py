@@ -110,6 +110,10 @@ def fit_stoppable(
         if validation is not None and inner.early_stopping:
             X_val, y_val = validation
             extra = {"X_val": X_val, "y_val": _target(model, wrapped, y_val)}
+            if getattr(inner, "class_weight", None) == "balanced":  # early stopping watches the loss it trains on
+                from sklearn.utils.class_weight import compute_sample_weight
+
+                extra["sample_weight_val"] = compute_sample_weight("balanced", y_val)
         return _grow(model, inner, wrapped, "max_iter", X, y, deadline, tick, per_unit, FIRST_ITERATIONS, extra)
     if name.startswith(("RandomForest", "ExtraTrees")):
         first = FIRST_TREES if len(X) <= LARGE_ROWS else FIRST_TREES_LARGE

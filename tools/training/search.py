@@ -227,18 +227,19 @@ class Search(SampleRungs, ClusterWaves):
             return None
         return self.iteration_seconds * hgb_cost(cfg) * rows / max(self._timed_rows, 1)
 
-    def _tick(self, trial: Trial, rows: int) -> Callable[[str], None] | None:
-        """Progress between chunks of a local fit, and the cancel check there."""
+    def _tick(self, trial: Trial, rows: int, cancels: bool = True) -> Callable[[str], None] | None:
+        """Progress between chunks of a local fit, and (unless a refit, which a cancel shortens instead) the cancel
+        check there."""
         if self.reporter is None:
             return None
         reporter = self.reporter
 
         def tick(step: str) -> None:
-            if reporter.cancel_requested():
+            if cancels and reporter.cancel_requested():
                 raise Cancelled
             reporter.progress(
                 phase="train",
-                message=f"{trial.config.label()}: {step}, rows {_rows(rows)}, "
+                message=f"{trial.config.label()}{'' if cancels else ' (final model)'}: {step}, rows {_rows(rows)}, "
                 f"{time.perf_counter() - self.started:.0f} s of {self.budget_s:.0f}",
             )
 
@@ -454,7 +455,8 @@ class Search(SampleRungs, ClusterWaves):
         now = time.perf_counter()
         end = min(self.end, now + CANCELLED_REFIT_S) if self.cancelled else self.end  # a cancel waits seconds at most
         deadline = now + max((end - now) * share, 1.0)
-        grown = fit_stoppable(model, self.codes if coded else self.X, self.y, deadline, None)
+        tick = self._tick(trial, len(self.y), cancels=False)  # progress while the final model grows
+        grown = fit_stoppable(model, self.codes if coded else self.X, self.y, deadline, tick)
         if grown.stopped_by_deadline:
             unit = "iterations" if trial.config.family in BOOSTING else "trees"
             self.notes.append(
