@@ -322,6 +322,17 @@ def test_repeated_rows_of_a_table_of_codes_are_kept_and_learned(ws: Workspace) -
     assert sum(prepare_data(ws, run_id=forced, drop_duplicates=True).splits.values()) <= 48
 
 
+def test_a_table_of_codes_copied_over_and_over_is_deduplicated(ws: Workspace) -> None:
+    cells = _census_frame(60, seed=2).drop_duplicates(subset=["kids", "married", "region"])
+    cells["more"] = np.where(cells["kids"] > 1, "yes", "no")  # one label per row: nothing but copies below
+    pd.concat([cells] * 8, ignore_index=True).to_csv(ws.root / "copies.csv", index=False)
+    analysis = analyze_data(ws, "copies.csv", target="more")
+    assert next(w for w in analysis.warnings if w.code == "duplicates").severity == "warning"
+    prepared = prepare_data(ws, run_id=analysis.run_id)
+    assert sum(prepared.splits.values()) == len(cells)
+    assert next(s for s in prepared.cleaning_log if s.action == "drop_rows").rows == 7 * len(cells)
+
+
 def test_copied_rows_of_a_continuous_table_are_still_dropped(ws: Workspace) -> None:
     frame = sklearn_frame("breast_cancer")
     doubled = pd.concat([frame, frame.iloc[:100]], ignore_index=True)

@@ -213,13 +213,15 @@ def _column_warnings(
 
 
 def _repeats_are_observations(df: pd.DataFrame, kinds: dict[str, str], target: TargetSummary | None) -> bool:
-    """prepare_data's test, on the columns it keeps as features."""
-    features = [
-        c
-        for c in df.columns
-        if kinds[c] not in ("identifier", "constant", "empty") and c != getattr(target, "column", None)
-    ]
-    return bool(features) and repeats_are_observations(pd.util.hash_pandas_object(df[features], index=False).to_numpy())
+    """prepare_data's test, on the columns it keeps as features (no target: repeats are taken for copies)."""
+    if target is None:
+        return False
+    features = [c for c in df.columns if kinds[c] not in ("identifier", "constant", "empty") and c != target.column]
+    if not features:
+        return False
+    hashes = pd.util.hash_pandas_object(df[features], index=False).to_numpy()
+    rows = hashes * np.uint64(0x100000001B3) ^ pd.util.hash_pandas_object(df[target.column], index=False).to_numpy()
+    return repeats_are_observations(hashes, rows)
 
 
 def _warnings(

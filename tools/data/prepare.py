@@ -329,7 +329,7 @@ def _drop_rows(table: Table, opts: PrepareOptions) -> None:
         features = pd.util.hash_pandas_object(table.X, index=False).to_numpy()
         hashes = features * np.uint64(0x100000001B3) ^ pd.util.hash_pandas_object(table.df[table.target], index=False)
         dup = pd.Series(hashes).duplicated().to_numpy()
-        if dup.any() and opts.drop_duplicates == "auto" and repeats_are_observations(features):
+        if dup.any() and opts.drop_duplicates == "auto" and repeats_are_observations(features, hashes.to_numpy()):
             table.log.append(
                 CleaningStep(
                     action="keep_duplicates",

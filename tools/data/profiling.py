@@ -34,15 +34,21 @@ def name_says_id(name: object) -> bool:
     return bool(words) and (words[-1] in ID_WORDS or words[0] in ID_WORDS - {"key"})
 
 
-def repeats_are_observations(feature_hashes: np.ndarray) -> bool:
-    """Whether repeated rows are how this table is, not copies (given one hash per row of its feature columns): its
-    columns take so few values that each distinct feature row appears at least REPEATS_ARE_DATA times on average (a
-    survey or census table of codes), and no single row holds half of them. Dropping such repeats would keep one row
-    per label and cell, and erase the class or target frequencies the model has to learn."""
-    if len(feature_hashes) < 2 * REPEATS_ARE_DATA:
+def repeats_are_observations(feature_hashes: np.ndarray, row_hashes: np.ndarray) -> bool:
+    """Whether repeated rows are how this table is, not copies (given one hash per row of its feature columns, and
+    of its features and target together): its columns take so few values that each distinct feature row appears
+    at least REPEATS_ARE_DATA times on average (a survey or census table of codes), no single row holds half of
+    them, and at least one distinct feature row in ten is seen with more than one target value (a table copied
+    several times over has none). Dropping such repeats would keep one row per label and cell, and erase the class
+    or target frequencies the model has to learn."""
+    n = len(feature_hashes)
+    if n < 2 * REPEATS_ARE_DATA:
         return False
     counts = pd.Series(feature_hashes).value_counts()
-    return len(counts) * REPEATS_ARE_DATA <= len(feature_hashes) and counts.iloc[0] * 2 <= len(feature_hashes)
+    if len(counts) * REPEATS_ARE_DATA > n or counts.iloc[0] * 2 > n:
+        return False
+    conflicting = pd.Series(row_hashes).nunique() - len(counts)  # extra (features, target) pairs
+    return conflicting * 10 >= len(counts)
 
 
 def is_string_like(s: pd.Series) -> bool:

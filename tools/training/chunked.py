@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ml_expert.tools.core.lazy import lazy_import
+from ml_expert.tools.training.portfolio import is_catboost
 
 np = lazy_import("numpy")  # loads on first use, not at server start
 
@@ -44,7 +45,7 @@ class Grown:
 def _boosting(model: Any) -> tuple[Any, bool]:
     """The boosting model inside a model (a TransformedTargetRegressor wraps one), and whether wrapped."""
     inner = getattr(model, "regressor", None)
-    if inner is not None and type(inner).__name__.startswith(("HistGradientBoosting", "CatBoost")):
+    if inner is not None and (type(inner).__name__.startswith("HistGradientBoosting") or is_catboost(inner)):
         return inner, True
     return model, False
 
@@ -102,7 +103,7 @@ def fit_stoppable(
     boosting's early stopping watches instead of a share of X split off."""
     inner, wrapped = _boosting(model)
     name = type(inner).__name__
-    if name == "CatBoost":
+    if is_catboost(inner):
         rows = {} if validation is None else {"eval_set": (validation[0], _target(model, wrapped, validation[1]))}
         return _catboost(model, inner, X, y, deadline, tick, rows)
     if name.startswith("HistGradientBoosting"):

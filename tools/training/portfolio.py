@@ -105,6 +105,13 @@ def _skew(y: np.ndarray) -> float:
     return float(np.mean(((y - y.mean()) / std) ** 3)) if std > 0 else 0.0
 
 
+def is_catboost(model: Any) -> bool:
+    """Whether a fitted or unfitted model is the search's CatBoost estimator."""
+    from ml_expert.tools.core.portable.ensemble import CatBoost
+
+    return isinstance(model, CatBoost)
+
+
 def hgb_cost(cfg: Config) -> float:
     """The relative cost of one boosting iteration of a configuration (31 leaves, all features: 1)."""
     p = cfg.kwargs
@@ -159,8 +166,9 @@ def build(
 
         iterations = max_iter or min(MAX_ITER, iter_cap or MAX_ITER)
         model = CatBoost(
-            classify, tuple(categorical), iterations, balanced=bool(weight), random_seed=seed, thread_count=threads, **p
-        )
+            classify, tuple(categorical), iterations, balanced=bool(weight), random_seed=seed, thread_count=threads,
+            eval_fraction=0.0 if max_iter else 0.1, **p,
+        )  # fmt: skip
     elif cfg.family in ("rf", "et"):
         forest = {
             ("rf", True): RandomForestClassifier,

@@ -164,6 +164,11 @@ class Search(SampleRungs, ClusterWaves):
         except Cancelled:
             self.cancelled, trial.stopped = True, "cancelled"
             return False
+        except Exception as exc:  # one candidate's library error (CatBoost on degenerate columns): the search goes on
+            trial.stopped = "failed"
+            error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            self.notes.append(f"{trial.config.label()} failed on fold {fold + 1} and was dropped: {error}")
+            return False
         self._record(trial, task, fit)
         return True
 

@@ -13,6 +13,7 @@ from ml_expert.tools.core.prepared import PreparedData
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.jobs.specs import Reporter
 from ml_expert.tools.training.config import Fit, TrainConfig, TrainSpec
+from ml_expert.tools.training.portfolio import is_catboost
 
 np = lazy_import("numpy")  # loads on first use, not at server start
 
@@ -157,7 +158,7 @@ def required_packages(model: Any) -> list[str]:
     parts = _parts(model)
     if parts:
         return sorted({name for part in parts for name in required_packages(part)})
-    return ["catboost"] if type(model).__name__ == "CatBoost" else []
+    return ["catboost"] if is_catboost(model) else []
 
 
 def count_parameters(model: Any) -> int:
@@ -165,7 +166,7 @@ def count_parameters(model: Any) -> int:
     parts = _parts(model)
     if parts:
         return sum(count_parameters(m) for m in parts)
-    if type(model).__name__ == "CatBoost":  # symmetric trees: 2**depth leaves each
+    if is_catboost(model):  # symmetric trees: 2**depth leaves each
         return int(model.n_iter_) * 2 ** int(model.depth)
     if hasattr(model, "estimators_"):
         return sum(int(t.tree_.node_count) for t in np.ravel(model.estimators_))

@@ -8,7 +8,7 @@ from typing import Any
 
 from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.core.tasks import is_classification
-from ml_expert.tools.training.portfolio import Config
+from ml_expert.tools.training.portfolio import Config, is_catboost
 
 np = lazy_import("numpy")  # loads on first use, not at server start
 
@@ -69,7 +69,7 @@ def output_of(model: Any, task: str, X: np.ndarray) -> np.ndarray:
 def early_stopped_iterations(model: Any) -> int | None:
     """The iterations an early-stopped boosting fold model kept (what a refit on all rows grows), else None."""
     inner = getattr(model, "regressor_", model)
-    if type(inner).__name__ == "CatBoost":
+    if is_catboost(inner):
         return max(10, inner.n_iter_) if "od_type" in inner.model_.get_params() else None
     if hasattr(inner, "n_iter_") and getattr(inner, "n_iter_no_change", None) and inner.early_stopping:
         return max(10, int(inner.n_iter_) - int(inner.n_iter_no_change))

@@ -137,11 +137,12 @@ class CatBoost(BaseEstimator):
         random_seed: int = 0,
         thread_count: int = -1,
         od_wait: int = 50,
+        eval_fraction: float = 0.0,
     ) -> None:
         self.classify, self.categorical, self.iterations = classify, categorical, iterations
         self.learning_rate, self.depth, self.l2_leaf_reg = learning_rate, depth, l2_leaf_reg
         self.max_ctr_complexity, self.balanced, self.random_seed = max_ctr_complexity, balanced, random_seed
-        self.thread_count, self.od_wait = thread_count, od_wait
+        self.thread_count, self.od_wait, self.eval_fraction = thread_count, od_wait, eval_fraction
 
     def _frame(self, X: Any) -> Any:
         """The rows as CatBoost takes them: a frame whose categorical columns are integers."""
@@ -166,7 +167,9 @@ class CatBoost(BaseEstimator):
             "random_seed": self.random_seed, "thread_count": self.thread_count, "verbose": 0,
             "allow_writing_files": False, "cat_features": [f"f{i}" for i in self.categorical] or None,
         }  # fmt: skip
-        if eval_set is not None:
+        if eval_set is None and self.eval_fraction:  # no rows given to watch: early-stop on a share split off
+            settings |= {"eval_fraction": self.eval_fraction}
+        if eval_set is not None or self.eval_fraction:  # the best iteration on the watched rows is kept
             settings |= {"od_type": "Iter", "od_wait": self.od_wait, "use_best_model": True}
         if self.classify:
             model = CatBoostClassifier(**settings, **({"auto_class_weights": "Balanced"} if self.balanced else {}))
