@@ -388,7 +388,8 @@ class Search(SampleRungs, ClusterWaves):
         for k in (3, 1):
             if len(self.folds) <= k:
                 continue
-            needed = trial.fold_seconds * (len(self.folds) - 1 + REFIT_SAFETY * 1.3) * 1.2
+            refit = 0.0 if self._bags(trial.config) else REFIT_SAFETY * 1.3  # bagged fold models need no refit
+            needed = trial.fold_seconds * (len(self.folds) - 1 + refit) * 1.2
             if needed <= self.left():
                 return
             self.folds = folds(self.y, self.task, self.split_strategy, self.seed, k=k, groups=self.groups)
