@@ -30,6 +30,7 @@ from ml_expert.tools.data.profiling import (
     infer_kind,
     is_string_like,
     repeats_are_observations,
+    row_hashes,
 )
 from ml_expert.tools.workspace import DEFAULT_SEED, Workspace
 
@@ -219,9 +220,7 @@ def _repeats_are_observations(df: pd.DataFrame, kinds: dict[str, str], target: T
     features = [c for c in df.columns if kinds[c] not in ("identifier", "constant", "empty") and c != target.column]
     if not features:
         return False
-    hashes = pd.util.hash_pandas_object(df[features], index=False).to_numpy()
-    rows = hashes * np.uint64(0x100000001B3) ^ pd.util.hash_pandas_object(df[target.column], index=False).to_numpy()
-    return repeats_are_observations(hashes, rows)
+    return repeats_are_observations(*row_hashes(df[features], df[target.column]))
 
 
 def _warnings(

@@ -34,6 +34,7 @@ from ml_expert.tools.data.profiling import (
     guess_task,
     infer_kind,
     repeats_are_observations,
+    row_hashes,
     training_profile,
 )
 from ml_expert.tools.data.splitting import split_indices
@@ -325,11 +326,10 @@ def _log_bad_dates(table: Table, schema: dict[str, Any]) -> None:
 
 def _drop_rows(table: Table, opts: PrepareOptions) -> None:
     """Duplicates (before the split, so no row is in two splits) and, with impute='drop', rows with gaps."""
-    if opts.drop_duplicates:  # features and target hashed apart and combined: no copy of the table
-        features = pd.util.hash_pandas_object(table.X, index=False).to_numpy()
-        hashes = features * np.uint64(0x100000001B3) ^ pd.util.hash_pandas_object(table.df[table.target], index=False)
+    if opts.drop_duplicates:
+        features, hashes = row_hashes(table.X, table.df[table.target])
         dup = pd.Series(hashes).duplicated().to_numpy()
-        if dup.any() and opts.drop_duplicates == "auto" and repeats_are_observations(features, hashes.to_numpy()):
+        if dup.any() and opts.drop_duplicates == "auto" and repeats_are_observations(features, hashes):
             table.log.append(
                 CleaningStep(
                     action="keep_duplicates",

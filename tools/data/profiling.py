@@ -34,6 +34,14 @@ def name_says_id(name: object) -> bool:
     return bool(words) and (words[-1] in ID_WORDS or words[0] in ID_WORDS - {"key"})
 
 
+def row_hashes(features: pd.DataFrame, target: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """One hash per row of the feature columns, and one of features and target together (hashed apart and
+    combined: no copy of the table)."""
+    hashes = pd.util.hash_pandas_object(features, index=False).to_numpy()
+    combined = hashes * np.uint64(0x100000001B3) ^ pd.util.hash_pandas_object(target, index=False).to_numpy()
+    return hashes, combined
+
+
 def repeats_are_observations(feature_hashes: np.ndarray, row_hashes: np.ndarray) -> bool:
     """Whether repeated rows are how this table is, not copies (given one hash per row of its feature columns, and
     of its features and target together): its columns take so few values that each distinct feature row appears
