@@ -88,7 +88,8 @@ def fts_query(text: str) -> str:
     """Turn free text into a safe FTS5 query: every word quoted, all words required; at most MAX_QUERY_WORDS words
     and MAX_QUERY_BYTES bytes, so that no query can keep the database busy for long."""
     size = len(text.encode())
-    words = [w for w in re.split(r"\s+", text.strip()) if w]
+    # Control characters separate words, as FTS5's tokenizer reads them; a NUL would end SQLite's query text early.
+    words = [w for w in re.split(r"[\s\x00-\x1f\x7f]+", text) if w]
     if not words:
         raise InvalidInputError("Search query must contain at least one word; received an empty query.")
     if len(words) > MAX_QUERY_WORDS or size > MAX_QUERY_BYTES:

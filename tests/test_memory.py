@@ -125,6 +125,10 @@ def test_search_is_ranked_filtered_and_safe(store: MemoryStore) -> None:
     assert [h.entry.key for h in store.search("cancer", namespace="other")] == ["elsewhere"]
     assert len(store.search("cancer", namespace=None)) == 3
     assert store.search('ml-expert/metrics "AND OR (') == []  # FTS syntax in user text is quoted, never an error
+    # A NUL or another control character separates words (it used to end SQLite's query text: "unterminated string")
+    assert [h.entry.key for h in store.search("breast\x00cancer\x07")] == ["notes", "ml-expert/metrics"]
+    with pytest.raises(InvalidInputError, match="at least one word"):
+        store.search("\x00\t")
     with pytest.raises(InvalidInputError, match="at least one word"):
         store.search("   ")
 
