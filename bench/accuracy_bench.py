@@ -531,7 +531,8 @@ def main() -> None:
         unknown = wanted - {d.name.lower() for d in chosen}
         if unknown:
             parser.error(f"unknown datasets {sorted(unknown)}; choose from {[d.name for d in DATASETS]}")
-    rows = []
+    rows: list[dict[str, Any]] = []
+    text = ""
     for ds in chosen:
         print(f"-- {ds.name} ({ds.package}::{ds.item} -> {ds.target})", flush=True)
         row = bench_dataset(ds, args)
@@ -539,16 +540,24 @@ def main() -> None:
         brief = {k: row.get(k) for k in ("status", "task", "metric", "rows", "vs_best_pct", "vs_hgb_pct", "error")}
         brief["scores"] = {k: v.get("score", v["status"]) for k, v in row.get("methods", {}).items()}
         print(json.dumps({k: v for k, v in brief.items() if v is not None}), flush=True)
+        text = write_results(rows, args, planned=len(chosen))  # after every set: a stopped run keeps what it measured
+    print("\n" + text)
+
+
+def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, planned: int) -> str:
+    """bench/results/<out>.json and .md for the sets measured so far; returns the markdown table and summary."""
     table = markdown(rows)
     summary = summarize(rows, args.budget, args.skip_ml_expert)
     text = f"{table}\n\n{summary_line(summary)}\n"
-    print("\n" + text)
+    if len(rows) < planned:
+        text += f"\nPartial: {len(rows)} of {planned} sets measured so far.\n"
     res = {
         "budget_s": args.budget,
         "budget_param": args.budget_param,
         "skipped": {"flaml": args.skip_flaml, "ml_expert": args.skip_ml_expert},
         "protocol": "80/20 split random_state=0 (stratified for classification); scored on the test rows",
         "datasets": rows,
+        "sets_measured": f"{len(rows)} of {planned}",
         "summary": summary,
         "meta": {
             "versions": {
@@ -567,6 +576,7 @@ def main() -> None:
     (RESULTS / f"{args.out}.json").write_text(json.dumps(res, indent=2, default=str))
     header = f"# accuracy_bench (budget {args.budget:g} s, {res['meta']['date']}, {os.cpu_count()} CPUs)\n\n"
     (RESULTS / f"{args.out}.md").write_text(header + text)
+    return text
 
 
 if __name__ == "__main__":

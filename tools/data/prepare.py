@@ -10,52 +10,39 @@ encoder. Saves `data/X_{train,val,test}.npy`, `data/y_*.npy`, `preprocessor.jobl
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from ml_expert.memory.errors import InvalidInputError, NotFoundError
+from ml_expert.memory.errors import InvalidInputError
 from ml_expert.tools import runs
 from ml_expert.tools.artifacts import save_pickle
 from ml_expert.tools.core.lazy import lazy_import
-from ml_expert.tools.core.prepared import CleaningStep, PreparedData
+from ml_expert.tools.core.prepared import PreparedData
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.data import modalities
-from ml_expert.tools.data.analyze import check_target_column
-from ml_expert.tools.data.encoding import encoder_pipeline, outlier_mask
-from ml_expert.tools.data.io import check_size, read_table
+from ml_expert.tools.data.cleaning import (
+    Table,
+    drop_outliers,
+    drop_rows,
+    log_bad_dates,
+    read_and_check,
+    select_features,
+)
+from ml_expert.tools.data.encoding import encoder_pipeline
+from ml_expert.tools.data.io import check_size
 from ml_expert.tools.data.modalities import DataOptions, detect_modality
 from ml_expert.tools.data.options import PrepareOptions, Split, check_split
-from ml_expert.tools.data.profiling import (
-    HIGH_CARDINALITY,
-    REPEATS_ARE_DATA,
-    guess_task,
-    infer_kind,
-    repeats_are_observations,
-    row_hashes,
-    training_profile,
-)
+from ml_expert.tools.data.profiling import HIGH_CARDINALITY, guess_task, training_profile
 from ml_expert.tools.data.splitting import split_indices
 from ml_expert.tools.workspace import DEFAULT_SEED, Workspace, write_json
 
 np = lazy_import("numpy")  # loads with the first data tool call, not at server start
 pd = lazy_import("pandas")  # loads with the first data tool call, not at server start
 
-DROP_KINDS = ("identifier", "constant", "empty")
 FIT_ROWS = 1_000_000  # the preprocessor's statistics come from at most this many training rows (a seeded sample)
 CHUNK_ROWS = 250_000  # rows transformed at a time: a 10M-row table never holds a float64 copy of itself
-
-
-@dataclass
-class Table:
-    """The rows being prepared: features X, the frame they came from, and the cleaning log."""
-
-    df: pd.DataFrame
-    X: pd.DataFrame
-    target: str
-    log: list[CleaningStep]
 
 
 def prepare_data(
@@ -183,18 +170,18 @@ def _prepare_table(
     """The tabular path: clean, type, split, fit the preprocessor on training rows, save."""
     from ml_expert.tools.core.portable.preprocessing import SchemaError, coerce_frame  # sklearn: not at start
 
-    table = _read_and_check(file, target, opts)
+    table = read_and_check(file, target, opts)
     task = guess_task(table.df[target])
-    features, dropped, schema = _select_features(table, task, opts)
+    features, dropped, schema = select_features(table, task, opts)
     try:
         table.X = coerce_frame(table.df, schema)
     except SchemaError as exc:
         raise InvalidInputError(str(exc)) from exc
-    _log_bad_dates(table, schema)
-    _drop_rows(table, opts)
+    log_bad_dates(table, schema)
+    drop_rows(table, opts)
     y, classes = _encode_target(table.df[target], task)
     parts, warns = _split(table, y if classes else None, opts)
-    _drop_outliers(table, parts, schema, opts)
+    drop_outliers(table, parts, schema, opts)
     # what is still needed of the raw rows, so the file's frame can go before the large arrays are built
     raw = {split: table.df.iloc[parts[split]][[*features, target]] for split in ("val", "test")}
     groups = pd.factorize(table.df[opts.group_column])[0] if opts.split_strategy == "group" else None
@@ -246,114 +233,6 @@ def _prepare_table(
     return _record(ws, folder, result)
 
 
-def _read_and_check(file: Path, target: str, opts: PrepareOptions) -> Table:
-    """Read the table, check the named columns, drop rows without a target; refuse a target with one value."""
-    df = read_table(file)
-    check_target_column(df, target, file.name)
-    for name, col in (("group_column", opts.group_column), ("time_column", opts.time_column)):
-        if col is not None and col not in df.columns:
-            raise NotFoundError(f"{name} {col!r} not in {file.name}. Columns: {list(df.columns)[:50]}.")
-    log: list[CleaningStep] = []
-    infinite = df.attrs.get("infinite", {})
-    if infinite:
-        reason = "±inf treated as missing (then imputed): " + ", ".join(f"{c} ({n})" for c, n in infinite.items())
-        log.append(CleaningStep(action="missing_values", columns=list(infinite), reason=reason))
-    missing_target = int(df[target].isna().sum())
-    if missing_target == len(df):
-        raise InvalidInputError(f"Target column {target!r} is entirely missing. Pick a column with values.")
-    if missing_target:
-        df = df[df[target].notna()]
-        log.append(CleaningStep(action="drop_rows", rows=missing_target, reason=f"target {target!r} missing"))
-    if df[target].nunique() < 2:
-        raise InvalidInputError(
-            f"Target {target!r} has a single value ({df[target].iloc[0]!r}); there is nothing to learn. "
-            "Pick another target or add rows of other classes."
-        )
-    return Table(df=df, X=df.drop(columns=[target]), target=target, log=log)
-
-
-def _select_features(table: Table, task: str, opts: PrepareOptions) -> tuple[list[str], dict[str, str], dict[str, Any]]:
-    """Which columns become features (and why the others were dropped), and the inference schema."""
-    df, target = table.df, table.target
-    kinds = {c: infer_kind(df[c], len(df)) for c in df.columns if c != target}
-    dropped: dict[str, str] = {}
-    for col in opts.drop_columns or []:
-        if col not in df.columns:
-            raise NotFoundError(f"drop_columns names {col!r}, which is not a column. Columns: {list(df.columns)[:50]}.")
-        dropped[col] = "requested"
-    keep = set(opts.keep_columns or [])
-    for col, kind in kinds.items():
-        if col in dropped or col in keep:
-            continue
-        if opts.drop_identifiers and kind in DROP_KINDS:
-            dropped[col] = kind
-        elif kind == "text":
-            dropped[col] = "free text (train a text model for it; see modality='text')"
-    for col in (opts.group_column, opts.time_column):
-        if col and col not in dropped and kinds.get(col) in ("identifier", "datetime"):
-            dropped.setdefault(col, "split column")
-    if dropped:
-        reason = "; ".join(f"{c}: {r}" for c, r in dropped.items())
-        table.log.append(CleaningStep(action="drop_columns", columns=list(dropped), reason=reason))
-    features = [c for c in kinds if c not in dropped]
-    columns = [{"name": c, "kind": "categorical" if kinds[c] in (*DROP_KINDS, "text") else kinds[c]} for c in features]
-    for col in columns:
-        if col["kind"] == "categorical":
-            col["categories"] = sorted(map(str, df[col["name"]].dropna().unique()))[:200]
-    return features, dropped, {"target": target, "task_type": task, "columns": columns}
-
-
-def _log_bad_dates(table: Table, schema: dict[str, Any]) -> None:
-    """A date column's values that do not parse become missing (then imputed), and the cleaning log says how many
-    and shows a few: analysis calls a column datetime when 90 % of its values parse."""
-    from ml_expert.tools.core.portable.preprocessing import shown
-
-    for column in (c["name"] for c in schema["columns"] if c["kind"] == "datetime"):
-        raw = table.df[column]
-        bad = raw.notna() & table.X[column].isna() & (raw.astype(str).str.strip() != "")
-        if bad.any():
-            examples = ", ".join(list(dict.fromkeys(shown(v) for v in raw[bad].iloc[:100]))[:3])
-            table.log.append(
-                CleaningStep(
-                    action="missing_values",
-                    rows=int(bad.sum()),
-                    columns=[column],
-                    reason=f"{int(bad.sum())} values of {column!r} are not dates (e.g. {examples}); treated as "
-                    "missing, then imputed",
-                )
-            )
-
-
-def _drop_rows(table: Table, opts: PrepareOptions) -> None:
-    """Duplicates (before the split, so no row is in two splits) and, with impute='drop', rows with gaps."""
-    if opts.drop_duplicates:
-        features, hashes = row_hashes(table.X, table.df[table.target])
-        dup = pd.Series(hashes).duplicated().to_numpy()
-        if dup.any() and opts.drop_duplicates == "auto" and repeats_are_observations(features, hashes):
-            table.log.append(
-                CleaningStep(
-                    action="keep_duplicates",
-                    rows=int(dup.sum()),
-                    reason=f"repeated rows kept: the columns take few values (each distinct row is seen "
-                    f"{REPEATS_ARE_DATA}+ times on average), so repeats are observations and dropping them would erase "
-                    "the label frequencies; drop_duplicates=true drops them anyway",
-                )
-            )
-        elif dup.any():
-            table.X, table.df = table.X[~dup], table.df[~dup]
-            table.log.append(CleaningStep(action="drop_rows", rows=int(dup.sum()), reason="duplicate rows"))
-    if opts.impute == "drop":
-        na = table.X.isna().any(axis=1).to_numpy()
-        if na.any():
-            table.X, table.df = table.X[~na], table.df[~na]
-            table.log.append(CleaningStep(action="drop_rows", rows=int(na.sum()), reason="missing feature values"))
-    if len(table.X) < 10:
-        raise InvalidInputError(
-            f"Only {len(table.X)} rows remain after cleaning ({[s.action for s in table.log]}); at least 10 "
-            "are needed. Use impute='mean' instead of 'drop', or keep duplicates."
-        )
-
-
 def _encode_target(y_raw: pd.Series, task: str) -> tuple[np.ndarray, list[str] | None]:
     """Class indices (classes sorted, numerically when the labels are numbers) or float values."""
     if not is_classification(task):
@@ -375,25 +254,6 @@ def _split(table: Table, y_classes: np.ndarray | None, opts: PrepareOptions) -> 
         order=df[opts.time_column] if opts.split_strategy == "time" else None,
         seed=opts.random_state,
     )
-
-
-def _drop_outliers(table: Table, parts: dict[str, np.ndarray], schema: dict[str, Any], opts: PrepareOptions) -> None:
-    """Remove outlying training rows (never validation or test rows), at most max_outlier_share of them."""
-    numeric = [c["name"] for c in schema["columns"] if c["kind"] == "numeric"]
-    if opts.outliers == "none" or not numeric:
-        return
-    train_X = table.X.iloc[parts["train"]]
-    keep, n_out = outlier_mask(train_X, numeric, opts.outliers, opts.outlier_threshold, opts.max_outlier_share)
-    if n_out:
-        parts["train"] = parts["train"][keep]
-        table.log.append(
-            CleaningStep(
-                action="drop_rows",
-                rows=n_out,
-                reason=f"{opts.outliers} outliers (> {opts.outlier_threshold}) "
-                "in the training split only; validation/test rows are never removed",
-            )
-        )
 
 
 def _fit_preprocessor(

@@ -1,0 +1,239 @@
+"""What `analyze_data` warns about, with the recommendations that follow: per-column warnings (identifiers,
+constants, mostly missing, high cardinality), duplicate rows (copies, or repeated observations), the target
+(missing values, imbalance, classes too small to stratify) and leakage suspects (a feature that alone predicts
+the target on held-out rows)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel
+
+from ml_expert.tools.core.lazy import lazy_import
+from ml_expert.tools.core.scoring import IMBALANCE_RATIO
+from ml_expert.tools.core.tasks import is_classification
+from ml_expert.tools.data.profiling import HIGH_CARDINALITY, repeats_are_observations, row_hashes
+from ml_expert.tools.workspace import DEFAULT_SEED
+
+if TYPE_CHECKING:
+    from ml_expert.tools.data.analyze import TargetSummary
+
+np = lazy_import("numpy")
+pd = lazy_import("pandas")
+
+LEAKAGE_SAMPLE = 5000
+MIN_ROWS_PER_CLASS = 7  # a 70/15/15 stratified split needs about this many rows in every class
+
+Severity = Literal["info", "warning", "high"]
+
+
+class DataWarning(BaseModel):
+    severity: Severity
+    code: str
+    column: str | None = None
+    message: str
+
+
+def _column_warnings(
+    df: pd.DataFrame, kinds: dict[str, str], target: TargetSummary | None, nunique: pd.Series
+) -> list[DataWarning]:
+    """Per column: identifiers, constants/empties, mostly missing, high cardinality."""
+    out: list[DataWarning] = []
+    missing_share = df.isna().mean()
+    for col, kind in kinds.items():
+        if target and col == target.column:
+            continue
+        if kind == "identifier":
+            message = f"{col!r} looks like a row identifier (unique per row)."
+            out.append(DataWarning(severity="warning", code="identifier", column=col, message=message))
+        elif kind in ("constant", "empty"):
+            message = f"{col!r} is {kind}: it carries no information."
+            out.append(DataWarning(severity="info", code=kind, column=col, message=message))
+        share = float(missing_share[col])
+        if 0.5 <= share < 1:
+            message = f"{col!r} is {share:.0%} missing."
+            out.append(DataWarning(severity="warning", code="mostly_missing", column=col, message=message))
+        if kind == "categorical" and nunique[col] > HIGH_CARDINALITY:
+            message = f"{col!r} has {nunique[col]} categories; one-hot would be wide."
+            out.append(DataWarning(severity="info", code="high_cardinality", column=col, message=message))
+    return out
+
+
+def _repeats_are_observations(df: pd.DataFrame, kinds: dict[str, str], target: TargetSummary | None) -> bool:
+    """prepare_data's test, on the columns it keeps as features (no target: repeats are taken for copies)."""
+    if target is None:
+        return False
+    features = [c for c in df.columns if kinds[c] not in ("identifier", "constant", "empty") and c != target.column]
+    if not features:
+        return False
+    return repeats_are_observations(*row_hashes(df[features], df[target.column]))
+
+
+def data_warnings(
+    df: pd.DataFrame, kinds: dict[str, str], target: TargetSummary | None, duplicates: int, nunique: pd.Series
+) -> tuple[list[DataWarning], list[str]]:
+    """Every warning about the data and the recommendations that follow from them."""
+    out = _column_warnings(df, kinds, target, nunique)
+    recs: list[str] = []
+    codes = {w.code for w in out}
+    dropped = [w.column for w in out if w.code in ("identifier", "constant", "empty")]
+    if dropped:
+        recs.append(f"Drop {dropped}: identifiers and constants carry no signal (prepare_data does this by default).")
+    if "mostly_missing" in codes:
+        recs.append("Columns mostly missing: drop them or impute with a constant and keep a missing-indicator.")
+    if "high_cardinality" in codes:
+        recs.append(
+            "High-cardinality categoricals: use categorical_encoding='ordinal' or 'frequency' for them "
+            "(prepare_data does this above the one-hot limit)."
+        )
+    if duplicates and _repeats_are_observations(df, kinds, target):
+        message = (
+            f"{duplicates} duplicate rows ({duplicates / len(df):.1%}): the columns take few values, so repeated rows "
+            "are observations, not copies."
+        )
+        out.append(DataWarning(severity="info", code="duplicates", message=message))
+        recs.append(
+            "Keep the repeated rows: dropping them would keep one row per label and cell and erase the label "
+            "frequencies (prepare_data keeps them with drop_duplicates='auto', the default)."
+        )
+    elif duplicates:
+        n = len(df)
+        out.append(
+            DataWarning(
+                severity="warning" if duplicates / n > 0.01 else "info",
+                code="duplicates",
+                message=f"{duplicates} duplicate rows ({duplicates / n:.1%}).",
+            )
+        )
+        recs.append("Drop duplicate rows before splitting so no row lands in both train and test (default).")
+    if df.isna().any().any():
+        recs.append(
+            "Impute missing values with statistics of the training split only (prepare_data default: mean / "
+            "most frequent)."
+        )
+    target_warns, target_recs = target_warnings(target)
+    return out + target_warns, recs + target_recs
+
+
+def target_warnings(target: TargetSummary | None) -> tuple[list[DataWarning], list[str]]:
+    """Warnings about the target alone: missing values, imbalance, classes too small to stratify."""
+    out: list[DataWarning] = []
+    recs: list[str] = []
+    if target is not None:
+        if target.missing:
+            out.append(
+                DataWarning(
+                    severity="warning",
+                    code="target_missing",
+                    column=target.column,
+                    message=f"{target.missing} rows have no target; they will be dropped.",
+                )
+            )
+        if target.imbalance_ratio is not None and target.imbalance_ratio >= IMBALANCE_RATIO:
+            sev: Severity = "high" if target.imbalance_ratio >= 10 else "warning"
+            out.append(
+                DataWarning(
+                    severity=sev,
+                    code="imbalance",
+                    column=target.column,
+                    message=f"Classes are imbalanced (ratio {target.imbalance_ratio:.1f}:1).",
+                )
+            )
+            recs.append(
+                "Imbalanced classes: judge by balanced accuracy / F1, not accuracy; train applies "
+                f"class_weight='balanced' automatically at ratio >= {IMBALANCE_RATIO:g}."
+            )
+        if target.class_counts and min(target.class_counts.values()) < MIN_ROWS_PER_CLASS:
+            small = [k for k, v in target.class_counts.items() if v < MIN_ROWS_PER_CLASS]
+            out.append(
+                DataWarning(
+                    severity="high",
+                    code="too_few_per_class",
+                    column=target.column,
+                    message=f"Classes {small[:10]} have fewer than {MIN_ROWS_PER_CLASS} rows: a "
+                    "stratified 70/15/15 split cannot put them in every split.",
+                )
+            )
+            recs.append("Merge or drop the tiny classes, or collect more rows for them.")
+    return out, recs
+
+
+def _codes(x: pd.Series) -> np.ndarray:
+    """A feature as small integer bins: 64 quantile bins for numbers, codes for categories; missing = own bin."""
+    if pd.api.types.is_numeric_dtype(x.dtype):
+        values = x.to_numpy(dtype=float)
+        edges = np.unique(np.nanquantile(values, np.linspace(0, 1, 65)[1:-1])) if np.isfinite(values).any() else []
+        codes = np.searchsorted(edges, values)
+        codes[np.isnan(values)] = len(edges) + 1
+        return codes
+    return x.astype("category").cat.codes.to_numpy().astype(np.int64) + 1
+
+
+def _holdout_score(codes: np.ndarray, y: np.ndarray, classify: bool, train: np.ndarray) -> float:
+    """How well the feature alone predicts y on held-out rows: bin -> majority class (accuracy) or mean (R²)."""
+    test = ~train
+    n_bins = int(codes.max()) + 1
+    if classify:
+        table = np.zeros((n_bins, int(y.max()) + 1))
+        np.add.at(table, (codes[train], y[train]), 1)
+        return float(np.mean(table.argmax(axis=1)[codes[test]] == y[test]))
+    sums = np.bincount(codes[train], weights=y[train], minlength=n_bins)
+    counts = np.bincount(codes[train], minlength=n_bins)
+    means = np.where(counts > 0, sums / np.maximum(counts, 1), y[train].mean())
+    residual = np.sum((y[test] - means[codes[test]]) ** 2)
+    return float(1 - residual / max(np.sum((y[test] - y[test].mean()) ** 2), 1e-12))
+
+
+def _leakage_suspects(df: pd.DataFrame, target: str, task: str, kinds: dict[str, str]) -> list[tuple[str, float]]:
+    """Features that alone predict the target almost perfectly on held-out rows (a leakage smell).
+
+    Each feature is binned (quantiles / categories); the bin -> class (or mean) map is learned on a
+    random half of a sample and scored on the other half. NumPy only, so wide and long data stay fast.
+    """
+    data = df[df[target].notna()]
+    if len(data) > LEAKAGE_SAMPLE:
+        data = data.sample(LEAKAGE_SAMPLE, random_state=DEFAULT_SEED)
+    if len(data) < 30:
+        return []
+    classify = is_classification(task)
+    if classify:
+        labels = data[target].astype(str)
+        if labels.value_counts().min() < 3:
+            return []
+        y = labels.astype("category").cat.codes.to_numpy().astype(np.int64)
+    else:
+        y = data[target].to_numpy(dtype=float)
+    train = np.random.default_rng(DEFAULT_SEED).random(len(data)) < 0.5
+    baseline = float(np.mean(y[~train] == np.bincount(y[train]).argmax())) if classify else 0.0
+    suspects = []
+    for col, kind in kinds.items():
+        if col == target or kind not in ("numeric", "categorical", "boolean"):
+            continue
+        codes = _codes(data[col])
+        if codes.max() > 256:  # a near-unique categorical: reported as high cardinality instead
+            continue
+        score = _holdout_score(codes, y, classify, train)
+        if score >= 0.98 and (not classify or score - baseline >= 0.05):
+            suspects.append((col, score))
+    return suspects
+
+
+def add_leakage_warnings(
+    df: pd.DataFrame, target: TargetSummary, kinds: dict[str, str], warns: list[DataWarning], recs: list[str]
+) -> None:
+    suspects = _leakage_suspects(df, target.column, target.task_type, kinds)
+    for col, score in suspects:
+        warns.append(
+            DataWarning(
+                severity="high",
+                code="leakage_suspect",
+                column=col,
+                message=f"{col!r} alone predicts {target.column!r} with score {score:.3f}: check that "
+                "it is known at prediction time, else drop it.",
+            )
+        )
+    if suspects:
+        recs.append(
+            "Leakage suspects: pass them in drop_columns to prepare_data unless they are truly available "
+            "when predicting."
+        )
