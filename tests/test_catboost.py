@@ -1,6 +1,7 @@
 """The auto search's CatBoost family: category codes as CatBoost's categorical features, fold models early-stopped
-on their held-out rows and bagged, fits stopped at their deadline or on a cancel, and a model that loads and
-predicts the same where only the package's files (and catboost) are."""
+on their held-out rows (which say when to stop, never which iteration to keep) and bagged, fits stopped at their
+deadline or on a cancel, and a model that loads and predicts the same where only the package's files (and catboost)
+are."""
 
 from __future__ import annotations
 
@@ -48,6 +49,9 @@ def test_catboost_folds_learn_category_codes_and_their_models_are_bagged() -> No
     for member, (_, test) in zip(model.model.members, search.folds, strict=True):
         assert member.categorical == (1,)  # the code column is a CatBoost categorical feature
         assert member.n_iter_ < member.iterations  # early-stopped on the fold's held-out rows
+        # ... which only said when to stop: no rollback to their best iteration (it would pick the model on the
+        # rows that score it out of fold, and the ensemble would trust that score too much)
+        assert member.n_iter_ == member.model_.get_best_iteration() + member.od_wait + 1
         assert np.allclose(member.predict_proba(codes[test]), trial.oof[test])  # fold i's model made fold i's OOF
     assert float((model.predict(X[held_out]) == y[held_out]).mean()) > 0.9
     assert required_packages(Blend([model], [1.0], classify=True)) == ["catboost"]

@@ -121,8 +121,8 @@ def target_bounds(y: np.ndarray, margin: float = 0.25) -> tuple[float, float]:
 class CatBoost(BaseEstimator):
     """CatBoost (classifier or regressor) on a float matrix whose columns `categorical` hold category codes (-1:
     unseen or missing): those become its categorical features. A scikit-learn estimator (a target transform can
-    wrap it); `fit` takes
-    CatBoost's eval_set (early stopping on those rows, the best iteration kept) and callbacks."""
+    wrap it); `fit` takes CatBoost's eval_set (those rows say when to stop; the model is not rolled back to their best
+    iteration) and callbacks."""
 
     def __init__(
         self,
@@ -169,8 +169,11 @@ class CatBoost(BaseEstimator):
         }  # fmt: skip
         if eval_set is None and self.eval_fraction:  # no rows given to watch: early-stop on a share split off
             settings |= {"eval_fraction": self.eval_fraction}
-        if eval_set is not None or self.eval_fraction:  # the best iteration on the watched rows is kept
-            settings |= {"od_type": "Iter", "od_wait": self.od_wait, "use_best_model": True}
+        if eval_set is not None or self.eval_fraction:
+            # Given rows (a fold's held-out rows, which also score it out of fold) only say when to stop: rolling
+            # back to their best iteration would pick the model on the rows that score it. A split-off share of
+            # the training rows is never scored: there the best iteration is kept.
+            settings |= {"od_type": "Iter", "od_wait": self.od_wait, "use_best_model": eval_set is None}
         if self.classify:
             model = CatBoostClassifier(**settings, **({"auto_class_weights": "Balanced"} if self.balanced else {}))
         else:
