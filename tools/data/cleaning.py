@@ -16,12 +16,16 @@ from ml_expert.tools.data.analyze import check_target_column
 from ml_expert.tools.data.encoding import outlier_mask
 from ml_expert.tools.data.io import read_table
 from ml_expert.tools.data.options import PrepareOptions
-from ml_expert.tools.data.profiling import REPEATS_ARE_DATA, infer_kind, repeats_are_observations, row_hashes
+from ml_expert.tools.data.profiling import (
+    DROP_KINDS,
+    REPEATS_ARE_DATA,
+    infer_kind,
+    repeats_are_observations,
+    row_hashes,
+)
 
 np = lazy_import("numpy")
 pd = lazy_import("pandas")
-
-DROP_KINDS = ("identifier", "constant", "empty")
 
 
 @dataclass

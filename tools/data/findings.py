@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.core.scoring import IMBALANCE_RATIO
 from ml_expert.tools.core.tasks import is_classification
-from ml_expert.tools.data.profiling import HIGH_CARDINALITY, repeats_are_observations, row_hashes
+from ml_expert.tools.data.profiling import DROP_KINDS, HIGH_CARDINALITY, repeats_are_observations, row_hashes
 from ml_expert.tools.workspace import DEFAULT_SEED
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def _repeats_are_observations(df: pd.DataFrame, kinds: dict[str, str], target: T
     """prepare_data's test, on the columns it keeps as features (no target: repeats are taken for copies)."""
     if target is None:
         return False
-    features = [c for c in df.columns if kinds[c] not in ("identifier", "constant", "empty") and c != target.column]
+    features = [c for c in df.columns if kinds[c] not in DROP_KINDS and c != target.column]
     if not features:
         return False
     return repeats_are_observations(*row_hashes(df[features], df[target.column]))
@@ -76,7 +76,7 @@ def data_warnings(
     out = _column_warnings(df, kinds, target, nunique)
     recs: list[str] = []
     codes = {w.code for w in out}
-    dropped = [w.column for w in out if w.code in ("identifier", "constant", "empty")]
+    dropped = [w.column for w in out if w.code in DROP_KINDS]
     if dropped:
         recs.append(f"Drop {dropped}: identifiers and constants carry no signal (prepare_data does this by default).")
     if "mostly_missing" in codes:

@@ -20,6 +20,7 @@ SHORT_IDS = {"pid", "uid", "sid", "cid", "oid", "eid", "gid", "tid"}  # person, 
 WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 BOOL_WORDS = {"true", "false", "yes", "no", "y", "n", "t", "f", "0", "1"}
 MAX_CLASSES = 50
+DROP_KINDS = ("identifier", "constant", "empty")  # column kinds that carry no signal (dropped by default)
 HIGH_CARDINALITY = 30
 REPEATS_ARE_DATA = 4  # each distinct feature row seen this many times on average: repeats are observations
 
