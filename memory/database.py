@@ -142,11 +142,12 @@ class Database:
         'database is locked' a deferred transaction gets when it upgrades from read to write.
         """
         conn = self.conn
-        self._begin(conn)
         try:
+            self._begin(conn)
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException:  # a KeyboardInterrupt just after BEGIN too: never leave the write lock held
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 

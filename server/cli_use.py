@@ -4,8 +4,11 @@ following every long command shares (a progress bar; Ctrl-C cancels the job it s
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ml_expert.memory.jobs import ACTIVE
@@ -14,7 +17,7 @@ from ml_expert.tools.jobs.manager import JobManager, job_row, job_status
 from ml_expert.tools.jobs.specs import JobStatus
 from ml_expert.tools.workspace import Workspace
 
-CANCEL_WAIT_S = 15.0  # how long Ctrl-C / `cancel` waits for a worker to stop at its next step
+CANCEL_WAIT_S = 10.0  # how long Ctrl-C / `cancel` waits for a worker to stop at its next step before SIGTERM
 
 
 def workspace_with_jobs(args: argparse.Namespace) -> Workspace:
@@ -26,41 +29,73 @@ def workspace_with_jobs(args: argparse.Namespace) -> Workspace:
 
 def follow(ws: Workspace, job_id: str, resume_hint: str, total: int = 6) -> JobStatus:
     """Wait for a job with a live progress bar. Ctrl-C cancels the job, waits for its worker to stop, says how
-    it ended and how to resume, and exits 130: the CLI never leaves a worker running without saying so."""
+    it ended and how to resume, and exits 130: the CLI never leaves a worker running without saying so.
+
+    While it follows, Ctrl-C only raises a flag that the wait loop reads between polls, instead of a
+    KeyboardInterrupt at whatever line runs (in the middle of a database write or of the progress bar's
+    teardown); a second Ctrl-C, while the cancel waits for the worker, stops that wait."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    interrupted = threading.Event()
+    with _ctrl_c_sets(interrupted):
+        try:
+            with Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[detail]}"),
+                TimeElapsedColumn(),
+            ) as bar:
+                task = bar.add_task("starting", total=total, detail="")
+
+                def show(progress: dict[str, Any]) -> None:
+                    bar.update(
+                        task,
+                        completed=float(progress.get("step") or 0),
+                        total=float(progress.get("total") or total),
+                        description=str(progress.get("phase", "")),
+                        detail=str(progress.get("message", ""))[:90],
+                    )
+
+                status = ws.jobs.wait(job_id, timeout=24 * 3600, on_progress=show, stop=interrupted.is_set)
+        except KeyboardInterrupt:  # not the main thread (no flag handler): Ctrl-C still arrives as an exception
+            interrupted.set()
+    if not interrupted.is_set():
+        return status
+    status = cancel_and_wait(ws, job_id)
+    print(f"Job {job_id} {status.status}. {resume_hint}", file=sys.stderr)
+    raise SystemExit(130)
+
+
+@contextmanager
+def _ctrl_c_sets(flag: threading.Event) -> Iterator[None]:
+    """Within the block the first SIGINT sets `flag` and puts back Python's handler (a second one raises
+    KeyboardInterrupt); the previous handler is back after the block. Only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def first(signum: int, frame: Any) -> None:
+        flag.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, first)
     try:
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.fields[detail]}"),
-            TimeElapsedColumn(),
-        ) as bar:
-            task = bar.add_task("starting", total=total, detail="")
-
-            def show(progress: dict[str, Any]) -> None:
-                bar.update(
-                    task,
-                    completed=float(progress.get("step") or 0),
-                    total=float(progress.get("total") or total),
-                    description=str(progress.get("phase", "")),
-                    detail=str(progress.get("message", ""))[:90],
-                )
-
-            return ws.jobs.wait(job_id, timeout=24 * 3600, on_progress=show)
-    except KeyboardInterrupt:
-        status = cancel_and_wait(ws, job_id)
-        print(f"Job {job_id} {status.status}. {resume_hint}", file=sys.stderr)
-        raise SystemExit(130) from None
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def cancel_and_wait(ws: Workspace, job_id: str) -> JobStatus:
-    """Request the job's cancel and wait up to CANCEL_WAIT_S for its worker to stop (a second Ctrl-C stops
-    waiting); a worker still running then is named, with its process id."""
+    """Request the job's cancel and wait up to CANCEL_WAIT_S for its worker to stop at its next step; a worker
+    that has not reached one by then (busy in a long fit or import on a loaded machine) gets SIGTERM, which ends
+    it at once, recorded as cancelled. A second Ctrl-C stops waiting; a worker still running then is named."""
     print(f"\nCancelling job {job_id}: the worker stops at its next step …", file=sys.stderr)
     status = ws.jobs.cancel(job_id)
     try:
         status = ws.jobs.wait(job_id, timeout=CANCEL_WAIT_S)
+        if status.status in ACTIVE and ws.jobs.stop_worker(job_id):
+            print(f"The worker reached no step within {CANCEL_WAIT_S:g} s; stopped it with SIGTERM.", file=sys.stderr)
+            status = ws.jobs.wait(job_id, timeout=CANCEL_WAIT_S)
     except KeyboardInterrupt:
         status = job_status(job_row(ws, job_id))
     if status.status in ACTIVE or not ws.jobs.wait_worker(job_id, timeout=CANCEL_WAIT_S):

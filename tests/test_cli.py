@@ -160,6 +160,102 @@ def test_ctrl_c_cancels_the_run_stops_its_worker_and_says_how_to_resume(tmp_path
         os.kill(job.pid, 0)
 
 
+def test_ctrl_c_while_following_raises_a_flag_the_wait_loop_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C during `follow` (in-process, fast): the job is cancelled through the flag the wait loop polls,
+    the worker stops, the command says how to resume and exits 130, and Python's SIGINT handler is back."""
+    import threading
+
+    from ml_expert.server.cli_use import follow
+    from ml_expert.tools.jobs.manager import JobManager
+    from ml_expert.tools.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    ws.jobs = JobManager(ws, max_jobs=1)
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    ws.job_store.insert("job_00c0ffee", kind="train", run_id=None, namespace="default", spec={}, owner_pid=os.getpid())
+    ws.job_store.claim(os.getpid(), 1)
+    ws.job_store.set_pid("job_00c0ffee", worker.pid)
+
+    def play_worker() -> None:  # what a worker does at its next step once a cancel is requested
+        other = Workspace(tmp_path)
+        while not other.job_store.cancel_requested("job_00c0ffee"):
+            time.sleep(0.05)
+        other.job_store.finish("job_00c0ffee", "cancelled", error="Cancelled at a step boundary.")
+        other.close()
+        worker.kill()
+        worker.wait()  # reaped: a zombie would still answer kill(pid, 0)
+
+    player = threading.Thread(target=play_worker, daemon=True)
+    player.start()
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            follow(ws, "job_00c0ffee", "Resume it with `ml-expert run --resume run_x`.")
+    finally:
+        worker.kill()
+        ws.close()
+    assert stopped.value.code == 130
+    err = capsys.readouterr().err
+    assert "Job job_00c0ffee cancelled. Resume it with `ml-expert run --resume run_x`." in err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    player.join(5)
+    assert worker.wait(5) is not None
+
+
+@pytest.mark.parametrize("asked", [True, False])
+def test_a_worker_stopped_by_sigterm_ends_cancelled_when_a_cancel_was_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, asked: bool
+) -> None:
+    """The CLI's Ctrl-C sends SIGTERM (KeyboardInterrupt in the worker) to a worker that reached no step within
+    CANCEL_WAIT_S: the job ends cancelled, as asked; a SIGTERM nobody asked a cancel for (a server shutting down)
+    ends it interrupted, resumable."""
+    from ml_expert.tools.jobs import worker
+    from ml_expert.tools.jobs.specs import JobSpec
+    from ml_expert.tools.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+
+    def busy_in_a_long_fit(ws: Workspace, spec: JobSpec, reporter: Any) -> None:
+        if asked:
+            ws.job_store.request_cancel("job_0000beef")
+        raise KeyboardInterrupt  # what the worker's SIGTERM handler raises
+
+    monkeypatch.setattr(worker, "handler_for", lambda kind: (JobSpec, busy_in_a_long_fit))
+    spec = {"run_id": "run_0000beef"}
+    ws.job_store.insert("job_0000beef", kind="train", run_id=None, namespace="default", spec=spec, owner_pid=1)
+    worker.run_job(ws, "job_0000beef")
+    row = ws.job_store.get("job_0000beef")
+    ws.close()
+    assert row is not None and row.status == ("cancelled" if asked else "interrupted"), row
+    assert ("SIGTERM" in (row.error or "")) is asked
+
+
+def test_an_interrupt_just_after_begin_leaves_no_write_lock(tmp_path: Path) -> None:
+    """A KeyboardInterrupt between BEGIN IMMEDIATE and the body rolls back: the next write (another
+    connection too) gets the lock at once instead of waiting for a transaction nobody will end."""
+    import sqlite3
+
+    from ml_expert.memory.database import Database
+
+    db = Database(tmp_path / "memory.db")
+
+    def interrupted_begin(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        raise KeyboardInterrupt
+
+    db._begin = interrupted_begin  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt), db.transaction():
+        pass
+    assert not db.conn.in_transaction
+    other = sqlite3.connect(tmp_path / "memory.db", timeout=0)
+    other.execute("BEGIN IMMEDIATE")  # would raise "database is locked" with the lock still held
+    other.execute("ROLLBACK")
+    other.close()
+    db.close()
+
+
 def test_cancel_command_cancels_a_queued_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from ml_expert.tools.workspace import Workspace
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ml_expert.memory import ACTIVE, FINISHED, JobRow
@@ -204,6 +205,18 @@ class JobManager:
             time.sleep(0.1)
         return not pid
 
+    def stop_worker(self, job_id: str) -> bool:
+        """SIGTERM to the worker of a job whose cancel was requested: it stops at once (the worker ends a
+        terminated job as cancelled when a cancel was asked, else as interrupted); False when there is none."""
+        row = job_row(self.ws, job_id)
+        if row.status not in ACTIVE or not row.pid or not pid_alive(row.pid):
+            return False
+        try:
+            os.kill(row.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        return True
+
     def kill_worker(self, job_id: str, sig: int = signal.SIGKILL) -> None:
         """Send a signal to a job's worker (tests and operators)."""
         pid = job_row(self.ws, job_id).pid
@@ -282,8 +295,15 @@ class JobManager:
         self.ws.job_store.set_pid(job_id, proc.pid)
         self._procs[job_id] = proc
 
-    def wait(self, job_id: str, timeout: float, on_progress: ProgressFn | None = None) -> JobStatus:
-        """Block until the job finishes or timeout passes, calling on_progress(progress) on changes."""
+    def wait(
+        self,
+        job_id: str,
+        timeout: float,
+        on_progress: ProgressFn | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> JobStatus:
+        """Block until the job finishes, timeout passes or stop() says so (the CLI's Ctrl-C), calling
+        on_progress(progress) on changes."""
         deadline = time.monotonic() + timeout
         last: Any = None
         while True:
@@ -291,7 +311,7 @@ class JobManager:
             if on_progress is not None and status.progress != last:
                 last = status.progress
                 on_progress(status.progress)
-            if status.status not in ACTIVE or time.monotonic() >= deadline:
+            if status.status not in ACTIVE or time.monotonic() >= deadline or (stop is not None and stop()):
                 return status
             if self._thread is None:
                 self._tick()

@@ -126,8 +126,11 @@ def run_job(ws: Workspace, job_id: str) -> None:
         partial = as_json(exc.args[0]) if exc.args else None
         store.finish(job_id, "cancelled", result=partial, error="Cancelled on request.")
         return
-    except KeyboardInterrupt:
-        store.finish(job_id, "interrupted", error="The worker was stopped. Call resume_job to continue.")
+    except KeyboardInterrupt:  # SIGTERM: a server shutting down, or a cancel the job did not reach a step for
+        if store.cancel_requested(job_id):
+            store.finish(job_id, "cancelled", error="Cancelled on request (the worker was stopped with SIGTERM).")
+        else:
+            store.finish(job_id, "interrupted", error="The worker was stopped. Call resume_job to continue.")
         return
     except MLExpertError as exc:
         reporter.flush()
