@@ -206,6 +206,53 @@ def test_ctrl_c_while_following_raises_a_flag_the_wait_loop_reads(
     assert worker.wait(5) is not None
 
 
+WORKER_THAT_REACHES_NO_STEP = """
+import os, signal, sys, time
+from ml_expert.tools.jobs import worker
+from ml_expert.tools.jobs.specs import JobSpec
+from ml_expert.tools.workspace import Workspace
+
+def busy_in_a_long_fit(ws, spec, reporter):  # never reaches a step, so never sees the cancel flag
+    time.sleep(120)
+
+worker.handler_for = lambda kind: (JobSpec, busy_in_a_long_fit)
+signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))  # as worker.main does
+ws = Workspace(sys.argv[1])
+ws.job_store.set_pid(sys.argv[2], os.getpid())
+worker.run_job(ws, sys.argv[2])
+"""
+
+
+def test_a_cancel_the_worker_does_not_reach_in_time_stops_it_with_sigterm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cancel_and_wait` (Ctrl-C, `ml-expert cancel`): a worker busy where it checks no cancel gets SIGTERM after
+    CANCEL_WAIT_S, ends its job cancelled and exits; the command says so."""
+    from ml_expert.server import cli_use
+    from ml_expert.tools.jobs.manager import JobManager
+    from ml_expert.tools.workspace import Workspace
+
+    monkeypatch.setattr(cli_use, "CANCEL_WAIT_S", 1.0)
+    ws = Workspace(tmp_path)
+    ws.jobs = JobManager(ws, max_jobs=1)
+    spec = {"run_id": "run_0000cafe"}
+    ws.job_store.insert("job_0000cafe", kind="train", run_id=None, namespace="default", spec=spec, owner_pid=1)
+    ws.job_store.claim(1, 1)
+    proc = subprocess.Popen([sys.executable, "-c", WORKER_THAT_REACHES_NO_STEP, str(tmp_path), "job_0000cafe"])
+    try:
+        deadline = time.monotonic() + 60
+        while ws.job_store.get("job_0000cafe").pid != proc.pid:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline and proc.poll() is None, "the stand-in worker never started"
+            time.sleep(0.05)
+        status = cli_use.cancel_and_wait(ws, "job_0000cafe")
+        assert proc.wait(10) == 0  # it ended its job and exited, not killed
+    finally:
+        proc.kill()
+        ws.close()
+    assert status.status == "cancelled" and "SIGTERM" in (status.error or "")
+    assert "stopped it with SIGTERM" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("asked", [True, False])
 def test_a_worker_stopped_by_sigterm_ends_cancelled_when_a_cancel_was_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, asked: bool
