@@ -1,7 +1,8 @@
 """The job manager: starts worker processes for queued jobs and notices workers that died.
 
 The server never imports TensorFlow: `JobManager.submit` records a job and a worker process
-(`python -m ml_expert.tools.jobs.worker JOB_ID`, given the server's settings) does the work,
+(forked from a warm fork server, see forkserver.py, or `python -m ml_expert.tools.jobs.worker JOB_ID`;
+given the server's settings) does the work,
 writing progress into the job's row. A worker that dies marks its job `failed`; a job whose
 worker vanished with its server becomes `interrupted` and can be resumed from its last checkpoint.
 """
@@ -20,6 +21,7 @@ from typing import Any
 
 from ml_expert.memory import ACTIVE, FINISHED, JobRow
 from ml_expert.memory.errors import ConflictError, NotFoundError
+from ml_expert.tools.jobs.forkserver import ForkedWorker, start_worker, warm_up
 from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn
 from ml_expert.tools.settings import SETTINGS_ENV
 from ml_expert.tools.workspace import Workspace, check_id, new_id
@@ -88,7 +90,7 @@ class JobManager:
         self.ws = ws
         self.max_jobs = max(1, max_jobs or ws.settings.max_jobs)
         self.poll_interval = poll_interval
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._procs: dict[str, subprocess.Popen[bytes] | ForkedWorker] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -99,6 +101,7 @@ class JobManager:
 
     def start(self) -> JobManager:
         self.mark_orphans_interrupted()
+        warm_up(self._worker_env())  # its imports run while the server waits for its first job
         self._thread = threading.Thread(target=self._loop, name="ml-expert-jobs", daemon=True)
         self._thread.start()
         return self
@@ -267,11 +270,9 @@ class JobManager:
     def log_path(self, job_id: str) -> str:
         return str(self.ws.home / "jobs" / f"{job_id}.log")
 
-    def _launch(self, job_id: str) -> None:
-        log_file = self.ws.home / "jobs" / f"{job_id}.log"
-        log_file.parent.mkdir(parents=True, exist_ok=True)
+    def _worker_env(self) -> dict[str, str]:
         threads = max(1, (os.cpu_count() or 1) // self.max_jobs)
-        env = {
+        return {
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "PYTHONWARNINGS": "ignore",
             **os.environ,
@@ -279,16 +280,23 @@ class JobManager:
             "TF_NUM_INTRAOP_THREADS": str(threads),
             SETTINGS_ENV: self.ws.settings.model_dump_json(),
         }
+
+    def _launch(self, job_id: str) -> None:
+        log_file = self.ws.home / "jobs" / f"{job_id}.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        env = self._worker_env()
+        proc: subprocess.Popen[bytes] | ForkedWorker | None = start_worker(job_id, str(log_file), env)
         try:
-            with open(log_file, "ab") as out:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "ml_expert.tools.jobs.worker", job_id],
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                )
+            if proc is None:  # no fork server here: a plain process, ~2 s of imports slower to start
+                with open(log_file, "ab") as out:
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "ml_expert.tools.jobs.worker", job_id],
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                        start_new_session=True,
+                    )
         except OSError as exc:  # claimed already: end it, or it would hold its slot
             self.ws.job_store.finish(job_id, "failed", error=f"Could not start a worker process: {exc}. Call again.")
             return
