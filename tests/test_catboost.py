@@ -5,6 +5,7 @@ are."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -79,6 +80,39 @@ def test_a_catboost_fit_stops_at_its_deadline_and_carries_a_cancel(monkeypatch: 
     with pytest.raises(Cancelled):
         fit_stoppable(CatBoost(iterations=100_000), X, y, time.perf_counter() + 60, tick)
     assert len(steps) == 3 and steps[0].startswith("iteration ") and steps[0].endswith("of 100000")
+
+
+def test_a_signal_during_a_catboost_fit_stays_a_keyboard_interrupt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker turns SIGTERM (a cancel it did not reach a step for, a server shutting down) and SIGINT into
+    KeyboardInterrupt. Raised while CatBoost runs our callback, CatBoost would turn it into a CatBoostError, which
+    the search takes for one candidate's failure and goes on: the interrupt must come out as itself."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20_000, 20)).astype(np.float32)
+    y = X[:, 0] + rng.normal(size=20_000)
+    previous = signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.setitimer(signal.ITIMER_REAL, 1.5)  # a real signal, well into the training loop
+    started = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit_stoppable(CatBoost(iterations=100_000, depth=8), X, y, started + 60)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.perf_counter() - started < 10.0
+
+    class Clock:  # the handler's exception raised inside the callback, where the signal may land
+        calls = 0
+
+        @classmethod
+        def perf_counter(cls) -> float:
+            cls.calls += 1
+            if cls.calls == 20:
+                raise KeyboardInterrupt
+            return time.perf_counter()
+
+    monkeypatch.setattr(chunked, "time", Clock)
+    with pytest.raises(KeyboardInterrupt):
+        fit_stoppable(CatBoost(iterations=100_000), X, y, started + 60)
 
 
 def test_a_catboost_model_predicts_the_same_from_the_package_files_alone(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ A plain worker (`python -m ml_expert.tools.jobs.worker JOB_ID`) spends about two
 pandas, SciPy and scikit-learn before it reaches its job; a `predict` or `evaluate` on a small
 table then takes 2.5 s where the work is 0.2 s. The job manager instead asks a long-lived process
 (`python -m ml_expert.tools.jobs.forkserver`) that has imported those libraries — and nothing that
-starts threads or opens the workspace — to fork a child per job. The child is a worker like the
+opens the workspace or runs a parallel region — to fork a child per job. The child is a worker like the
 plain one: its own session (setsid), its log on fds 1 and 2, the manager's environment and working
 directory, and `worker.main` as its body; the server reports its pid and, later, its exit code.
 
@@ -13,7 +13,10 @@ the server's stdin; the server answers `{"id", "pid"}` (or `{"id", "error"}`) an
 ends, `{"exit": pid, "code": returncode}` (negative: killed by that signal, as `Popen`). The server
 imports its preload list one module at a time between requests, so a request never waits for more
 than one import; it exits when its stdin closes (its manager is gone), leaving running children
-alone. Where it cannot start or dies, the manager falls back to a plain worker process.
+alone. A request carries an expiry: the server refuses it once expired, and a manager that has no answer
+by then (and a grace period) stops the server, so a job never gets a late second worker. Where no server
+can serve, the manager falls back to a plain worker process. A one-shot CLI command (a manager without a
+scheduler thread) uses a warm server but starts none: its single job would only compete with the imports.
 
 The first-party code is imported in each child, never in the server: an edited module is picked up
 by the next job.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import select
 import signal
@@ -32,8 +36,6 @@ import threading
 import time
 from collections.abc import Mapping
 from typing import Any
-
-from ml_expert.tools.settings import THREAD_VARS
 
 # Third-party modules nearly every job imports (about 2 s together on a 2-core machine). Nothing here
 # starts threads at import or touches the workspace; TensorFlow is left to the jobs that train networks.
@@ -56,8 +58,13 @@ PRELOAD = (
     "matplotlib",
     "catboost",
 )
+IMPORT_TIME_VARS = (  # besides the thread variables: read by Python or a preloaded library when it starts
+    "PYTHONWARNINGS", "PYTHONPATH", "PYTHONHASHSEED", "OMP_PROC_BIND", "OMP_WAIT_POLICY", "OMP_DYNAMIC",
+    "MKL_THREADING_LAYER", "MPLBACKEND", "MPLCONFIGDIR", "LC_ALL", "LANG",
+)  # fmt: skip
 DISABLE_ENV = "ML_EXPERT_FORKSERVER"  # "0": start every worker as a plain process
-START_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 10.0  # a request the server has not served by then is refused (the job starts plain)
+REPLY_GRACE_S = 5.0  # ... and a server silent this much longer is stopped
 
 
 class ForkedWorker:
@@ -74,7 +81,7 @@ class ForkedWorker:
         self._ended.set()
 
     def poll(self) -> int | None:
-        if self.returncode is None and not self._server.alive():  # its exit can no longer be reported
+        if self.returncode is None and self._server.gone():  # its exit can no longer be reported
             from ml_expert.tools.jobs.manager import pid_alive
 
             if not pid_alive(self.pid):
@@ -121,17 +128,32 @@ class ForkServer:
         self._reply = threading.Condition()
         self._children: dict[int, ForkedWorker] = {}
         self._early_exits: dict[int, int] = {}
+        self._eof = threading.Event()  # the reader has read the server's last message
         threading.Thread(target=self._read, name="ml-expert-forkserver", daemon=True).start()
 
     def alive(self) -> bool:
         return self._proc.poll() is None
 
+    def gone(self) -> bool:
+        """The server has exited and every message it sent has been read: no exit code can still arrive."""
+        return self._eof.is_set()
+
     def _read(self) -> None:
+        try:
+            self._read_messages()
+        finally:
+            self._eof.set()
+            with self._reply:  # the server is gone: wake every waiter
+                self._reply.notify_all()
+
+    def _read_messages(self) -> None:
         assert self._proc.stdout is not None
         for line in self._proc.stdout:
             try:
                 msg = json.loads(line)
             except ValueError:
+                continue
+            if not isinstance(msg, dict) or not isinstance(msg.get("exit", msg.get("id")), int):
                 continue
             if "exit" in msg:
                 with self._reply:
@@ -144,27 +166,36 @@ class ForkServer:
                 with self._reply:
                     self._replies[msg["id"]] = msg
                     self._reply.notify_all()
-        with self._reply:  # the server is gone: wake every waiter
-            self._reply.notify_all()
 
     def start(self, job_id: str, log: str, env: Mapping[str, str]) -> ForkedWorker:
         """Fork a worker for job_id; OSError when the server cannot (the caller starts a plain one)."""
         with self._lock:
             self._next += 1
             rid = self._next
-            request = {"id": rid, "job_id": job_id, "log": log, "cwd": os.getcwd(), "env": dict(env)}
+            expires = time.time() + START_TIMEOUT_S  # the server refuses the request after this: no late fork
+            request = {
+                "id": rid,
+                "job_id": job_id,
+                "log": log,
+                "cwd": os.getcwd(),
+                "env": dict(env),
+                "expires": expires,
+            }
             try:
                 assert self._proc.stdin is not None
                 self._proc.stdin.write(json.dumps(request).encode() + b"\n")
                 self._proc.stdin.flush()
             except (OSError, ValueError) as exc:
                 raise OSError(f"the fork server is gone: {exc}") from exc
-        deadline = _now() + START_TIMEOUT_S
+        deadline = _now() + START_TIMEOUT_S + REPLY_GRACE_S
         with self._reply:
             while rid not in self._replies:
+                if self.gone():
+                    raise OSError("the fork server exited")
                 left = deadline - _now()
-                if left <= 0 or not self.alive():
-                    raise OSError("the fork server did not answer")
+                if left <= 0:  # hung past the request's expiry: it must never fork this job late
+                    self._proc.kill()
+                    raise OSError("the fork server did not answer; it was stopped")
                 self._reply.wait(min(left, 0.5))
             reply = self._replies.pop(rid)
             if "pid" not in reply:
@@ -182,28 +213,38 @@ _servers: dict[tuple[str, ...], ForkServer] = {}
 _servers_lock = threading.Lock()
 
 
-def warm_up(env: Mapping[str, str]) -> ForkServer | None:
-    """The fork server for workers started with `env` (started now if there is none), or None where
-    fork servers are off or cannot start.
+def _key(env: Mapping[str, str]) -> tuple[str, ...]:
+    """What a worker's environment fixes at import time (native thread pools, paths, warnings, locale): workers
+    whose keys differ never share a server, so each gets what a plain process started with its env would."""
+    from ml_expert.tools.settings import THREAD_VARS  # here, not at the top: the server imports no first-party code
 
-    Servers are keyed by what fixes native thread pools at import (the thread variables), so a worker
-    gets exactly the pools a plain process started with `env` would."""
-    if os.environ.get(DISABLE_ENV, "1") == "0" or not hasattr(os, "fork"):
-        return None
-    key = (sys.executable, *(env.get(var, "") for var in (*THREAD_VARS, "PYTHONWARNINGS")))
+    return (sys.executable, *(env.get(var, "") for var in (*THREAD_VARS, *IMPORT_TIME_VARS)))
+
+
+def warm_up(env: Mapping[str, str], *, start: bool = True) -> ForkServer | None:
+    """The fork server for workers started with `env` (started now, unless `start` is False, if there is none
+    alive), or None where fork servers are off or cannot start."""
+    if os.environ.get(DISABLE_ENV, "1") == "0" or not sys.platform.startswith("linux"):
+        return None  # elsewhere forking after numpy's BLAS is not safe (macOS), or there is no fork
+    key = _key(env)
     with _servers_lock:
         server = _servers.get(key)
-        if server is None or not server.alive():
-            try:
-                server = _servers[key] = ForkServer(env)
-            except OSError:
-                return None
+        if server is not None and server.alive():
+            return server
+        if not start:
+            return None
+        try:
+            server = _servers[key] = ForkServer(env)
+        except OSError:
+            return None
         return server
 
 
-def start_worker(job_id: str, log: str, env: Mapping[str, str]) -> ForkedWorker | None:
-    """A forked worker for the job, or None when no fork server can serve (start a plain process then)."""
-    server = warm_up(env)
+def start_worker(job_id: str, log: str, env: Mapping[str, str], *, start_server: bool = True) -> ForkedWorker | None:
+    """A forked worker for the job, or None when no fork server can serve (start a plain process then). Without
+    `start_server` only a server already warm serves: a one-shot command does not start one, whose imports would
+    only compete with its single job's for the cores."""
+    server = warm_up(env, start=start_server)
     if server is None:
         return None
     try:
@@ -215,10 +256,12 @@ def start_worker(job_id: str, log: str, env: Mapping[str, str]) -> ForkedWorker 
 # -- the server process ------------------------------------------------------------------------------
 
 
-def _child(request: dict[str, Any]) -> None:
-    """In the forked child: become a worker process for the request's job, then exit with its code."""
-    code = 1
+def _child(request: dict[str, Any], proto: int) -> None:
+    """In the forked child: become a worker process for the request's job (as `python -m ...worker JOB_ID` started
+    with the request's env and cwd would be), then exit with its code."""
+    code, interrupted = 1, False
     try:
+        os.close(proto)  # the manager's reader sees the server's end of file, not the workers'
         os.setsid()
         fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, 1)
@@ -227,17 +270,26 @@ def _child(request: dict[str, Any]) -> None:
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.close(null)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_DFL if sig != signal.SIGPIPE else signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh interpreter
+        for sig in (signal.SIGTERM, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
         os.chdir(request["cwd"])
+        sys.path[0] = request["cwd"]  # where `python -m` started in this folder looks first
         os.environ.clear()
         os.environ.update(request["env"])
+        if "numpy" in sys.modules:  # a fresh process seeds numpy's global generator from the OS; so does this one
+            sys.modules["numpy"].random.seed()
         sys.argv = ["ml_expert.tools.jobs.worker", request["job_id"]]
         from ml_expert.tools.jobs.worker import main
 
         code = main([request["job_id"]])
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, int) or exc.code is None:
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        interrupted = True
     except BaseException:
         import traceback
 
@@ -246,18 +298,52 @@ def _child(request: dict[str, Any]) -> None:
         try:
             import atexit
 
+            threading._shutdown()  # type: ignore[attr-defined]  # as at interpreter exit: non-daemon threads
             atexit._run_exitfuncs()
             sys.stdout.flush()
             sys.stderr.flush()
+            if interrupted:  # Python ends on an uncaught KeyboardInterrupt by SIGINT: exit code -2, as Popen says
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGINT)
         finally:
             os._exit(code)
 
 
+def _serve_line(line: bytes, send: Any, proto: int) -> None:
+    """One request: fork its worker unless it expired or is malformed (then an error reply, where it has an id)."""
+    try:
+        request = json.loads(line)
+        rid = request["id"]
+        if not isinstance(request, dict) or not all(k in request for k in ("job_id", "log", "cwd", "env")):
+            raise ValueError("a request needs job_id, log, cwd and env")
+    except (ValueError, TypeError, KeyError) as exc:
+        with contextlib.suppress(Exception):
+            send({"id": int(json.loads(line)["id"]), "error": f"bad request: {exc}"})
+        return
+    if time.time() > float(request.get("expires", math.inf)):
+        send({"id": rid, "error": "the request expired before the server could fork"})
+        return
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        send({"id": rid, "error": f"fork failed: {exc}"})
+        return
+    if pid == 0:
+        _child(request, proto)
+    send({"id": rid, "pid": pid})
+
+
 def serve() -> None:
-    """The server's loop: preload between requests, fork on request, report exits; end when stdin closes."""
+    """The server's loop: preload between requests, fork on request, report exits; end when stdin closes. Messages
+    go out on a private copy of fd 1, and fd 1 itself to /dev/null: what a preloaded library prints cannot
+    corrupt them."""
     import importlib
 
-    out = sys.stdout
+    proto = os.dup(1)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.close(null)
+    out = os.fdopen(proto, "w", closefd=False)
 
     def send(msg: dict[str, Any]) -> None:
         out.write(json.dumps(msg) + "\n")
@@ -272,15 +358,7 @@ def serve() -> None:
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
-                request = json.loads(line)
-                try:
-                    pid = os.fork()
-                except OSError as exc:
-                    send({"id": request["id"], "error": f"fork failed: {exc}"})
-                    continue
-                if pid == 0:
-                    _child(request)
-                send({"id": request["id"], "pid": pid})
+                _serve_line(line, send, proto)
         elif pending:
             with contextlib.suppress(Exception):  # an optional library missing: its jobs import what they need
                 importlib.import_module(pending.pop(0))

@@ -285,7 +285,10 @@ class JobManager:
         log_file = self.ws.home / "jobs" / f"{job_id}.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
         env = self._worker_env()
-        proc: subprocess.Popen[bytes] | ForkedWorker | None = start_worker(job_id, str(log_file), env)
+        started = self._thread is not None  # a one-shot command (no scheduler thread) starts no fork server
+        proc: subprocess.Popen[bytes] | ForkedWorker | None = start_worker(
+            job_id, str(log_file), env, start_server=started
+        )
         try:
             if proc is None:  # no fork server here: a plain process, ~2 s of imports slower to start
                 with open(log_file, "ab") as out:

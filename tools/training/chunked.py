@@ -61,17 +61,17 @@ class _Watch:
         self.error: BaseException | None = None
 
     def after_iteration(self, info: Any) -> bool:
-        now = time.perf_counter()
-        if now >= self.deadline:
-            self.stopped = True
-            return False
-        if self.tick is not None and now - self.reported >= CHUNK_SECONDS:
-            self.reported = now
-            try:
-                self.tick(f"iteration {info.iteration} of {self.planned}")
-            except BaseException as exc:  # a cancel: stop CatBoost, raise it once the fit has returned
-                self.error = exc
+        try:
+            now = time.perf_counter()
+            if now >= self.deadline:
+                self.stopped = True
                 return False
+            if self.tick is not None and now - self.reported >= CHUNK_SECONDS:
+                self.reported = now
+                self.tick(f"iteration {info.iteration} of {self.planned}")
+        except BaseException as exc:  # a cancel, or SIGTERM / Ctrl-C: stop CatBoost, raise it once the fit returned
+            self.error = exc
+            return False
         return True
 
 
@@ -80,7 +80,14 @@ def _catboost(model: Any, inner: Any, X: np.ndarray, y: np.ndarray, deadline: fl
     """CatBoost grows in one call, watched after every iteration (the deadline, progress, a cancel)."""
     started = time.perf_counter()
     watch = _Watch(deadline, tick, int(inner.iterations))
-    model.fit(X, y, callbacks=[watch], **extra)
+    try:
+        model.fit(X, y, callbacks=[watch], **extra)
+    except Exception as exc:  # CatBoost turns what a callback raises into a CatBoostError: a signal must stay one
+        if watch.error is not None:
+            raise watch.error from exc
+        if "KeyboardInterrupt" in str(exc):  # raised in CatBoost's own wrapper, before ours ran
+            raise KeyboardInterrupt from exc
+        raise
     if watch.error is not None:
         raise watch.error
     fitted = getattr(model, "regressor_", model)
