@@ -5,6 +5,8 @@ and the search stops when its local search has converged instead of spending the
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 from conftest import frame_run
@@ -167,8 +169,11 @@ def test_a_small_table_converges_before_the_budget_is_spent() -> None:
     X, y = load_diabetes(return_X_y=True)
     outcome = run_search(X.astype(np.float32), y, "regression", budget_s=60)
     summary = outcome.summary
-    assert any(note.startswith("converged") for note in summary.notes), summary.notes
+    converged = [note for note in summary.notes if note.startswith("converged")]
+    assert len(converged) == 1, summary.notes
     assert summary.complete >= 5 and summary.search_seconds < summary.budget_seconds
+    at = float(re.search(r"stopped at (\d+) s", converged[0]).group(1))
+    assert summary.search_seconds < at + 1.5  # nothing more is tried once converged: the budget is a ceiling
 
 
 def test_a_boosting_fold_early_stops_on_its_held_out_rows_and_learns_from_all_the_others() -> None:

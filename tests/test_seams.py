@@ -262,15 +262,6 @@ def test_next_steps_of_a_tabular_run(jobs_ws: Workspace) -> None:
     assert jobs_ws.store.retrieve("ml-expert/deployment").value["verified"] is True
 
 
-def _image_npz(root: Path) -> str:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    keep = np.isin(digits.target, [0, 1, 7])
-    np.savez(root / "digits.npz", X=digits.images[keep].astype(np.float32), y=digits.target[keep])
-    return "digits.npz"
-
-
 def _image_folder(root: Path) -> str:
     from PIL import Image
 
@@ -308,16 +299,14 @@ def _text_csv(root: Path) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("make", "target", "modality", "raw", "expected"),
     [
-        (_image_npz, None, "image", None, None),
-        (_image_folder, None, "image", None, None),
+        (_image_folder, None, "image", None, None),  # images from a .npz: test_modalities' fine-tuning test
         (_sequence_npz, None, "sequence", None, None),
         (_text_csv, "sentiment", "text", '["great love best film", "awful boring worst plot"]', ["pos", "neg"]),
     ],
-    ids=["image-npz", "image-folder", "sequence-npz", "text"],
+    ids=["image-folder", "sequence-npz", "text"],
 )
 def test_next_steps_of_non_tabular_runs(
     jobs_ws: Workspace, make: Any, target: str | None, modality: str, raw: str | None, expected: list[str] | None

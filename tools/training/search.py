@@ -18,7 +18,7 @@
    binary decision threshold tuned out of fold), accuracy otherwise, RMSE for regression (a log-target
    variant is a candidate for skewed positive targets; CV decides).
 6. The budget covers the whole search, refit included: no fit starts whose estimated time does not fit. It is a
-   ceiling, not a target: PATIENCE neighbours in a row without an out-of-fold gain end the local search.
+   ceiling, not a target: PATIENCE neighbours in a row without an out-of-fold gain end the search (converged).
 7. Each family sees the row its own way: linear models the one-hot, scaled columns prepare_data made; tree
    families each one-hot group as one column of category codes (boosting splits them as native categoricals,
    forests as ordinal codes), wrapped as `Coded` so that the package applies it to the prepared row.
@@ -329,7 +329,8 @@ class Search(SampleRungs, ClusterWaves, FinalModels):
             trial.stopped = "halved"
         for trial in keep:  # rung 1: the better half completes its folds
             self._complete(trial, planned)
-        self._local_search(neighbours, planned)
+        if self._local_search(neighbours, planned):
+            return  # converged: the budget is a ceiling, not a target
         if self._resume_stopped(planned):  # time was left: more complete candidates, maybe a boosting to refine
             self._local_search(neighbours, planned)
 
@@ -374,7 +375,7 @@ class Search(SampleRungs, ClusterWaves, FinalModels):
                 done = done or trial.complete
         return done
 
-    def _local_search(self, neighbours: int, planned: int) -> None:
+    def _local_search(self, neighbours: int, planned: int) -> bool:
         """Neighbours of the best boosting, one at a time, until PATIENCE of them in a row bring no gain out of
         fold (converged: the rest of the budget is not spent), the budget or `neighbours` run out."""
         tried = {t.config for t in self.trials}
@@ -383,21 +384,22 @@ class Search(SampleRungs, ClusterWaves, FinalModels):
             boosting = [t for t in self.trials if t.complete and t.config.family == "hgb"]
             best = max(boosting, key=lambda t: t.mean, default=None)
             if best is None or self._stop():
-                return
+                return False
             if without_gain >= PATIENCE:
                 self.notes.append(
                     f"converged: {PATIENCE} neighbours of the best boosting in a row brought no out-of-fold gain "
                     f"(stopped at {time.perf_counter() - self.started:.0f} s of {self.budget_s:.0f})"
                 )
-                return
+                return True
             cfg = next((c for c in neighbours_of(best.config, self.seed + len(self.trials)) if c not in tried), None)
             if cfg is None or not self._affordable(self._estimate(best, len(self.folds))):
-                return
+                return False
             tried.add(cfg)
             trial = Trial(cfg)
             self.trials.append(trial)
             self._complete(trial, planned)
             without_gain = 0 if trial.complete and trial.mean > best.mean else without_gain + 1
+        return False
 
 
 def cross_validate(X: np.ndarray, y: np.ndarray, task: str, cfg: Config, budget_s: float, seed: int = 42) -> Trial:
