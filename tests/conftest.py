@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import time
@@ -118,3 +119,12 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.1)
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """sha256 of every file of the workspace outside ml-expert's own state folder."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".ml-expert" not in p.parts
+    }

@@ -1,15 +1,14 @@
 """What an outside audit broke, kept broken-proof: data loss, sandbox escapes, hangs, limits and
-half-written state — each as a regression test — plus a property-based fuzz of every tool."""
+half-written state — each as a regression test. Its job-control items (13, 15, 16) are in test_jobs.py, the
+property-based fuzz of every tool in test_fuzz.py."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,16 +18,12 @@ import anyio
 import joblib
 import numpy as np
 import pytest
-from conftest import free_port, prepared_run, sklearn_frame, wait_for_port, write_dataset
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from conftest import free_port, prepared_run, sklearn_frame, snapshot, wait_for_port
 from mcp import Client
 
 from ml_expert.memory import MemoryStore
 from ml_expert.memory.errors import (
-    ConflictError,
     InvalidInputError,
-    NotFoundError,
     PathNotAllowedError,
 )
 from ml_expert.server.app import build_server
@@ -36,27 +31,12 @@ from ml_expert.server.cli import main
 from ml_expert.tools.data.analyze import analyze_data
 from ml_expert.tools.data.prepare import prepare_data
 from ml_expert.tools.evaluation.evaluate import evaluate
-from ml_expert.tools.jobs.manager import MAX_QUEUED, JobManager
-from ml_expert.tools.jobs.specs import JobSpec
-from ml_expert.tools.jobs.tools import get_job
 from ml_expert.tools.memory_tools import memory_list, memory_search, memory_store
 from ml_expert.tools.packaging.package import package
-from ml_expert.tools.prediction.explain import explain
-from ml_expert.tools.prediction.predict import predict
-from ml_expert.tools.selection.recommend import recommend_architecture
 from ml_expert.tools.settings import Settings
 from ml_expert.tools.training.train import train
 from ml_expert.tools.workflow import run_workflow
 from ml_expert.tools.workspace import Workspace
-
-
-def _snapshot(root: Path) -> dict[str, str]:
-    """sha256 of every file of the workspace outside ml-expert's own state folder."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and ".ml-expert" not in p.parts
-    }
 
 
 def _trained(ws: Workspace, arch: str = "linear") -> tuple[str, str]:
@@ -74,7 +54,7 @@ def test_package_output_dir_never_touches_user_files(jobs_ws: Workspace) -> None
     (jobs_ws.root / "src").mkdir()
     (jobs_ws.root / "src" / "main.py").write_text("print('mine')\n")
     (jobs_ws.root / "notes.txt").write_text("my notes\n")
-    before = _snapshot(jobs_ws.root)
+    before = snapshot(jobs_ws.root)
     refusals = {
         ".": (PathNotAllowedError, "not the workspace itself"),
         "./": (PathNotAllowedError, "not the workspace itself"),
@@ -88,13 +68,13 @@ def test_package_output_dir_never_touches_user_files(jobs_ws: Workspace) -> None
             package(jobs_ws, run, output_dir=output_dir, wait_seconds=60)
         with pytest.raises(error, match=message):  # checked at submit, before a workflow job exists
             run_workflow(jobs_ws, path="wine.csv", target="target", output_dir=output_dir)
-    assert _snapshot(jobs_ws.root) == before and (jobs_ws.home / "memory.db").exists()
+    assert snapshot(jobs_ws.root) == before and (jobs_ws.home / "memory.db").exists()
     assert not (jobs_ws.root.parent / "elsewhere").exists()
     first = package(jobs_ws, run, output_dir="deploy/v1", formats=["joblib"], wait_seconds=300)
     assert first.status == "succeeded", first.error
     again = package(jobs_ws, run, output_dir="deploy/v1", formats=["joblib"], wait_seconds=300)  # its own package
     assert again.status == "succeeded", again.error
-    assert _snapshot(jobs_ws.root).items() >= before.items()
+    assert snapshot(jobs_ws.root).items() >= before.items()
     assert sorted(p.name for p in (jobs_ws.root / "deploy").iterdir()) == ["v1"]  # no build leftovers
 
 
@@ -368,178 +348,3 @@ def test_bad_npz_and_image_files_get_clear_errors(ws: Workspace) -> None:
         with pytest.raises(InvalidInputError, match=message):
             analyze_data(ws, path)
     assert ws.runs.list(10)[1] == 0
-
-
-# -- 13. orphans and the queue ------------------------------------------------------------------------------------
-
-
-class _SleepSpec(JobSpec):
-    kind = "sleep"
-
-
-@pytest.mark.slow
-def test_orphan_worker_killed_after_restart_is_noticed_and_counted(ws: Workspace) -> None:
-    run = prepared_run(ws, "wine")
-    server = (  # a first server process that starts a long job, then dies without stopping its worker
-        "import os, time\n"
-        "from ml_expert.tools.workspace import Workspace\n"
-        "from ml_expert.tools.jobs.manager import JobManager\n"
-        "from ml_expert.tools.training.train import train\n"
-        f"ws = Workspace({str(ws.root)!r})\n"
-        "ws.jobs = JobManager(ws).start()\n"
-        f"s = train(ws, {run!r}, 'dnn', config={{'epochs': 400, 'early_stopping_patience': 0}}, wait_seconds=0)\n"
-        "while ws.job_store.get(s.job_id).progress.get('phase') != 'train':\n"
-        "    time.sleep(0.1)\n"
-        "print(s.job_id, flush=True)\n"
-        "os._exit(0)\n"
-    )
-    first = subprocess.run([sys.executable, "-c", server], capture_output=True, text=True, timeout=120)
-    job_id = first.stdout.strip().splitlines()[-1]
-    manager = JobManager(ws, max_jobs=1).start()  # the restarted server
-    ws.jobs = manager
-    assert get_job(ws, job_id).status == "running"  # the orphan still trains
-    queued = train(ws, run, "linear", wait_seconds=1)
-    assert queued.status == "queued"  # the orphan holds the only slot
-    manager.kill_worker(job_id)  # now the orphan dies
-    deadline = time.monotonic() + 30
-    while get_job(ws, job_id).status == "running" and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert get_job(ws, job_id).status == "interrupted"  # noticed on a later tick, not only at start
-    assert manager.wait(queued.job_id, 120).status == "succeeded"  # and its slot freed
-
-
-def test_the_queue_has_a_cap(ws: Workspace) -> None:
-    for i in range(MAX_QUEUED):  # a full queue, as the store holds it
-        ws.job_store.insert(
-            f"job_{i:08x}", kind="train", run_id="run_00000000", namespace="default", spec={}, owner_pid=1
-        )
-    manager = JobManager(ws)
-    with pytest.raises(ConflictError, match=f"limit is {MAX_QUEUED}"):
-        manager.submit(_SleepSpec(run_id="run_00000000"))
-    assert ws.job_store.count("queued") == MAX_QUEUED
-
-
-# -- 15, 16. long probes return the job; every parameter is checked at submit --------------------------------------
-
-
-def test_a_probe_that_outlasts_the_wait_returns_its_job(jobs_ws: Workspace) -> None:
-    run = prepared_run(jobs_ws, "wine")
-    blocker = train(jobs_ws, run, "dnn", config={"epochs": 400, "early_stopping_patience": 0}, wait_seconds=0)
-    result = recommend_architecture(jobs_ws, run, probe_seconds=5, wait_seconds=1)  # queued behind the blocker
-    assert result.status in ("queued", "running") and result.job_id
-    jobs_ws.jobs.cancel(blocker.job_id)
-    done = jobs_ws.jobs.wait(result.job_id, 180)
-    assert done.status == "succeeded" and done.result["probed"] is True
-
-
-def test_workflow_parameters_are_checked_at_submit(jobs_ws: Workspace) -> None:
-    write_dataset(jobs_ws, "wine")
-    with pytest.raises(InvalidInputError, match="control characters"):
-        run_workflow(jobs_ws, path="wine.csv", target="target", namespace="bad\nns")
-    with pytest.raises(NotFoundError):
-        run_workflow(jobs_ws, path="missing.csv", target="target")
-    assert jobs_ws.runs.list(10)[1] == 0 and jobs_ws.job_store.list(status=None, limit=10)[1] == 0
-
-
-# -- fuzz: every tool, random parameters ------------------------------------------------------------------------------
-
-TRICKY = [
-    "../../etc/passwd", "/etc/passwd", ".", "..", ".ml-expert/memory.db", "data.csv", "", "a\x00b", "run_00000000",
-    "mdl_x/../../x", "ml-expert/metrics", "~", "*", "%", "\n", "' OR 1=1 --", "data.csv/..",
-]  # fmt: skip
-JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(10**9), 10**9)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20)
-    | st.sampled_from(TRICKY),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-    max_leaves=6,
-)
-
-
-def _tool_functions() -> dict[str, Any]:
-    from ml_expert.tools import memory_tools, runs
-    from ml_expert.tools.jobs import tools as jobs
-
-    functions = [analyze_data, prepare_data, recommend_architecture, train, evaluate, package, run_workflow]
-    functions += [
-        getattr(memory_tools, f"memory_{n}") for n in ("store", "retrieve", "list", "search", "delete", "stats")
-    ]
-    functions += [runs.list_runs, runs.get_run, jobs.get_job, jobs.list_jobs, jobs.cancel_job, jobs.resume_job]
-    functions += [predict, explain]
-    return {f.__name__: f for f in functions}
-
-
-def _arguments(fn: Any) -> st.SearchStrategy[dict[str, Any]]:
-    """Random values for a tool's own parameters: the required ones always, the others sometimes."""
-    import inspect
-
-    params = [p for p in inspect.signature(fn).parameters.values() if p.name not in ("ws", "report")]
-    required = {p.name: VALUE for p in params if p.default is inspect.Parameter.empty}
-    optional = {p.name: VALUE for p in params if p.default is not inspect.Parameter.empty}
-    return st.fixed_dictionaries(required, optional=optional)
-
-
-# plain strings and numbers most of the time (they pass the schema and reach the tool's own checks)
-VALUE = st.one_of(st.sampled_from(TRICKY), st.text(max_size=20), st.integers(-5, 1000), JSON)
-TOOLS = _tool_functions()
-JOB_TOOLS = ("train", "evaluate", "package", "run_workflow", "resume_job", "predict", "explain")
-CALL = st.sampled_from(sorted(TOOLS)).flatmap(lambda name: _arguments(TOOLS[name]).map(lambda args: (name, args)))
-
-
-@pytest.fixture(scope="module")
-def fuzz_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("fuzz")
-    sklearn_frame("wine").to_csv(root / "data.csv", index=False)
-    (root / "notes.txt").write_text("keep me\n")
-    store = MemoryStore(root / ".ml-expert" / "memory.db")
-    for i in range(5):
-        store.store(f"sentinel/{i}", {"i": i}, namespace="sentinel", tags=["keep"])
-    store.close()
-    return root
-
-
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(calls=st.lists(CALL, min_size=1, max_size=4))
-def test_fuzz_every_tool_ends_in_a_result_or_an_actionable_error(
-    fuzz_workspace: Path, calls: list[tuple[str, dict[str, Any]]]
-) -> None:
-    root = fuzz_workspace
-    files_before = _snapshot(root)
-
-    async def session() -> list[Any]:
-        settings_ = Settings.from_env(env={}, workspace=root, wait_seconds=0)
-        async with Client(build_server(settings_)) as c:
-            results = []
-            for name, args in calls:
-                results.append(
-                    (
-                        name,
-                        args,
-                        await c.call_tool(
-                            name,
-                            {**args, "wait_seconds": 0}
-                            if name
-                            in ("train", "evaluate", "package", "run_workflow", "resume_job", "predict", "explain")
-                            else args,
-                        ),
-                    )
-                )
-            alive = await c.call_tool("memory_retrieve", {"key": "sentinel/0", "namespace": "sentinel"})
-            return [*results, ("alive", {}, alive)]
-
-    for name, args, result in anyio.run(session):
-        if result.is_error:
-            text = result.content[0].text
-            if os.environ.get("FUZZ_SHOW"):
-                print("ERR", name, text[:150].replace("\n", " "))
-            assert len(text) > 30 and text.strip() != f"Error executing tool {name}", (name, args, text)
-    assert _snapshot(root) == files_before
-    store = MemoryStore(root / ".ml-expert" / "memory.db")
-    try:
-        entries = store.list(namespace="sentinel", limit=10).entries
-        assert [(e.key, e.value, e.tags) for e in entries] == [(f"sentinel/{i}", {"i": i}, ["keep"]) for i in range(5)]
-    finally:
-        store.close()

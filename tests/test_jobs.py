@@ -1,19 +1,26 @@
-"""Workers forked from the warm fork server: a real worker for its job, and a fallback where there is none."""
+"""Job control: workers forked from the warm fork server (and the plain fallback), orphans after a restart, the
+queue's cap, probes that outlast their wait, and parameters checked at submit."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import prepared_run
+from conftest import prepared_run, write_dataset
 
+from ml_expert.memory.errors import ConflictError, InvalidInputError, NotFoundError
 from ml_expert.tools.jobs import forkserver
-from ml_expert.tools.jobs.manager import JobManager
+from ml_expert.tools.jobs.manager import MAX_QUEUED, JobManager
+from ml_expert.tools.jobs.specs import JobSpec
 from ml_expert.tools.jobs.tools import get_job
+from ml_expert.tools.selection.recommend import recommend_architecture
 from ml_expert.tools.training.train import train
+from ml_expert.tools.workflow import run_workflow
 from ml_expert.tools.workspace import Workspace
 
 
@@ -132,3 +139,74 @@ def test_bad_or_expired_requests_are_refused_and_the_server_keeps_serving(
         forked.result["val_metrics"] == plain.result["val_metrics"] and forked.result["val_metrics"]["accuracy"] > 0.93
     )
     assert server.alive() and _server_of(jobs_ws) is server
+
+
+# -- 13. orphans and the queue ------------------------------------------------------------------------------------
+
+
+class _SleepSpec(JobSpec):
+    kind = "sleep"
+
+
+@pytest.mark.slow
+def test_orphan_worker_killed_after_restart_is_noticed_and_counted(ws: Workspace) -> None:
+    run = prepared_run(ws, "wine")
+    server = (  # a first server process that starts a long job, then dies without stopping its worker
+        "import os, time\n"
+        "from ml_expert.tools.workspace import Workspace\n"
+        "from ml_expert.tools.jobs.manager import JobManager\n"
+        "from ml_expert.tools.training.train import train\n"
+        f"ws = Workspace({str(ws.root)!r})\n"
+        "ws.jobs = JobManager(ws).start()\n"
+        f"s = train(ws, {run!r}, 'dnn', config={{'epochs': 400, 'early_stopping_patience': 0}}, wait_seconds=0)\n"
+        "while ws.job_store.get(s.job_id).progress.get('phase') != 'train':\n"
+        "    time.sleep(0.1)\n"
+        "print(s.job_id, flush=True)\n"
+        "os._exit(0)\n"
+    )
+    first = subprocess.run([sys.executable, "-c", server], capture_output=True, text=True, timeout=120)
+    job_id = first.stdout.strip().splitlines()[-1]
+    manager = JobManager(ws, max_jobs=1).start()  # the restarted server
+    ws.jobs = manager
+    assert get_job(ws, job_id).status == "running"  # the orphan still trains
+    queued = train(ws, run, "linear", wait_seconds=1)
+    assert queued.status == "queued"  # the orphan holds the only slot
+    manager.kill_worker(job_id)  # now the orphan dies
+    deadline = time.monotonic() + 30
+    while get_job(ws, job_id).status == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert get_job(ws, job_id).status == "interrupted"  # noticed on a later tick, not only at start
+    assert manager.wait(queued.job_id, 120).status == "succeeded"  # and its slot freed
+
+
+def test_the_queue_has_a_cap(ws: Workspace) -> None:
+    for i in range(MAX_QUEUED):  # a full queue, as the store holds it
+        ws.job_store.insert(
+            f"job_{i:08x}", kind="train", run_id="run_00000000", namespace="default", spec={}, owner_pid=1
+        )
+    manager = JobManager(ws)
+    with pytest.raises(ConflictError, match=f"limit is {MAX_QUEUED}"):
+        manager.submit(_SleepSpec(run_id="run_00000000"))
+    assert ws.job_store.count("queued") == MAX_QUEUED
+
+
+# -- 15, 16. long probes return the job; every parameter is checked at submit --------------------------------------
+
+
+def test_a_probe_that_outlasts_the_wait_returns_its_job(jobs_ws: Workspace) -> None:
+    run = prepared_run(jobs_ws, "wine")
+    blocker = train(jobs_ws, run, "dnn", config={"epochs": 400, "early_stopping_patience": 0}, wait_seconds=0)
+    result = recommend_architecture(jobs_ws, run, probe_seconds=5, wait_seconds=1)  # queued behind the blocker
+    assert result.status in ("queued", "running") and result.job_id
+    jobs_ws.jobs.cancel(blocker.job_id)
+    done = jobs_ws.jobs.wait(result.job_id, 180)
+    assert done.status == "succeeded" and done.result["probed"] is True
+
+
+def test_workflow_parameters_are_checked_at_submit(jobs_ws: Workspace) -> None:
+    write_dataset(jobs_ws, "wine")
+    with pytest.raises(InvalidInputError, match="control characters"):
+        run_workflow(jobs_ws, path="wine.csv", target="target", namespace="bad\nns")
+    with pytest.raises(NotFoundError):
+        run_workflow(jobs_ws, path="missing.csv", target="target")
+    assert jobs_ws.runs.list(10)[1] == 0 and jobs_ws.job_store.list(status=None, limit=10)[1] == 0
