@@ -48,10 +48,12 @@ def test_one_hot_groups_become_category_codes_and_unseen_ones_minus_one() -> Non
 
 
 def _churn(n: int, seed: int) -> pd.DataFrame:
-    """A 14-category plan whose effect on churn follows no order and flips with tenure (no linear model fits
-    it), a second category, a boolean, numbers with gaps."""
+    """A 26-category plan whose effect on churn follows no order and flips with tenure (no linear model fits
+    it), a second category, a boolean, numbers with gaps. With 14 categories, boosting on one-hot columns was as
+    good (0.84 against 0.84-0.85 out of fold) and the search's choice between the views depended on the
+    machine's speed; with 26 the category codes win clearly (0.86-0.87 against 0.62-0.83)."""
     rng = np.random.default_rng(seed)
-    plans = np.array([f"plan_{c}" for c in "abcdefghijklmn"])
+    plans = np.array([f"plan_{c}" for c in "abcdefghijklmnopqrstuvwxyz"])
     effect = dict(zip(plans, rng.permutation(np.linspace(-2, 2, len(plans))), strict=True))
     plan = rng.choice(plans, n)
     region = rng.choice(["north", "south", "east"], n)
@@ -96,7 +98,7 @@ def test_boosting_splits_categoricals_natively_and_the_package_applies_it_from_r
     assert categorical and set(categorical) == {2}, model  # boosting: plan and region, each one categorical column
     X_test, y_test = load_split(jobs_ws, run, "test")
     accuracy = float((model.predict(X_test) == y_test).mean())
-    assert accuracy > 0.85, accuracy  # the plan's unordered, tenure-flipped effect is learned
+    assert accuracy > 0.8, accuracy  # the plan's unordered, tenure-flipped effect is learned (without it: ~0.6)
     pkg = package(jobs_ws, run, wait_seconds=300)
     assert pkg.status == "succeeded" and pkg.result["verified"], pkg.error
     rows = _churn(40, 1).drop(columns="churn").to_dict("records")

@@ -377,7 +377,8 @@ class Search(SampleRungs, ClusterWaves, FinalModels):
 
     def _local_search(self, neighbours: int, planned: int) -> bool:
         """Neighbours of the best boosting, one at a time, until PATIENCE of them in a row bring no gain out of
-        fold (converged: the rest of the budget is not spent), the budget or `neighbours` run out."""
+        fold (converged: the rest of the budget is not spent), the budget or `neighbours` run out; True when it
+        converged."""
         tried = {t.config for t in self.trials}
         without_gain = 0
         for _ in range(neighbours):
