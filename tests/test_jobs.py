@@ -15,6 +15,7 @@ from conftest import prepared_run, write_dataset
 
 from ml_expert.memory.errors import ConflictError, InvalidInputError, NotFoundError
 from ml_expert.tools.jobs import forkserver
+from ml_expert.tools.jobs import manager as manager_module
 from ml_expert.tools.jobs.manager import MAX_QUEUED, JobManager
 from ml_expert.tools.jobs.specs import JobSpec
 from ml_expert.tools.jobs.tools import get_job
@@ -65,7 +66,16 @@ def test_a_job_runs_in_a_forked_worker_with_the_managers_env_and_cwd_and_its_kil
     assert os.readlink(f"/proc/{pid}/cwd") == str(tmp_path)
     assert (jobs_ws.home / "jobs" / f"{status.job_id}.log").exists()  # its output goes to the job's log
 
-    jobs_ws.jobs.kill_worker(status.job_id)  # the exit code comes back through the server
+    # The exit code comes back through the server, a moment after the pid is gone. Hold the server still so that
+    # moment lasts: the manager's orphan check (every tick here) must leave its own worker to the exit code.
+    monkeypatch.setattr(manager_module, "ORPHAN_CHECK_SECONDS", 0.0)
+    os.kill(server._proc.pid, signal.SIGSTOP)
+    try:
+        jobs_ws.jobs.kill_worker(status.job_id)
+        time.sleep(1.0)
+        assert get_job(jobs_ws, status.job_id).status == "running"  # not taken for an orphan ("interrupted")
+    finally:
+        os.kill(server._proc.pid, signal.SIGCONT)
     final = jobs_ws.jobs.wait(status.job_id, 60)
     assert final.status == "failed" and "killed by signal 9" in final.error, final.error
 
