@@ -89,9 +89,9 @@ class ForkedWorker:
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else _now() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
-            left = None if deadline is None else deadline - _now()
+            left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0.0)
             self._ended.wait(0.2 if left is None else min(0.2, left))
@@ -104,10 +104,6 @@ class ForkedWorker:
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
-
-
-def _now() -> float:
-    return time.monotonic()
 
 
 class ForkServer:
@@ -187,12 +183,12 @@ class ForkServer:
                 self._proc.stdin.flush()
             except (OSError, ValueError) as exc:
                 raise OSError(f"the fork server is gone: {exc}") from exc
-        deadline = _now() + START_TIMEOUT_S + REPLY_GRACE_S
+        deadline = time.monotonic() + START_TIMEOUT_S + REPLY_GRACE_S
         with self._reply:
             while rid not in self._replies:
                 if self.gone():
                     raise OSError("the fork server exited")
-                left = deadline - _now()
+                left = deadline - time.monotonic()
                 if left <= 0:  # hung past the request's expiry: it must never fork this job late
                     self._proc.kill()
                     raise OSError("the fork server did not answer; it was stopped")
