@@ -4,6 +4,8 @@ bench/scale_bench.py; these tests check behaviour."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 
 import numpy as np
@@ -143,3 +145,54 @@ def test_prepare_bounds_its_memory_without_changing_small_tables(ws, monkeypatch
     for column in ("x1", "x2"):  # min and max from every training row, not from the sample
         assert profile["columns"][column]["min"] == whole_profile["columns"][column]["min"]
         assert profile["columns"][column]["max"] == whole_profile["columns"][column]["max"]
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+class _RecordsThreads:
+    """An estimator that records the OpenMP thread count in force while it fits."""
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> _RecordsThreads:
+        from threadpoolctl import threadpool_info
+
+        self.threads_ = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"}
+        return self
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux only")
+def test_a_fit_beside_a_busy_process_holds_openmp_to_the_free_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With 2 usable cores and another process spinning on one, HistGradientBoosting's OpenMP gets 1 thread (with 2
+    it ran 3x slower: bench/contention_bench.py). The process's own work does not count as load."""
+    from threadpoolctl import threadpool_limits
+
+    from ml_expert.tools.training import cores
+
+    mine = sorted(os.sched_getaffinity(0))
+    if len(mine) < 2:
+        pytest.skip("needs 2 cores")
+    two = set(mine[:2])
+    os.sched_setaffinity(0, two)
+    burner = multiprocessing.get_context("fork").Process(target=_spin, daemon=True)
+    try:
+        with threadpool_limits(limits=2, user_api="openmp"):  # as OMP_NUM_THREADS=2 configures a worker
+            HistGradientBoostingClassifier(max_iter=2).fit(np.eye(4), [0, 1, 0, 1])  # OpenMP is loaded
+            monkeypatch.setattr(cores, "_meter", cores.LoadMeter())
+            cores.free_cores()  # the meter's first window
+            until = time.perf_counter() + cores.MIN_WINDOW_S + 0.2
+            while time.perf_counter() < until:  # this process's own work fills the next window
+                pass
+            fit_stoppable(quiet := _RecordsThreads(), np.eye(2), np.arange(2), time.perf_counter() + 60)
+            burner.start()
+            os.sched_setaffinity(burner.pid, {mine[0]})
+            time.sleep(cores.MIN_WINDOW_S + 0.2)  # the burner's load fills the next window
+            fit_stoppable(busy := _RecordsThreads(), np.eye(2), np.arange(2), time.perf_counter() + 60)
+            after = _RecordsThreads().fit(np.eye(2), np.arange(2)).threads_
+    finally:
+        burner.terminate()
+        os.sched_setaffinity(0, set(mine))
+    assert quiet.threads_ == {2}, quiet.threads_  # nothing else busy: the configured threads
+    assert busy.threads_ == {1}, busy.threads_
+    assert after == {2}  # the configured count is back after the fit

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ml_expert.tools.core.lazy import lazy_import
+from ml_expert.tools.training.cores import openmp_threads
 from ml_expert.tools.training.portfolio import is_catboost
 
 np = lazy_import("numpy")  # loads on first use, not at server start
@@ -107,7 +108,21 @@ def fit_stoppable(
 ) -> Grown:
     """Fit `model` on X, y so that no chunk ends after `deadline` (a `time.perf_counter()` value); `per_unit`:
     seconds per iteration / tree known from earlier fits (sizes the first chunk); `validation` (X, y): the rows
-    boosting's early stopping watches instead of a share of X split off."""
+    boosting's early stopping watches instead of a share of X split off. OpenMP is held to the cores other
+    processes leave free (`cores.openmp_threads`)."""
+    with openmp_threads():
+        return _fit_stoppable(model, X, y, deadline, tick, per_unit, validation)
+
+
+def _fit_stoppable(
+    model: Any,
+    X: np.ndarray,
+    y: np.ndarray,
+    deadline: float,
+    tick: Tick | None,
+    per_unit: float | None,
+    validation: tuple[np.ndarray, np.ndarray] | None,
+) -> Grown:
     inner, wrapped = _boosting(model)
     name = type(inner).__name__
     if is_catboost(inner):
