@@ -162,10 +162,33 @@ class _RecordsThreads:
         return self
 
 
+def test_the_load_meter_counts_other_processes_work_not_its_own_over_a_fresh_window() -> None:
+    from ml_expert.tools.training.cores import MAX_WINDOW_S, LoadMeter, Sample
+
+    two, one = frozenset({0, 1}), frozenset({0})
+    samples = iter(
+        [
+            Sample(0.0, 100.0, 10.0, two), Sample(0.1, 100.1, 10.1, two),  # first call: a baseline, a short sample
+            Sample(1.1, 101.6, 10.6, two),  # 1.5 busy core-seconds in 1 s, 0.5 of them this process's own
+            Sample(1.3, 103.0, 10.6, two),  # under MIN_WINDOW_S since the last measure: the last answer stands
+            Sample(1.1 + MAX_WINDOW_S + 1, 200.0, 20.0, two), Sample(7.2, 200.02, 20.0, two),  # stale: fresh sample
+            Sample(8.0, 201.0, 20.0, one), Sample(8.1, 201.05, 20.0, one),  # the affinity changed: fresh sample
+        ]
+    )  # fmt: skip
+    slept: list[float] = []
+    meter = LoadMeter(sample=lambda: next(samples), sleep=slept.append)
+    assert meter.others() == pytest.approx(0.0)  # all of the first sample's busy time was this process's
+    assert meter.others() == pytest.approx(1.0)
+    assert meter.others() == pytest.approx(1.0)
+    assert meter.others() == pytest.approx(0.2)
+    assert meter.others() == pytest.approx(0.5)
+    assert len(slept) == 3
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux only")
 def test_a_fit_beside_a_busy_process_holds_openmp_to_the_free_core(monkeypatch: pytest.MonkeyPatch) -> None:
     """With 2 usable cores and another process spinning on one, HistGradientBoosting's OpenMP gets 1 thread (with 2
-    it ran 3x slower: bench/contention_bench.py). The process's own work does not count as load."""
+    it ran 3x slower: bench/contention_bench.py), and the configured count is back after the fit."""
     from threadpoolctl import threadpool_limits
 
     from ml_expert.tools.training import cores
@@ -180,19 +203,13 @@ def test_a_fit_beside_a_busy_process_holds_openmp_to_the_free_core(monkeypatch: 
         with threadpool_limits(limits=2, user_api="openmp"):  # as OMP_NUM_THREADS=2 configures a worker
             HistGradientBoostingClassifier(max_iter=2).fit(np.eye(4), [0, 1, 0, 1])  # OpenMP is loaded
             monkeypatch.setattr(cores, "_meter", cores.LoadMeter())
-            cores.free_cores()  # the meter's first window
-            until = time.perf_counter() + cores.MIN_WINDOW_S + 0.2
-            while time.perf_counter() < until:  # this process's own work fills the next window
-                pass
-            fit_stoppable(quiet := _RecordsThreads(), np.eye(2), np.arange(2), time.perf_counter() + 60)
             burner.start()
             os.sched_setaffinity(burner.pid, {mine[0]})
-            time.sleep(cores.MIN_WINDOW_S + 0.2)  # the burner's load fills the next window
+            time.sleep(0.3)  # the burner spins before the meter samples
             fit_stoppable(busy := _RecordsThreads(), np.eye(2), np.arange(2), time.perf_counter() + 60)
             after = _RecordsThreads().fit(np.eye(2), np.arange(2)).threads_
     finally:
         burner.terminate()
         os.sched_setaffinity(0, set(mine))
-    assert quiet.threads_ == {2}, quiet.threads_  # nothing else busy: the configured threads
     assert busy.threads_ == {1}, busy.threads_
     assert after == {2}  # the configured count is back after the fit
