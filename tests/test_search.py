@@ -39,7 +39,8 @@ def test_search_cross_validates_only_training_rows_and_beats_library_defaults(jo
     from sklearn.metrics import accuracy_score
 
     run = prepared_run(jobs_ws, "breast_cancer")
-    result = _ok(train(jobs_ws, run, "auto", time_budget_s=10, wait_seconds=120))
+    # 20 s: the fourth family (CatBoost) is reached on a slow machine too (a clean-clone CI run at 10 s stopped at 3)
+    result = _ok(train(jobs_ws, run, "auto", time_budget_s=20, wait_seconds=120))
     search = result["search"]
     X_tr, y_tr = load_split(jobs_ws, run, "train")
     X_va, y_va = load_split(jobs_ws, run, "val")
@@ -103,7 +104,9 @@ def test_a_budgeted_search_completes_cross_validation_and_accounts_for_its_time(
     X, y = make_classification(n_samples=6000, n_features=40, n_informative=12, random_state=0)
     outcome = run_search(X.astype(np.float32), y, "binary", budget_s=10)
     summary = outcome.summary
-    assert summary.complete >= 1 and outcome.leaderboard[0]["folds"] == 5
+    # the leader completed every fold of the search's CV: 5, or 3 where the first fold showed 5 would not fit 10 s
+    # (this machine's speed decides which; both happen on the same code)
+    assert summary.complete >= 1 and summary.folds in (3, 5) and outcome.leaderboard[0]["folds"] == summary.folds
     assert summary.seconds_to_final_model == pytest.approx(summary.search_seconds + summary.refit_seconds, abs=0.05)
     assert summary.cv_score > 0.85
 
