@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -59,7 +59,11 @@ def read_sample() -> Sample | None:
 class LoadMeter:
     """Cores other processes kept busy over the window since the last `others()` call (see the module docstring)."""
 
-    def __init__(self, sample: Any = read_sample, sleep: Any = time.sleep) -> None:
+    def __init__(
+        self,
+        sample: Callable[[], Sample | None] = read_sample,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._sample, self._sleep = sample, sleep
         self._last: Sample | None = None
         self._others = 0.0
@@ -71,17 +75,15 @@ class LoadMeter:
             return 0.0
         last = self._last
         if last is None or now.cpus != last.cpus or now.wall - last.wall > MAX_WINDOW_S:
-            self._last = now  # a fresh baseline, then a short sample
+            last = now  # a fresh baseline, then a short sample
             self._sleep(FIRST_WINDOW_S)
             now = self._sample()
             if now is None:
                 return 0.0
         elif now.wall - last.wall < MIN_WINDOW_S:
             return self._others
-        assert self._last is not None
-        wall = now.wall - self._last.wall
-        if wall > 0:
-            self._others = max(0.0, (now.busy - self._last.busy - (now.own - self._last.own)) / wall)
+        if now.wall > last.wall:
+            self._others = max(0.0, (now.busy - last.busy - (now.own - last.own)) / (now.wall - last.wall))
         self._last = now
         return self._others
 
@@ -115,7 +117,7 @@ def openmp_threads() -> Iterator[int]:
         yield configured
         return
     threads = min(configured, free_cores())
-    if threads >= configured:
+    if threads == configured:
         yield configured
         return
     with openmp.limit(limits=threads):
