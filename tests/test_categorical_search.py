@@ -16,6 +16,7 @@ from sklearn.linear_model import LinearRegression
 
 from ml_expert.tools.artifacts import load_model, load_split, model_dir
 from ml_expert.tools.core.portable.ensemble import Blend, Coded, one_hot_codes, target_bounds
+from ml_expert.tools.data.encoding import encoder_pipeline, one_hot_groups, ordinal_columns
 from ml_expert.tools.packaging.package import package
 from ml_expert.tools.prediction.predict import predict
 from ml_expert.tools.training.auto import run_search
@@ -47,24 +48,56 @@ def test_one_hot_groups_become_category_codes_and_unseen_ones_minus_one() -> Non
     assert list(coded.classes_) == [0, 1]
 
 
+def test_scaled_ordinal_columns_come_back_as_their_category_codes() -> None:
+    """A categorical above the one-hot limit is ordinal-encoded, then scaled, by prepare_data's pipeline; the tree
+    families get its codes back: the encoder's own codes, -1 for a missing or unseen category."""
+    rng = np.random.default_rng(0)
+    stores = [f"store_{i:02d}" for i in range(40)]
+    train = pd.DataFrame(
+        {"x": rng.normal(size=200), "store": rng.choice(stores, 200), "kind": rng.choice(["a", "b"], 200)}
+    )
+    train.loc[:4, "store"] = None
+    options = {"scaling": "standard", "impute": "mean", "one_hot_max_categories": 30, "categorical_encoding": "auto",
+               "high_cardinality_encoding": "ordinal"}  # fmt: skip
+    kinds = {"numeric": ["x"], "boolean": [], "datetime": [], "categorical": ["store", "kind"]}
+    pre = encoder_pipeline(kinds, {"store": 40, "kind": 2}, options).fit(train)
+    groups, ordinal = one_hot_groups(pre), ordinal_columns(pre)
+    assert len(groups) == 1 and [(column, levels) for column, _, _, levels in ordinal] == [(3, 40)]
+    rows = pd.concat([train, pd.DataFrame({"x": [0.0], "store": ["store_new"], "kind": ["a"]})], ignore_index=True)
+    prepared = pre.transform(rows)
+    assert not np.allclose(prepared[:, 3], np.rint(prepared[:, 3]))  # scaled: not codes as they stand
+    codes = one_hot_codes(prepared, groups, ordinal)
+    expected = pre.named_transformers_["ordinal"][0].transform(rows[["store"]])[:, 0]
+    assert codes.shape == (201, 3) and np.array_equal(codes[:, 2], expected)
+    assert set(codes[:5, 2]) == {-1} and codes[-1, 2] == -1  # missing, and a store the training rows never had
+    assert set(codes[5:-1, 2]) <= set(range(40))
+
+
 def _churn(n: int, seed: int) -> pd.DataFrame:
     """A 26-category plan whose effect on churn follows no order and flips with tenure (no linear model fits
-    it), a second category, a boolean, numbers with gaps. With 14 categories, boosting on one-hot columns was as
-    good (0.84 against 0.84-0.85 out of fold) and the search's choice between the views depended on the
-    machine's speed; with 26 the category codes win clearly (0.86-0.87 against 0.62-0.83)."""
+    it), a second category, a 60-category store (too many levels to one-hot: prepare_data encodes it as scaled
+    ordinal codes) with an unordered effect of its own, a boolean, numbers with gaps. With 14 plan categories,
+    boosting on one-hot columns was as good (0.84 against 0.84-0.85 out of fold) and the search's choice between
+    the views depended on the machine's speed; with 26 the category codes win clearly (0.86-0.87 against
+    0.62-0.83)."""
     rng = np.random.default_rng(seed)
     plans = np.array([f"plan_{c}" for c in "abcdefghijklmnopqrstuvwxyz"])
     effect = dict(zip(plans, rng.permutation(np.linspace(-2, 2, len(plans))), strict=True))
+    stores = np.array([f"store_{i:02d}" for i in range(60)])
+    store_effect = dict(zip(stores, np.random.default_rng(7).permutation(np.linspace(-1, 1, 60)), strict=True))
     plan = rng.choice(plans, n)
     region = rng.choice(["north", "south", "east"], n)
+    store = rng.choice(stores, n)
     tenure = rng.integers(1, 72, n).astype(float)
     paperless = rng.random(n) < 0.4
     flip = np.where(tenure < 36, 1.0, -1.0)
     score = flip * np.vectorize(effect.get)(plan) + (region == "south") + 0.3 * paperless + rng.normal(0, 0.5, n)
+    score += np.vectorize(store_effect.get)(store)
     frame = pd.DataFrame(
         {
             "plan": plan,
             "region": region,
+            "store": store,
             "tenure": tenure,
             "paperless": paperless,
             "churn": np.where(score > 0, "yes", "no"),
@@ -95,7 +128,8 @@ def test_boosting_splits_categoricals_natively_and_the_package_applies_it_from_r
     assert coded, f"no tree member on category codes in {model!r}"
     trees = [t for m in coded for t in _members(m.model)]  # bagged fold models, or one refit model
     categorical = [_categorical_columns(t) for t in trees if _categorical_columns(t) is not None]
-    assert categorical and set(categorical) == {2}, model  # boosting: plan and region, each one categorical column
+    # boosting: plan and region (one-hot groups) and store (ordinal codes), each one categorical column
+    assert categorical and set(categorical) == {3}, model
     X_test, y_test = load_split(jobs_ws, run, "test")
     accuracy = float((model.predict(X_test) == y_test).mean())
     assert accuracy > 0.8, accuracy  # the plan's unordered, tenure-flipped effect is learned (without it: ~0.6)
@@ -103,6 +137,7 @@ def test_boosting_splits_categoricals_natively_and_the_package_applies_it_from_r
     assert pkg.status == "succeeded" and pkg.result["verified"], pkg.error
     rows = _churn(40, 1).drop(columns="churn").to_dict("records")
     rows[0]["plan"] = "plan_unseen"  # a category the training rows never had: predicted, with a warning
+    rows[1]["store"] = "store_unseen"  # also in the ordinal-coded column
     out = predict(jobs_ws, run_id=run, records=rows)
     assert out.rows_scored == 40 and not out.refused
     assert out.drift is not None and any("plan_unseen" in w for w in out.drift.warnings), out.drift

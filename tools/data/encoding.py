@@ -78,6 +78,26 @@ def one_hot_groups(pre: Any) -> list[list[int]]:
     return groups
 
 
+def ordinal_columns(pre: Any) -> list[tuple[int, float, float, int]]:
+    """Each ordinal-encoded (high-cardinality) input column of a fitted `encoder_pipeline` as (output column, its
+    value for code 0, its step per code, categories): the scaling after the codes is affine, so the codes come
+    back as (value - zero) / step. Codes -1 (unseen, missing) come back as -1; missing is not counted a category."""
+    if "ordinal" not in getattr(pre, "named_transformers_", {}):
+        return []
+    steps = [step for _, step in pre.named_transformers_["ordinal"].steps]
+    encoder, scaling = steps[0], steps[1:]
+    width = len(encoder.categories_)
+    zero, one = np.zeros((1, width)), np.ones((1, width))
+    for step in scaling:
+        zero, one = step.transform(zero), step.transform(one)
+    start = pre.output_indices_["ordinal"].start
+    return [
+        (start + i, float(zero[0, i]), float(one[0, i] - zero[0, i]), int((~pd.isna(categories)).sum()))
+        for i, categories in enumerate(encoder.categories_)
+        if one[0, i] != zero[0, i]  # a column the scaler flattened (one category) carries no codes
+    ]
+
+
 def outlier_mask(train: pd.DataFrame, numeric: list[str], method: str, threshold: float, max_share: float) -> Any:
     """Training rows to keep; thresholds from training rows only; at most max_share of them removed."""
     if method == "none" or not numeric:

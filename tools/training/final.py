@@ -33,6 +33,7 @@ class FinalModels:
     metric: str
     codes: Any
     categorical_groups: list[list[int]]
+    ordinal_columns: list[tuple[int, float, float, int]]
     problem: Any
     folds: list[tuple[Any, Any]]
     trials: list[Trial]
@@ -81,7 +82,7 @@ class FinalModels:
         folds = self.bagged(trial)
         if folds is not None:
             bag = Blend(folds, [1.0] * len(folds), is_classification(self.task))
-            return Coded(bag, self.categorical_groups) if coded else bag
+            return Coded(bag, self.categorical_groups, self.ordinal_columns) if coded else bag
         iterations = int(np.median(trial.iterations) * 1.1) if trial.iterations else None
         model = build(
             trial.config, self.task, self.metric, self.seed, max_iter=iterations, rows=len(self.y),
@@ -98,4 +99,4 @@ class FinalModels:
                 f"refit of {trial.config.label()} capped by the budget at {grown.units} {unit} (planned "
                 f"{iterations or 'all'})"
             )
-        return Coded(model, self.categorical_groups) if coded else model
+        return Coded(model, self.categorical_groups, self.ordinal_columns) if coded else model

@@ -20,7 +20,8 @@
 6. The budget covers the whole search, refit included: no fit starts whose estimated time does not fit. It is a
    ceiling, not a target: PATIENCE neighbours in a row without an out-of-fold gain end the search (converged).
 7. Each family sees the row its own way: linear models the one-hot, scaled columns prepare_data made; tree
-   families each one-hot group as one column of category codes (boosting splits them as native categoricals,
+   families each one-hot group, and each scaled ordinal column of a categorical with too many levels to one-hot,
+   as one column of category codes (boosting splits them as native categoricals, CatBoost with target statistics,
    forests as ordinal codes), wrapped as `Coded` so that the package applies it to the prepared row.
 
 Runs in a worker. Fits use the machine's cores through OpenMP (boosting) or n_jobs (forests).
@@ -70,13 +71,18 @@ class Search(SampleRungs, ClusterWaves, FinalModels):
         reporter: Reporter | None = None,
         scheduler: str | None = None,
         categorical_groups: list[list[int]] | None = None,
+        ordinal_columns: list[tuple[int, float, float, int]] | None = None,
     ) -> None:
         self.X, self.y, self.task, self.seed = X, y, task, seed
-        # tree families see each one-hot group (the columns of one categorical) as one column of category codes
+        # tree families see each one-hot group (the columns of one categorical) as one column of category codes, and
+        # each scaled ordinal column (a categorical with many levels) as its codes
         self.categorical_groups = categorical_groups or []
-        self.codes = one_hot_codes(X, self.categorical_groups) if self.categorical_groups else None
-        plain = X.shape[1] - sum(len(g) for g in self.categorical_groups)
-        native = tuple(plain + i for i, g in enumerate(self.categorical_groups) if len(g) <= MAX_NATIVE_CATEGORIES)
+        self.ordinal_columns = ordinal_columns or []
+        coded = self.categorical_groups or self.ordinal_columns
+        self.codes = one_hot_codes(X, self.categorical_groups, self.ordinal_columns) if coded else None
+        levels = [len(g) for g in self.categorical_groups] + [n for *_, n in self.ordinal_columns]
+        plain = X.shape[1] - sum(len(g) for g in self.categorical_groups) - len(self.ordinal_columns)
+        native = tuple(plain + i for i, n in enumerate(levels) if n <= MAX_NATIVE_CATEGORIES)
         self.metric = search_metric(task, y)
         self.split_strategy = split_strategy
         self.groups = groups

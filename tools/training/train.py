@@ -32,7 +32,7 @@ from ml_expert.tools.core.scoring import (
     scores,
 )
 from ml_expert.tools.core.tasks import is_classification
-from ml_expert.tools.data.encoding import one_hot_groups
+from ml_expert.tools.data.encoding import one_hot_groups, ordinal_columns
 from ml_expert.tools.jobs.manager import run_as_job
 from ml_expert.tools.jobs.specs import JobCancelled, JobStatus, ProgressFn, Reporter, WaitSeconds
 from ml_expert.tools.selection.recommend import analyze_task, rank_candidates
@@ -276,7 +276,7 @@ def _fit_search(
         seed=spec.config.seed,
         reporter=reporter,
         scheduler=ws.settings.dask_scheduler,
-        categorical_groups=_one_hot_groups(ws, spec.run_id),
+        **_category_columns(ws, spec.run_id),
     )
     summary = outcome.summary.model_dump() | {"onnx": is_plain_estimator(outcome.model)}
     return Fit(
@@ -292,10 +292,14 @@ def _fit_search(
     )
 
 
-def _one_hot_groups(ws: Workspace, run_id: str) -> list[list[int]]:
-    """The prepared columns of each one-hot encoded categorical of the run (none when it has no preprocessor)."""
+def _category_columns(ws: Workspace, run_id: str) -> dict[str, Any]:
+    """The prepared columns of each one-hot encoded categorical of the run, and its ordinal-encoded ones (none when
+    it has no preprocessor): what the search's tree families see as category codes."""
     path = ws.run_dir(run_id) / "preprocessor.joblib"
-    return one_hot_groups(load_pickle(ws, path)) if path.exists() else []
+    if not path.exists():
+        return {}
+    pre = load_pickle(ws, path)
+    return {"categorical_groups": one_hot_groups(pre), "ordinal_columns": ordinal_columns(pre)}
 
 
 def _write_curves(ws: Workspace, spec: TrainSpec, fit: Fit, folder: Any) -> dict[str, str]:

@@ -6,7 +6,8 @@ that module name, which resolves both here and in a deployment folder without ml
 - `Blend`: the weighted average of fitted members' class probabilities (or values), as chosen by greedy
   ensemble selection, optionally with a tuned decision threshold for a binary task; regression output is kept to
   a margin around the training target's range (`bounds`).
-- `Coded`: a tree model that sees each one-hot group of the prepared row as one column of category codes
+- `Coded`: a tree model that sees each one-hot group of the prepared row as one column of category codes, and
+  each scaled ordinal column (a categorical with too many levels to one-hot) as its unscaled codes
   (`one_hot_codes`): boosting splits on them as native categoricals, forests as ordinal codes.
 - `CatBoost`: CatBoost's gradient boosting as a scikit-learn estimator on prepared rows, the code columns
   `categorical` as its categorical features (ordered target statistics); needs `catboost` where it is used.
@@ -31,38 +32,51 @@ def shift_threshold(p1: np.ndarray, threshold: float) -> np.ndarray:
     return np.where(p1 <= t, 0.5 * p1 / t, 0.5 + 0.5 * (p1 - t) / (1 - t))
 
 
-def one_hot_codes(X: Any, groups: list[list[int]]) -> np.ndarray:
+def one_hot_codes(X: Any, groups: list[list[int]], ordinal: Any = ()) -> np.ndarray:
     """The prepared rows with each one-hot group (column indices) replaced by one column of its category's index,
-    -1 where no category of the group is set (a category unseen in training): the ungrouped columns first, in
-    order, then one code column per group."""
+    -1 where no category of the group is set (a category unseen in training), and each ordinal column
+    `(column, value of code 0, step per code, categories)` (a scaled ordinal encoding) by its code (-1: unseen or
+    missing): the other columns first, in order, then one code column per group, then one per ordinal column."""
     X = np.asarray(X, dtype=np.float32)
-    grouped = np.zeros(X.shape[1], dtype=bool)
+    coded = np.zeros(X.shape[1], dtype=bool)
     for group in groups:
-        grouped[group] = True
-    codes = np.empty((X.shape[0], len(groups)), dtype=np.float32)
+        coded[group] = True
+    for column, *_ in ordinal:
+        coded[column] = True
+    codes = np.empty((X.shape[0], len(groups) + len(ordinal)), dtype=np.float32)
     for i, group in enumerate(groups):
         block = X[:, group]
         codes[:, i] = np.where(block.max(axis=1) > 0.5, block.argmax(axis=1), -1)
-    return np.hstack([X[:, ~grouped], codes])
+    for i, (column, zero, step, _) in enumerate(ordinal, start=len(groups)):
+        codes[:, i] = np.rint((X[:, column] - zero) / step)
+    return np.hstack([X[:, ~coded], codes])
 
 
 class Coded:
-    """A model fitted on `one_hot_codes(X, groups)`, applied to prepared rows X."""
+    """A model fitted on `one_hot_codes(X, groups, ordinal)`, applied to prepared rows X."""
 
-    def __init__(self, model: Any, groups: list[list[int]]) -> None:
+    def __init__(self, model: Any, groups: list[list[int]], ordinal: Any = ()) -> None:
         self.model = model
         self.groups = groups
+        self.ordinal = [tuple(o) for o in ordinal]
         if hasattr(model, "classes_"):
             self.classes_ = model.classes_
 
+    def _codes(self, X: Any) -> np.ndarray:
+        return one_hot_codes(X, self.groups, getattr(self, "ordinal", ()))  # packages pickled before: none
+
     def predict(self, X: Any) -> np.ndarray:
-        return self.model.predict(one_hot_codes(X, self.groups))
+        return self.model.predict(self._codes(X))
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        return self.model.predict_proba(one_hot_codes(X, self.groups))
+        return self.model.predict_proba(self._codes(X))
 
     def __repr__(self) -> str:
-        return f"Coded({type(self.model).__name__}, {len(self.groups)} categorical groups)"
+        ordinal = getattr(self, "ordinal", ())
+        return (
+            f"Coded({type(self.model).__name__}, {len(self.groups)} categorical groups"
+            f"{f', {len(ordinal)} ordinal columns' if ordinal else ''})"
+        )
 
 
 class Blend:
