@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import frame_run
 from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -19,6 +20,7 @@ from ml_expert.tools.core.portable.ensemble import Blend, Coded, one_hot_codes, 
 from ml_expert.tools.data.encoding import encoder_pipeline, one_hot_groups, ordinal_columns
 from ml_expert.tools.packaging.package import package
 from ml_expert.tools.prediction.predict import predict
+from ml_expert.tools.training import search as search_module
 from ml_expert.tools.training.auto import run_search
 from ml_expert.tools.training.cluster import FoldTask, Problem, fit_fold
 from ml_expert.tools.training.folds import folds
@@ -202,12 +204,15 @@ def test_a_regression_blend_stays_near_the_training_target_range() -> None:
     assert np.allclose(bounds, (y.min() - 0.25 * np.ptp(y), y.max() + 0.25 * np.ptp(y)))
 
 
-def test_a_small_table_converges_before_the_budget_is_spent() -> None:
+def test_a_small_table_converges_before_the_budget_is_spent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The convergence rule as the search applies it, with a patience of 3 neighbours instead of 6 (the same code
+    path, half the neighbours: this test ran 20-22 s with 6)."""
+    monkeypatch.setattr(search_module, "PATIENCE", 3)
     X, y = load_diabetes(return_X_y=True)
     outcome = run_search(X.astype(np.float32), y, "regression", budget_s=60)
     summary = outcome.summary
     converged = [note for note in summary.notes if note.startswith("converged")]
-    assert len(converged) == 1, summary.notes
+    assert len(converged) == 1 and converged[0].startswith("converged: 3 neighbours"), summary.notes
     assert summary.complete >= 5 and summary.search_seconds < summary.budget_seconds
     at = float(re.search(r"stopped at (\d+) s", converged[0]).group(1))
     assert summary.search_seconds < at + 1.5  # nothing more is tried once converged: the budget is a ceiling
