@@ -75,6 +75,21 @@ def test_scaled_ordinal_columns_come_back_as_their_category_codes() -> None:
     assert set(codes[5:-1, 2]) <= set(range(40))
 
 
+def test_an_ordinal_column_with_missing_rows_at_the_native_limit_stays_ordinal_codes() -> None:
+    """HistGradientBoosting counts the missing rows' -1 as one more category: 255 levels and a missing row would
+    be 256 and fail every coded boosting fit, so such a column is split as ordinal codes; 254 levels are native."""
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 255, 600).astype(float)
+    codes[:40] = -1  # missing
+    X = np.column_stack([rng.normal(size=600), (codes - 100.0) / 50.0])  # a standard-scaled ordinal column
+    y = X[:, 0] + (codes % 7 == 0) + rng.normal(0, 0.1, 600)
+    assert Search(X, y, "regression", 60, ordinal_columns=[(1, -2.0, 0.02, 254)]).problem.categorical == (1,)
+    search = Search(X, y, "regression", 60, ordinal_columns=[(1, -2.0, 0.02, 255)])
+    assert search.problem.categorical == () and np.array_equal(search.codes[:, 1], codes)
+    trial = _search_one(search, config("hgb", **HGB_PORTFOLIO[0]))
+    assert -trial.mean < 0.5, trial.scores  # fitted on the codes (RMSE of always predicting the mean: ~1.1)
+
+
 def _churn(n: int, seed: int) -> pd.DataFrame:
     """A 26-category plan whose effect on churn follows no order and flips with tenure (no linear model fits
     it), a second category, a 60-category store (too many levels to one-hot: prepare_data encodes it as scaled

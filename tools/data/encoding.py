@@ -91,10 +91,9 @@ def ordinal_columns(pre: Any) -> list[tuple[int, float, float, int]]:
     for step in scaling:
         zero, one = step.transform(zero), step.transform(one)
     start = pre.output_indices_["ordinal"].start
-    return [
+    return [  # (a scaler leaves a constant column's scale at 1, so every step is non-zero)
         (start + i, float(zero[0, i]), float(one[0, i] - zero[0, i]), int((~pd.isna(categories)).sum()))
         for i, categories in enumerate(encoder.categories_)
-        if one[0, i] != zero[0, i]  # a column the scaler flattened (one category) carries no codes
     ]
 
 

@@ -80,7 +80,10 @@ def run_search(X: np.ndarray, y: np.ndarray, task: str, budget_s: float, **optio
     """Search, ensemble, refit within budget_s seconds (refit included); options as for `Search`."""
     search = Search(X, y, task, budget_s, **options)
     try:
-        search.run(portfolio(task, y, *X.shape, categorical=search.codes is not None))
+        # the presets for categoricals where there are one-hot groups or native categorical columns (not where every
+        # coded column is an ordinal one with too many levels: those would repeat the first preset)
+        categorical = bool(search.categorical_groups or search.problem.categorical)
+        search.run(portfolio(task, y, *X.shape, categorical=categorical))
     finally:
         search.close()  # the refit runs here
     best = search.best_complete()

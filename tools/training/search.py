@@ -80,7 +80,8 @@ class Search(SampleRungs, ClusterWaves, FinalModels):
         self.ordinal_columns = ordinal_columns or []
         coded = self.categorical_groups or self.ordinal_columns
         self.codes = one_hot_codes(X, self.categorical_groups, self.ordinal_columns) if coded else None
-        levels = [len(g) for g in self.categorical_groups] + [n for *_, n in self.ordinal_columns]
+        # an ordinal column's missing rows (-1) count as one more category in HistGradientBoosting's own encoding
+        levels = [len(g) for g in self.categorical_groups] + [n + 1 for *_, n in self.ordinal_columns]
         plain = X.shape[1] - sum(len(g) for g in self.categorical_groups) - len(self.ordinal_columns)
         native = tuple(plain + i for i, n in enumerate(levels) if n <= MAX_NATIVE_CATEGORIES)
         self.metric = search_metric(task, y)

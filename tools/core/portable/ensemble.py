@@ -37,7 +37,8 @@ def one_hot_codes(X: Any, groups: list[list[int]], ordinal: Any = ()) -> np.ndar
     -1 where no category of the group is set (a category unseen in training), and each ordinal column
     `(column, value of code 0, step per code, categories)` (a scaled ordinal encoding) by its code (-1: unseen or
     missing): the other columns first, in order, then one code column per group, then one per ordinal column."""
-    X = np.asarray(X, dtype=np.float32)
+    source = np.asarray(X)
+    X = source.astype(np.float32, copy=False)
     coded = np.zeros(X.shape[1], dtype=bool)
     for group in groups:
         coded[group] = True
@@ -48,7 +49,7 @@ def one_hot_codes(X: Any, groups: list[list[int]], ordinal: Any = ()) -> np.ndar
         block = X[:, group]
         codes[:, i] = np.where(block.max(axis=1) > 0.5, block.argmax(axis=1), -1)
     for i, (column, zero, step, _) in enumerate(ordinal, start=len(groups)):
-        codes[:, i] = np.rint((X[:, column] - zero) / step)
+        codes[:, i] = np.rint((source[:, column].astype(np.float64) - zero) / step)  # before float32 rounding
     return np.hstack([X[:, ~coded], codes])
 
 
