@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ml_expert.memory.errors import InvalidInputError
 from ml_expert.tools.core.lazy import lazy_import
+
+if TYPE_CHECKING:
+    from ml_expert.tools.core.portable.ensemble import OrdinalColumn
 
 np = lazy_import("numpy")  # loads with the first data tool call, not at server start
 pd = lazy_import("pandas")  # loads with the first data tool call, not at server start
@@ -78,7 +81,7 @@ def one_hot_groups(pre: Any) -> list[list[int]]:
     return groups
 
 
-def ordinal_columns(pre: Any) -> list[tuple[int, float, float, int]]:
+def ordinal_columns(pre: Any) -> list[OrdinalColumn]:
     """Each ordinal-encoded (high-cardinality) input column of a fitted `encoder_pipeline` as (output column, its
     value for code 0, its step per code, categories): the scaling after the codes is affine, so the codes come
     back as (value - zero) / step. Codes -1 (unseen, missing) come back as -1; missing is not counted a category."""

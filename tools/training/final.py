@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ml_expert.tools.core.lazy import lazy_import
-from ml_expert.tools.core.portable.ensemble import Blend, Coded
+from ml_expert.tools.core.portable.ensemble import Blend, Coded, OrdinalColumn
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.training.chunked import fit_stoppable
 from ml_expert.tools.training.ensemble import select_ensemble
@@ -33,7 +33,7 @@ class FinalModels:
     metric: str
     codes: Any
     categorical_groups: list[list[int]]
-    ordinal_columns: list[tuple[int, float, float, int]]
+    ordinal_columns: list[OrdinalColumn]
     problem: Any
     folds: list[tuple[Any, Any]]
     trials: list[Trial]

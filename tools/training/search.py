@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 
 from ml_expert.tools.core.lazy import lazy_import
-from ml_expert.tools.core.portable.ensemble import one_hot_codes
+from ml_expert.tools.core.portable.ensemble import OrdinalColumn, one_hot_codes
 from ml_expert.tools.core.scoring import search_metric
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.jobs.specs import JobCancelled, Reporter
@@ -71,7 +71,7 @@ class Search(SampleRungs, ClusterWaves, FinalModels):
         reporter: Reporter | None = None,
         scheduler: str | None = None,
         categorical_groups: list[list[int]] | None = None,
-        ordinal_columns: list[tuple[int, float, float, int]] | None = None,
+        ordinal_columns: list[OrdinalColumn] | None = None,
     ) -> None:
         self.X, self.y, self.task, self.seed = X, y, task, seed
         # tree families see each one-hot group (the columns of one categorical) as one column of category codes, and

@@ -16,6 +16,7 @@ that module name, which resolves both here and in a deployment folder without ml
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,10 @@ def shift_threshold(p1: np.ndarray, threshold: float) -> np.ndarray:
     return np.where(p1 <= t, 0.5 * p1 / t, 0.5 + 0.5 * (p1 - t) / (1 - t))
 
 
-def one_hot_codes(X: Any, groups: list[list[int]], ordinal: Any = ()) -> np.ndarray:
+OrdinalColumn = tuple[int, float, float, int]  # (column, value of code 0, step per code, categories)
+
+
+def one_hot_codes(X: Any, groups: list[list[int]], ordinal: Sequence[OrdinalColumn] = ()) -> np.ndarray:
     """The prepared rows with each one-hot group (column indices) replaced by one column of its category's index,
     -1 where no category of the group is set (a category unseen in training), and each ordinal column
     `(column, value of code 0, step per code, categories)` (a scaled ordinal encoding) by its code (-1: unseen or
@@ -56,7 +60,7 @@ def one_hot_codes(X: Any, groups: list[list[int]], ordinal: Any = ()) -> np.ndar
 class Coded:
     """A model fitted on `one_hot_codes(X, groups, ordinal)`, applied to prepared rows X."""
 
-    def __init__(self, model: Any, groups: list[list[int]], ordinal: Any = ()) -> None:
+    def __init__(self, model: Any, groups: list[list[int]], ordinal: Sequence[OrdinalColumn] = ()) -> None:
         self.model = model
         self.groups = groups
         self.ordinal = [tuple(o) for o in ordinal]
