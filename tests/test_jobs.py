@@ -200,6 +200,26 @@ def test_the_queue_has_a_cap(ws: Workspace) -> None:
     assert ws.job_store.count("queued") == MAX_QUEUED
 
 
+def test_a_worker_whose_exit_code_arrives_after_the_reap_is_failed_by_its_code_not_taken_for_an_orphan(
+    ws: Workspace,
+) -> None:
+    """A forked worker's exit code arrives on the server's reader thread, so it can land between the tick's reap
+    and its orphan check; the check must leave that worker to the next reap (CI saw 'interrupted' here once)."""
+    ws.job_store.insert("job_0000dead", kind="train", run_id="run_00000000", namespace="default", spec={}, owner_pid=1)
+    manager = JobManager(ws)
+    assert ws.job_store.claim(1, 1) == ["job_0000dead"]
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    ws.job_store.set_pid("job_0000dead", worker.pid)
+    manager._procs["job_0000dead"] = worker
+    worker.kill()
+    worker.wait()  # its code is known now, as if it arrived just after _reap ran
+    assert manager.mark_orphans_interrupted() == 0
+    assert ws.job_store.get("job_0000dead").status == "running"
+    manager._tick()  # the next tick reaps it by its code
+    row = ws.job_store.get("job_0000dead")
+    assert row.status == "failed" and "killed by signal 9" in (row.error or ""), row.error
+
+
 # -- 15, 16. long probes return the job; every parameter is checked at submit --------------------------------------
 
 

@@ -126,9 +126,8 @@ class JobManager:
                 self.ws.job_store.finish(job_id, "interrupted", error="The server stopped while the job ran.")
 
     def _alive(self, row: JobRow) -> bool:
-        proc = self._procs.get(row.job_id)
-        if proc is not None and proc.poll() is None:  # this manager's worker: _reap judges it by its exit code
-            return True  # (a forked worker's code arrives a moment after its pid is gone)
+        if row.job_id in self._procs:  # this manager's worker, exited or not: _reap judges it by its exit code
+            return True  # (a forked worker's code arrives a moment after its pid is gone, maybe after _reap ran)
         if row.status == "running" and row.pid:
             return pid_alive(row.pid)
         if row.status == "running":  # launched, pid not written yet: its server decides
