@@ -190,3 +190,31 @@ def test_restart_marks_interrupted_and_resume_finishes(ws: Workspace) -> None:
     final = second.wait(status.job_id, 180)
     assert final.status == "succeeded", final.error
     assert final.result["resumed"] and final.result["epochs_trained"] == 20, final.result
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e6])
+def test_early_stopping_ignores_loss_dust_at_any_scale(scale: float) -> None:
+    """Keras' EarlyStopping (min_delta 0) trained a saturated text model 60 epochs more on losses falling from 4e-5
+    to 3e-5; improvements below 1e-4 of the first epoch's loss no longer count, whatever the loss's units."""
+    import keras
+
+    from ml_expert.tools.training.callbacks import EarlyStop
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.stop_training = False  # as fit() sets it
+    stop = EarlyStop(patience=3)
+    stop.set_model(model)
+    stop.on_train_begin()
+    losses = [0.7, 0.1, 0.01, 0.001] + [0.001 - 1e-6 * i for i in range(1, 50)]  # then only dust
+    for epoch, loss in enumerate(losses):
+        stop.on_epoch_end(epoch, {"val_loss": loss * scale})
+        if model.stop_training:
+            break
+    assert (epoch, stop.best_epoch) == (6, 3)  # best at the last real gain, stopped `patience` epochs later
+    plain = keras.callbacks.EarlyStopping(patience=3)
+    model.stop_training = False
+    plain.set_model(model)
+    plain.on_train_begin()
+    for epoch, loss in enumerate(losses):
+        plain.on_epoch_end(epoch, {"val_loss": loss * scale})
+    assert not model.stop_training  # what it replaces never stops on this curve

@@ -20,7 +20,7 @@ from ml_expert.tools.artifacts import as_model_input
 from ml_expert.tools.core.prepared import PreparedData
 from ml_expert.tools.jobs.specs import Reporter
 from ml_expert.tools.training import transfer
-from ml_expert.tools.training.callbacks import Deadline, EpochHistory, job_callbacks, restore_snapshot
+from ml_expert.tools.training.callbacks import Deadline, EarlyStop, EpochHistory, job_callbacks, restore_snapshot
 from ml_expert.tools.training.config import Fit, TrainConfig, TrainSpec
 from ml_expert.tools.training.distributed import fit_multi_worker, strategy_scope
 from ml_expert.tools.training.keras_networks import build_network, compile_model
@@ -165,6 +165,6 @@ def fit_keras_quick(
     seed_everything(config.seed)
     model, _ = build_network(architecture, task, n_classes, config, prepared, data)
     compile_model(model, task, config)
-    stop = [Deadline(deadline, cancelled), keras.callbacks.EarlyStopping(patience=5, restore_best_weights=True)]
+    stop = [Deadline(deadline, cancelled), EarlyStop(patience=5)]
     fit_on_splits(model, data, config, stop)
     return model
