@@ -195,6 +195,11 @@ def test_shapley_values_on_more_columns_than_the_permutation_default_allows(tmp_
     assert local[0].output == pytest.approx(7.0) and local[0].output == pytest.approx(
         local[0].base_value + sum(contributions.values()), abs=1e-6
     )
+    from shap.maskers import _tabular
+
+    # shap's masking kernels are cached on disk by numba: a fresh worker loads them instead of compiling (~5 s)
+    assert type(_tabular._delta_masking._cache).__name__ == "FunctionCache"
+    assert _tabular._delta_masking._cache.cache_path
 
 
 def test_shapley_rows_past_the_time_bound_are_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:

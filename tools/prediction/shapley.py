@@ -31,6 +31,24 @@ class LocalExplanation(BaseModel):
     contributions: dict[str, float] = Field(description="Shapley value per raw column, largest |value| first.")
 
 
+def _cache_jit() -> None:
+    """shap compiles its masking kernels with numba on first use and does not cache them: 10-20 s of compiling in
+    every fresh worker, each explain call. Numba may cache them on disk (beside shap's sources, or in its user-wide
+    cache where those are read-only), so only the first explain on a machine pays that."""
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+    from shap.maskers import _tabular
+    from shap.utils import _masked_model
+
+    for module in (_masked_model, _tabular):
+        for kernel in vars(module).values():
+            if isinstance(kernel, Dispatcher) and isinstance(kernel._cache, NullCache):
+                try:
+                    kernel.enable_caching()
+                except RuntimeError:  # no writable cache location: compiled per process, as shap does
+                    return
+
+
 def shapley_rows(
     model: Any, rows: list[dict[str, Any]], background: Any, top_k: int, seed: int, reporter: Reporter | None = None
 ) -> tuple[list[LocalExplanation], str, dict[int, str] | None, list[str]]:
@@ -46,6 +64,8 @@ def shapley_rows(
     import shap
 
     from ml_expert.tools.core.portable.preprocessing import screen_frame
+
+    _cache_jit()
 
     given = pd.DataFrame(rows)
     scored = model.score(given)  # the package's refusals: bad values, overflow past float32, non-finite output
