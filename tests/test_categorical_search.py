@@ -138,7 +138,7 @@ def _members(model: object) -> list[object]:
 
 def test_boosting_splits_categoricals_natively_and_the_package_applies_it_from_raw_rows(jobs_ws: Workspace) -> None:
     run = frame_run(jobs_ws, _churn(1500, 0), "churn")
-    result = train(jobs_ws, run, "auto", time_budget_s=10, wait_seconds=300)
+    result = train(jobs_ws, run, "auto", time_budget_s=5, wait_seconds=300)
     assert result.status == "succeeded", result.error
     model = load_model(jobs_ws, model_dir(jobs_ws, run, result.result["model_id"]) / "model.joblib", "sklearn")
     coded = [m for m in _members(model) if isinstance(m, Coded)]

@@ -225,7 +225,7 @@ def test_a_worker_whose_exit_code_arrives_after_the_reap_is_failed_by_its_code_n
 
 def test_a_probe_that_outlasts_the_wait_returns_its_job(jobs_ws: Workspace) -> None:
     run = prepared_run(jobs_ws, "wine")
-    blocker = train(jobs_ws, run, "dnn", config={"epochs": 400, "early_stopping_patience": 0}, wait_seconds=0)
+    blocker = train(jobs_ws, run, "auto", time_budget_s=300, wait_seconds=0)  # no TensorFlow to import
     result = recommend_architecture(jobs_ws, run, probe_seconds=5, wait_seconds=1)  # queued behind the blocker
     assert result.status in ("queued", "running") and result.job_id
     jobs_ws.jobs.cancel(blocker.job_id)
