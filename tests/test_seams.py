@@ -66,7 +66,7 @@ def test_wait_seconds_flag_and_environment_become_the_default_wait(tmp_path: Pat
     ws = _started(Settings(workspace=tmp_path / "ws", wait_seconds=0))
     try:
         run = prepared_run(ws, "wine")
-        status = train(ws, run, "dnn", config=LONG_DNN)  # no wait_seconds: the server's 0 s
+        status = train(ws, run, "auto", time_budget_s=300)  # no wait_seconds: the server's 0 s
         assert status.status in ("queued", "running")  # returned at once, not after the training
         cancel_job(ws, status.job_id)
         quick = train(ws, run, "linear", wait_seconds=60)  # an explicit wait still wins
