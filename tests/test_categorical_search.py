@@ -233,6 +233,31 @@ def test_a_small_table_converges_before_the_budget_is_spent(monkeypatch: pytest.
     assert summary.search_seconds < at + 1.5  # nothing more is tried once converged: the budget is a ceiling
 
 
+def test_a_neighbour_must_win_by_more_than_the_fold_noise_to_restart_the_patience_count() -> None:
+    """Out-of-fold gains smaller than one standard error of the paired per-fold difference do not count as progress
+    (they still make the neighbour the best): Sacramento's local search ran 40 neighbours within fold noise."""
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=500)
+    search = Search(np.zeros((500, 1), np.float32), y, "regression", budget_s=60)
+    error = rng.normal(size=500)
+
+    def trial(oof: np.ndarray) -> Trial:
+        t = Trial(config("hgb", **HGB_PORTFOLIO[0]))
+        t.oof = oof
+        t.scores = [-float(np.sqrt(np.mean((oof[test] - y[test]) ** 2))) for _, test in search.folds]
+        return t
+
+    best = trial(y + error)
+    steady = trial(y + 0.97 * error)  # 3 % lower RMSE on every fold
+    scale = np.ones(500)
+    for i, (_, test) in enumerate(search.folds):
+        scale[test] = [0.6, 1.2, 0.7, 1.25, 0.85][i]  # better on average, much worse on two folds
+    noisy = trial(y + scale * error)
+    assert steady.mean > best.mean and noisy.mean > best.mean
+    assert search._clear_gain(steady, best) and not search._clear_gain(noisy, best)
+    assert not search._clear_gain(best, steady)  # a loss is never a gain
+
+
 def test_a_boosting_fold_early_stops_on_its_held_out_rows_and_learns_from_all_the_others() -> None:
     X, y = load_diabetes(return_X_y=True)
     rows = np.random.default_rng(0).permutation(len(y))

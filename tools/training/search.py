@@ -18,7 +18,8 @@
    binary decision threshold tuned out of fold), accuracy otherwise, RMSE for regression (a log-target
    variant is a candidate for skewed positive targets; CV decides).
 6. The budget covers the whole search, refit included: no fit starts whose estimated time does not fit. It is a
-   ceiling, not a target: PATIENCE neighbours in a row without an out-of-fold gain end the search (converged).
+   ceiling, not a target: PATIENCE neighbours in a row without an out-of-fold gain beyond the folds' noise (one
+   standard error of the paired per-fold difference) end the search (converged).
 7. Each family sees the row its own way: linear models the one-hot, scaled columns prepare_data made; tree
    families each one-hot group, and each scaled ordinal column of a categorical with too many levels to one-hot,
    as one column of category codes (boosting splits them as native categoricals, CatBoost with target statistics,
@@ -35,7 +36,7 @@ from collections.abc import Callable
 
 from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.core.portable.ensemble import OrdinalColumn, one_hot_codes
-from ml_expert.tools.core.scoring import search_metric
+from ml_expert.tools.core.scoring import rank_score, search_metric
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.jobs.specs import JobCancelled, Reporter
 from ml_expert.tools.training.cluster import FoldFit, FoldTask, Problem, connect, fit_fold
@@ -396,6 +397,7 @@ class Search(SampleRungs, ClusterWaves, FinalModels):
             if without_gain >= PATIENCE:
                 self.notes.append(
                     f"converged: {PATIENCE} neighbours of the best boosting in a row brought no out-of-fold gain "
+                    "beyond the folds' noise "
                     f"(stopped at {time.perf_counter() - self.started:.0f} s of {self.budget_s:.0f})"
                 )
                 return True
@@ -406,8 +408,25 @@ class Search(SampleRungs, ClusterWaves, FinalModels):
             trial = Trial(cfg)
             self.trials.append(trial)
             self._complete(trial, planned)
-            without_gain = 0 if trial.complete and trial.mean > best.mean else without_gain + 1
+            without_gain = 0 if self._clear_gain(trial, best) else without_gain + 1
         return False
+
+    def _clear_gain(self, trial: Trial, best: Trial) -> bool:
+        """Whether a neighbour beats the best out of fold by more than one standard error of their paired per-fold
+        difference (each fold's held-out rows scored for both). A smaller win still makes it the best; it only does
+        not restart the patience count, so a search whose neighbours differ by fold noise converges."""
+        if not trial.complete or trial.mean <= best.mean:
+            return False
+        if len(self.folds) < 2:
+            return True
+        diff = np.array(
+            [
+                rank_score(self.metric, self.y[test], trial.oof[test])
+                - rank_score(self.metric, self.y[test], best.oof[test])
+                for _, test in self.folds
+            ]
+        )
+        return bool(diff.mean() > diff.std(ddof=1) / math.sqrt(len(diff)))
 
 
 def cross_validate(X: np.ndarray, y: np.ndarray, task: str, cfg: Config, budget_s: float, seed: int = 42) -> Trial:
