@@ -99,6 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         output_dir=args.out,
         config=config,
         time_budget_s=args.time_budget,
+        refit_all_rows=getattr(args, "refit", None),
         resume=getattr(args, "resume", None),
         wait_seconds=0,
     )
@@ -175,6 +176,12 @@ def add_workflow_commands(sub: Any, common: Callable[[argparse.ArgumentParser], 
     p.add_argument("--epochs", type=int, help="Maximum epochs for neural networks (default 100).")
     p.add_argument("--time-budget", type=float, default=60, help="Seconds for the auto model search (default 60).")
     p.add_argument("--out", help="Deployment folder inside the workspace (default <run>/deployment).")
+    p.add_argument(
+        "--refit",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Package a refit of the evaluated auto model on all rows (default: when it costs <= half the budget).",
+    )
     p = sub.add_parser("worker-train", help="Train as one task of a multi-worker cluster (reads TF_CONFIG).")
     common(p)
     p.add_argument("run_id", help="A prepared run present in this machine's workspace.")

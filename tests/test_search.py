@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from conftest import frame_run, prepared_run, sklearn_frame
 
-from ml_expert.tools.artifacts import load_model, load_split, model_dir
+from ml_expert.tools.artifacts import load_model, load_prepared, load_split, model_dir
 from ml_expert.tools.data.analyze import analyze_data
 from ml_expert.tools.data.prepare import prepare_data
 from ml_expert.tools.data.profiling import infer_kind, name_says_id
@@ -24,7 +24,7 @@ from ml_expert.tools.prediction.predict import predict
 from ml_expert.tools.training.auto import run_search
 from ml_expert.tools.training.folds import folds
 from ml_expert.tools.training.portfolio import portfolio
-from ml_expert.tools.training.train import train
+from ml_expert.tools.training.train import search_layout, train
 from ml_expert.tools.workspace import Workspace
 
 
@@ -84,6 +84,8 @@ def test_a_group_split_run_cross_validates_whole_groups(jobs_ws: Workspace) -> N
     result = _ok(train(jobs_ws, run, "auto", time_budget_s=5, wait_seconds=120))
     assert result["search"]["cv"] == "group"  # the search kept whole groups in its folds too
     assert result["search"]["cv_score"] > 0.75
+    layout = search_layout(jobs_ws, run, load_prepared(jobs_ws, run), ("train", "val", "test"))
+    assert layout["split_strategy"] == "group" and len(layout["groups"]) == 400  # a refit on all rows: groups too
 
 
 def test_portfolio_tries_a_log_target_only_for_skewed_positive_targets() -> None:

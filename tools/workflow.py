@@ -47,6 +47,7 @@ class WorkflowSpec(JobSpec):
     probe_seconds: float = 0
     time_budget_s: TimeBudget = 60.0
     output_dir: str | None = None
+    refit_all_rows: bool | None = None
 
 
 class WorkflowResult(BaseModel):
@@ -119,12 +120,14 @@ def _phase(ws: Workspace, spec: WorkflowSpec, name: str, reporter: Reporter) -> 
         training = train_spec(ws, run_id, spec.architecture, spec.config, time_budget_s=spec.time_budget_s)
         run_train_job(ws, training, reporter)
     elif name == "evaluate":
-        model_id = load_model_meta(ws, run_id, None).model_id
+        meta = load_model_meta(ws, run_id, None)
+        model_id = meta.refit_of or meta.model_id  # a refit of all rows (an earlier package) has no test rows left
         run_evaluate_job(ws, evaluate_spec(ws, run_id, model_id, target=spec.target_metric), reporter)
     elif name == "package":
         from ml_expert.tools.packaging.build import run_package_job  # scikit-learn & co.: worker only
 
-        run_package_job(ws, package_spec(ws, run_id, None, spec.formats, spec.output_dir), reporter)
+        packaging = package_spec(ws, run_id, None, spec.formats, spec.output_dir, spec.refit_all_rows)
+        run_package_job(ws, packaging, reporter)
 
 
 def _result(ws: Workspace, run_id: str, done: list[str]) -> WorkflowResult:
@@ -141,6 +144,8 @@ def _result(ws: Workspace, run_id: str, done: list[str]) -> WorkflowResult:
     if key:
         summary += f"test {key} {test[key]:.4f} vs baseline {base.get(key, float('nan')):.4f}"
         summary += " (beats the baseline)." if ev.get("beats_baseline") else " (NOT better than the baseline)."
+    if deployment.get("refit_of"):
+        summary += f" The packaged model {deployment['model_id']} refits it on all rows."
     if deployment.get("folder"):
         summary += f" Package: {deployment['folder']} (verified: {deployment.get('verified')})."
     return WorkflowResult(
@@ -202,6 +207,10 @@ def run_workflow(
     probe_seconds: Annotated[float, Field(description="Probe budget for the recommendation (0 = rules).", ge=0)] = 0,
     time_budget_s: TimeBudget = 60,
     output_dir: Annotated[str | None, Field(description="Deployment folder inside the workspace.")] = None,
+    refit_all_rows: Annotated[
+        bool | None,
+        Field(description="Package a refit of the evaluated auto model on all rows (default: when it is cheap)."),
+    ] = None,
     resume: Annotated[str | None, Field(description="run_id of a stopped workflow: continue where it stopped.")] = None,
     namespace: runs.Namespace = "default",
     wait_seconds: WaitSeconds = None,
@@ -235,6 +244,7 @@ def run_workflow(
         probe_seconds=probe_seconds,
         time_budget_s=time_budget_s,
         output_dir=output_dir,
+        refit_all_rows=refit_all_rows,
         resume=bool(resume),
     )
     return run_as_job(ws, spec, namespace=namespace, wait_seconds=wait_seconds, report=report)

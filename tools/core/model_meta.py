@@ -22,3 +22,6 @@ class ModelMeta(BaseModel):
     train_seconds: float = 0.0
     notes: list[str] = Field(default_factory=list)
     search: dict[str, Any] | None = Field(None, description="The auto search's summary and leaderboard.")
+    refit_of: str | None = Field(
+        None, description="The evaluated model this one refits on all rows (train, validation and test), if any."
+    )

@@ -197,8 +197,8 @@ def _prepare_table(
     folder = ws.run_dir(run_id)
     for name, idx in parts.items():  # one split at a time, transformed in chunks
         data_dir = _save_splits(folder, {name: _transform(pre, table.X, idx, len(feature_names))}, y, {name: idx})
-    if groups is not None:  # the auto search keeps groups together in its folds as well
-        for split in ("train", "val"):
+    if groups is not None:  # the auto search (and its refit on all rows) keeps groups together in its folds as well
+        for split in ("train", "val", "test"):
             np.save(data_dir / f"groups_{split}.npy", groups[parts[split]])
     for split, rows in raw.items():  # raw rows: packaging verifies on test, explain permutes validation columns
         rows.to_parquet(data_dir / f"raw_{split}.parquet", index=False)

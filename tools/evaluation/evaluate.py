@@ -197,9 +197,18 @@ def evaluate_spec(
 ) -> EvaluateSpec:
     """Check an evaluate call (run prepared, models exist, target well-formed) and build its job spec."""
     load_prepared(ws, run_id)
-    ids = list(dict.fromkeys(model_ids or [load_model_meta(ws, run_id, model_id).model_id]))
+    latest = load_model_meta(ws, run_id, model_id)
+    if model_id is None and latest.refit_of:  # the latest is a package's refit on all rows: its source is evaluable
+        latest = load_model_meta(ws, run_id, latest.refit_of)
+    ids = list(dict.fromkeys(model_ids or [latest.model_id]))
     for mid in ids:
-        load_model_meta(ws, run_id, mid)
+        meta = load_model_meta(ws, run_id, mid)
+        if meta.refit_of:
+            raise InvalidInputError(
+                f"Model {mid} was refit on all rows of run {run_id}, its test split included, so a test score would "
+                f"flatter it. Its estimate is the evaluation of model {meta.refit_of} (the model it refits): call "
+                f"evaluate(run_id='{run_id}', model_id='{meta.refit_of}'). Nothing was changed."
+            )
     goal = TargetSpec.model_validate(target) if target is not None else None
     if goal is not None and goal.min is None and goal.max is None:
         raise InvalidInputError("target needs min (for scores like accuracy) or max (for errors like rmse).")
@@ -209,7 +218,9 @@ def evaluate_spec(
 def evaluate(
     ws: Workspace,
     run_id: runs.RunId,
-    model_id: Annotated[str | None, Field(description="Model to evaluate; default the run's latest.")] = None,
+    model_id: Annotated[
+        str | None, Field(description="Model to evaluate; default the run's latest (not a refit on all rows).")
+    ] = None,
     model_ids: Annotated[
         list[str] | None, Field(description="Several models of the run to compare (returns a leaderboard).")
     ] = None,

@@ -12,7 +12,6 @@ point; the verification subprocess is stopped on cancel too.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -38,7 +37,7 @@ from ml_expert.tools.artifacts import (
 from ml_expert.tools.core.model_meta import ModelMeta
 from ml_expert.tools.core.prepared import PreparedData
 from ml_expert.tools.core.tasks import is_classification
-from ml_expert.tools.jobs.specs import Reporter
+from ml_expert.tools.jobs.specs import JobCancelled, Reporter
 from ml_expert.tools.packaging.docs import write_docs
 from ml_expert.tools.packaging.export import FormatReport, environment, export_format, file_map
 from ml_expert.tools.packaging.package import (
@@ -47,8 +46,10 @@ from ml_expert.tools.packaging.package import (
     check_output_dir,
     check_unchanged_package,
     package_files,
+    test_metrics_of,
 )
 from ml_expert.tools.packaging.verify import compile_fast_path, verify_reports
+from ml_expert.tools.training.refit import refit_all_rows
 from ml_expert.tools.training.sklearn_models import required_packages
 from ml_expert.tools.workspace import Workspace, write_json
 
@@ -102,15 +103,6 @@ def _drop_failed(build: Path, reports: list[FormatReport]) -> None:
         if not rep.shipped and rep.file and (build / rep.file).exists():
             target = build / rep.file
             shutil.rmtree(target) if target.is_dir() else target.unlink()
-
-
-def _test_metric(ws: Workspace, run_id: str, model_id: str) -> dict[str, float]:
-    metrics_file = ws.run_dir(run_id) / "metrics.json"
-    if not metrics_file.exists():
-        return {}
-    evs = json.loads(metrics_file.read_text())["evaluations"]
-    ev = next((e for e in evs if e["model_id"] == model_id), None)
-    return dict(list(ev["test_metrics"].items())[:4]) if ev else {}
 
 
 def _carry_over(ws: Workspace, final: Path, build: Path) -> list[str]:
@@ -171,6 +163,17 @@ def run_package_job(ws: Workspace, spec: PackageSpec, reporter: Reporter) -> Pac
     """Worker entry for kind 'package'."""
     run_id = spec.run_id
     meta = load_model_meta(ws, run_id, spec.model_id)
+    notes: list[str] = []
+    if spec.refit:
+        reporter.progress(force=True, phase="package", message="refitting the model on all rows")
+        try:
+            meta = refit_all_rows(ws, run_id, meta, reporter)
+            notes.append(meta.notes[0])
+        except JobCancelled:
+            raise
+        except Exception as exc:  # a library error in one fold fit: ship the evaluated model, and say why
+            notes.append(f"The refit on all rows failed ({type(exc).__name__}: {str(exc)[:300]}); the evaluated "
+                         f"model {meta.model_id} was packaged instead.")  # fmt: skip
     prepared = load_prepared(ws, run_id)
     source = model_path(ws, run_id, meta)
     model = load_model(ws, source, meta.framework)
@@ -211,7 +214,7 @@ def run_package_job(ws: Workspace, spec: PackageSpec, reporter: Reporter) -> Pac
         _drop_failed(build, reports)
         good = sorted((r for r in reports if r.shipped and r.runtime), key=lambda r: r.p50_ms or 1e9)
         manifest["runtimes"] = [e for r in good for e in entries if e["file"] == r.file]
-        test_metric = _test_metric(ws, run_id, meta.model_id)
+        test_metric = test_metrics_of(ws, run_id, meta.refit_of or meta.model_id)  # a refit's estimate: its source's
         runtimes: list[str] = [r.runtime for r in good if r.runtime]
         env = environment(meta.framework, runtimes, modality, required_packages(model))
         write_docs(build, meta, prepared, reports, test_metric, env)
@@ -227,7 +230,7 @@ def run_package_job(ws: Workspace, spec: PackageSpec, reporter: Reporter) -> Pac
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         shutil.rmtree(build, ignore_errors=True)  # gone already when swapped in
-    return _record(ws, spec, meta, final, reports, test_metric, runtimes, manifest, kept)
+    return _record(ws, spec, meta, final, reports, test_metric, runtimes, manifest, kept, notes)
 
 
 def _record(
@@ -240,12 +243,14 @@ def _record(
     runtimes: list[str],
     manifest: dict[str, Any],
     kept: list[str],
+    notes: list[str],
 ) -> PackageResult:
     run_id = spec.run_id
     rel = ws.relative(final)
     result = PackageResult(
         run_id=run_id,
         model_id=meta.model_id,
+        refit_of=meta.refit_of,
         folder=rel,
         formats=reports,
         default_runtime=runtimes[0] if runtimes else None,
@@ -253,6 +258,7 @@ def _record(
         test_metric=test_metric,
         files=sorted(manifest["files"])[:60],
         kept=kept[:60],
+        notes=notes,
         usage=f"cd {rel} && python inference.py rows.csv   # or: from inference import ModelInference",
         next_step="Ship the folder; ModelInference().predict(rows) takes raw rows with the original columns."
         + (

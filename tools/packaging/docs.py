@@ -92,7 +92,7 @@ non-numeric value in a numeric column raises `SchemaError` naming the column.
 ## Performance (measured on the build machine)
 {_perf_table(reports)}
 
-Test metrics:
+Test metrics ({_measured_on(meta)}):
 {metric_lines}
 
 Verification: each format was loaded in a fresh Python process from an empty working directory,
@@ -118,6 +118,21 @@ def _runtime_note(meta: ModelMeta, shipped: list[Any]) -> str:
     )
 
 
+def _measured_on(meta: ModelMeta) -> str:
+    if meta.refit_of:
+        return f"held-out test split, measured on model {meta.refit_of}, which this model refits on all rows"
+    return "held-out test split"
+
+
+def _refit_line(meta: ModelMeta, prepared: PreparedData) -> str:
+    if not meta.refit_of:
+        return ""
+    return (
+        f"\n- The model itself was refit on all {sum(prepared.splits.values())} rows (train, validation and test) with "
+        f"the configuration chosen for model {meta.refit_of}; that model's test score is its estimate."
+    )
+
+
 def _model_card(meta: ModelMeta, prepared: PreparedData, metric_lines: str) -> str:
     params = f"{meta.parameters:,} parameters, trained in {meta.train_seconds:.1f} s"
     notes = "\n".join(f"- {n}" for n in meta.notes) or "- none"
@@ -131,12 +146,12 @@ def _model_card(meta: ModelMeta, prepared: PreparedData, metric_lines: str) -> s
 - Source: `{prepared.target}` target; {sum(prepared.splits.values())} rows after cleaning
   (train {prepared.splits["train"]}, validation {prepared.splits["val"]}, test {prepared.splits["test"]}).
 - Inputs: {len(prepared.features_in)} columns; dropped: {dropped}.
-- Preprocessing fitted on the training split only.
+- Preprocessing fitted on the training split only.{_refit_line(meta, prepared)}
 
 ## Intended use
 Predict `{prepared.target}` for rows drawn from the same population as the training data.
 
-## Metrics (held-out test split)
+## Metrics ({_measured_on(meta)})
 {metric_lines}
 
 ## Limits

@@ -28,6 +28,7 @@ from ml_expert.tools.artifacts import load_model_meta, load_prepared, sha256
 from ml_expert.tools.jobs.manager import run_as_job
 from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn, WaitSeconds
 from ml_expert.tools.packaging.export import KERAS_FORMATS, SKLEARN_FORMATS, Format, FormatReport, default_formats
+from ml_expert.tools.training.refit import REFIT_SHARE, decide_refit
 from ml_expert.tools.workspace import Workspace
 
 MANIFEST_KEYS = {"run_id", "model_id", "runtimes", "files"}
@@ -38,11 +39,15 @@ class PackageSpec(JobSpec):
     model_id: str
     formats: list[str] = Field(min_length=1)
     output_dir: str | None = Field(None, description="Checked folder relative to the workspace; None = run default.")
+    refit: bool = Field(False, description="Refit the model on all rows first and package that refit.")
 
 
 class PackageResult(BaseModel):
     run_id: str
-    model_id: str
+    model_id: str = Field(description="The packaged model (the refit, when one was made).")
+    refit_of: str | None = Field(
+        None, description="The evaluated model the packaged one refits on all rows (its test metrics are shown)."
+    )
     folder: str
     formats: list[FormatReport]
     default_runtime: str | None = Field(description="Fastest verified runtime; inference.py uses it by default.")
@@ -52,6 +57,7 @@ class PackageResult(BaseModel):
     kept: list[str] = Field(
         default_factory=list, description="Files of the earlier package folder that ml-expert did not write, kept."
     )
+    notes: list[str] = Field(default_factory=list, description="The refit on all rows, or why it was not made.")
     usage: str
     next_step: str
 
@@ -131,12 +137,23 @@ def check_output_dir(ws: Workspace, output_dir: str) -> Path:
     return final
 
 
+def test_metrics_of(ws: Workspace, run_id: str, model_id: str) -> dict[str, float]:
+    """The first four test metrics of the model's evaluation ({} when it was not evaluated)."""
+    metrics_file = ws.run_dir(run_id) / "metrics.json"
+    if not metrics_file.exists():
+        return {}
+    evs = json.loads(metrics_file.read_text())["evaluations"]
+    ev = next((e for e in evs if e["model_id"] == model_id), None)
+    return dict(list(ev["test_metrics"].items())[:4]) if ev else {}
+
+
 def package_spec(
     ws: Workspace,
     run_id: str,
     model_id: str | None = None,
     formats: list[str] | None = None,
     output_dir: str | None = None,
+    refit_all_rows: bool | None = None,
 ) -> PackageSpec:
     """Check a package call and build its job spec (the tool and run_workflow both come here)."""
     modality = load_prepared(ws, run_id).modality
@@ -150,7 +167,8 @@ def package_spec(
     checked = ws.relative(check_output_dir(ws, output_dir)) if output_dir else None
     if output_dir is None:
         check_unchanged_package(ws, ws.run_dir(run_id) / "deployment")
-    return PackageSpec(run_id=run_id, model_id=meta.model_id, formats=chosen, output_dir=checked)
+    refit = decide_refit(meta, refit_all_rows, evaluated=bool(test_metrics_of(ws, run_id, meta.model_id)))
+    return PackageSpec(run_id=run_id, model_id=meta.model_id, formats=chosen, output_dir=checked, refit=refit)
 
 
 def package(
@@ -167,12 +185,21 @@ def package(
             description="New or empty folder inside the workspace (or an earlier package); default <run>/deployment."
         ),
     ] = None,
+    refit_all_rows: Annotated[
+        bool | None,
+        Field(
+            description="Refit an evaluated auto model on all rows (train, validation, test) and package the refit; "
+            f"default: once it was evaluated, when that costs at most {REFIT_SHARE:.0%} of its train budget. false: "
+            "package it as it is."
+        ),
+    ] = None,
     wait_seconds: WaitSeconds = None,
     report: ProgressFn | None = None,
 ) -> JobStatus:
     """Build deployment/ (model formats, preprocessing, inference.py, docs, manifest) and verify it.
 
-    Every format is loaded in a fresh process and must reproduce the model's test predictions.
+    Every format is loaded in a fresh process and must reproduce the model's test predictions. An auto model is
+    first refit on all rows (a model of its own; the evaluated one is kept) unless refit_all_rows=false.
     """
-    spec = package_spec(ws, run_id, model_id, formats, output_dir)
+    spec = package_spec(ws, run_id, model_id, formats, output_dir, refit_all_rows)
     return run_as_job(ws, spec, namespace=runs.run_namespace(ws, run_id), wait_seconds=wait_seconds, report=report)

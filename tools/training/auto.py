@@ -30,6 +30,9 @@ class ChosenMember(BaseModel):
     candidate: str
     weight: float
     final_model: str = Field(description="How the final model was made: its k fold models bagged, or a refit.")
+    config: dict[str, Any] | None = Field(None, description="Its configuration, as a refit on all rows rebuilds it.")
+    iterations: int | None = Field(None, description="Median boosting iterations its fold models kept.")
+    fit_seconds: float = Field(0.0, description="Seconds its cross-validation fits took (all folds).")
 
 
 class SearchSummary(BaseModel):
@@ -71,6 +74,28 @@ class SearchOutcome:
     trace: list[float]
 
 
+def assemble(fitted: list[tuple[Any, float]], task: str, threshold: float | None, y: np.ndarray) -> Any:
+    """The final model from fitted members and their weights: the member itself when it is one without a decision
+    threshold, else their `Blend` (regression outputs kept to a margin around y's range)."""
+    classify = is_classification(task)
+    if len(fitted) == 1 and threshold is None:
+        return fitted[0][0]
+    bounds = None if classify else target_bounds(y)  # no blend of extrapolating members runs away
+    return Blend([m for m, _ in fitted], [w for _, w in fitted], classify, threshold, bounds)
+
+
+def _member(search: Search, trial: Any, weight: float) -> ChosenMember:
+    cfg = trial.config
+    return ChosenMember(
+        candidate=cfg.label(),
+        weight=weight,
+        final_model=_final(search, trial),
+        config={"family": cfg.family, "params": cfg.kwargs, "log_target": cfg.log_target, "one_hot": cfg.one_hot},
+        iterations=int(np.median(trial.iterations)) if trial.iterations else None,
+        fit_seconds=round(sum(trial.seconds), 3),
+    )
+
+
 def _final(search: Search, trial: Any) -> str:
     folds = search.bagged(trial)
     return f"bagged {len(folds)} fold models" if folds else "refit on all training rows"
@@ -97,12 +122,7 @@ def run_search(X: np.ndarray, y: np.ndarray, task: str, budget_s: float, **optio
     threshold = tune_threshold(search.metric, y_seen, oof) if is_classification(task) else None
     refit_started = time.perf_counter()
     fitted = [(search.refit(t, share=1 / (len(members) - i)), n) for i, (t, n) in enumerate(members.items())]
-    classify = is_classification(task)
-    if len(fitted) == 1 and threshold is None:
-        model = fitted[0][0]
-    else:
-        bounds = None if classify else target_bounds(y)  # no blend of extrapolating members runs away
-        model = Blend([m for m, _ in fitted], [n for _, n in fitted], classify, threshold, bounds)
+    model = assemble(fitted, task, threshold, y)
     if threshold is not None:
         p1 = shift_threshold(oof[:, 1], threshold)
         oof = np.column_stack([1 - p1, p1])
@@ -122,10 +142,7 @@ def run_search(X: np.ndarray, y: np.ndarray, task: str, budget_s: float, **optio
         search_seconds=round(refit_started - search.started, 2),
         refit_seconds=round(done - refit_started, 2),
         seconds_to_final_model=round(done - search.started, 2),
-        chosen=[
-            ChosenMember(candidate=t.config.label(), weight=round(n / total, 3), final_model=_final(search, t))
-            for t, n in members.items()
-        ],
+        chosen=[_member(search, t, round(n / total, 3)) for t, n in members.items()],
         ensemble=use_ensemble,
         cv_score=round(_shown(search.metric, rank_score(search.metric, y_seen, oof)), 5),
         best_single_cv_score=round(_shown(search.metric, best.mean), 5),

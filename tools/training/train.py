@@ -259,24 +259,15 @@ def _fit_search(
     # time_budget_s covers the train job: what loading took, and what saving and scoring will take after the
     # search (about a second per 2M rows), come out of the search's share
     budget = max(5.0, spec.time_budget_s - (started - job_started) - len(y) / 2e6)
-    strategy = (prepared.options or {}).get("split_strategy", "random")
-    data_dir = ws.run_dir(spec.run_id) / "data"
-    groups = (
-        np.concatenate([np.load(data_dir / f"groups_{s}.npy") for s in ("train", "val")])
-        if strategy == "group" and (data_dir / "groups_train.npy").exists()
-        else None
-    )
     outcome = run_search(
         X,
         y,
         prepared.task_type,
         budget,
-        split_strategy=strategy,
-        groups=groups,
         seed=spec.config.seed,
         reporter=reporter,
         scheduler=ws.settings.dask_scheduler,
-        **_category_columns(ws, spec.run_id),
+        **search_layout(ws, spec.run_id, prepared, ("train", "val")),
     )
     summary = outcome.summary.model_dump() | {"onnx": is_plain_estimator(outcome.model)}
     return Fit(
@@ -292,14 +283,20 @@ def _fit_search(
     )
 
 
-def _category_columns(ws: Workspace, run_id: str) -> dict[str, Any]:
-    """The prepared columns of each one-hot encoded categorical of the run, and its ordinal-encoded ones (none when
-    it has no preprocessor): what the search's tree families see as category codes."""
+def search_layout(ws: Workspace, run_id: str, prepared: PreparedData, splits: tuple[str, ...]) -> dict[str, Any]:
+    """The `Search` options the run's data layout sets for the rows of `splits`, in order: its split strategy, the
+    groups of a grouped split, the prepared columns of each one-hot encoded categorical and the ordinal-encoded ones
+    (what the tree families see as category codes; none without a preprocessor)."""
+    strategy = (prepared.options or {}).get("split_strategy", "random")
+    data_dir = ws.run_dir(run_id) / "data"
+    layout: dict[str, Any] = {"split_strategy": strategy, "groups": None}
+    if strategy == "group" and all((data_dir / f"groups_{s}.npy").exists() for s in splits):
+        layout["groups"] = np.concatenate([np.load(data_dir / f"groups_{s}.npy") for s in splits])
     path = ws.run_dir(run_id) / "preprocessor.joblib"
-    if not path.exists():
-        return {}
-    pre = load_pickle(ws, path)
-    return {"categorical_groups": one_hot_groups(pre), "ordinal_columns": ordinal_columns(pre)}
+    if path.exists():
+        pre = load_pickle(ws, path)
+        layout |= {"categorical_groups": one_hot_groups(pre), "ordinal_columns": ordinal_columns(pre)}
+    return layout
 
 
 def _write_curves(ws: Workspace, spec: TrainSpec, fit: Fit, folder: Any) -> dict[str, str]:
