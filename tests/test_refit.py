@@ -96,7 +96,7 @@ def test_package_ships_a_refit_on_all_rows_of_an_evaluated_auto_model(jobs_ws: W
 def _meta(architecture: str = "auto", fit_seconds: float = 4.0, budget: float = 60.0, **extra: object) -> ModelMeta:
     member = {"candidate": "hgb", "weight": 1.0, "final_model": "bagged 5 fold models", "fit_seconds": fit_seconds}
     member["config"] = {"family": "hgb", "params": {}, "log_target": False, "one_hot": False}
-    search = {"chosen": [member], "budget_seconds": budget, "cancelled": False, "rows": 900}
+    search = {"chosen": [member], "budget_seconds": budget, "cancelled": False, "rows": 900, "folds": 5}
     fields = {"run_id": "run_00000000", "model_id": "mdl_00000000", "task_type": "regression"}
     return ModelMeta(architecture=architecture, framework="sklearn", search=search, **fields | extra)
 
@@ -111,6 +111,9 @@ def test_the_automatic_refit_needs_an_evaluation_no_tuned_threshold_and_a_cost_w
     tuned = _meta()
     tuned.search["threshold"] = 0.31  # a tuned threshold belongs to the fold models that tuned it: not by default
     assert not decide_refit(tuned, None, evaluated=True) and decide_refit(tuned, True, evaluated=True)
+    large = _meta()
+    large.search["folds"] = 1  # a single hold-out: the large-table regime, where 1/9 more rows adds little
+    assert not decide_refit(large, None, evaluated=True) and decide_refit(large, True, evaluated=True)
     with pytest.raises(InvalidInputError, match=r"'random_forest' model.*refit_all_rows=false"):
         decide_refit(_meta("random_forest"), True, evaluated=True)
     old = _meta()

@@ -13,14 +13,13 @@ from ml_expert.tools.core.portable.ensemble import Blend, Coded, OrdinalColumn
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.training.chunked import fit_stoppable
 from ml_expert.tools.training.ensemble import select_ensemble
-from ml_expert.tools.training.portfolio import BAGGED_FAMILIES, BOOSTING, Config, build
+from ml_expert.tools.training.portfolio import BOOSTING, Config, bags, build
 from ml_expert.tools.training.trial import Trial
 
 np = lazy_import("numpy")  # loads on first use, not at server start
 
 CANCELLED_REFIT_S = 3.0  # a cancelled search refits what it has within this
 ENSEMBLE_POOL = 10  # the best complete candidates ensemble selection chooses from (their fold models are kept)
-BAG_MIN_FOLDS = 3  # fewer folds than this (one hold-out) are refit on all rows, not bagged
 
 
 class FinalModels:
@@ -48,7 +47,7 @@ class FinalModels:
 
     def _bags(self, cfg: Config) -> bool:
         """Whether this candidate's fold models are kept, to be averaged instead of a refit."""
-        return cfg.family in BAGGED_FAMILIES and len(self.folds) >= BAG_MIN_FOLDS
+        return bags(cfg.family, len(self.folds))
 
     def bagged(self, trial: Trial) -> list[Any] | None:
         """The candidate's k fold models when they make its final model (every fold kept, every class seen by

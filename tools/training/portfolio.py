@@ -30,6 +30,7 @@ MAX_ITER = 2000  # boosting iterations in a fold; early stopping usually ends so
 BOOSTING = ("hgb", "catboost")  # families that early-stop on the fold's held-out rows
 CODED_FAMILIES = ("hgb", "catboost", "rf", "et")  # tree families that see one-hot groups as one code column each
 BAGGED_FAMILIES = BOOSTING  # families whose fold models are kept and averaged instead of a refit on all rows
+BAG_MIN_FOLDS = 3  # fewer folds than this (one hold-out) are refit on all rows, not bagged
 MAX_NATIVE_CATEGORIES = 255  # boosting's native categorical splits take codes below its bin count
 FOREST_SAMPLE_ROWS = 200_000  # above this many rows each forest tree is grown on a bootstrap sample of this size
 NEIGHBOURS = {
@@ -76,6 +77,11 @@ SHORT_NAMES = {
 
 def _short(name: str) -> str:
     return SHORT_NAMES.get(name, name)
+
+
+def bags(family: str, folds: int) -> bool:
+    """Whether a candidate of this family keeps its fold models as its final model (averaged) instead of a refit."""
+    return family in BAGGED_FAMILIES and folds >= BAG_MIN_FOLDS
 
 
 def config(family: str, log_target: bool = False, one_hot: bool = False, **params: Any) -> Config:

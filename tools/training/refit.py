@@ -6,9 +6,9 @@ be evaluated on, and the shipped decision rule is the evaluated one.
 
 Bagged members are bagged again over k folds of all rows (each fold model early-stops on its own hold-out); the
 others are refit on all rows, boosting with its folds' iterations + 10 %, as `train` makes them. `package` runs it
-(`refit_all_rows`): by default when the model is an evaluated auto search without a tuned decision threshold whose
-refit is expected to cost at most REFIT_SHARE of its train budget. The refit is a model of the run of its own
-(`refit_of` names the evaluated one); the evaluated one is kept.
+(`refit_all_rows`): by default when the model is an evaluated auto search without a tuned decision threshold, on k
+folds (not a large table's single hold-out), whose refit is expected to cost at most REFIT_SHARE of its train
+budget. The refit is a model of the run of its own (`refit_of` names the evaluated one); the evaluated one is kept.
 
 Measured (`bench/refit_bench.py`, the same search packaged with and without the refit, 3 splits of 6 tables): RMSE
 better on concrete (+2.7, +0.5, +6.2 %), Sacramento and Wage on every split; a binary model with a tuned threshold
@@ -24,6 +24,7 @@ from ml_expert.tools.artifacts import load_prepared, load_split, model_dir, save
 from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.core.model_meta import ModelMeta
 from ml_expert.tools.jobs.specs import JobCancelled, Reporter
+from ml_expert.tools.training.portfolio import bags
 from ml_expert.tools.workspace import Workspace, new_id, write_json
 
 np = lazy_import("numpy")  # loads on first use, not at server start
@@ -45,14 +46,16 @@ def refit_cost(meta: ModelMeta) -> float | None:
         return None
     # the bagged members' cross-validation fits and the search's refit of the others again, on ~1/9 more rows (auto's
     # 80/10/10 split), and room for noise
-    bagged = sum(m.get("fit_seconds", 0.0) for m in chosen if m.get("final_model", "").startswith("bagged"))
+    folds = search.get("folds") or 0
+    bagged = sum(m.get("fit_seconds", 0.0) for m in chosen if bags(m["config"]["family"], folds))
     return (bagged + search.get("refit_seconds", 0.0)) * COST_MARGIN
 
 
 def decide_refit(meta: ModelMeta, asked: bool | None, evaluated: bool) -> bool:
     """Whether package refits this model on all rows: `asked` when given (True refused for a model that cannot be
     refit, with the reason), else once it was evaluated (its test score is the refit's estimate), when it has no
-    tuned decision threshold and the refit is expected to cost at most REFIT_SHARE of the train budget."""
+    tuned decision threshold, its search had k folds (not a large table's single hold-out) and the refit is expected
+    to cost at most REFIT_SHARE of the train budget."""
     cost = refit_cost(meta)
     if asked is False or (asked is None and (cost is None or not evaluated)):
         return False
@@ -73,7 +76,10 @@ def decide_refit(meta: ModelMeta, asked: bool | None, evaluated: bool) -> bool:
     search = meta.search or {}
     # a tuned decision threshold belongs to the fold models whose out-of-fold output tuned it: the refit's models are
     # surer of themselves (more rows each), and with the evaluated threshold they measured worse (see the module doc)
-    return search.get("threshold") is None and cost <= REFIT_SHARE * (search.get("budget_seconds") or 0.0)
+    # a search on a single hold-out (above 200,000 rows) is the large-table regime: 1/9 more rows adds little there,
+    # and its final model was already sized by the budget
+    large = (search.get("folds") or 0) < 2
+    return not large and search.get("threshold") is None and cost <= REFIT_SHARE * (search.get("budget_seconds") or 0)
 
 
 def refit_all_rows(ws: Workspace, run_id: str, meta: ModelMeta, reporter: Reporter) -> ModelMeta:
