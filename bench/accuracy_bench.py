@@ -202,7 +202,7 @@ def run_ml_expert(
             info["seconds"] = round(time.perf_counter() - t, 2)
         training = ws.store.get_value("ml-expert/training") or {}
         info["train_seconds"] = training.get("train_seconds")  # the search + refit: what the budget bounds
-        info["search"] = {k: v for k, v in (training.get("search") or {}).items() if k != "leaderboard"}
+        info["search"] = dict(training.get("search") or {})  # its leaderboard: which candidates ran, how long
     finally:
         ws.jobs.stop()
         ws.close()

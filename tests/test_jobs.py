@@ -14,12 +14,14 @@ import pytest
 from conftest import prepared_run, write_dataset
 
 from ml_expert.memory.errors import ConflictError, InvalidInputError, NotFoundError
+from ml_expert.tools.evaluation.evaluate import evaluate
 from ml_expert.tools.jobs import forkserver
 from ml_expert.tools.jobs import manager as manager_module
 from ml_expert.tools.jobs.manager import MAX_QUEUED, JobManager
 from ml_expert.tools.jobs.specs import JobSpec
 from ml_expert.tools.jobs.tools import get_job
 from ml_expert.tools.selection.recommend import recommend_architecture
+from ml_expert.tools.training.config import TrainConfig
 from ml_expert.tools.training.train import train
 from ml_expert.tools.workflow import run_workflow
 from ml_expert.tools.workspace import Workspace
@@ -92,6 +94,45 @@ def test_a_job_runs_in_a_forked_worker_with_the_managers_env_and_cwd_and_its_kil
     finally:
         other.jobs.stop()
         other.close()
+
+
+def _log(ws: Workspace, job_id: str) -> str:
+    return Path(ws.jobs.log_path(job_id)).read_text(errors="replace")
+
+
+def _maps_tensorflow(pid: int) -> bool:
+    return "_pywrap_tensorflow_internal" in _proc(pid, "maps")
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc")
+def test_keras_jobs_fork_from_a_server_with_tensorflow_loaded_and_the_others_never_load_it(
+    jobs_ws: Workspace,
+) -> None:
+    """Keras jobs (train a network, evaluate it) fork from the fork server of Keras jobs, which loads TensorFlow
+    once (the first such job starts it), and learn as in a plain worker; scikit-learn jobs fork from a server that
+    never loads it."""
+    run = prepared_run(jobs_ws, "breast_cancer")
+    keras_server = forkserver.warm_up(jobs_ws.jobs._worker_env(), tensorflow=True)  # as the first Keras job does
+    assert keras_server is not None and keras_server is not _server_of(jobs_ws)
+    deadline = time.monotonic() + 120
+    while not _maps_tensorflow(keras_server._proc.pid):
+        assert time.monotonic() < deadline, "the fork server of Keras jobs did not load TensorFlow"
+        time.sleep(0.2)
+
+    trained = train(jobs_ws, run, "dnn", config=TrainConfig(epochs=8, batch_size=32), wait_seconds=180)
+    assert trained.status == "succeeded", trained.error
+    assert trained.result["val_metrics"]["accuracy"] >= 0.9
+    warm = evaluate(jobs_ws, run, model_id=trained.result["model_id"], wait_seconds=180)
+    assert warm.status == "succeeded", warm.error
+    assert warm.result["evaluations"][0]["test_metrics"]["accuracy"] >= 0.9
+    for job in (trained, warm):
+        assert "TensorFlow preloaded" in _log(jobs_ws, job.job_id)
+    assert forkserver.warm_up(jobs_ws.jobs._worker_env(), start=False, tensorflow=True) is keras_server
+
+    sklearn_job = train(jobs_ws, run, "linear", wait_seconds=120)
+    assert sklearn_job.status == "succeeded", sklearn_job.error
+    assert "TensorFlow not loaded" in _log(jobs_ws, sklearn_job.job_id)
+    assert not _maps_tensorflow(_server_of(jobs_ws)._proc.pid)
 
 
 def test_a_dead_fork_server_is_replaced_and_workers_start_plain_where_it_is_off(

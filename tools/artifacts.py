@@ -17,7 +17,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ml_expert.memory.errors import ConflictError, IntegrityError, NotFoundError
+from ml_expert.memory.errors import ConflictError, IntegrityError, MLExpertError, NotFoundError
 from ml_expert.tools.core.model_meta import ModelMeta
 from ml_expert.tools.core.prepared import PreparedData
 from ml_expert.tools.core.tasks import is_classification
@@ -80,6 +80,14 @@ def load_model_meta(ws: Workspace, run_id: str, model_id: str | None) -> ModelMe
     if model_id not in ids:
         raise NotFoundError(f"No model {model_id!r} in run {run_id!r}. Models of this run: {ids or 'none'}.")
     return ModelMeta.model_validate_json((model_dir(ws, run_id, model_id) / "model.json").read_text())
+
+
+def is_keras_model(ws: Workspace, run_id: str, model_id: str | None) -> bool:
+    """Whether a model is a Keras model (False where it cannot be read: the job's own error will say why)."""
+    try:
+        return load_model_meta(ws, run_id, model_id).framework == "keras"
+    except (MLExpertError, OSError, ValueError):
+        return False
 
 
 def model_path(ws: Workspace, run_id: str, meta: ModelMeta) -> Path:

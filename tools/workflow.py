@@ -16,7 +16,7 @@ from ml_expert.memory.errors import InvalidInputError, MLExpertError
 from ml_expert.memory.store import check_name
 from ml_expert.tools import runs
 from ml_expert.tools.artifacts import load_model_meta
-from ml_expert.tools.core.architectures import Architecture
+from ml_expert.tools.core.architectures import Architecture, is_keras
 from ml_expert.tools.core.scoring import TargetSpec
 from ml_expert.tools.data.analyze import analyze_data
 from ml_expert.tools.data.prepare import prepare_data
@@ -48,6 +48,9 @@ class WorkflowSpec(JobSpec):
     time_budget_s: TimeBudget = 60.0
     output_dir: str | None = None
     refit_all_rows: bool | None = None
+
+    def runs_keras(self, ws: Workspace) -> bool:
+        return is_keras(self.architecture)
 
 
 class WorkflowResult(BaseModel):

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from ml_expert.memory.errors import InvalidInputError
 from ml_expert.tools import runs
 from ml_expert.tools.artifacts import (
+    is_keras_model,
     load_model,
     load_model_meta,
     load_prepared,
@@ -50,6 +51,9 @@ class EvaluateSpec(JobSpec):
     kind = "evaluate"
     model_ids: list[str] = Field(min_length=1)
     target: TargetSpec | None = None
+
+    def runs_keras(self, ws: Workspace) -> bool:
+        return any(is_keras_model(ws, self.run_id, model_id) for model_id in self.model_ids)
 
 
 class ModelEvaluation(BaseModel):

@@ -20,6 +20,12 @@ scheduler thread) uses a warm server but starts none: its single job would only 
 
 The first-party code is imported in each child, never in the server: an edited module is picked up
 by the next job.
+
+Jobs that run a Keras model (train a network; evaluate, package, predict or explain one) fork from a second
+server, started at the first such job, that also imports TensorFlow and Keras (about 7 s on a 2-core machine,
+paid once instead of by every such job). TensorFlow's import starts a few idle native threads; its runtime
+(thread pools, devices) starts on first use, in the child. Servers without TensorFlow never import it, so
+the memory it takes is spent only where networks are used.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from collections.abc import Mapping
 from typing import Any
 
 # Third-party modules nearly every job imports (about 2 s together on a 2-core machine). Nothing here
-# starts threads at import or touches the workspace; TensorFlow is left to the jobs that train networks.
+# starts threads at import or touches the workspace; TensorFlow is loaded by the Keras jobs' server only.
 PRELOAD = (
     "numpy",
     "pandas",
@@ -58,9 +64,12 @@ PRELOAD = (
     "matplotlib",
     "catboost",
 )
+TENSORFLOW_PRELOAD = ("tensorflow", "keras")  # also loaded by the server of jobs that run Keras models
+TENSORFLOW_FLAG = "--tensorflow"
 IMPORT_TIME_VARS = (  # besides the thread variables: read by Python or a preloaded library when it starts
     "PYTHONWARNINGS", "PYTHONPATH", "PYTHONHASHSEED", "OMP_PROC_BIND", "OMP_WAIT_POLICY", "OMP_DYNAMIC",
-    "MKL_THREADING_LAYER", "MPLBACKEND", "MPLCONFIGDIR", "LC_ALL", "LANG",
+    "MKL_THREADING_LAYER", "MPLBACKEND", "MPLCONFIGDIR", "LC_ALL", "LANG", "TF_CPP_MIN_LOG_LEVEL",
+    "TF_ENABLE_ONEDNN_OPTS", "TF_USE_LEGACY_KERAS", "KERAS_BACKEND", "KERAS_HOME", "CUDA_VISIBLE_DEVICES",
 )  # fmt: skip
 DISABLE_ENV = "ML_EXPERT_FORKSERVER"  # "0": start every worker as a plain process
 START_TIMEOUT_S = 10.0  # a request the server has not served by then is refused (the job starts plain)
@@ -107,11 +116,12 @@ class ForkedWorker:
 
 
 class ForkServer:
-    """The manager's side: one server process per thread configuration, shared by every manager in it."""
+    """The manager's side: one server process per thread configuration (and with or without TensorFlow), shared by
+    every manager in it."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], tensorflow: bool = False) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", __name__],
+            [sys.executable, "-m", __name__, *([TENSORFLOW_FLAG] if tensorflow else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -209,20 +219,23 @@ _servers: dict[tuple[str, ...], ForkServer] = {}
 _servers_lock = threading.Lock()
 
 
-def _key(env: Mapping[str, str]) -> tuple[str, ...]:
-    """What a worker's environment fixes at import time (native thread pools, paths, warnings, locale): workers
-    whose keys differ never share a server, so each gets what a plain process started with its env would."""
+def _key(env: Mapping[str, str], tensorflow: bool) -> tuple[str, ...]:
+    """What a worker's environment fixes at import time (native thread pools, paths, warnings, locale), and whether
+    the server loads TensorFlow: workers whose keys differ never share a server, so each gets what a plain process
+    started with its env would."""
     from ml_expert.tools.settings import THREAD_VARS  # here, not at the top: the server imports no first-party code
 
-    return (sys.executable, *(env.get(var, "") for var in (*THREAD_VARS, *IMPORT_TIME_VARS)))
+    names = (*THREAD_VARS, *IMPORT_TIME_VARS)
+    return (sys.executable, TENSORFLOW_FLAG if tensorflow else "", *(env.get(var, "") for var in names))
 
 
-def warm_up(env: Mapping[str, str], *, start: bool = True) -> ForkServer | None:
+def warm_up(env: Mapping[str, str], *, start: bool = True, tensorflow: bool = False) -> ForkServer | None:
     """The fork server for workers started with `env` (started now, unless `start` is False, if there is none
-    alive), or None where fork servers are off or cannot start."""
+    alive), the one that also loads TensorFlow with `tensorflow`; None where fork servers are off or cannot
+    start."""
     if os.environ.get(DISABLE_ENV, "1") == "0" or not sys.platform.startswith("linux"):
         return None  # elsewhere forking after numpy's BLAS is not safe (macOS), or there is no fork
-    key = _key(env)
+    key = _key(env, tensorflow)
     with _servers_lock:
         server = _servers.get(key)
         if server is not None and server.alive():
@@ -230,17 +243,21 @@ def warm_up(env: Mapping[str, str], *, start: bool = True) -> ForkServer | None:
         if not start:
             return None
         try:
-            server = _servers[key] = ForkServer(env)
+            server = _servers[key] = ForkServer(env, tensorflow)
         except OSError:
             return None
         return server
 
 
-def start_worker(job_id: str, log: str, env: Mapping[str, str], *, start_server: bool = True) -> ForkedWorker | None:
+def start_worker(
+    job_id: str, log: str, env: Mapping[str, str], *, start_server: bool = True, tensorflow: bool = False
+) -> ForkedWorker | None:
     """A forked worker for the job, or None when no fork server can serve (start a plain process then). Without
     `start_server` only a server already warm serves: a one-shot command does not start one, whose imports would
-    only compete with its single job's for the cores."""
-    server = warm_up(env, start=start_server)
+    only compete with its single job's for the cores. A job that runs a Keras model (`tensorflow`) forks from the
+    server that loads TensorFlow; the first such job starts it and forks before that import is done (it imports
+    TensorFlow itself, as a plain worker would), the next ones find it loaded."""
+    server = warm_up(env, start=start_server, tensorflow=tensorflow)
     if server is None:
         return None
     try:
@@ -329,7 +346,7 @@ def _serve_line(line: bytes, send: Any, proto: int) -> None:
     send({"id": rid, "pid": pid})
 
 
-def serve() -> None:
+def serve(preload: tuple[str, ...] = PRELOAD) -> None:
     """The server's loop: preload between requests, fork on request, report exits; end when stdin closes. Messages
     go out on a private copy of fd 1, and fd 1 itself to /dev/null: what a preloaded library prints cannot
     corrupt them."""
@@ -345,7 +362,7 @@ def serve() -> None:
         out.write(json.dumps(msg) + "\n")
         out.flush()
 
-    pending, buffer, open_ = list(PRELOAD), b"", True
+    pending, buffer, open_ = list(preload), b"", True
     while open_:
         ready, _, _ = select.select([0], [], [], 0 if pending else 0.2)
         if ready:
@@ -370,4 +387,4 @@ def serve() -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    serve()
+    serve(PRELOAD + (TENSORFLOW_PRELOAD if TENSORFLOW_FLAG in sys.argv[1:] else ()))

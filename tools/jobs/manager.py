@@ -283,13 +283,23 @@ class JobManager:
             SETTINGS_ENV: self.ws.settings.model_dump_json(),
         }
 
+    def _runs_keras(self, job_id: str) -> bool:
+        """Whether the job fits or loads a Keras model (its spec says); False where that cannot be told."""
+        from ml_expert.tools.jobs.worker import handler_for
+
+        try:
+            row = self.ws.job_store.get(job_id)
+            return row is not None and handler_for(row.kind)[0].model_validate(row.spec).runs_keras(self.ws)
+        except Exception:
+            return False
+
     def _launch(self, job_id: str) -> None:
         log_file = self.ws.home / "jobs" / f"{job_id}.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
         env = self._worker_env()
         started = self._thread is not None  # a one-shot command (no scheduler thread) starts no fork server
         proc: subprocess.Popen[bytes] | ForkedWorker | None = start_worker(
-            job_id, str(log_file), env, start_server=started
+            job_id, str(log_file), env, start_server=started, tensorflow=self._runs_keras(job_id)
         )
         try:
             if proc is None:  # no fork server here: a plain process, ~2 s of imports slower to start

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Annotated, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ml_expert.tools.settings import MAX_WAIT_SECONDS
+
+if TYPE_CHECKING:
+    from ml_expert.tools.workspace import Workspace
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
 JobId = Annotated[str, Field(description="Job id returned by train or run_workflow, e.g. 'job_1a2b3c4d'.")]
@@ -36,6 +39,11 @@ class JobSpec(BaseModel):
 
     run_id: str
     resume: bool = False
+
+    def runs_keras(self, ws: Workspace) -> bool:
+        """Whether the job fits or loads a Keras model: its worker then forks from the server that has TensorFlow
+        loaded. Read by the job manager at launch; a wrong answer only costs start-up time."""
+        return False
 
 
 class Reporter(Protocol):

@@ -1,9 +1,9 @@
 """Worker process entry point: `python -m ml_expert.tools.jobs.worker JOB_ID`.
 
-Runs one job's handler (TensorFlow is imported here, never in the server) with the workspace its
-server had (settings arrive as JSON in the environment), validates the stored spec into its typed
-class, reports progress into the job's row, honours cancel requests, and records the typed result
-or a clear error.
+Runs one job's handler (TensorFlow is imported here, or preloaded by the fork server of Keras jobs, never in the
+MCP server) with the workspace its server had (settings arrive as JSON in the environment), validates the stored
+spec into its typed class, reports progress into the job's row, honours cancel requests, and records the typed
+result or a clear error.
 """
 
 from __future__ import annotations
@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     # A terminated worker (server shutdown) ends like an interruption, keeping its checkpoint.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     ws.job_store.set_pid(job_id, os.getpid())
+    preloaded = "tensorflow" in sys.modules  # forked from the fork server of Keras jobs
+    print(f"worker {os.getpid()} for {job_id}; TensorFlow {'preloaded' if preloaded else 'not loaded'}", flush=True)
     run_job(ws, job_id)
     return 0
 

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from ml_expert.memory.errors import InvalidInputError, PathNotAllowedError
 from ml_expert.tools import runs
-from ml_expert.tools.artifacts import load_model_meta, load_prepared, sha256
+from ml_expert.tools.artifacts import is_keras_model, load_model_meta, load_prepared, sha256
 from ml_expert.tools.jobs.manager import run_as_job
 from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn, WaitSeconds
 from ml_expert.tools.packaging.export import KERAS_FORMATS, SKLEARN_FORMATS, Format, FormatReport, default_formats
@@ -40,6 +40,9 @@ class PackageSpec(JobSpec):
     formats: list[str] = Field(min_length=1)
     output_dir: str | None = Field(None, description="Checked folder relative to the workspace; None = run default.")
     refit: bool = Field(False, description="Refit the model on all rows first and package that refit.")
+
+    def runs_keras(self, ws: Workspace) -> bool:
+        return is_keras_model(ws, self.run_id, self.model_id)
 
 
 class PackageResult(BaseModel):

@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 
 from ml_expert.memory.errors import InvalidInputError, TrainingError
 from ml_expert.tools import runs
-from ml_expert.tools.artifacts import model_dir
+from ml_expert.tools.artifacts import is_keras_model, model_dir
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.jobs.manager import run_as_job
 from ml_expert.tools.jobs.specs import JobCancelled, JobSpec, JobStatus, ProgressFn, Reporter, WaitSeconds
@@ -50,6 +50,9 @@ class ExplainSpec(JobSpec):
     top_k: int = Field(10, ge=1, le=100)
     n_repeats: int = Field(5, ge=2, le=30)
     seed: int = 0
+
+    def runs_keras(self, ws: Workspace) -> bool:
+        return is_keras_model(ws, self.run_id, self.model_id)
 
 
 class ColumnImportance(BaseModel):

@@ -25,7 +25,14 @@ from pydantic import BaseModel, Field
 
 from ml_expert.memory.errors import ConflictError, InvalidInputError, PathNotAllowedError, TrainingError
 from ml_expert.tools import runs
-from ml_expert.tools.artifacts import find_model_run, load_model, load_model_meta, load_pickle, model_path
+from ml_expert.tools.artifacts import (
+    find_model_run,
+    is_keras_model,
+    load_model,
+    load_model_meta,
+    load_pickle,
+    model_path,
+)
 from ml_expert.tools.core.model_meta import ModelMeta
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.jobs.manager import run_as_job
@@ -53,6 +60,9 @@ class PredictSpec(JobSpec):
     path: str | None = Field(None, description="Input file, checked, relative to the workspace (or absolute).")
     records: list[dict[str, Any]] | None = None
     output: str = Field(description="New CSV for the predictions, relative to the workspace.")
+
+    def runs_keras(self, ws: Workspace) -> bool:
+        return is_keras_model(ws, self.run_id, self.model_id)
 
 
 class Refusal(BaseModel):

@@ -13,8 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ml_expert.tools.core.architectures import is_keras
 from ml_expert.tools.jobs.specs import JobSpec
-from ml_expert.tools.workspace import DEFAULT_SEED
+from ml_expert.tools.workspace import DEFAULT_SEED, Workspace
 
 TimeBudget = Annotated[
     float,
@@ -81,6 +82,9 @@ class TrainSpec(JobSpec):
     fine_tune_layers: int = Field(0, ge=0)
     freeze: bool = True
     time_budget_s: TimeBudget = 60.0
+
+    def runs_keras(self, ws: Workspace) -> bool:
+        return is_keras(self.architecture) or self.base_model is not None
 
 
 @dataclass
