@@ -104,6 +104,29 @@ def _maps_tensorflow(pid: int) -> bool:
     return "_pywrap_tensorflow_internal" in _proc(pid, "maps")
 
 
+def test_a_dead_fork_server_is_replaced_and_workers_start_plain_where_it_is_off(
+    jobs_ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = prepared_run(jobs_ws, "breast_cancer")
+    for pid in _server_pids():
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _server_pids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _server_pids()
+    first = train(jobs_ws, run, "linear", wait_seconds=120)
+    assert first.status == "succeeded", first.error
+    assert first.result["val_metrics"]["accuracy"] >= 0.93
+    assert _server_of(jobs_ws).alive()  # a new server served it
+
+    monkeypatch.setenv(forkserver.DISABLE_ENV, "0")
+    assert forkserver.start_worker("job_00000000", os.devnull, dict(os.environ)) is None
+    plain = train(jobs_ws, run, "linear", wait_seconds=120)
+    assert plain.status == "succeeded", plain.error
+    assert plain.result["val_metrics"] == first.result["val_metrics"]  # same seed, same model either way
+    assert get_job(jobs_ws, plain.job_id).status == "succeeded"
+
+
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc")
 def test_keras_jobs_fork_from_a_server_with_tensorflow_loaded_and_the_others_never_load_it(
     jobs_ws: Workspace,
@@ -135,27 +158,21 @@ def test_keras_jobs_fork_from_a_server_with_tensorflow_loaded_and_the_others_nev
     assert not _maps_tensorflow(_server_of(jobs_ws)._proc.pid)
 
 
-def test_a_dead_fork_server_is_replaced_and_workers_start_plain_where_it_is_off(
-    jobs_ws: Workspace, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    run = prepared_run(jobs_ws, "breast_cancer")
-    for pid in _server_pids():
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while _server_pids() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _server_pids()
-    first = train(jobs_ws, run, "linear", wait_seconds=120)
-    assert first.status == "succeeded", first.error
-    assert first.result["val_metrics"]["accuracy"] >= 0.93
-    assert _server_of(jobs_ws).alive()  # a new server served it
-
-    monkeypatch.setenv(forkserver.DISABLE_ENV, "0")
-    assert forkserver.start_worker("job_00000000", os.devnull, dict(os.environ)) is None
-    plain = train(jobs_ws, run, "linear", wait_seconds=120)
-    assert plain.status == "succeeded", plain.error
-    assert plain.result["val_metrics"] == first.result["val_metrics"]  # same seed, same model either way
-    assert get_job(jobs_ws, plain.job_id).status == "succeeded"
+def test_the_manager_tells_a_keras_job_by_its_spec_without_importing_a_library() -> None:
+    """The manager finds a job's spec class among those already imported (the tool that submitted it imported it):
+    telling which fork server to ask loads neither the handlers' modules nor NumPy, pandas or TensorFlow."""
+    code = (
+        "import sys; from ml_expert.tools.jobs.specs import JobSpec; "
+        "from ml_expert.tools.packaging.package import PackageSpec; "
+        "from ml_expert.tools.training.config import TrainSpec; "
+        "assert JobSpec.of_kind('package') is PackageSpec and JobSpec.of_kind('nothing') is None; "
+        "assert TrainSpec(run_id='run_00000000', model_id='mdl_00000000', architecture='dnn').runs_keras(None); "
+        "assert not TrainSpec(run_id='run_00000000', model_id='mdl_00000000', architecture='rf').runs_keras(None); "
+        "print(sorted(m for m in ('numpy', 'pandas', 'sklearn', 'tensorflow') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
 
 
 def test_sigint_interrupts_a_forked_worker_like_a_plain_one(jobs_ws: Workspace) -> None:

@@ -284,12 +284,12 @@ class JobManager:
         }
 
     def _runs_keras(self, job_id: str) -> bool:
-        """Whether the job fits or loads a Keras model (its spec says); False where that cannot be told."""
-        from ml_expert.tools.jobs.worker import handler_for
-
+        """Whether the job fits or loads a Keras model (its spec says); False where that cannot be told. Imports
+        nothing: the job handlers' modules load NumPy, pandas or scikit-learn, which the server never does."""
         try:
             row = self.ws.job_store.get(job_id)
-            return row is not None and handler_for(row.kind)[0].model_validate(row.spec).runs_keras(self.ws)
+            spec = JobSpec.of_kind(row.kind) if row is not None else None
+            return spec is not None and spec.model_validate(row.spec).runs_keras(self.ws)
         except Exception:
             return False
 

@@ -40,6 +40,18 @@ class JobSpec(BaseModel):
     run_id: str
     resume: bool = False
 
+    @classmethod
+    def of_kind(cls, kind: str) -> type[JobSpec] | None:
+        """The spec class of a job kind among the classes this process has imported (the tool that submits a job
+        imports its spec's module), or None: a lookup that imports nothing, for the job manager."""
+        stack = list(cls.__subclasses__())
+        while stack:
+            spec = stack.pop()
+            if getattr(spec, "kind", None) == kind:
+                return spec
+            stack += spec.__subclasses__()
+        return None
+
     def runs_keras(self, ws: Workspace) -> bool:
         """Whether the job fits or loads a Keras model: its worker then forks from the server that has TensorFlow
         loaded. Read by the job manager at launch; a wrong answer only costs start-up time."""
