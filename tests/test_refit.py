@@ -40,7 +40,8 @@ def test_package_ships_a_refit_on_all_rows_of_an_evaluated_auto_model(jobs_ws: W
     evaluation = _ok(evaluate(jobs_ws, run, wait_seconds=120))["evaluations"][0]
     assert evaluation["test_metrics"]["accuracy"] > 0.75  # the evaluated model learned the rule
 
-    pkg = _ok(package(jobs_ws, run, wait_seconds=300))
+    assert not package_spec(jobs_ws, run).refit  # classification: no refit by default (measured worse)
+    pkg = _ok(package(jobs_ws, run, refit_all_rows=True, wait_seconds=300))
     refit_id = pkg["model_id"]
     assert pkg["refit_of"] == source and refit_id != source and pkg["verified"]
     assert list_model_ids(jobs_ws, run)[-2:] == [source, refit_id]  # the evaluated model is kept
@@ -101,16 +102,15 @@ def _meta(architecture: str = "auto", fit_seconds: float = 4.0, budget: float = 
     return ModelMeta(architecture=architecture, framework="sklearn", search=search, **fields | extra)
 
 
-def test_the_automatic_refit_needs_an_evaluation_no_tuned_threshold_and_a_cost_within_its_budget_share() -> None:
+def test_the_automatic_refit_needs_an_evaluation_a_regression_and_a_cost_within_its_budget_share() -> None:
     cheap, dear = _meta(fit_seconds=4.0), _meta(fit_seconds=REFIT_SHARE * 60.0)
     assert decide_refit(cheap, None, evaluated=True)
     assert not decide_refit(cheap, None, evaluated=False)  # no test score to stand as its estimate
     assert not decide_refit(dear, None, evaluated=True)  # expected past half of its 60 s budget (with a margin)
     assert decide_refit(dear, True, evaluated=False) and not decide_refit(cheap, False, evaluated=True)
     assert not decide_refit(_meta("random_forest"), None, evaluated=True)
-    tuned = _meta()
-    tuned.search["threshold"] = 0.31  # a tuned threshold belongs to the fold models that tuned it: not by default
-    assert not decide_refit(tuned, None, evaluated=True) and decide_refit(tuned, True, evaluated=True)
+    classifier = _meta(task_type="binary")  # measured worse after the refit: only when asked
+    assert not decide_refit(classifier, None, evaluated=True) and decide_refit(classifier, True, evaluated=True)
     large = _meta()
     large.search["folds"] = 1  # a single hold-out: the large-table regime, where 1/9 more rows adds little
     assert not decide_refit(large, None, evaluated=True) and decide_refit(large, True, evaluated=True)

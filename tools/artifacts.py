@@ -21,6 +21,7 @@ from ml_expert.memory.errors import ConflictError, IntegrityError, MLExpertError
 from ml_expert.tools.core.model_meta import ModelMeta
 from ml_expert.tools.core.prepared import PreparedData
 from ml_expert.tools.core.tasks import is_classification
+from ml_expert.tools.jobs.specs import JobSpec
 from ml_expert.tools.runs import get_run
 from ml_expert.tools.workspace import Workspace, check_id, is_id
 
@@ -88,6 +89,15 @@ def is_keras_model(ws: Workspace, run_id: str, model_id: str | None) -> bool:
         return load_model_meta(ws, run_id, model_id).framework == "keras"
     except (MLExpertError, OSError, ValueError):
         return False
+
+
+class ModelJobSpec(JobSpec):
+    """The spec of a job on one model of a run (package, predict, explain): Keras when that model is."""
+
+    model_id: str
+
+    def runs_keras(self, ws: Workspace) -> bool:
+        return is_keras_model(ws, self.run_id, self.model_id)
 
 
 def model_path(ws: Workspace, run_id: str, meta: ModelMeta) -> Path:

@@ -212,7 +212,7 @@ def run_workflow(
     output_dir: Annotated[str | None, Field(description="Deployment folder inside the workspace.")] = None,
     refit_all_rows: Annotated[
         bool | None,
-        Field(description="Package a refit of the evaluated auto model on all rows (default: when it is cheap)."),
+        Field(description="Package a refit of the evaluated auto model on all rows (default: a cheap regression)."),
     ] = None,
     resume: Annotated[str | None, Field(description="run_id of a stopped workflow: continue where it stopped.")] = None,
     namespace: runs.Namespace = "default",

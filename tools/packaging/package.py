@@ -24,9 +24,9 @@ from pydantic import BaseModel, Field
 
 from ml_expert.memory.errors import InvalidInputError, PathNotAllowedError
 from ml_expert.tools import runs
-from ml_expert.tools.artifacts import is_keras_model, load_model_meta, load_prepared, sha256
+from ml_expert.tools.artifacts import ModelJobSpec, load_model_meta, load_prepared, sha256
 from ml_expert.tools.jobs.manager import run_as_job
-from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn, WaitSeconds
+from ml_expert.tools.jobs.specs import JobStatus, ProgressFn, WaitSeconds
 from ml_expert.tools.packaging.export import KERAS_FORMATS, SKLEARN_FORMATS, Format, FormatReport, default_formats
 from ml_expert.tools.training.refit import REFIT_SHARE, decide_refit
 from ml_expert.tools.workspace import Workspace
@@ -34,15 +34,11 @@ from ml_expert.tools.workspace import Workspace
 MANIFEST_KEYS = {"run_id", "model_id", "runtimes", "files"}
 
 
-class PackageSpec(JobSpec):
+class PackageSpec(ModelJobSpec):
     kind = "package"
-    model_id: str
     formats: list[str] = Field(min_length=1)
     output_dir: str | None = Field(None, description="Checked folder relative to the workspace; None = run default.")
     refit: bool = Field(False, description="Refit the model on all rows first and package that refit.")
-
-    def runs_keras(self, ws: Workspace) -> bool:
-        return is_keras_model(ws, self.run_id, self.model_id)
 
 
 class PackageResult(BaseModel):
@@ -192,7 +188,8 @@ def package(
         bool | None,
         Field(
             description="Refit an evaluated auto model on all rows (train, validation, test) and package the refit; "
-            f"default: once it was evaluated, when that costs at most {REFIT_SHARE:.0%} of its train budget. false: "
+            f"default: a regression once it was evaluated, when that costs at most {REFIT_SHARE:.0%} of its train "
+            "budget. false: "
             "package it as it is."
         ),
     ] = None,
@@ -202,7 +199,8 @@ def package(
     """Build deployment/ (model formats, preprocessing, inference.py, docs, manifest) and verify it.
 
     Every format is loaded in a fresh process and must reproduce the model's test predictions. An auto model is
-    first refit on all rows (a model of its own; the evaluated one is kept) unless refit_all_rows=false.
+    first refit on all rows (a model of its own; the evaluated one is kept) when it is a cheap regression, or when
+    refit_all_rows=true.
     """
     spec = package_spec(ws, run_id, model_id, formats, output_dir, refit_all_rows)
     return run_as_job(ws, spec, namespace=runs.run_namespace(ws, run_id), wait_seconds=wait_seconds, report=report)

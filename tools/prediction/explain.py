@@ -25,10 +25,10 @@ from pydantic import BaseModel, Field
 
 from ml_expert.memory.errors import InvalidInputError, TrainingError
 from ml_expert.tools import runs
-from ml_expert.tools.artifacts import is_keras_model, model_dir
+from ml_expert.tools.artifacts import ModelJobSpec, model_dir
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.jobs.manager import run_as_job
-from ml_expert.tools.jobs.specs import JobCancelled, JobSpec, JobStatus, ProgressFn, Reporter, WaitSeconds
+from ml_expert.tools.jobs.specs import JobCancelled, JobStatus, ProgressFn, Reporter, WaitSeconds
 from ml_expert.tools.prediction.predict import ModelRef, RunRef, load_inference, resolve_model
 from ml_expert.tools.prediction.shapley import LocalExplanation, shapley_rows
 from ml_expert.tools.workspace import Workspace, write_json
@@ -43,16 +43,12 @@ PDP_COLUMNS = 3
 PDP_KINDS = ("numeric", "boolean", "categorical")
 
 
-class ExplainSpec(JobSpec):
+class ExplainSpec(ModelJobSpec):
     kind = "explain"
-    model_id: str
     rows: list[dict[str, Any]] | None = None
     top_k: int = Field(10, ge=1, le=100)
     n_repeats: int = Field(5, ge=2, le=30)
     seed: int = 0
-
-    def runs_keras(self, ws: Workspace) -> bool:
-        return is_keras_model(ws, self.run_id, self.model_id)
 
 
 class ColumnImportance(BaseModel):

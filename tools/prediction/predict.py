@@ -26,8 +26,8 @@ from pydantic import BaseModel, Field
 from ml_expert.memory.errors import ConflictError, InvalidInputError, PathNotAllowedError, TrainingError
 from ml_expert.tools import runs
 from ml_expert.tools.artifacts import (
+    ModelJobSpec,
     find_model_run,
-    is_keras_model,
     load_model,
     load_model_meta,
     load_pickle,
@@ -36,7 +36,7 @@ from ml_expert.tools.artifacts import (
 from ml_expert.tools.core.model_meta import ModelMeta
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.jobs.manager import run_as_job
-from ml_expert.tools.jobs.specs import JobCancelled, JobSpec, JobStatus, ProgressFn, Reporter, WaitSeconds
+from ml_expert.tools.jobs.specs import JobCancelled, JobStatus, ProgressFn, Reporter, WaitSeconds
 from ml_expert.tools.prediction.drift import DriftReport
 from ml_expert.tools.workspace import Workspace
 
@@ -54,15 +54,11 @@ RunRef = Annotated[str | None, Field(description="Run whose model to use (its la
 ModelRef = Annotated[str | None, Field(description="Model to use (any run's); default the run's latest.")]
 
 
-class PredictSpec(JobSpec):
+class PredictSpec(ModelJobSpec):
     kind = "predict"
-    model_id: str
     path: str | None = Field(None, description="Input file, checked, relative to the workspace (or absolute).")
     records: list[dict[str, Any]] | None = None
     output: str = Field(description="New CSV for the predictions, relative to the workspace.")
-
-    def runs_keras(self, ws: Workspace) -> bool:
-        return is_keras_model(ws, self.run_id, self.model_id)
 
 
 class Refusal(BaseModel):
