@@ -217,3 +217,36 @@ def test_shapley_rows_past_the_time_bound_are_refused_with_the_reason(monkeypatc
     local, _, refused, notes = shapley_rows(Sum(["a", "b"]), rows, background, top_k=2, seed=0)
     assert [r.row for r in local] == [0] and set(refused) == {1, 2}
     assert "pass this row in another call" in refused[1] and "first 1 of 3 rows" in notes[0]
+
+
+JIT_PROBE = """
+import json
+import numpy as np
+import shap
+from shap.utils import _masked_model
+from ml_expert.tools.prediction.shapley import _cache_jit
+
+_cache_jit()
+rng = np.random.default_rng(0)
+weights, background, rows = np.array([1.0, -2.0, 0.5, 0.0]), rng.normal(size=(20, 4)), rng.normal(size=(2, 4))
+found = shap.explainers.Exact(lambda x: x @ weights, shap.maskers.Independent(background))(rows, silent=True)
+stats = _masked_model._build_fixed_single_output.stats
+expected = rows @ weights - background.mean(0) @ weights
+print(json.dumps({"hits": sum(stats.cache_hits.values()), "misses": sum(stats.cache_misses.values()),
+                  "sums": found.values.sum(1).tolist(), "expected": expected.tolist()}))
+"""
+
+
+@pytest.mark.slow
+def test_a_fresh_worker_loads_the_compiled_shapley_kernels_instead_of_compiling_them() -> None:
+    # shap's masking kernel takes its link function as an argument, which numba keyed by a per-process random id:
+    # the kernel cached on disk never matched, and each explain compiled it again (5-10 s). The first process
+    # compiles (or finds the kernel), the next one must load it.
+    runs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", JIT_PROBE], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert runs[1]["hits"] >= 1 and runs[1]["misses"] == 0, runs
+    for run in runs:  # the values are still Shapley values: they add up to f(row) - E[f(background)]
+        assert run["sums"] == pytest.approx(run["expected"], abs=1e-9)

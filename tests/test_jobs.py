@@ -127,6 +127,7 @@ def test_a_dead_fork_server_is_replaced_and_workers_start_plain_where_it_is_off(
     assert get_job(jobs_ws, plain.job_id).status == "succeeded"
 
 
+@pytest.mark.slow  # three processes and a network; each Keras test of the slow layer runs through this server
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc")
 def test_keras_jobs_fork_from_a_server_with_tensorflow_loaded_and_the_others_never_load_it(
     jobs_ws: Workspace,

@@ -9,6 +9,7 @@ explained quantity is the predicted class's probability, or the predicted value.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -32,15 +33,25 @@ class LocalExplanation(BaseModel):
 
 
 def _cache_jit() -> None:
-    """shap compiles its masking kernels with numba on first use and does not cache them: 10-20 s of compiling in
-    every fresh worker, each explain call. Numba may cache them on disk (beside shap's sources, or in its user-wide
-    cache where those are read-only), so only the first explain on a machine pays that."""
+    """shap compiles its masking and exact-explainer kernels with numba on first use and does not cache them: 5-10 s
+    of compiling in every fresh worker, each explain call. Numba may cache them on disk (beside shap's sources, or in
+    its user-wide cache where those are read-only), so only the first explain on a machine pays that.
+
+    The masking kernels take shap's link function (itself a numba function) as an argument, and numba keys such an
+    argument by the function's instance id, a random uuid drawn in each process: a kernel cached by one process never
+    matched the next one's key, so every explain compiled them again. A fixed id per link function makes it match."""
     from numba.core.caching import NullCache
     from numba.core.dispatcher import Dispatcher
+    from shap import links
+    from shap.explainers import _exact
     from shap.maskers import _tabular
     from shap.utils import _masked_model
 
-    for module in (_masked_model, _tabular):
+    for link in (links.identity, links.logit):
+        if isinstance(link, Dispatcher) and getattr(link, "_MemoMixin__uuid", "") is None:
+            with contextlib.suppress(AttributeError, AssertionError):  # numba's internals moved: compiled as before
+                link._set_uuid(f"ml-expert/{link.__module__}.{link.__name__}")
+    for module in (_masked_model, _tabular, _exact):
         for kernel in vars(module).values():
             if isinstance(kernel, Dispatcher) and isinstance(kernel._cache, NullCache):
                 try:

@@ -89,12 +89,13 @@ def _sklearn_history(model: Any, task: str, data: dict[str, Any]) -> dict[str, l
         stages = list(zip(staged["train"][::step], staged["val"][::step], strict=True))
     elif hasattr(model, "estimators_") and not hasattr(model, "staged_predict"):
         trees = model.estimators_
-        for k in np.unique(np.linspace(1, len(trees), num=min(20, len(trees))).astype(int)):
-            pair = []
-            for s in ("train", "val"):
-                preds = [t.predict_proba(data[f"X_{s}"]) if classify else t.predict(data[f"X_{s}"]) for t in trees[:k]]
-                pair.append(np.mean(preds, axis=0))
-            stages.append((pair[0], pair[1]))
+        marks = set(np.unique(np.linspace(1, len(trees), num=min(20, len(trees))).astype(int)).tolist())
+        sums: dict[str, Any] = {"train": 0.0, "val": 0.0}
+        for k, tree in enumerate(trees, start=1):  # each tree predicts once; the forest of k is the running mean
+            for s in sums:
+                sums[s] = sums[s] + (tree.predict_proba if classify else tree.predict)(data[f"X_{s}"])
+            if k in marks:
+                stages.append((sums["train"] / k, sums["val"] / k))
     else:
         stages = [
             (
