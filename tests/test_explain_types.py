@@ -175,6 +175,7 @@ def test_importance_cost_is_bounded_whatever_the_column_count() -> None:
     assert (rows, repeats) == (explain_module.MIN_IMPORTANCE_ROWS, 2) and "2 repeats instead of 5" in note
 
 
+@pytest.mark.slow  # the permutation explainer's kernels: ~10 s of numba compiling where they are not cached yet
 def test_shapley_values_on_more_columns_than_the_permutation_default_allows(tmp_path: Path) -> None:
     """Above 249 columns shap's default max_evals=500 is too low; explain sizes it from the column count."""
     from ml_expert.tools.prediction.shapley import shapley_rows
