@@ -61,10 +61,9 @@ PRELOAD = (
     "sklearn.preprocessing",
     "joblib",
     "sqlite_utils",
-    "matplotlib.pyplot",  # ~0.7 s of every job that draws a figure; the backend is chosen in the job (Agg)
+    "matplotlib",
     "catboost",
-    "skl2onnx",  # ~1.4 s of every package job (it loads onnx and ml_dtypes)
-)
+)  # not matplotlib.pyplot or skl2onnx: with them preloaded, SIGINT left a forked search worker running (2 of 6 runs)
 TENSORFLOW_PRELOAD = ("tensorflow", "keras")  # also loaded by the server of jobs that run Keras models
 TENSORFLOW_FLAG = "--tensorflow"
 IMPORT_TIME_VARS = (  # besides the thread variables: read by Python or a preloaded library when it starts
