@@ -96,9 +96,11 @@ def main() -> None:
     results[args.label] = run_result
     OUT.write_text(json.dumps(results, indent=2))
     labels = list(results)
-    print(f"{'job':22s}" + "".join(f"{label:>14s}" for label in labels))
+    widths = [max(14, len(label) + 2) for label in labels]
+    print(f"{'job':22s}" + "".join(f"{label:>{w}s}" for label, w in zip(labels, widths, strict=True)))
     for job in run_result["median_seconds"]:
-        print(f"{job:22s}" + "".join(f"{results[lb]['median_seconds'].get(job, float('nan')):13.2f}s" for lb in labels))
+        cells = (results[lb]["median_seconds"].get(job, float("nan")) for lb in labels)
+        print(f"{job:22s}" + "".join(f"{value:{w - 1}.2f}s" for value, w in zip(cells, widths, strict=True)))
 
 
 if __name__ == "__main__":

@@ -61,9 +61,10 @@ PRELOAD = (
     "sklearn.preprocessing",
     "joblib",
     "sqlite_utils",
-    "matplotlib",
+    "matplotlib.pyplot",  # ~0.7 s of every job that draws a figure; the backend is chosen in the job (Agg)
     "catboost",
-)  # not matplotlib.pyplot or skl2onnx: with them preloaded, SIGINT left a forked search worker running (2 of 6 runs)
+    "skl2onnx",  # ~1.4 s of every package job (it loads onnx and ml_dtypes)
+)
 TENSORFLOW_PRELOAD = ("tensorflow", "keras")  # also loaded by the server of jobs that run Keras models
 TENSORFLOW_FLAG = "--tensorflow"
 IMPORT_TIME_VARS = (  # besides the thread variables: read by Python or a preloaded library when it starts

@@ -37,6 +37,24 @@ JOB_KINDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+_stopped_by: int | None = None  # the stop signal (SIGINT, SIGTERM) this worker received, once it has
+
+
+def _stop(signum: int, frame: Any) -> None:
+    """SIGINT (Ctrl-C) and SIGTERM (a server shutting down) end a job as interrupted: KeyboardInterrupt, raised where
+    the signal lands. Library code can turn it into another error there (numpy makes it a ValueError while it parses
+    a buffer's format, which HistGradientBoosting does at every tree, and the search drops a candidate that raised),
+    so the job's next progress or cancel point raises it again."""
+    global _stopped_by
+    _stopped_by = signum
+    raise KeyboardInterrupt
+
+
+def _raise_if_stopped() -> None:
+    if _stopped_by is not None:
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(_stopped_by).name}")
+
+
 class JobReporter:
     """What a job handler gets: progress reporting and the cancel flag, both throttled.
 
@@ -45,6 +63,8 @@ class JobReporter:
     its steps stops between them, whatever its kind. A forced progress (a step boundary) and `checkpoint` read the
     flag from the database every time; other progress calls at most every 0.25 s. Code that ends gracefully on its
     own when cancelled (training keeps its best weights) runs inside `graceful()` and polls `cancel_requested()`.
+    Both `progress` and `cancel_requested` raise KeyboardInterrupt again once the worker got a stop signal (`_stop`),
+    inside `graceful()` too: an interruption a library swallowed still ends the job.
     """
 
     def __init__(self, ws: Workspace, job_id: str, *, min_interval: float = 0.2) -> None:
@@ -58,6 +78,7 @@ class JobReporter:
         self._pending: dict[str, Any] | None = None
 
     def progress(self, force: bool = False, **info: Any) -> None:
+        _raise_if_stopped()
         self._pending = info
         now = time.monotonic()
         if force or now - self._last_write >= self.min_interval:
@@ -73,6 +94,7 @@ class JobReporter:
 
     def cancel_requested(self, *, fresh: bool = False) -> bool:
         """Whether cancel_job asked this job to stop (read from the database at most every 0.25 s unless fresh)."""
+        _raise_if_stopped()
         now = time.monotonic()
         if not self._cancelled and (fresh or now - self._last_check >= 0.25):
             self._last_check = now
@@ -148,8 +170,8 @@ def run_job(ws: Workspace, job_id: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     job_id = (argv or sys.argv[1:])[0]
     ws = Workspace(settings=Settings.model_validate_json(os.environ[SETTINGS_ENV]))
-    # A terminated worker (server shutdown) ends like an interruption, keeping its checkpoint.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    for sig in (signal.SIGINT, signal.SIGTERM):  # both end the job as interrupted, keeping its checkpoint
+        signal.signal(sig, _stop)
     ws.job_store.set_pid(job_id, os.getpid())
     preloaded = "tensorflow" in sys.modules  # forked from the fork server of Keras jobs
     print(f"worker {os.getpid()} for {job_id}; TensorFlow {'preloaded' if preloaded else 'not loaded'}", flush=True)
