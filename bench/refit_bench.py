@@ -71,6 +71,7 @@ def bench_table(name: str, budget: float, split_seed: int = 0) -> dict[str, Any]
         seconds = time.perf_counter() - t
         if refit.status != "succeeded":
             return {"dataset": name, "status": "failed", "error": refit.error}
+        refit_meta = load_model_meta(ws, run_id, refit.result["model_id"])
         before = _predict(root / status.result["deployment"], rows, root / "before.json")
         after = _predict(root / refit.result["folder"], rows, root / "after.json")
     finally:
@@ -93,6 +94,8 @@ def bench_table(name: str, budget: float, split_seed: int = 0) -> dict[str, Any]
         "expected_cost_seconds": round(cost, 1),
         "automatic": decide_refit(evaluated, None, evaluated=True),
         "chosen": [c["candidate"] for c in evaluated.search["chosen"]],
+        "search_notes": evaluated.search.get("notes", []),
+        "refit_notes": (refit_meta.search or {}).get("refit", {}).get("notes", []),
     }
 
 
