@@ -188,7 +188,7 @@ def test_sigint_interrupts_a_forked_worker_like_a_plain_one(jobs_ws: Workspace) 
 
 
 def test_a_stop_signal_that_a_library_turned_into_another_error_is_raised_again_at_the_next_check(
-    jobs_ws: Workspace, monkeypatch: pytest.MonkeyPatch
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """numpy turns a KeyboardInterrupt raised while it parses a buffer's format into a ValueError (HistGradientBoosting
     parses one at every tree), and the search drops a candidate that raised and goes on: a Ctrl-C that landed there was
@@ -212,7 +212,7 @@ def test_a_stop_signal_that_a_library_turned_into_another_error_is_raised_again_
     try:
         with pytest.raises(ValueError, match="PEP 3118"):  # what the search sees: a candidate's library error
             np.asarray(memoryview(rows))
-        reporter = worker.JobReporter(jobs_ws, "job_00000000")
+        reporter = worker.JobReporter(ws, "job_00000000")
         with pytest.raises(KeyboardInterrupt, match="SIGINT"):
             reporter.cancel_requested()
         with reporter.graceful(), pytest.raises(KeyboardInterrupt, match="SIGINT"):
