@@ -218,3 +218,26 @@ def test_early_stopping_ignores_loss_dust_at_any_scale(scale: float) -> None:
     for epoch, loss in enumerate(losses):
         plain.on_epoch_end(epoch, {"val_loss": loss * scale})
     assert not model.stop_training  # what it replaces never stops on this curve
+
+
+def test_a_forest_curve_is_the_forest_of_its_first_k_trees() -> None:
+    """The forest's training curve is computed as a running mean (each tree predicts once): its first point is one
+    tree's loss, its last the whole forest's, on the loss the curve reports."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.metrics import log_loss
+
+    from ml_expert.tools.training.sklearn_models import _sklearn_history
+
+    X, y = load_breast_cancer(return_X_y=True)
+    data = {"X_train": X[:450], "y_train": y[:450], "X_val": X[450:], "y_val": y[450:]}
+    forest = RandomForestClassifier(n_estimators=45, random_state=0).fit(X[:450], y[:450])
+    history = _sklearn_history(forest, "binary", data)
+    assert len(history["val_loss"]) == 20
+    first = log_loss(y[450:], forest.estimators_[0].predict_proba(X[450:]), labels=[0, 1])
+    assert history["val_loss"][0] == pytest.approx(first)
+    assert history["val_loss"][-1] == pytest.approx(log_loss(y[450:], forest.predict_proba(X[450:])))
+    assert (
+        history["val_accuracy"][-1] == pytest.approx(forest.score(X[450:], y[450:]))
+        and history["val_accuracy"][-1] > 0.9
+    )
