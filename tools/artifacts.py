@@ -178,9 +178,11 @@ def predict_output(model: Any, framework: str, task: str, X: np.ndarray) -> np.n
     if framework == "keras":
         out = np.asarray(model.predict(as_model_input(X), batch_size=1024, verbose=0), dtype=np.float64)
         return out if is_classification(task) else out.reshape(len(X), -1)[:, 0]
-    if is_classification(task):
-        return np.asarray(model.predict_proba(X), dtype=np.float64)
-    return np.asarray(model.predict(X), dtype=np.float64)
+    from ml_expert.tools.core.portable.preprocessing import threads_for
+
+    with threads_for(len(X)):
+        out = model.predict_proba(X) if is_classification(task) else model.predict(X)
+    return np.asarray(out, dtype=np.float64)
 
 
 def as_model_input(X: Any) -> Any:

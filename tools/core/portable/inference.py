@@ -39,6 +39,7 @@ from ml_expert_transformers import (  # noqa: E402
     resize_images,
     screen_frame,
     shown,
+    threads_for,
 )
 
 __all__ = ["ModelInference", "PackageIntegrityError", "SchemaError", "Scored"]
@@ -201,9 +202,13 @@ class ModelInference:
 
     def _load_sklearn(self, path: Path, entry: dict[str, Any]) -> Any:
         model = self._load_pickle(entry["file"])
-        if self.task in ("binary", "multiclass"):
-            return model.predict_proba
-        return model.predict
+        method = model.predict_proba if self.task in ("binary", "multiclass") else model.predict
+
+        def run(X: np.ndarray) -> Any:
+            with threads_for(len(X)):
+                return method(X)
+
+        return run
 
     # -- predicting -----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ therefore resolves both here and in a deployment folder without ml-expert instal
 from __future__ import annotations
 
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,19 @@ EXPECTED = {  # what a value of each kind must be, for messages
 
 class SchemaError(ValueError):
     """Raw input rows do not match the feature schema the model was trained on."""
+
+
+SEQUENTIAL_ROWS = 1000  # up to this many rows a model predicts in this thread (a forest's thread pool costs more)
+
+
+def threads_for(rows: int) -> AbstractContextManager[Any]:
+    """Where a scikit-learn model predicts `rows` rows: in this thread for a few (a 300-tree forest scored one row
+    in 77 ms through its joblib threads and 24 ms without them, on 2 cores), else with the threads it was given."""
+    if rows > SEQUENTIAL_ROWS:
+        return nullcontext()
+    import joblib
+
+    return joblib.parallel_config(backend="sequential")
 
 
 def resize_images(X: np.ndarray, size: tuple[int, int] | list[int]) -> np.ndarray:
