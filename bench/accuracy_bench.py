@@ -297,8 +297,12 @@ def bench_dataset(ds: Dataset, args: argparse.Namespace) -> dict[str, Any]:
         t = time.perf_counter()
         base_train = train.drop(columns=[ID_COLUMN]) if ID_COLUMN in train.columns else train
         try:
-            preds, best = run_autogluon(args.autogluon_python, task, metric, args.budget, base_train, ds.target, X_test)
-            methods["autogluon"] = {"status": "ok", "score": score(metric, y_test, preds), "best_model": best}
+            preds, best, board = run_autogluon(
+                args.autogluon_python, task, metric, args.budget, base_train, ds.target, X_test
+            )
+            methods["autogluon"] = {
+                "status": "ok", "score": score(metric, y_test, preds), "best_model": best, "leaderboard": board
+            }  # fmt: skip
         except Exception as exc:
             methods["autogluon"] = failure(exc)
         methods["autogluon"]["seconds"] = round(time.perf_counter() - t, 2)

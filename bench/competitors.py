@@ -34,7 +34,10 @@ with tempfile.TemporaryDirectory() as tmp:
     predictor = TabularPredictor(label=target, problem_type=problem, eval_metric=metric, path=tmp, verbosity=0)
     predictor.fit(pd.read_parquet(train), presets=preset, time_limit=float(budget), num_cpus=2, num_gpus=0)
     predictions = predictor.predict(pd.read_parquet(test))
-    json.dump({"predictions": predictions.tolist(), "best_model": predictor.model_best}, open(out, "w"))
+    board = predictor.leaderboard(silent=True).head(12)
+    board = [[r.model, round(float(r.score_val), 5), round(float(r.fit_time), 2)] for r in board.itertuples()]
+    json.dump({"predictions": predictions.tolist(), "best_model": predictor.model_best, "leaderboard": board},
+              open(out, "w"))
 """
 
 
@@ -81,9 +84,10 @@ def run_flaml(task: str, metric: str, budget: float, X_train: pd.DataFrame, y_tr
 
 def run_autogluon(
     python: str, task: str, metric: str, budget: float, train: pd.DataFrame, target: str, X_test: pd.DataFrame
-) -> tuple[list[Any], str]:
+) -> tuple[list[Any], str, list[Any]]:
     """AutoGluon's AUTOGLUON_PRESET with time_limit=budget in its own virtual environment (`python`), which
-    pins an older pandas: the rows go over as Parquet, the predictions come back as JSON."""
+    pins an older pandas: the rows go over as Parquet, the predictions come back as JSON, with its best model and its
+    leaderboard (model, validation score, fit seconds: its top 12)."""
     problem = "regression" if task == "regression" else "binary" if train[target].nunique() == 2 else "multiclass"
     ag_metric = {"rmse": "root_mean_squared_error"}.get(metric, metric)
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,7 +100,7 @@ def run_autogluon(
         if done.returncode != 0:
             raise RuntimeError(f"AutoGluon exited {done.returncode}: {done.stderr[-2000:]}")
         out = json.loads((folder / "out.json").read_text())
-    return out["predictions"], out["best_model"]
+    return out["predictions"], out["best_model"], out.get("leaderboard", [])
 
 
 def autogluon_version(python: str) -> str | None:
