@@ -199,3 +199,41 @@ def test_a_zero_one_numeric_column_accepts_two_at_inference(jobs_ws: Workspace) 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout) == ["a", "b"]  # the unseen 2 is a number like any other, not a refusal
+
+
+def test_a_ctrl_c_that_numpy_turned_into_a_value_error_stops_an_in_process_search(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """numpy turns a KeyboardInterrupt raised while it parses a buffer format (HistGradientBoosting parses one at
+    every tree) into a ValueError caused by it; the search drops a candidate whose fit raised and goes on, so the
+    Ctrl-C was lost where no worker raises it again (a search run in-process, as here)."""
+    import os
+    import signal
+
+    from numpy._core import _internal
+    from sklearn.datasets import load_diabetes
+
+    from ml_expert.tools.training.portfolio import HGB_PORTFOLIO, config
+    from ml_expert.tools.training.search import Search
+    from ml_expert.tools.training.trial import Trial
+
+    X, y = load_diabetes(return_X_y=True)
+    search = Search(X.astype(np.float32), y, "regression", budget_s=60)
+    trial = Trial(config("hgb", **HGB_PORTFOLIO[0]))
+    search.trials.append(trial)
+    parse = _internal._dtype_from_pep3118
+
+    def interrupted(spec: str) -> object:  # Ctrl-C lands while numpy parses the format
+        os.kill(os.getpid(), signal.SIGINT)
+        return parse(spec)
+
+    monkeypatch.setattr(_internal, "_dtype_from_pep3118", interrupted)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt) as caught:
+            search._fit_fold(trial, 0)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    cause = caught.value.__cause__
+    assert isinstance(cause, ValueError) and "PEP 3118" in str(cause)  # numpy's conversion, raised again as it was
+    assert trial.stopped is None and not trial.scores and not search.notes  # not taken for the candidate's failure

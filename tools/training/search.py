@@ -160,6 +160,9 @@ class Search(SampleRungs, ClusterWaves, FinalModels):
             self.cancelled, trial.stopped = True, "cancelled"
             return False
         except Exception as exc:  # one candidate's library error (CatBoost on degenerate columns): the search goes on
+            interrupt = _interrupt_in(exc)
+            if interrupt is not None:  # a Ctrl-C or SIGTERM that a library turned into its own error
+                raise interrupt from exc
             trial.stopped = "failed"
             error = f"{type(exc).__name__}: {str(exc)[:200]}"
             self.notes.append(f"{trial.config.label()} failed on fold {fold + 1} and was dropped: {error}")
@@ -437,6 +440,20 @@ def cross_validate(X: np.ndarray, y: np.ndarray, task: str, cfg: Config, budget_
     search._fit_fold(trial, 0)
     search._complete(trial, 1)
     return trial
+
+
+def _interrupt_in(exc: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt an exception was raised from, if any: numpy turns one raised while it parses a buffer
+    format (HistGradientBoosting does at every tree) into a ValueError with the interrupt as its cause
+    (numpy/numpy#11119), and the search would take that for the candidate's failure and go on."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _rows(n: int) -> str:
