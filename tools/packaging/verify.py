@@ -3,7 +3,7 @@ with raw test rows, once per runtime, and compare with the in-process model; plu
 single-row preprocessing (`fast_preprocess.json`), kept only when it reproduces the fitted one.
 Single-row latency (p50/p95) is timed over 200 calls, or over at least 20 within about 1 s where a runtime is
 slow (a Keras `model.keras` row takes ~70 ms: 200 calls were 15 s of every Keras package; a bagged tabular ensemble
-on raw rows ~35 ms, where the 2 s window this had until stop 36 was 40 % of the whole package job).
+on raw rows ~35 ms, where a 2 s window was 40 % of the whole package job).
 """
 
 from __future__ import annotations

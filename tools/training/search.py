@@ -162,7 +162,7 @@ class Search(SampleRungs, ClusterWaves, FinalModels):
         except Exception as exc:  # one candidate's library error (CatBoost on degenerate columns): the search goes on
             interrupt = _interrupt_in(exc)
             if interrupt is not None:  # a Ctrl-C or SIGTERM that a library turned into its own error
-                raise interrupt from exc
+                raise KeyboardInterrupt(*interrupt.args) from exc  # a new one: `exc` is caused by the first
             trial.stopped = "failed"
             error = f"{type(exc).__name__}: {str(exc)[:200]}"
             self.notes.append(f"{trial.config.label()} failed on fold {fold + 1} and was dropped: {error}")
