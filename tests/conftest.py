@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,21 @@ def messy_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
     df.loc[rng.choice(n, 20, replace=False), "x2"] = np.nan
     df.loc[rng.choice(n, 10, replace=False), "city"] = np.nan
     return pd.concat([df, df.iloc[:5]], ignore_index=True)
+
+
+@pytest.fixture
+def sigint_in_numpy(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Call it to make a Ctrl-C (SIGINT) land each time numpy parses a buffer format from then on (HistGradientBoosting
+    parses one at every tree): numpy turns the KeyboardInterrupt into a ValueError caused by it (numpy/numpy#11119)."""
+    from numpy._core import _internal
+
+    parse = _internal._dtype_from_pep3118
+
+    def interrupted(spec: str) -> object:
+        os.kill(os.getpid(), signal.SIGINT)
+        return parse(spec)
+
+    return lambda: monkeypatch.setattr(_internal, "_dtype_from_pep3118", interrupted)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -188,24 +189,17 @@ def test_sigint_interrupts_a_forked_worker_like_a_plain_one(jobs_ws: Workspace) 
 
 
 def test_a_stop_signal_that_a_library_turned_into_another_error_is_raised_again_at_the_next_check(
-    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, sigint_in_numpy: Callable[[], None]
 ) -> None:
     """numpy turns a KeyboardInterrupt raised while it parses a buffer's format into a ValueError (HistGradientBoosting
     parses one at every tree), and the search drops a candidate that raised and goes on: a Ctrl-C that landed there was
     lost and the search ran to its end (1 in 3 runs of the test above). The worker's next progress or cancel point
     must raise it again, inside a graceful block too."""
     import numpy as np
-    from numpy._core import _internal
 
     from ml_expert.tools.jobs import worker
 
-    parse = _internal._dtype_from_pep3118
-
-    def interrupted(spec: str) -> object:  # Ctrl-C lands while numpy parses the format
-        os.kill(os.getpid(), signal.SIGINT)
-        return parse(spec)
-
-    monkeypatch.setattr(_internal, "_dtype_from_pep3118", interrupted)
+    sigint_in_numpy()  # from here on, Ctrl-C lands while numpy parses a buffer format
     monkeypatch.setattr(worker, "_stopped_by", None)
     rows = np.zeros(3, dtype=[("value", "<f8"), ("count", "<u4")])
     previous = signal.signal(signal.SIGINT, worker._stop)

@@ -145,9 +145,9 @@ def test_queue_at_max_jobs_cancel_while_queued_and_resume_job(jobs_ws: Workspace
     assert get_job(jobs_ws, second.job_id).status == "cancelled"  # a cancelled queued job never ran
 
 
-def _train_over_mcp(tmp_path: Path, options: dict[str, Any]) -> tuple[Any, list[tuple[float, str | None]]]:
-    """analyze, prepare and train (with `options`) on wine through an MCP client; the train result and the
-    progress notifications it received."""
+def test_progress_notifications_reach_an_mcp_client(tmp_path: Path) -> None:
+    """A job's progress reaches the MCP client while the call waits (a network's "epoch 7/40 ..." messages reach the
+    job's reporter in test_training; a Keras job here took 12-15 s, most of it the worker importing TensorFlow)."""
     ws = Workspace(tmp_path)
     path = write_dataset(ws, "wine")
     ws.close()
@@ -162,25 +162,20 @@ def _train_over_mcp(tmp_path: Path, options: dict[str, Any]) -> tuple[Any, list[
             run_id = analysis.structured_content["run_id"]
             await c.call_tool("prepare_data", {"run_id": run_id})
             return await c.call_tool(
-                "train", {"run_id": run_id, "wait_seconds": 120, **options}, progress_callback=on_progress
+                "train",
+                {"run_id": run_id, "architecture": "random_forest", "wait_seconds": 120},
+                progress_callback=on_progress,
             )
 
     result = anyio.run(main_)
     assert not result.is_error and result.structured_content["status"] == "succeeded", result.content
-    steps = [p for p, _ in seen]
-    assert steps == sorted(steps)  # MCP progress never goes back
-    return result, seen
-
-
-def test_progress_notifications_reach_an_mcp_client(tmp_path: Path) -> None:
-    """A job's progress reaches the MCP client while the call waits (a network's "epoch 7/40 ..." messages reach the
-    job's reporter in test_training; a Keras job here took 12-15 s, most of it the worker importing TensorFlow)."""
-    result, seen = _train_over_mcp(tmp_path, {"architecture": "random_forest"})
+    assert result.structured_content["result"]["val_metrics"]["accuracy"] > 0.85  # wine: it learned
     messages = [m for _, m in seen if m]
     fitting = messages.index("fitting random_forest")
     assert messages[0] == "queued" and messages[-1].startswith("fitted random_forest in "), seen
     assert fitting < len(messages) - 1 and seen[-1][0] == 1.0  # in order, up to the end
-    assert result.structured_content["result"]["val_metrics"]["accuracy"] > 0.85  # wine: it learned
+    steps = [p for p, _ in seen]
+    assert steps == sorted(steps)  # MCP progress never goes back
 
 
 # -- preprocessing options -------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -202,15 +203,13 @@ def test_a_zero_one_numeric_column_accepts_two_at_inference(jobs_ws: Workspace) 
 
 
 def test_a_ctrl_c_that_numpy_turned_into_a_value_error_stops_an_in_process_search(
-    monkeypatch: pytest.MonkeyPatch,
+    sigint_in_numpy: Callable[[], None],
 ) -> None:
     """numpy turns a KeyboardInterrupt raised while it parses a buffer format (HistGradientBoosting parses one at
     every tree) into a ValueError caused by it; the search drops a candidate whose fit raised and goes on, so the
     Ctrl-C was lost where no worker raises it again (a search run in-process, as here)."""
-    import os
     import signal
 
-    from numpy._core import _internal
     from sklearn.datasets import load_diabetes
 
     from ml_expert.tools.training.portfolio import HGB_PORTFOLIO, config
@@ -221,13 +220,7 @@ def test_a_ctrl_c_that_numpy_turned_into_a_value_error_stops_an_in_process_searc
     search = Search(X.astype(np.float32), y, "regression", budget_s=60)
     trial = Trial(config("hgb", **HGB_PORTFOLIO[0]))
     search.trials.append(trial)
-    parse = _internal._dtype_from_pep3118
-
-    def interrupted(spec: str) -> object:  # Ctrl-C lands while numpy parses the format
-        os.kill(os.getpid(), signal.SIGINT)
-        return parse(spec)
-
-    monkeypatch.setattr(_internal, "_dtype_from_pep3118", interrupted)
+    sigint_in_numpy()  # from here on, Ctrl-C lands while numpy parses a buffer format
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt) as caught:

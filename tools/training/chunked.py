@@ -76,6 +76,21 @@ class _Watch:
         return True
 
 
+def library_interrupt(exc: BaseException) -> KeyboardInterrupt | None:
+    """A new KeyboardInterrupt when `exc` is a Ctrl-C or SIGTERM that a library turned into an error of its own, else
+    None. numpy turns one raised while it parses a buffer format (HistGradientBoosting does at every tree) into a
+    ValueError caused by it (numpy/numpy#11119); CatBoost into a CatBoostError that names it. Taken for a
+    candidate's failure, the search would drop the candidate and go on, and the interrupt would be lost."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return KeyboardInterrupt(*current.args)  # a new one: the library's error is caused by the first
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return KeyboardInterrupt() if "KeyboardInterrupt" in str(exc) else None
+
+
 def _catboost(model: Any, inner: Any, X: np.ndarray, y: np.ndarray, deadline: float, tick: Tick | None,
               extra: dict[str, Any]) -> Grown:  # fmt: skip
     """CatBoost grows in one call, watched after every iteration (the deadline, progress, a cancel)."""
@@ -86,8 +101,9 @@ def _catboost(model: Any, inner: Any, X: np.ndarray, y: np.ndarray, deadline: fl
     except Exception as exc:  # CatBoost turns what a callback raises into a CatBoostError: a signal must stay one
         if watch.error is not None:
             raise watch.error from exc
-        if "KeyboardInterrupt" in str(exc):  # raised in CatBoost's own wrapper, before ours ran
-            raise KeyboardInterrupt from exc
+        interrupt = library_interrupt(exc)  # raised in CatBoost's own wrapper, before ours ran
+        if interrupt is not None:
+            raise interrupt from exc
         raise
     if watch.error is not None:
         raise watch.error

@@ -39,6 +39,7 @@ from ml_expert.tools.core.portable.ensemble import OrdinalColumn, one_hot_codes
 from ml_expert.tools.core.scoring import rank_score, search_metric
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.jobs.specs import JobCancelled, Reporter
+from ml_expert.tools.training.chunked import library_interrupt
 from ml_expert.tools.training.cluster import FoldFit, FoldTask, Problem, connect, fit_fold
 from ml_expert.tools.training.final import FinalModels
 from ml_expert.tools.training.folds import folds
@@ -160,9 +161,9 @@ class Search(SampleRungs, ClusterWaves, FinalModels):
             self.cancelled, trial.stopped = True, "cancelled"
             return False
         except Exception as exc:  # one candidate's library error (CatBoost on degenerate columns): the search goes on
-            interrupt = _interrupt_in(exc)
+            interrupt = library_interrupt(exc)
             if interrupt is not None:  # a Ctrl-C or SIGTERM that a library turned into its own error
-                raise KeyboardInterrupt(*interrupt.args) from exc  # a new one: `exc` is caused by the first
+                raise interrupt from exc
             trial.stopped = "failed"
             error = f"{type(exc).__name__}: {str(exc)[:200]}"
             self.notes.append(f"{trial.config.label()} failed on fold {fold + 1} and was dropped: {error}")
@@ -440,20 +441,6 @@ def cross_validate(X: np.ndarray, y: np.ndarray, task: str, cfg: Config, budget_
     search._fit_fold(trial, 0)
     search._complete(trial, 1)
     return trial
-
-
-def _interrupt_in(exc: BaseException) -> KeyboardInterrupt | None:
-    """The KeyboardInterrupt an exception was raised from, if any: numpy turns one raised while it parses a buffer
-    format (HistGradientBoosting does at every tree) into a ValueError with the interrupt as its cause
-    (numpy/numpy#11119), and the search would take that for the candidate's failure and go on."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, KeyboardInterrupt):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
 
 
 def _rows(n: int) -> str:
