@@ -234,6 +234,19 @@ def test_a_small_table_converges_before_the_budget_is_spent(monkeypatch: pytest.
     assert summary.search_seconds < at + 1.5  # nothing more is tried once converged: the budget is a ceiling
 
 
+def test_neighbours_the_time_left_cannot_fit_end_the_local_search_without_a_converged_note() -> None:
+    """A neighbour stopped by the budget before its first fold brought no evidence either way: a 5 s search once
+    counted 6 such neighbours as 'no gain', reported 'converged' and listed them as candidates of 0 folds."""
+    X, y = load_breast_cancer(return_X_y=True)
+    search = Search(X.astype(np.float32), y, "binary", budget_s=60)
+    _search_one(search, config("hgb", **HGB_PORTFOLIO[0]))
+    slow = Trial(config("rf"), scores=[0.9], seconds=[500.0], stopped="halved")  # a new candidate's fold: as slow
+    search.trials.append(slow)
+    tried = len(search.trials)
+    assert search._local_search(10, 10) is False
+    assert len(search.trials) == tried and not any(note.startswith("converged") for note in search.notes)
+
+
 def test_a_neighbour_must_win_by_more_than_the_fold_noise_to_restart_the_patience_count() -> None:
     """Out-of-fold gains smaller than one standard error of the paired per-fold difference do not count as progress
     (they still make the neighbour the best): Sacramento's local search ran 40 neighbours within fold noise."""

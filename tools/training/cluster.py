@@ -14,6 +14,7 @@ lost worker is dask's own business (it reruns that worker's tasks elsewhere).
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -136,12 +137,15 @@ def _validation(X: np.ndarray, y: np.ndarray, problem: Problem, t: FoldTask) -> 
 
 
 def _worker() -> Any:
-    """The Dask worker this runs on, or None."""
+    """The Dask worker this runs on, or None. A process that runs Dask tasks has imported `distributed`; one that has
+    not is no worker, and is spared that import (most of a second, once timed as the first fold's boosting
+    iterations it made the search cap every later boosting fit at a few iterations)."""
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return None
     try:
-        from distributed import get_worker
-
-        return get_worker()
-    except (ImportError, ValueError):
+        return distributed.get_worker()
+    except ValueError:
         return None
 
 

@@ -412,6 +412,9 @@ class Search(SampleRungs, ClusterWaves, FinalModels):
             trial = Trial(cfg)
             self.trials.append(trial)
             self._complete(trial, planned)
+            if trial.stopped == "budget" and not trial.scores:  # no fold fitted in the time left: not convergence
+                self.trials.remove(trial)
+                return False
             without_gain = 0 if self._clear_gain(trial, best) else without_gain + 1
         return False
 
