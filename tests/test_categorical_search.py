@@ -220,6 +220,7 @@ def test_a_regression_blend_stays_near_the_training_target_range() -> None:
     assert np.allclose(bounds, (y.min() - 0.25 * np.ptp(y), y.max() + 0.25 * np.ptp(y)))
 
 
+@pytest.mark.slow  # a whole search to convergence (~10 s); the rule's parts are fast tests below and above
 def test_a_small_table_converges_before_the_budget_is_spent(monkeypatch: pytest.MonkeyPatch) -> None:
     """The convergence rule as the search applies it, with a patience of 3 neighbours instead of 6 (the same code
     path, half the neighbours: this test ran 20-22 s with 6), on the first 250 rows of diabetes (16 s on all 442)."""

@@ -88,7 +88,7 @@ def fuzz_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(calls=st.lists(CALL, min_size=1, max_size=4))
 def test_fuzz_every_tool_ends_in_a_result_or_an_actionable_error(
     fuzz_workspace: Path, calls: list[tuple[str, dict[str, Any]]]

@@ -196,6 +196,7 @@ def test_http_on_a_public_address_requires_a_bearer_token(tmp_path: Path) -> Non
 
 
 @pytest.mark.timeout(120)  # quadratic took hours here; linear takes seconds (timings themselves live in bench/)
+@pytest.mark.slow  # 8-10 s: analyze profiles each of the 20,001 columns
 def test_wide_files_are_read_in_linear_time_and_huge_ones_refused(tmp_path: Path) -> None:
     ws = Workspace(tmp_path, max_file_bytes=2_000_000)
     rng = np.random.default_rng(0)

@@ -105,6 +105,7 @@ def _maps_tensorflow(pid: int) -> bool:
     return "_pywrap_tensorflow_internal" in _proc(pid, "maps")
 
 
+@pytest.mark.slow  # it kills the fork servers: every later test of the session then pays their start again
 def test_a_dead_fork_server_is_replaced_and_workers_start_plain_where_it_is_off(
     jobs_ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,4 +1,5 @@
-"""Phases 2-3: recommend_architecture and train (scikit-learn and Keras) through background jobs."""
+"""Phases 2-3: recommend_architecture and train (scikit-learn and Keras) through background jobs. The Keras tests
+are in the slow layer, where TensorFlow's start-up (15-19 s in a fresh environment) is paid once for all of them."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ def test_recommendation_rules_and_memory(ws: Workspace) -> None:
     assert recommend_architecture(ws, diabetes).recommended == "random_forest"  # the seed's small-regression rule
 
 
+@pytest.mark.slow
 def test_probe_ranks_by_measured_validation_score(jobs_ws: Workspace) -> None:
     run = prepared_run(jobs_ws, "wine")
     rec = recommend_architecture(jobs_ws, run, probe_seconds=20, max_candidates=3)
@@ -69,6 +71,7 @@ def test_sklearn_models_learn_breast_cancer(jobs_ws: Workspace, arch: str) -> No
     assert jobs_ws.store.retrieve("ml-expert/training").value["model_id"] == result["model_id"]
 
 
+@pytest.mark.slow
 def test_dnn_learns_and_writes_the_seed_outputs(jobs_ws: Workspace) -> None:
     run = prepared_run(jobs_ws, "breast_cancer")
     seen: list[dict] = []
@@ -85,6 +88,7 @@ def test_dnn_learns_and_writes_the_seed_outputs(jobs_ws: Workspace) -> None:
     assert (root / "training_history.json").exists() and (root / "training_curves.png").exists()
 
 
+@pytest.mark.slow
 def test_dnn_regression_learns_diabetes(jobs_ws: Workspace) -> None:
     run = prepared_run(jobs_ws, "diabetes")
     status = train(
@@ -110,6 +114,7 @@ def test_same_seed_gives_bit_identical_weights(jobs_ws: Workspace) -> None:
     assert all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights(), strict=True))
 
 
+@pytest.mark.slow
 def test_nan_loss_fails_with_advice(jobs_ws: Workspace) -> None:
     run = prepared_run(jobs_ws, "diabetes")
     status = train(
@@ -142,6 +147,7 @@ def _slow_run(ws: Workspace) -> str:
     return frame_run(ws, pd.DataFrame(x).add_prefix("f").assign(y=(x[:, 0] > 0).astype(int)), "y", outliers="none")
 
 
+@pytest.mark.slow
 def test_cancel_stops_training_and_keeps_best_weights(jobs_ws: Workspace) -> None:
     run = _slow_run(jobs_ws)
     status = train(jobs_ws, run, "dnn", config=TrainConfig(epochs=300, early_stopping_patience=0), wait_seconds=0)
@@ -171,7 +177,7 @@ def test_restart_marks_interrupted_and_resume_finishes(ws: Workspace) -> None:
     first = JobManager(ws).start()
     ws.jobs = first
     run = _slow_run(ws)
-    config = TrainConfig(epochs=20, early_stopping_patience=0, reduce_lr_patience=0)  # long enough to kill mid-run
+    config = TrainConfig(epochs=10, early_stopping_patience=0, reduce_lr_patience=0)  # long enough to kill mid-run
     status = train(ws, run, "dnn", config=config, wait_seconds=0)
     _wait_for_epoch(ws, status.job_id, 3)
     first.stop(terminate=False)  # the server vanishes...
@@ -189,9 +195,10 @@ def test_restart_marks_interrupted_and_resume_finishes(ws: Workspace) -> None:
     second.resume(status.job_id)
     final = second.wait(status.job_id, 180)
     assert final.status == "succeeded", final.error
-    assert final.result["resumed"] and final.result["epochs_trained"] == 20, final.result
+    assert final.result["resumed"] and final.result["epochs_trained"] == 10, final.result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", [1.0, 1e6])
 def test_early_stopping_ignores_loss_dust_at_any_scale(scale: float) -> None:
     """Keras' EarlyStopping (min_delta 0) trained a saturated text model 60 epochs more on losses falling from 4e-5

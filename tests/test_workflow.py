@@ -42,9 +42,10 @@ def test_run_workflow_writes_every_phase(jobs_ws: Workspace) -> None:
 
 def test_failed_phase_keeps_earlier_work_and_resume_continues(jobs_ws: Workspace) -> None:
     path = write_dataset(jobs_ws, "diabetes")
-    bad = {"optimizer": "sgd", "learning_rate": 10, "epochs": 3}
-    failed = run_workflow(jobs_ws, path=path, target="target", architecture="dnn", config=bad, wait_seconds=300)
+    bad = {"n_clusters": 1000}  # valid on its own, more clusters than the training rows: the fit itself fails
+    failed = run_workflow(jobs_ws, path=path, target="target", architecture="kmeans", config=bad, wait_seconds=300)
     assert failed.status == "failed" and "Phase 'train' failed" in failed.error and "resume" in failed.error
+    assert "n_clusters=1000" in failed.error, failed.error  # the library's reason reaches the caller
     run = get_run(jobs_ws, failed.run_id)
     assert set(run.phases) == {"analyze", "prepare", "recommend"} and run.next_phase == "train"
     resumed = run_workflow(jobs_ws, resume=failed.run_id, architecture="linear", wait_seconds=300)

@@ -22,7 +22,7 @@ from ml_expert.tools.data.analyze import analyze_data
 from ml_expert.tools.data.prepare import prepare_data
 from ml_expert.tools.evaluation.evaluate import evaluate_spec, run_evaluate_job
 from ml_expert.tools.jobs.manager import run_as_job
-from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn, Reporter, WaitSeconds
+from ml_expert.tools.jobs.specs import JobCancelled, JobSpec, JobStatus, ProgressFn, Reporter, WaitSeconds
 from ml_expert.tools.packaging.export import Format
 from ml_expert.tools.packaging.package import check_output_dir, package_spec
 from ml_expert.tools.selection.recommend import recommend
@@ -184,9 +184,12 @@ def run_workflow_job(ws: Workspace, spec: WorkflowSpec, reporter: Reporter) -> W
         phase_reporter.progress(force=True, message="started")
         try:
             _phase(ws, spec, name, phase_reporter)
-        except MLExpertError as exc:
-            raise type(exc)(
-                f"Phase '{name}' failed: {exc} Earlier phases are kept; fix the cause and call "
+        except JobCancelled:
+            raise
+        except Exception as exc:  # ml-expert's own errors, and a library's (a fit that fails on this data)
+            reason = str(exc) if isinstance(exc, MLExpertError) else f"{type(exc).__name__}: {exc}"
+            raise (type(exc) if isinstance(exc, MLExpertError) else MLExpertError)(
+                f"Phase '{name}' failed: {reason} Earlier phases are kept; fix the cause and call "
                 f"run_workflow(resume='{run_id}')."
             ) from exc
         done.append(name)
