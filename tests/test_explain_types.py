@@ -203,6 +203,7 @@ def test_shapley_values_on_more_columns_than_the_permutation_default_allows(tmp_
     assert _tabular._delta_masking._cache.cache_path
 
 
+@pytest.mark.slow  # in a fresh environment it compiles shap's kernels in the test process: 13 s in clean CI
 def test_shapley_rows_past_the_time_bound_are_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     from ml_expert.tools.prediction.shapley import shapley_rows
 
