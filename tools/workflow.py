@@ -187,8 +187,9 @@ def run_workflow_job(ws: Workspace, spec: WorkflowSpec, reporter: Reporter) -> W
         except JobCancelled:
             raise
         except Exception as exc:  # ml-expert's own errors, and a library's (a fit that fails on this data)
-            reason = str(exc) if isinstance(exc, MLExpertError) else f"{type(exc).__name__}: {exc}"
-            raise (type(exc) if isinstance(exc, MLExpertError) else MLExpertError)(
+            own = isinstance(exc, MLExpertError)
+            reason = str(exc) if own else f"{type(exc).__name__}: {exc}"  # a library's: named as the worker names it
+            raise (type(exc) if own else MLExpertError)(
                 f"Phase '{name}' failed: {reason} Earlier phases are kept; fix the cause and call "
                 f"run_workflow(resume='{run_id}')."
             ) from exc
