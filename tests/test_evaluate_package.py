@@ -16,6 +16,8 @@ from conftest import frame_run, messy_frame, prepared_run
 from ml_expert.memory.errors import ConflictError, InvalidInputError, NotFoundError
 from ml_expert.tools.artifacts import load_split
 from ml_expert.tools.evaluation.evaluate import TargetSpec, evaluate
+from ml_expert.tools.jobs import forkserver
+from ml_expert.tools.packaging import verify
 from ml_expert.tools.packaging.package import package
 from ml_expert.tools.training.config import TrainConfig
 from ml_expert.tools.training.train import train
@@ -170,6 +172,32 @@ def test_sklearn_package_predicts_raw_rows_in_a_subprocess(jobs_ws: Workspace) -
     rows.assign(x2=["high", "1", "2"]).to_csv(jobs_ws.root / "typo.csv", index=False)
     typo = _inference(folder, str(jobs_ws.root / "typo.csv"))
     assert typo.returncode == 2 and "'x2' must be numeric" in typo.stderr and "high" in typo.stderr
+
+
+def test_a_package_job_verifies_in_a_fork_of_the_warm_server_as_a_new_process_would(
+    jobs_ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = frame_run(jobs_ws, messy_frame(), "label", name="messy.csv")  # strings, integers, booleans, missing cells
+    _train(jobs_ws, run, "random_forest")
+    result = _done(package(jobs_ws, run, formats=["joblib"], wait_seconds=300))  # ONNX: as in other tests
+    (report,) = result["formats"]
+    assert report["shipped"] and report["verified_in"] == "forked from the warm job server", report
+    assert report["label_agreement"] == 1.0 and 0 < report["p50_ms"] <= report["p95_ms"] < 1000
+    # The same package and raw rows, verified in a new interpreter and (as a package job's worker asks) in a fork of
+    # the server: the same outputs and labels, runtime by runtime.
+    folder = jobs_ws.root / result["folder"]
+    rows = folder.parent / "rows.csv"
+    messy_frame().drop(columns="label").head(40).to_csv(rows, index=False)
+    fresh = verify.run_in_fresh_process(folder, ["sklearn"], rows)
+    server = forkserver.warm_up(jobs_ws.jobs._worker_env(), start=False)
+    assert server is not None and server.socket_path is not None
+    monkeypatch.setenv(forkserver.SOCKET_ENV, server.socket_path)
+    forked = verify.run_in_fresh_process(folder, ["sklearn"], rows)
+    assert fresh["sklearn"]["process"] == "a new Python process", fresh
+    assert forked["sklearn"]["process"] == "forked from the warm job server", forked
+    assert forked["sklearn"]["labels"] == fresh["sklearn"]["labels"] and len(fresh["sklearn"]["labels"]) == 40
+    assert np.allclose(forked["sklearn"]["output"], fresh["sklearn"]["output"], atol=1e-12)
+    assert set(fresh["sklearn"]["labels"]) == {"yes", "no"}
 
 
 def test_tampered_pickle_is_refused(jobs_ws: Workspace) -> None:

@@ -3,6 +3,7 @@ queue's cap, probes that outlast their wait, and parameters checked at submit.""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -237,6 +238,83 @@ def test_bad_or_expired_requests_are_refused_and_the_server_keeps_serving(
         forked.result["val_metrics"] == plain.result["val_metrics"] and forked.result["val_metrics"]["accuracy"] > 0.93
     )
     assert server.alive() and _server_of(jobs_ws) is server
+
+
+def _script_socket(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> forkserver.ForkServer:
+    """The workspace's server, with this process set up as one of its workers is (its script socket in the env)."""
+    server = _server_of(ws)
+    deadline = time.monotonic() + 30
+    while server.socket_path is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.socket_path is not None
+    monkeypatch.setenv(forkserver.SOCKET_ENV, server.socket_path)
+    return server
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_script_forked_from_the_server_runs_as_a_fresh_python_c_would(
+    jobs_ws: Workspace, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    server = _script_socket(jobs_ws, monkeypatch)
+    code = (
+        "import json, os, sys, warnings\n"
+        "print(json.dumps({'ppid': os.getppid(), 'sid': os.getsid(0), 'pid': os.getpid(), 'cwd': os.getcwd(),\n"
+        "    'argv': sys.argv, 'path0': sys.path[0], 'env': dict(os.environ), 'name': __name__,\n"
+        "    'first_party': sorted(m for m in sys.modules if m.startswith('ml_expert')),\n"
+        "    'ignored': warnings.filters[0][0]}))\n"
+        "print('to stderr', file=sys.stderr)\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    got = forkserver.run_script(code, ["a", "b c"], str(tmp_path), env, lambda: None, 60)
+    assert got is not None
+    out, err = got
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen["ppid"] == server._proc.pid and seen["sid"] == seen["pid"]  # the server's child, in its own session
+    assert seen["cwd"] == str(tmp_path) and seen["argv"] == ["-c", "a", "b c"] and seen["path0"] == ""
+    assert seen["env"] == env and seen["name"] == "__main__" and seen["ignored"] == "ignore"
+    assert seen["first_party"] == []  # none of ml-expert's modules: the package must import what it needs itself
+    assert err == "to stderr\n"
+
+    failed = forkserver.run_script("raise ValueError('broken package')", [], str(tmp_path), env, lambda: None, 60)
+    assert failed is not None and failed[0] == "" and "ValueError: broken package" in failed[1]
+
+    # Cancelled while it runs: the script is killed, the exception goes on, and the server serves the next job.
+    marker = tmp_path / "pid"
+    calls: list[float] = []
+
+    def cancel_once_started() -> None:
+        calls.append(time.monotonic())
+        if marker.exists():
+            raise KeyboardInterrupt
+
+    sleeper = f"import os, time\nopen({str(marker)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)\n"
+    with pytest.raises(KeyboardInterrupt):
+        forkserver.run_script(sleeper, [], str(tmp_path), env, cancel_once_started, 60)
+    pid = int(marker.read_text())
+    _until_gone(pid)
+    assert len(calls) < 40 and server.alive()
+    run = prepared_run(jobs_ws, "breast_cancer")
+    assert train(jobs_ws, run, "linear", wait_seconds=120).status == "succeeded"
+
+
+def _until_gone(pid: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} is still there")
+
+
+def test_without_a_fork_server_a_script_is_left_to_a_plain_process(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv(forkserver.SOCKET_ENV, raising=False)
+    assert forkserver.run_script("print(1)", [], str(tmp_path), {}, lambda: None, 10) is None
+    monkeypatch.setenv(forkserver.SOCKET_ENV, str(tmp_path / "no-such-socket"))  # its server is gone
+    assert forkserver.run_script("print(1)", [], str(tmp_path), {}, lambda: None, 10) is None
 
 
 # -- 13. orphans and the queue ------------------------------------------------------------------------------------

@@ -46,6 +46,11 @@ class FormatReport(BaseModel):
     p95_ms: float | None = None
     batch_rows_per_s: float | None = Field(None, description="10,000-row batch throughput.")
     size_bytes: int | None = None
+    verified_in: str | None = Field(
+        None,
+        description="The process that loaded the package: a new Python process, or one forked from the warm job "
+        "server (which has imported third-party libraries only: fresh but for its start-up).",
+    )
     error: str | None = None
 
 

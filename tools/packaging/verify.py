@@ -1,6 +1,9 @@
 """Proving a package works: load it in a fresh Python process, from an empty working directory,
 with raw test rows, once per runtime, and compare with the in-process model; plus the compiled
 single-row preprocessing (`fast_preprocess.json`), kept only when it reproduces the fitted one.
+In a job's worker that a warm fork server started, that process is forked from the server, which has
+imported third-party libraries only (`forkserver.run_script`): the same process but for the ~2.5 s
+(~8 s with TensorFlow) of start-up that a new interpreter spends on every package.
 Single-row latency (p50/p95) is timed over 200 calls, or over at least 20 within about 0.5 s where a runtime is
 slow (a Keras `model.keras` row takes ~70 ms: 200 calls were 15 s of every Keras package; a random forest on raw rows
 ~38 ms, where 0.5 s of warm-up and a 1 s window were 1.5 of a package job's 7.5 s).
@@ -72,47 +75,68 @@ os._exit(0)  # skip the interpreter's teardown of the loaded libraries (~0.7 s):
 """
 
 
+VERIFY_ENV = {
+    "PYTHONNOUSERSITE": "1",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "PATH": "/usr/bin:/bin",
+    "OMP_NUM_THREADS": "1",
+    "PYTHONWARNINGS": "ignore",
+}
+
+
 def run_in_fresh_process(
     folder: Path, runtimes: list[str], raw: Path, checkpoint: Callable[[], None] = lambda: None
 ) -> dict[str, Any]:
     """Load the package in one fresh Python process, from an empty working directory, once per runtime.
 
+    In a job forked from a warm fork server, the process is forked from that server (`forkserver.run_script`): it
+    has imported only third-party libraries, so it is fresh in all but its start-up, which it skips (~2.5 s; ~8 s
+    with TensorFlow). Elsewhere it is a new interpreter. Each runtime's result names which (`process`).
     `checkpoint` is called about twice a second while the process runs (the job's cancel point): when it raises,
     the process is killed and the exception goes on."""
+    from ml_expert.tools.jobs.forkserver import run_script
+
+    args = [str(folder), str(raw), *runtimes]
     with tempfile.TemporaryDirectory(prefix="ml-expert-verify-") as empty:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", VERIFY_SCRIPT, str(folder), str(raw), *runtimes],
-            cwd=empty,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={
-                "PYTHONNOUSERSITE": "1",
-                "PYTHONDONTWRITEBYTECODE": "1",
-                "TF_CPP_MIN_LOG_LEVEL": "3",
-                "PATH": "/usr/bin:/bin",
-                "OMP_NUM_THREADS": "1",
-                "PYTHONWARNINGS": "ignore",
-            },
-        )
-        deadline = time.monotonic() + VERIFY_TIMEOUT
-        try:
-            while True:
-                try:
-                    stdout, stderr = proc.communicate(timeout=POLL_SECONDS)
-                    break
-                except subprocess.TimeoutExpired:
-                    if time.monotonic() >= deadline:
-                        raise subprocess.TimeoutExpired(proc.args, VERIFY_TIMEOUT) from None
-                    checkpoint()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    if proc.returncode != 0:
-        reason = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {proc.returncode}"
+        forked = run_script(VERIFY_SCRIPT, args, empty, VERIFY_ENV, checkpoint, VERIFY_TIMEOUT)
+        process = "forked from the warm job server" if forked else "a new Python process"
+        code, stdout, stderr = (None, *forked) if forked else _run_plain(args, empty, checkpoint)
+    lines = stdout.strip().splitlines()
+    try:
+        results = json.loads(lines[-1]) if code in (0, None) and lines else None
+    except ValueError:
+        results = None
+    if not isinstance(results, dict):
+        reason = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {code}"
         return {r: {"error": f"the verifier process failed: {reason}"} for r in runtimes}
-    return json.loads(stdout.strip().splitlines()[-1])
+    return {r: {**got, "process": process} for r, got in results.items()}
+
+
+def _run_plain(args: list[str], cwd: str, checkpoint: Callable[[], None]) -> tuple[int, str, str]:
+    """The verifier as a new interpreter: (exit code, stdout, stderr)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", VERIFY_SCRIPT, *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=VERIFY_ENV,
+    )
+    deadline = time.monotonic() + VERIFY_TIMEOUT
+    try:
+        while True:
+            try:
+                stdout, stderr = proc.communicate(timeout=POLL_SECONDS)
+                return proc.returncode, stdout, stderr
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    raise subprocess.TimeoutExpired(proc.args, VERIFY_TIMEOUT) from None
+                checkpoint()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def compare(task: str, reference: np.ndarray, got: np.ndarray, scale: float) -> tuple[float | None, float]:
@@ -147,6 +171,7 @@ def verify_reports(
         rep.label_agreement, rep.max_abs_diff = compare(meta.task_type, reference, np.asarray(got["output"]), scale)
         rep.p50_ms, rep.p95_ms = round(got["p50_ms"], 4), round(got["p95_ms"], 4)
         rep.batch_rows_per_s = round(got["batch_rows_per_s"], 1)
+        rep.verified_in = got.get("process")
         if rep.max_abs_diff > tol or (rep.label_agreement is not None and rep.label_agreement < agreement):
             rep.shipped = False
             rep.error = f"parity failed: agreement {rep.label_agreement}, max |Δ| {rep.max_abs_diff:.3g} ({text})"
