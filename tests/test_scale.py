@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -39,14 +40,17 @@ def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     [
         lambda: HistGradientBoostingClassifier(random_state=42, **STOPPING),
         lambda: RandomForestClassifier(n_estimators=60, random_state=42, n_jobs=2),
+        lambda: RandomForestClassifier(n_estimators=60, random_state=42, n_jobs=2, class_weight="balanced"),
     ],
-    ids=["boosting", "forest"],
+    ids=["boosting", "forest", "balanced-forest"],
 )
 def test_a_chunked_fit_is_the_one_call_fit(data: tuple, make: object) -> None:
     X, y, _ = data
     whole, chunked = make().fit(X, y), make()  # type: ignore[operator]
     ticks: list[str] = []
-    grown = fit_stoppable(chunked, X, y, time.perf_counter() + 600, ticks.append)
+    with warnings.catch_warnings(record=True) as caught:  # none for refitting the same rows with warm_start
+        grown = fit_stoppable(chunked, X, y, time.perf_counter() + 600, ticks.append)
+    assert [str(w.message) for w in caught] == []
     assert grown.chunks >= 2 and not grown.stopped_by_deadline and ticks  # it did grow in chunks, and said so
     assert np.array_equal(whole.predict_proba(X), chunked.predict_proba(X))
     assert chunked.get_params()["warm_start"] is False  # a clone of it starts afresh
