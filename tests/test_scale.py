@@ -17,6 +17,7 @@ from sklearn.ensemble import (
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
     RandomForestClassifier,
+    RandomForestRegressor,
 )
 
 from ml_expert.tools.training.auto import run_search
@@ -54,6 +55,15 @@ def test_a_chunked_fit_is_the_one_call_fit(data: tuple, make: object) -> None:
     assert grown.chunks >= 2 and not grown.stopped_by_deadline and ticks  # it did grow in chunks, and said so
     assert np.array_equal(whole.predict_proba(X), chunked.predict_proba(X))
     assert chunked.get_params()["warm_start"] is False  # a clone of it starts afresh
+
+
+def test_a_chunked_forest_regressor_is_the_one_call_fit(data: tuple) -> None:
+    X, _, target = data
+    whole, chunked = (RandomForestRegressor(n_estimators=40, random_state=42, n_jobs=2) for _ in range(2))
+    grown = fit_stoppable(chunked, X, target, time.perf_counter() + 600)
+    assert grown.chunks >= 2 and grown.units == 40
+    assert np.allclose(whole.fit(X, target).predict(X), chunked.predict(X), rtol=1e-12)  # the trees summed in any order
+    assert chunked.get_params()["warm_start"] is False
 
 
 def test_a_log_target_boosting_grows_in_chunks_too(data: tuple) -> None:

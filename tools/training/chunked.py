@@ -156,17 +156,17 @@ def _fit_stoppable(
         return _grow(model, inner, wrapped, "max_iter", X, y, deadline, tick, per_unit, FIRST_ITERATIONS, extra)
     if name.startswith(("RandomForest", "ExtraTrees")):
         first = FIRST_TREES if len(X) <= LARGE_ROWS else FIRST_TREES_LARGE
-        preset = model.get_params().get("class_weight")
-        if preset == "balanced":  # as this y's weights: the same trees, and no warm_start warning for every chunk
-            from sklearn.utils.class_weight import compute_class_weight
+        if model.get_params().get("class_weight") != "balanced":
+            return _grow(model, model, False, "n_estimators", X, y, deadline, tick, per_unit, first)
+        from sklearn.utils.class_weight import compute_class_weight
 
-            classes = np.unique(y)
-            weights = compute_class_weight("balanced", classes=classes, y=y)
-            model.set_params(class_weight=dict(zip(classes, weights, strict=True)))
+        classes = np.unique(y)  # "balanced" as this y's weights: the same trees, without a warm_start warning per chunk
+        weights = compute_class_weight("balanced", classes=classes, y=y)
+        model.set_params(class_weight=dict(zip(classes, weights, strict=True)))
         try:
             return _grow(model, model, False, "n_estimators", X, y, deadline, tick, per_unit, first)
         finally:
-            model.set_params(class_weight=preset)
+            model.set_params(class_weight="balanced")
     started = time.perf_counter()
     model.fit(X, y)
     return Grown(units=1, chunks=1, seconds=time.perf_counter() - started)
