@@ -198,6 +198,10 @@ def test_a_package_job_verifies_in_a_fork_of_the_warm_server_as_a_new_process_wo
     assert forked["sklearn"]["labels"] == fresh["sklearn"]["labels"] and len(fresh["sklearn"]["labels"]) == 40
     assert np.allclose(forked["sklearn"]["output"], fresh["sklearn"]["output"], atol=1e-12)
     assert set(fresh["sklearn"]["labels"]) == {"yes", "no"}
+    # A forked verifier that gives no results (a fault of ours, not the package's) leaves the word to a new one.
+    monkeypatch.setattr(forkserver, "run_script", lambda *args: ("half a line", ""))
+    again = verify.run_in_fresh_process(folder, ["sklearn"], rows)["sklearn"]
+    assert again["process"] == "a new Python process" and again["labels"] == fresh["sklearn"]["labels"]
 
 
 def test_tampered_pickle_is_refused(jobs_ws: Workspace) -> None:

@@ -256,6 +256,8 @@ def test_a_script_forked_from_the_server_runs_as_a_fresh_python_c_would(
     jobs_ws: Workspace, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     server = _script_socket(jobs_ws, monkeypatch)
+    assert server.socket_path is not None
+    assert os.stat(os.path.dirname(server.socket_path)).st_mode & 0o777 == 0o700  # only this user can connect
     code = (
         "import json, os, sys, warnings\n"
         "print(json.dumps({'ppid': os.getppid(), 'sid': os.getsid(0), 'pid': os.getpid(), 'cwd': os.getcwd(),\n"
@@ -274,6 +276,9 @@ def test_a_script_forked_from_the_server_runs_as_a_fresh_python_c_would(
     assert seen["env"] == env and seen["name"] == "__main__" and seen["ignored"] == "ignore"
     assert seen["first_party"] == []  # none of ml-expert's modules: the package must import what it needs itself
     assert err == "to stderr\n"
+
+    big = forkserver.run_script("print('x' * 8_000_000)", [], str(tmp_path), env, lambda: None, 60)
+    assert big is not None and big[0] == "x" * 8_000_000 + "\n"  # more than a socket buffer holds: all of it
 
     failed = forkserver.run_script("raise ValueError('broken package')", [], str(tmp_path), env, lambda: None, 60)
     assert failed is not None and failed[0] == "" and "ValueError: broken package" in failed[1]

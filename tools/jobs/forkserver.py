@@ -419,9 +419,9 @@ def _script_child(request: dict[str, Any], conn: socket.socket, inherited: tuple
 
         traceback.print_exc()
     finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
         os._exit(code)
 
 
@@ -444,6 +444,7 @@ def _serve_script(listener: socket.socket, inherited: tuple[int, ...], scripts: 
             request = json.loads(data)
             if not isinstance(request, dict) or not all(k in request for k in ("code", "argv", "cwd", "env", "stderr")):
                 raise ValueError("a script request needs code, argv, cwd, env and stderr")
+            conn.setblocking(True)  # a timeout left the descriptor non-blocking: the script's stdout would lose output
             pid = os.fork()
         except (OSError, ValueError, TypeError) as exc:
             with contextlib.suppress(OSError):

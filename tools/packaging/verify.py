@@ -92,7 +92,8 @@ def run_in_fresh_process(
 
     In a job forked from a warm fork server, the process is forked from that server (`forkserver.run_script`): it
     has imported only third-party libraries, so it is fresh in all but its start-up, which it skips (~2.5 s; ~8 s
-    with TensorFlow). Elsewhere it is a new interpreter. Each runtime's result names which (`process`).
+    with TensorFlow). Elsewhere, or where that process gives no results, it is a new interpreter. Each runtime's
+    result names which (`process`).
     `checkpoint` is called about twice a second while the process runs (the job's cancel point): when it raises,
     the process is killed and the exception goes on."""
     from ml_expert.tools.jobs.forkserver import run_script
@@ -100,17 +101,26 @@ def run_in_fresh_process(
     args = [str(folder), str(raw), *runtimes]
     with tempfile.TemporaryDirectory(prefix="ml-expert-verify-") as empty:
         forked = run_script(VERIFY_SCRIPT, args, empty, VERIFY_ENV, checkpoint, VERIFY_TIMEOUT)
-        process = "forked from the warm job server" if forked else "a new Python process"
-        code, stdout, stderr = (None, *forked) if forked else _run_plain(args, empty, checkpoint)
+        results = _results(None, *forked) if forked else None
+        process = "forked from the warm job server"
+        if not isinstance(results, dict):  # not forked, or it failed: a new interpreter has the last word
+            code, stdout, stderr = _run_plain(args, empty, checkpoint)
+            results, process = _results(code, stdout, stderr), "a new Python process"
+    if isinstance(results, str):
+        return {r: {"error": f"the verifier process failed: {results}"} for r in runtimes}
+    return {r: {**got, "process": process} for r, got in results.items()}
+
+
+def _results(code: int | None, stdout: str, stderr: str) -> dict[str, Any] | str:
+    """The verifier's results (its last line of output), or why there are none."""
     lines = stdout.strip().splitlines()
     try:
         results = json.loads(lines[-1]) if code in (0, None) and lines else None
     except ValueError:
         results = None
-    if not isinstance(results, dict):
-        reason = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {code}"
-        return {r: {"error": f"the verifier process failed: {reason}"} for r in runtimes}
-    return {r: {**got, "process": process} for r, got in results.items()}
+    if isinstance(results, dict):
+        return results
+    return stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {code}, no results"
 
 
 def _run_plain(args: list[str], cwd: str, checkpoint: Callable[[], None]) -> tuple[int, str, str]:
