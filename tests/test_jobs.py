@@ -17,7 +17,7 @@ from conftest import prepared_run, write_dataset
 
 from ml_expert.memory.errors import ConflictError, InvalidInputError, NotFoundError
 from ml_expert.tools.evaluation.evaluate import evaluate
-from ml_expert.tools.jobs import forkserver
+from ml_expert.tools.jobs import forkserver, scripts
 from ml_expert.tools.jobs import manager as manager_module
 from ml_expert.tools.jobs.manager import MAX_QUEUED, JobManager
 from ml_expert.tools.jobs.specs import JobSpec
@@ -247,7 +247,7 @@ def _script_socket(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> forkserver
     while server.socket_path is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.socket_path is not None
-    monkeypatch.setenv(forkserver.SOCKET_ENV, server.socket_path)
+    monkeypatch.setenv(scripts.SOCKET_ENV, server.socket_path)
     return server
 
 
@@ -267,7 +267,7 @@ def test_a_script_forked_from_the_server_runs_as_a_fresh_python_c_would(
         "print('to stderr', file=sys.stderr)\n"
     )
     env = {"PATH": "/usr/bin:/bin", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    got = forkserver.run_script(code, ["a", "b c"], str(tmp_path), env, lambda: None, 60)
+    got = scripts.run_script(code, ["a", "b c"], str(tmp_path), env, lambda: None, 60)
     assert got is not None
     out, err = got
     seen = json.loads(out.strip().splitlines()[-1])
@@ -277,10 +277,10 @@ def test_a_script_forked_from_the_server_runs_as_a_fresh_python_c_would(
     assert seen["first_party"] == []  # none of ml-expert's modules: the package must import what it needs itself
     assert err == "to stderr\n"
 
-    big = forkserver.run_script("print('x' * 8_000_000)", [], str(tmp_path), env, lambda: None, 60)
+    big = scripts.run_script("print('x' * 8_000_000)", [], str(tmp_path), env, lambda: None, 60)
     assert big is not None and big[0] == "x" * 8_000_000 + "\n"  # more than a socket buffer holds: all of it
 
-    failed = forkserver.run_script("raise ValueError('broken package')", [], str(tmp_path), env, lambda: None, 60)
+    failed = scripts.run_script("raise ValueError('broken package')", [], str(tmp_path), env, lambda: None, 60)
     assert failed is not None and failed[0] == "" and "ValueError: broken package" in failed[1]
 
     # Cancelled while it runs: the script is killed, the exception goes on, and the server serves the next job.
@@ -294,7 +294,7 @@ def test_a_script_forked_from_the_server_runs_as_a_fresh_python_c_would(
 
     sleeper = f"import os, time\nopen({str(marker)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)\n"
     with pytest.raises(KeyboardInterrupt):
-        forkserver.run_script(sleeper, [], str(tmp_path), env, cancel_once_started, 60)
+        scripts.run_script(sleeper, [], str(tmp_path), env, cancel_once_started, 60)
     pid = int(marker.read_text())
     _until_gone(pid)
     assert len(calls) < 40 and server.alive()
@@ -316,10 +316,10 @@ def _until_gone(pid: int, timeout: float = 10) -> None:
 def test_without_a_fork_server_a_script_is_left_to_a_plain_process(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.delenv(forkserver.SOCKET_ENV, raising=False)
-    assert forkserver.run_script("print(1)", [], str(tmp_path), {}, lambda: None, 10) is None
-    monkeypatch.setenv(forkserver.SOCKET_ENV, str(tmp_path / "no-such-socket"))  # its server is gone
-    assert forkserver.run_script("print(1)", [], str(tmp_path), {}, lambda: None, 10) is None
+    monkeypatch.delenv(scripts.SOCKET_ENV, raising=False)
+    assert scripts.run_script("print(1)", [], str(tmp_path), {}, lambda: None, 10) is None
+    monkeypatch.setenv(scripts.SOCKET_ENV, str(tmp_path / "no-such-socket"))  # its server is gone
+    assert scripts.run_script("print(1)", [], str(tmp_path), {}, lambda: None, 10) is None
 
 
 # -- 13. orphans and the queue ------------------------------------------------------------------------------------

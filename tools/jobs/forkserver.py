@@ -18,16 +18,11 @@ by then (and a grace period) stops the server, so a job never gets a late second
 can serve, the manager falls back to a plain worker process. A one-shot CLI command (a manager without a
 scheduler thread) uses a warm server but starts none: its single job would only compete with the imports.
 
-The first-party code is imported in each child, never in the server: an edited module is picked up
-by the next job.
+The first-party code is imported in each child, never in the server (which imports only its own module and
+`scripts`, standard library both): an edited module is picked up by the next job.
 
-Scripts: a worker can also ask its server for a `python -c CODE ARGS` stand-in (`run_script`; the package
-job's verifier, which must load the package as a new process would). The server listens on a Unix socket in
-a folder only this user can enter, and tells each worker where (`ML_EXPERT_FORKSERVER_SOCKET`). The worker sends
-one JSON line `{"code", "argv", "cwd", "env", "stderr"}`; the server forks a child that takes the request's
-cwd, env (exactly), stdio and a session of its own, drops the package modules `-m` imported to reach the server,
-and runs the code as `__main__`. Its first line on the connection is `{"pid"}` (or the server's `{"error"}`),
-then the script's stdout, until it ends. Its exit is not a job's and is not reported to the manager.
+Scripts: a worker can also ask its server for a `python -c CODE ARGS` stand-in on the server's socket
+(`scripts.run_script`; the package job's verifier, which must load the package as a new process would).
 
 Jobs that run a Keras model (train a network; evaluate, package, predict or explain one) fork from a second
 server, started at the first such job, that also imports TensorFlow and Keras (about 7 s on a 2-core machine,
@@ -43,18 +38,15 @@ import json
 import math
 import os
 import select
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import types
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
+
+from ml_expert.tools.jobs.scripts import SOCKET_ENV, become_fresh, exit_code, listen, serve_script, unlisten
 
 # Third-party modules nearly every job imports (about 2 s together on a 2-core machine). Nothing here
 # starts threads at import or touches the workspace; TensorFlow is loaded by the Keras jobs' server only.
@@ -88,8 +80,6 @@ IMPORT_TIME_VARS = (  # besides the thread variables: read by Python or a preloa
 DISABLE_ENV = "ML_EXPERT_FORKSERVER"  # "0": start every worker as a plain process
 START_TIMEOUT_S = 10.0  # a request the server has not served by then is refused (the job starts plain)
 REPLY_GRACE_S = 5.0  # ... and a server silent this much longer is stopped
-SOCKET_ENV = "ML_EXPERT_FORKSERVER_SOCKET"  # in a forked worker: its server's socket for `run_script`
-SCRIPT_REQUEST_TIMEOUT_S = 5.0  # connecting and sending a script request; the server reads it at once
 
 
 class ForkedWorker:
@@ -243,7 +233,7 @@ def _key(env: Mapping[str, str], tensorflow: bool) -> tuple[str, ...]:
     """What a worker's environment fixes at import time (native thread pools, paths, warnings, locale), and whether
     the server loads TensorFlow: workers whose keys differ never share a server, so each gets what a plain process
     started with its env would."""
-    from ml_expert.tools.settings import THREAD_VARS  # here, not at the top: the server imports no first-party code
+    from ml_expert.tools.settings import THREAD_VARS  # here, not at the top: not in the server
 
     names = (*THREAD_VARS, *IMPORT_TIME_VARS)
     return (sys.executable, TENSORFLOW_FLAG if tensorflow else "", *(env.get(var, "") for var in names))
@@ -289,45 +279,13 @@ def start_worker(
 # -- the server process ------------------------------------------------------------------------------
 
 
-def _become_fresh(inherited: tuple[int, ...], stdout: int, stderr: int, cwd: str, env: Mapping[str, str]) -> None:
-    """In a forked child: close the server's own descriptors, and take on what a process freshly started with these
-    stdout, stderr, working directory and environment would have (its own session, signal handlers, numpy's seed)."""
-    for fd in inherited:  # the manager's reader sees the server's end of file, not the children's
-        os.close(fd)
-    for stream in (sys.stdout, sys.stderr):  # nothing the server buffered reaches the child's outputs
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os.setsid()
-    os.dup2(stdout, 1)
-    os.dup2(stderr, 2)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh interpreter
-    for sig in (signal.SIGTERM, signal.SIGCHLD):
-        signal.signal(sig, signal.SIG_DFL)
-    os.chdir(cwd)
-    os.environ.clear()
-    os.environ.update(env)
-    if "numpy" in sys.modules:  # a fresh process seeds numpy's global generator from the OS; so does this one
-        sys.modules["numpy"].random.seed()
-
-
-def _exit_code(exc: SystemExit) -> int:
-    """The code an interpreter exits with on this SystemExit (a message is printed, and exits 1)."""
-    if isinstance(exc.code, int) or exc.code is None:
-        return exc.code or 0
-    print(exc.code, file=sys.stderr)
-    return 1
-
-
 def _child(request: dict[str, Any], inherited: tuple[int, ...]) -> None:
     """In the forked child: become a worker process for the request's job (as `python -m ...worker JOB_ID` started
     with the request's env and cwd would be), then exit with its code."""
     code, interrupted = 1, False
     try:
         fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        _become_fresh(inherited, fd, fd, request["cwd"], request["env"])
+        become_fresh(inherited, fd, fd, request["cwd"], request["env"])
         os.close(fd)
         sys.path[0] = request["cwd"]  # where `python -m` started in this folder looks first
         sys.argv = ["ml_expert.tools.jobs.worker", request["job_id"]]
@@ -335,7 +293,7 @@ def _child(request: dict[str, Any], inherited: tuple[int, ...]) -> None:
 
         code = main([request["job_id"]])
     except SystemExit as exc:
-        code = _exit_code(exc)
+        code = exit_code(exc)
     except KeyboardInterrupt:
         interrupted = True
     except BaseException:
@@ -381,145 +339,6 @@ def _serve_line(line: bytes, send: Any, inherited: tuple[int, ...], socket_path:
     send({"id": rid, "pid": pid})
 
 
-# -- scripts: `python -c CODE ARGS` stand-ins forked from the server ------------------------------------------------
-
-
-def _script_child(request: dict[str, Any], conn: socket.socket, inherited: tuple[int, ...]) -> None:
-    """In the forked child: run the request's code as `python -c CODE *argv` started in its cwd with its env would,
-    stdout on the connection (after a first line with this pid), stderr to the request's file."""
-    code = 1
-    try:
-        conn.sendall((json.dumps({"pid": os.getpid()}) + "\n").encode())
-        err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        _become_fresh(inherited, conn.fileno(), err, request["cwd"], request["env"])
-        os.close(err)
-        conn.close()  # fd 1 holds the connection now
-        sys.path[0] = ""  # `python -c` looks in the working directory first
-        sys.argv = ["-c", *request["argv"]]
-        import warnings
-
-        for option in filter(None, request["env"].get("PYTHONWARNINGS", "").split(",")):  # as -W options are read
-            with contextlib.suppress(Exception):
-                warnings._setoption(option)  # type: ignore[attr-defined]
-        if request["env"].get("OMP_NUM_THREADS", "").isdigit():  # the native pools were sized by the server's env
-            from threadpoolctl import threadpool_limits
-
-            threadpool_limits(int(request["env"]["OMP_NUM_THREADS"]))
-            os.environ.clear()  # threadpoolctl's import sets a variable of its own: the script sees exactly its env
-            os.environ.update(request["env"])
-        for name in [m for m in sys.modules if m == "ml_expert" or m.startswith("ml_expert.")]:
-            del sys.modules[name]  # the packages `-m` imported to reach this module: none of ours in a fresh process
-        main = sys.modules["__main__"] = types.ModuleType("__main__")
-        exec(compile(request["code"], "<string>", "exec"), main.__dict__)
-        code = 0
-    except SystemExit as exc:
-        code = _exit_code(exc)
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os._exit(code)
-
-
-def _serve_script(listener: socket.socket, inherited: tuple[int, ...], scripts: set[int]) -> None:
-    """One `run_script` connection: read its request and fork its script (an error line instead where it cannot).
-    `inherited`: the server's descriptors (the listener's among them), closed in the child."""
-    try:
-        conn, _ = listener.accept()
-    except OSError:
-        return
-    with conn:
-        try:
-            conn.settimeout(SCRIPT_REQUEST_TIMEOUT_S)  # the client sends its request at once
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = conn.recv(1 << 16)
-                if not chunk:
-                    raise ValueError("the connection closed before its request ended")
-                data += chunk
-            request = json.loads(data)
-            if not isinstance(request, dict) or not all(k in request for k in ("code", "argv", "cwd", "env", "stderr")):
-                raise ValueError("a script request needs code, argv, cwd, env and stderr")
-            conn.setblocking(True)  # a timeout left the descriptor non-blocking: the script's stdout would lose output
-            pid = os.fork()
-        except (OSError, ValueError, TypeError) as exc:
-            with contextlib.suppress(OSError):
-                conn.sendall((json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n").encode())
-            return
-        if pid == 0:
-            _script_child(request, conn, inherited)
-        scripts.add(pid)
-
-
-def run_script(
-    code: str,
-    argv: list[str],
-    cwd: str,
-    env: Mapping[str, str],
-    checkpoint: Callable[[], None],
-    timeout: float,
-) -> tuple[str, str] | None:
-    """Run `python -c code *argv` (in `cwd`, with exactly `env`) as a child forked from this worker's fork server,
-    whose imports are third-party libraries only: a fresh process but for its start-up (~2.5 s for pandas and
-    scikit-learn, ~8 s for TensorFlow). Returns its (stdout, stderr) once it ends, or None where no server can run
-    it (this process was not forked from one, or the server refused): start a plain process then. `checkpoint` is
-    called about twice a second while it runs; when it raises (a cancelled job) or `timeout` passes, the child is
-    killed and the exception goes on."""
-    path = os.environ.get(SOCKET_ENV)
-    if not path or not sys.platform.startswith("linux"):
-        return None
-    with tempfile.NamedTemporaryFile(prefix="ml-expert-script-", suffix=".stderr") as err:
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with conn:
-            try:
-                conn.settimeout(SCRIPT_REQUEST_TIMEOUT_S)
-                conn.connect(path)
-                request = {"code": code, "argv": argv, "cwd": cwd, "env": dict(env), "stderr": err.name}
-                conn.sendall(json.dumps(request).encode() + b"\n")
-            except OSError:
-                return None
-            out, pid, deadline = b"", None, time.monotonic() + timeout
-            try:
-                while True:
-                    ready, _, _ = select.select([conn], [], [], 0.5)
-                    if not ready:
-                        if time.monotonic() >= deadline:
-                            raise subprocess.TimeoutExpired(["python", "-c", "...", *argv], timeout)
-                        checkpoint()
-                        continue
-                    chunk = conn.recv(1 << 16)
-                    if not chunk:
-                        break
-                    out += chunk
-                    if pid is None and b"\n" in out:
-                        first, out = out.split(b"\n", 1)
-                        pid = json.loads(first).get("pid")
-                        if not isinstance(pid, int):  # the server could not fork it
-                            return None
-            except BaseException:
-                if pid is not None:
-                    with contextlib.suppress(OSError):
-                        os.killpg(pid, signal.SIGKILL)  # its own session: the script and anything it started
-                raise
-        if pid is None:
-            return None
-        return out.decode(errors="replace"), Path(err.name).read_text(errors="replace")
-
-
-def _listen() -> tuple[socket.socket, str]:
-    """The server's script socket, in a folder only this user can enter."""
-    folder = tempfile.mkdtemp(prefix="ml-expert-forkserver-")
-    path = os.path.join(folder, "scripts")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(16)
-    return listener, path
-
-
 def serve(preload: tuple[str, ...] = PRELOAD) -> None:
     """The server's loop: preload between requests, fork on request (jobs on stdin, scripts on its socket), report
     jobs' exits; end when stdin closes. Messages go out on a private copy of fd 1, and fd 1 itself to /dev/null:
@@ -536,7 +355,7 @@ def serve(preload: tuple[str, ...] = PRELOAD) -> None:
         out.write(json.dumps(msg) + "\n")
         out.flush()
 
-    listener, socket_path = _listen()
+    listener, socket_path = listen()
     send({"socket": socket_path})
     inherited = (proto, listener.fileno())
     scripts: set[int] = set()  # their exits are no job's: not reported
@@ -545,7 +364,7 @@ def serve(preload: tuple[str, ...] = PRELOAD) -> None:
         while open_:
             ready, _, _ = select.select([0, listener], [], [], 0 if pending else 0.2)
             if listener in ready:
-                _serve_script(listener, inherited, scripts)
+                serve_script(listener, inherited, scripts)
             if 0 in ready:
                 chunk = os.read(0, 1 << 16)
                 open_ = bool(chunk)
@@ -568,8 +387,7 @@ def serve(preload: tuple[str, ...] = PRELOAD) -> None:
                 else:
                     send({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
     finally:
-        listener.close()
-        shutil.rmtree(os.path.dirname(socket_path), ignore_errors=True)
+        unlisten(listener, socket_path)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 with raw test rows, once per runtime, and compare with the in-process model; plus the compiled
 single-row preprocessing (`fast_preprocess.json`), kept only when it reproduces the fitted one.
 In a job's worker that a warm fork server started, that process is forked from the server, which has
-imported third-party libraries only (`forkserver.run_script`): the same process but for the ~2.5 s
+imported third-party libraries only (`scripts.run_script`): the same process but for the ~2.5 s
 (~8 s with TensorFlow) of start-up that a new interpreter spends on every package.
 Single-row latency (p50/p95) is timed over 200 calls, or over at least 20 within about 0.5 s where a runtime is
 slow (a Keras `model.keras` row takes ~70 ms: 200 calls were 15 s of every Keras package; a random forest on raw rows
@@ -90,13 +90,13 @@ def run_in_fresh_process(
 ) -> dict[str, Any]:
     """Load the package in one fresh Python process, from an empty working directory, once per runtime.
 
-    In a job forked from a warm fork server, the process is forked from that server (`forkserver.run_script`): it
+    In a job forked from a warm fork server, the process is forked from that server (`scripts.run_script`): it
     has imported only third-party libraries, so it is fresh in all but its start-up, which it skips (~2.5 s; ~8 s
     with TensorFlow). Elsewhere, or where that process gives no results, it is a new interpreter. Each runtime's
     result names which (`process`).
     `checkpoint` is called about twice a second while the process runs (the job's cancel point): when it raises,
     the process is killed and the exception goes on."""
-    from ml_expert.tools.jobs.forkserver import run_script
+    from ml_expert.tools.jobs.scripts import run_script
 
     args = [str(folder), str(raw), *runtimes]
     with tempfile.TemporaryDirectory(prefix="ml-expert-verify-") as empty:
