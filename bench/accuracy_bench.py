@@ -452,6 +452,8 @@ def main() -> None:
         rows.append(row)
         brief = {k: row.get(k) for k in ("status", "task", "metric", "rows", "vs_best_pct", "vs_hgb_pct", "error")}
         brief["scores"] = {k: v.get("score", v["status"]) for k, v in row.get("methods", {}).items()}
+        search = row.get("methods", {}).get("ml_expert", {}).get("search") or {}
+        brief["failed_families"] = search.get("failed_families") or None  # a family whose every fit raised
         print(json.dumps({k: v for k, v in brief.items() if v is not None}), flush=True)
         text = write_results(rows, args, planned=len(chosen))  # after every set: a stopped run keeps what it measured
     print("\n" + text)

@@ -153,6 +153,7 @@ def test_boosting_splits_categoricals_natively_and_the_package_applies_it_from_r
     accuracy = float((model.predict(X_test) == y_test).mean())
     # the plan's unordered, tenure-flipped effect is learned (without it: ~0.6)
     search = result.result["search"]
+    assert not search["failed_families"], search["failed_families"]
     assert accuracy > 0.8, (accuracy, search["folds"], search["fits_capped"], search["chosen"], search["notes"])
     pkg = package(jobs_ws, run, wait_seconds=300)
     assert pkg.status == "succeeded" and pkg.result["verified"], pkg.error

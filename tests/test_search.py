@@ -60,6 +60,33 @@ def test_every_family_of_the_portfolio_fits_a_fold_and_learns(task: str) -> None
         assert learned, (cfg.label(), score)
 
 
+def test_a_family_whose_every_fit_raises_is_a_warning_of_the_train_result(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A family that always raises is dropped fold by fold, and the search still ends well; the train result then
+    says so up front (its notes) and by family (search.failed_families), not only in one note among many."""
+    from ml_expert.server.cli_workflow import _ConsoleReporter
+    from ml_expert.tools.training import search as search_module
+    from ml_expert.tools.training.train import run_train_job, train_spec
+
+    fit_fold = search_module.fit_fold
+
+    def broken_forests(X: np.ndarray, y: np.ndarray, problem: object, task: object, *rest: object) -> object:
+        if task.config.family == "rf":
+            raise ValueError("forest broken on purpose")
+        return fit_fold(X, y, problem, task, *rest)
+
+    monkeypatch.setattr(search_module, "fit_fold", broken_forests)
+    run = prepared_run(ws, "breast_cancer")
+    result = run_train_job(ws, train_spec(ws, run, "auto", time_budget_s=6), _ConsoleReporter())
+    search = result.search
+    assert search["failed_families"] == {"rf": "ValueError: forest broken on purpose"}
+    assert {row["family"] for row in search["leaderboard"] if row["status"] == "complete"} - {"rf"}  # others ran
+    warning = [n for n in result.notes if n.startswith("Warning: every rf fit")]
+    assert warning and "forest broken on purpose" in warning[0], result.notes
+    assert result.learned and result.val_metrics["accuracy"] > 0.93  # out of fold, without the forests
+
+
 def _ok(status: object) -> dict:
     assert status.status == "succeeded", status.error
     return status.result
@@ -78,6 +105,7 @@ def test_search_cross_validates_only_training_rows_and_beats_library_defaults(jo
     X_va, y_va = load_split(jobs_ws, run, "val")
     X_te, y_te = load_split(jobs_ws, run, "test")
     assert search["rows"] == len(y_tr) + len(y_va)  # every training row, and no test row, in the folds
+    assert not search["failed_families"], search["failed_families"]
     assert {row["family"] for row in search["leaderboard"]} >= {"hgb", "rf", "et", "catboost"}  # the first four
     assert search["cv_score"] >= search["best_single_cv_score"] - 1e-9
     memory = jobs_ws.store.retrieve("ml-expert/architecture").value

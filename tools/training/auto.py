@@ -59,6 +59,9 @@ class SearchSummary(BaseModel):
     cluster: str | None = Field(None, description="The Dask scheduler the fold fits were sent to, if any.")
     fits_on_cluster: int = Field(0, description="Fold fits that ran on the cluster's workers (the rest ran here).")
     notes: list[str] = Field(default_factory=list, description="Where a cap or a row sample decided something.")
+    failed_families: dict[str, str] = Field(
+        default_factory=dict, description="Model families whose every fit raised, with the first error."
+    )
 
 
 @dataclass
@@ -153,6 +156,7 @@ def run_search(X: np.ndarray, y: np.ndarray, task: str, budget_s: float, **optio
         cluster=search.scheduler,
         fits_on_cluster=search.fits_on_cluster,
         notes=search.notes,
+        failed_families=search.failed_families(),
     )
     trace = [t.mean for t in search.trials if t.scores]
     leaderboard = [t.row(search.metric) for t in ranked][:30]

@@ -95,6 +95,7 @@ class Search(SampleRungs, ClusterWaves, FinalModels):
         self.end = self.started + budget_s  # the refit's hard deadline: nothing grows past the budget
         self.budget_s = budget_s
         self.notes: list[str] = []
+        self.failures: dict[str, str] = {}  # family -> its first fit's error
         self.reporter = reporter
         self.trials: list[Trial] = []
         self.n_classes = int(y.max()) + 1 if is_classification(task) else 0
@@ -107,6 +108,12 @@ class Search(SampleRungs, ClusterWaves, FinalModels):
         self.scheduler = self.cluster.address if self.cluster else None
         if why_not:
             self.notes.append(why_not)
+
+    def failed_families(self) -> dict[str, str]:
+        """The families none of whose fits succeeded, with the first error: a defect, or columns the library cannot
+        take, that a note among many would hide."""
+        succeeded = {t.config.family for t in self.trials if t.scores}
+        return {family: error for family, error in self.failures.items() if family not in succeeded}
 
     # -- time ---------------------------------------------------------------------------------------
 
@@ -166,6 +173,7 @@ class Search(SampleRungs, ClusterWaves, FinalModels):
                 raise interrupt from exc
             trial.stopped = "failed"
             error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            self.failures.setdefault(trial.config.family, error)
             self.notes.append(f"{trial.config.label()} failed on fold {fold + 1} and was dropped: {error}")
             return False
         self._record(trial, task, fit)

@@ -381,6 +381,11 @@ def run_train_job(ws: Workspace, spec: TrainSpec, reporter: Reporter) -> TrainRe
     model_file = save_model(ws, fit.model, fit.framework, folder)
     task = "clustering" if is_clustering(arch) else prepared.task_type
     metrics, baseline, learned = _validate(fit, task, prepared, data, notes)
+    for family, error in ((fit.search or {}).get("failed_families") or {}).items():
+        notes.append(
+            f"Warning: every {family} fit of the search failed ({error}); the model was chosen without that family. "
+            "That is a defect or a column type the library cannot take: report it with this job's log."
+        )
     cancelled = reporter.cancel_requested()
     if cancelled:
         notes.append("Cancelled on request; the best weights so far were kept.")
