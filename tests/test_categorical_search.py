@@ -272,6 +272,36 @@ def test_no_local_search_around_a_boosting_that_trails_the_leader_far_beyond_the
     assert note.startswith("converged: no local search") and "trails linear strength=1" in note
 
 
+def test_a_boosting_behind_the_leader_on_every_fold_gets_no_local_search_even_within_the_fold_spread() -> None:
+    """concrete: CatBoost led the best boosting by 0.25 RMSE out of fold, less than twice the spread of its folds
+    (0.35 each), yet on the same folds by far more than their paired noise; 6 neighbours (15 s) went for nothing."""
+    y = np.random.default_rng(0).normal(size=500)
+    search = Search(np.zeros((500, 1), np.float32), y, "regression", budget_s=60)
+
+    def trial(cfg: object, scores: list[float]) -> Trial:
+        t = Trial(cfg, scores=scores)  # type: ignore[arg-type]
+        t.oof = np.zeros(500)
+        search.trials.append(t)
+        return t
+
+    folds = [-4.0, -4.6, -3.8, -4.4, -4.1]  # the leader's RMSE per fold: a spread of ~0.3
+    leader = trial(config("catboost", depth=6), folds)
+    steady = trial(
+        config("hgb", **HGB_PORTFOLIO[0]), [f - d for f, d in zip(folds, [0.2, 0.3, 0.25, 0.22, 0.28], strict=True)]
+    )
+    mixed = trial(
+        config("hgb", **HGB_PORTFOLIO[1]), [f - d for f, d in zip(folds, [0.9, -0.3, 0.6, -0.2, 0.25], strict=True)]
+    )
+    assert leader.mean - steady.mean < 2 * search._noise(leader)  # within the fold spread: the old rule went on
+    assert search._far_behind(steady, leader) and not search._far_behind(mixed, leader)
+    assert not search._far_behind(leader, leader)
+    search.trials.remove(mixed)
+    tried = len(search.trials)
+    assert search._local_search(10, 10) is True and len(search.trials) == tried
+    (note,) = search.notes
+    assert note.startswith("converged: no local search") and "catboost" in note
+
+
 def test_a_neighbour_must_win_by_more_than_the_fold_noise_to_restart_the_patience_count() -> None:
     """Out-of-fold gains smaller than one standard error of the paired per-fold difference do not count as progress
     (they still make the neighbour the best): Sacramento's local search ran 40 neighbours within fold noise."""

@@ -409,10 +409,10 @@ class Search(SampleRungs, ClusterWaves, FinalModels):
             if best is None or self._stop():
                 return False
             leader = self._best_complete()
-            if leader is not None and leader.mean - best.mean > 2 * self._noise(leader):
+            if leader is not None and self._far_behind(best, leader):
                 self.notes.append(
                     f"converged: no local search, since the best boosting ({best.config.label()}) trails "
-                    f"{leader.config.label()} by more than twice the folds' noise out of fold, a gap that one step "
+                    f"{leader.config.label()} out of fold far beyond the folds' noise, a gap that one step "
                     f"from it does not close (stopped at {time.perf_counter() - self.started:.0f} s of "
                     f"{self.budget_s:.0f})"
                 )
@@ -436,6 +436,18 @@ class Search(SampleRungs, ClusterWaves, FinalModels):
                 return False
             without_gain = 0 if self._clear_gain(trial, best) else without_gain + 1
         return False
+
+    def _far_behind(self, best: Trial, leader: Trial) -> bool:
+        """Whether the best boosting trails the leader beyond reach of a local step: by more than twice the folds'
+        noise, or on the same folds by more than three standard errors of their paired per-fold difference."""
+        if leader is best:
+            return False
+        if leader.mean - best.mean > 2 * self._noise(leader):
+            return True
+        if len(leader.scores) != len(best.scores) or len(leader.scores) < 3:
+            return False
+        diff = np.array(leader.scores) - np.array(best.scores)
+        return bool(diff.mean() > 3 * diff.std(ddof=1) / math.sqrt(len(diff)))
 
     def _clear_gain(self, trial: Trial, best: Trial) -> bool:
         """Whether a neighbour beats the best out of fold by more than one standard error of their paired per-fold
