@@ -302,6 +302,41 @@ def test_a_boosting_behind_the_leader_on_every_fold_gets_no_local_search_even_wi
     assert note.startswith("converged: no local search") and "catboost" in note
 
 
+@pytest.mark.parametrize("family", ["catboost", "rf", "et"])
+def test_no_local_search_around_boosting_while_another_tree_ensemble_leads(family: str) -> None:
+    """concrete, mlc_churn, Sacramento (CatBoost), CreditCard (a forest), cells (extra-trees): six neighbours of a
+    boosting that trails within the folds' noise, none of which the ensemble took; a linear leader still gets the
+    local search, whose neighbours complement it (attrition's ensemble: linear + a neighbour)."""
+    y = np.random.default_rng(0).normal(size=500)
+    folds = [-4.0, -4.6, -3.8, -4.4, -4.1]
+    behind = [0.9, -0.3, 0.6, -0.2, 0.25]  # the boosting per fold: behind on average, ahead on two folds
+
+    def searched(leader_family: str) -> Search:
+        search = Search(np.zeros((500, 1), np.float32), y, "regression", budget_s=60)
+        params = {"strength": 1.0} if leader_family == "linear" else {}
+        for cfg, scores in (
+            (config(leader_family, **params), folds),
+            (config("hgb", **HGB_PORTFOLIO[0]), [f - d for f, d in zip(folds, behind, strict=True)]),
+        ):
+            trial = Trial(cfg, scores=scores, seconds=[0.01] * 5)
+            trial.oof = np.zeros(500)
+            search.trials.append(trial)
+        return search
+
+    search = searched(family)
+    leader, boosting = search.trials
+    assert not search._far_behind(boosting, leader)  # within the noise: the far-behind rule lets it go on
+    assert search._local_search(10, 10) is True and search.trials == [leader, boosting]
+    (note,) = search.notes
+    assert note.startswith("converged: no local search") and f"{leader.config.label()} leads" in note
+
+    linear = searched("linear")
+    assert linear._local_search(10, 10) is True  # it ran and converged on its patience
+    tried = [t for t in linear.trials[2:] if t.config.family == "hgb"]
+    assert len(tried) == search_module.PATIENCE and all(t.complete for t in tried)
+    assert linear.notes[-1].startswith(f"converged: {search_module.PATIENCE} neighbours")
+
+
 def test_a_neighbour_must_win_by_more_than_the_fold_noise_to_restart_the_patience_count() -> None:
     """Out-of-fold gains smaller than one standard error of the paired per-fold difference do not count as progress
     (they still make the neighbour the best): Sacramento's local search ran 40 neighbours within fold noise."""
