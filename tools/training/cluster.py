@@ -23,7 +23,7 @@ from typing import Any
 from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.core.scoring import rank_score
 from ml_expert.tools.training.chunked import fit_stoppable
-from ml_expert.tools.training.portfolio import BOOSTING, Config, build
+from ml_expert.tools.training.portfolio import BOOSTING, Config, build, decided
 from ml_expert.tools.training.trial import early_stopped_iterations, output_of, widen
 
 np = lazy_import("numpy")  # loads on first use, not at server start
@@ -110,9 +110,10 @@ def _fit_fold(
     )  # fmt: skip
     validation = _validation(X, y, problem, t) if t.config.family in BOOSTING else None  # only boosting early-stops
     grown = fit_stoppable(model, X[t.train], y[t.train], started + t.seconds, tick, t.per_unit, validation)
-    output = output_of(model, problem.task, X[t.test])
+    fitted = decided(model, t.config, problem.metric, y[t.train])
+    output = output_of(fitted, problem.task, X[t.test])
     if problem.n_classes and output.shape[1] < problem.n_classes:  # a class missing from this fold's rows
-        output = widen(output, model.classes_, problem.n_classes)
+        output = widen(output, fitted.classes_, problem.n_classes)
     return FoldFit(
         output=output,
         score=rank_score(problem.metric, y[t.test], output),
@@ -121,7 +122,7 @@ def _fit_fold(
         iterations_grown=grown.units if t.config.family == "hgb" else 0,
         capped=grown.stopped_by_deadline,
         where=_where(),
-        model=model if t.keep_model else None,
+        model=fitted if t.keep_model else None,
     )
 
 

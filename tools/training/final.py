@@ -13,7 +13,7 @@ from ml_expert.tools.core.portable.ensemble import Blend, Coded, OrdinalColumn
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.training.chunked import fit_stoppable
 from ml_expert.tools.training.ensemble import select_ensemble
-from ml_expert.tools.training.portfolio import BOOSTING, Config, bags, build
+from ml_expert.tools.training.portfolio import BOOSTING, Config, bags, build, decided
 from ml_expert.tools.training.trial import Trial
 
 np = lazy_import("numpy")  # loads on first use, not at server start
@@ -98,4 +98,5 @@ class FinalModels:
                 f"refit of {trial.config.label()} capped by the budget at {grown.units} {unit} (planned "
                 f"{iterations or 'all'})"
             )
+        model = decided(model, trial.config, self.metric, self.y)
         return Coded(model, self.categorical_groups, self.ordinal_columns) if coded else model

@@ -144,10 +144,10 @@ def is_plain_estimator(model: Any) -> bool:
 
 
 def _parts(model: Any) -> list[Any]:
-    """The fitted models a combiner holds (a Blend's members, a Coded or target-transformed model), else []."""
+    """The fitted models a combiner holds (a Blend's members, a Coded, Prior or target-transformed model), else []."""
     if hasattr(model, "members"):  # a Blend
         return list(model.members)
-    if hasattr(model, "groups"):  # a Coded tree model
+    if hasattr(model, "groups") or hasattr(model, "priors"):  # a Coded tree model, a Prior decision
         return [model.model]
     if hasattr(model, "regressor_"):  # a TransformedTargetRegressor
         return [model.regressor_]
