@@ -2,9 +2,9 @@
 
 Exact (`shap.explainers.Exact`, every coalition) up to EXACT_MAX_COLUMNS columns, permutation sampling above
 (`shap.explainers.Permutation`, evaluations sized from the column count, values still adding up exactly to the
-prediction). Columns are masked with values of background validation rows (interventional Shapley values); the
-explained quantity is the predicted class's probability, or the predicted value. Rows go through the package's
-`score` first (its refusals apply), and the cost is bounded up front (SHAPLEY_BUDGET_S).
+prediction). Columns are masked with values of background rows (those importance is measured on; interventional
+Shapley values); the explained quantity is the predicted class's probability, or the predicted value. Rows go
+through the package's `score` first (its refusals apply), and the cost is bounded up front (SHAPLEY_BUDGET_S).
 """
 
 from __future__ import annotations

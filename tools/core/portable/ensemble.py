@@ -167,7 +167,7 @@ class CatBoost(BaseEstimator):
     unseen or missing): those become its categorical features. A scikit-learn estimator (a target transform can
     wrap it); `fit` takes CatBoost's eval_set (those rows say when to stop; the model is not rolled back to their best
     iteration) and callbacks.
-"""
+    """
 
     def __init__(
         self,
