@@ -116,21 +116,30 @@ def test_a_signal_during_a_catboost_fit_stays_a_keyboard_interrupt(monkeypatch: 
 
 
 def test_a_catboost_model_predicts_the_same_from_the_package_files_alone(tmp_path: Path) -> None:
+    """CatBoost on category codes, and the class-prior decision (`Prior`) around CatBoost and a forest, load and
+    predict where only the package's files are: none of them pickles a reference to ml_expert (a Prior once did)."""
+    from sklearn.ensemble import RandomForestClassifier
+
     X, y = _coded_table()
-    codes = ensemble.one_hot_codes(X, [list(range(1, 7))])
-    model = Coded(CatBoost(classify=True, categorical=(1,), iterations=200).fit(codes, y), [list(range(1, 7))])
-    joblib.dump(model, tmp_path / "model.joblib")
+    groups = [list(range(1, 7))]
+    codes = ensemble.one_hot_codes(X, groups)
+    models = [
+        Coded(CatBoost(classify=True, categorical=(1,), iterations=200).fit(codes, y), groups),
+        Coded(ensemble.Prior(CatBoost(classify=True, categorical=(1,), iterations=200).fit(codes, y), y), groups),
+        ensemble.Prior(RandomForestClassifier(n_estimators=20, random_state=0).fit(X, y), y),
+    ]
+    joblib.dump(models, tmp_path / "model.joblib")
     np.save(tmp_path / "X.npy", X)
     (tmp_path / "ml_expert_ensemble.py").write_text(Path(ensemble.__file__).read_text())
     script = (
-        "import sys, joblib, numpy as np; sys.path.insert(0, '.'); "
-        "print(sys.modules.get('ml_expert') is None); "
-        "np.save('p.npy', joblib.load('model.joblib').predict_proba(np.load('X.npy')))"
+        "import sys, joblib, numpy as np; sys.path.insert(0, '.'); X = np.load('X.npy'); "
+        "np.save('p.npy', np.stack([m.predict_proba(X) for m in joblib.load('model.joblib')])); "
+        "print(sorted(m for m in sys.modules if m.startswith('ml_expert')))"
     )
     done = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "True"  # ml_expert itself was never imported there
-    assert np.allclose(np.load(tmp_path / "p.npy"), model.predict_proba(X))
+    assert done.stdout.strip() == "['ml_expert_ensemble']"  # ml_expert itself was never imported there
+    assert np.allclose(np.load(tmp_path / "p.npy"), np.stack([m.predict_proba(X) for m in models]))
 
 
 @pytest.mark.parametrize("family", ["catboost", "rf", "et"])

@@ -200,7 +200,7 @@ def _prepare_table(
     if groups is not None:  # the auto search (and its refit on all rows) keeps groups together in its folds as well
         for split in ("train", "val", "test"):
             np.save(data_dir / f"groups_{split}.npy", groups[parts[split]])
-    for split, rows in raw.items():  # raw rows: packaging verifies on test, explain permutes validation columns
+    for split, rows in raw.items():  # raw rows: packaging verifies on test, explain permutes held-out columns
         rows.to_parquet(data_dir / f"raw_{split}.parquet", index=False)
     save_pickle(ws, pre, folder / "preprocessor.joblib")
     profile = training_profile(table.X, parts["train"], schema, known_columns)

@@ -138,7 +138,7 @@ def shapley_rows(
         f"exact Shapley values (shap Exact, all {2 ** len(columns)} coalitions)"
         if exact
         else f"Shapley values by permutation sampling (shap Permutation; {len(columns)} columns > {EXACT_MAX_COLUMNS})"
-    ) + f" over raw columns, masked with {len(base)} validation rows"
+    ) + f" over raw columns, masked with {len(base)} background rows"
     return local, method, dict(sorted(refused.items())) or None, notes
 
 

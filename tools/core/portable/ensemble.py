@@ -243,5 +243,5 @@ class CatBoost(BaseEstimator):
         return f"CatBoost(lr={self.learning_rate}, depth={self.depth}, {len(self.categorical)} categorical columns)"
 
 
-for _cls in (Blend, Coded, CatBoost):
+for _cls in (Blend, Coded, Prior, CatBoost):
     _cls.__module__ = MODULE_NAME
