@@ -110,10 +110,17 @@ def _runtime_note(meta: ModelMeta, shipped: list[Any]) -> str:
     search = meta.search or {}
     if meta.framework != "sklearn" or any(r.format == "onnx" for r in shipped) or search.get("onnx", True):
         return ""
-    chosen = ", ".join(c["candidate"] for c in search.get("chosen", []))
+    from ml_expert.tools.training.portfolio import PRIOR_FAMILIES
+
+    members = search.get("chosen", [])
+    chosen = ", ".join(c["candidate"] for c in members)
+    prior = search.get("metric") == "balanced_accuracy" and any(
+        (c.get("config") or {}).get("family") in PRIOR_FAMILIES for c in members
+    )
     return (
         f"ONNX is not shipped: the model search chose {chosen}"
         + (f" with a decision threshold of {search['threshold']}" if search.get("threshold") is not None else "")
+        + (" (tree members decide at the training rows' class shares)" if prior else "")
         + ", which skl2onnx cannot convert; joblib (scikit-learn) is the default runtime.\n\n"
     )
 
