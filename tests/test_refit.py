@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import frame_run, messy_frame
 
@@ -120,3 +121,44 @@ def test_the_automatic_refit_needs_an_evaluation_a_regression_and_a_cost_within_
     old.search["chosen"][0]["config"] = None  # trained before the search recorded its members' configurations
     with pytest.raises(InvalidInputError, match="train it again"):
         decide_refit(old, True, evaluated=True)
+
+
+def test_a_refit_keeps_its_source_models_metric_whatever_the_ratio_of_all_rows(
+    jobs_ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refit's search derived its metric again from all rows: near an imbalance ratio of 4 the test rows could
+    tip it from balanced accuracy to accuracy, and the refit's CatBoost and forests would then stop deciding at the
+    class priors while keeping the threshold the evaluated model tuned on them."""
+    from sklearn.datasets import make_classification
+
+    from ml_expert.tools.training import search as search_module
+    from ml_expert.tools.training.refit import refit_all_rows
+
+    X, y = make_classification(n_samples=600, n_features=6, n_informative=4, weights=[0.85], random_state=0)
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(6)]).assign(label=np.where(y == 1, "yes", "no"))
+    run = frame_run(jobs_ws, frame, "label")
+    source = _ok(train(jobs_ws, run, "auto", time_budget_s=5, wait_seconds=120))["model_id"]
+    _ok(evaluate(jobs_ws, run, wait_seconds=120))
+    meta = load_model_meta(jobs_ws, run, source)
+    assert meta.search["metric"] == "balanced_accuracy"
+
+    seen: list[tuple[str, str]] = []
+    init = search_module.Search.__init__
+
+    def spy(self: search_module.Search, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)
+        seen.append((self.metric, self.problem.metric))
+
+    monkeypatch.setattr(search_module.Search, "__init__", spy)
+    monkeypatch.setattr(search_module, "search_metric", lambda task, y: "accuracy")  # all rows on the other side of 4
+
+    class Quiet:
+        def progress(self, force: bool = False, **info: object) -> None:
+            pass
+
+        def cancel_requested(self) -> bool:
+            return False
+
+    refit = refit_all_rows(jobs_ws, run, meta, Quiet())  # type: ignore[arg-type]
+    assert seen == [("balanced_accuracy", "balanced_accuracy")]
+    assert refit.refit_of == source and refit.search["metric"] == "balanced_accuracy"

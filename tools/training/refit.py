@@ -106,8 +106,10 @@ def refit_all_rows(ws: Workspace, run_id: str, meta: ModelMeta, reporter: Report
     started = time.perf_counter()
     seed = int(((meta.model_extra or {}).get("config") or {}).get("seed", 42))
     layout = search_layout(ws, run_id, prepared, SPLITS)
+    # the source's metric, not one derived again from all rows: near an imbalance ratio of 4 the test rows could
+    # tip it, and the refit's members would then decide (class weights, class priors) unlike the evaluated ones
     search = Search(X, y, meta.task_type, max(2 * cost, search_info.get("budget_seconds") or 60.0), seed=seed,
-                    reporter=reporter, **layout)  # fmt: skip
+                    reporter=reporter, metric=search_info.get("metric"), **layout)  # fmt: skip
     k = int(search_info.get("folds") or len(search.folds))
     if k != len(search.folds):  # as many folds as the evaluated model's search used
         search.folds = folds(y, meta.task_type, layout["split_strategy"], seed, k=k, groups=layout["groups"])

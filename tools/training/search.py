@@ -76,6 +76,7 @@ class Search(SampleRungs, ClusterWaves, FinalModels):
         scheduler: str | None = None,
         categorical_groups: list[list[int]] | None = None,
         ordinal_columns: list[OrdinalColumn] | None = None,
+        metric: str | None = None,
     ) -> None:
         self.X, self.y, self.task, self.seed = X, y, task, seed
         # tree families see each one-hot group (the columns of one categorical) as one column of category codes, and
@@ -88,7 +89,7 @@ class Search(SampleRungs, ClusterWaves, FinalModels):
         levels = [len(g) for g in self.categorical_groups] + [n + 1 for *_, n in self.ordinal_columns]
         plain = X.shape[1] - sum(len(g) for g in self.categorical_groups) - len(self.ordinal_columns)
         native = tuple(plain + i for i, n in enumerate(levels) if n <= MAX_NATIVE_CATEGORIES)
-        self.metric = search_metric(task, y)
+        self.metric = metric or search_metric(task, y)  # a refit keeps its source's, whatever all rows' ratio
         self.split_strategy = split_strategy
         self.groups = groups
         self.folds = folds(y, task, split_strategy, seed, groups=groups)
