@@ -20,7 +20,7 @@ from ml_expert.tools.core.portable.ensemble import Blend, Coded, one_hot_codes, 
 from ml_expert.tools.data.encoding import encoder_pipeline, one_hot_groups, ordinal_columns
 from ml_expert.tools.packaging.package import package
 from ml_expert.tools.prediction.predict import predict
-from ml_expert.tools.training import search as search_module
+from ml_expert.tools.training import local as local_search
 from ml_expert.tools.training.auto import run_search
 from ml_expert.tools.training.cluster import FoldTask, Problem, fit_fold
 from ml_expert.tools.training.folds import folds
@@ -228,7 +228,7 @@ def test_a_regression_blend_stays_near_the_training_target_range() -> None:
 def test_a_small_table_converges_before_the_budget_is_spent(monkeypatch: pytest.MonkeyPatch) -> None:
     """The convergence rule as the search applies it, with a patience of 3 neighbours instead of 6 (the same code
     path, half the neighbours: this test ran 20-22 s with 6), on the first 250 rows of diabetes (16 s on all 442)."""
-    monkeypatch.setattr(search_module, "PATIENCE", 3)
+    monkeypatch.setattr(local_search, "PATIENCE", 3)
     X, y = load_diabetes(return_X_y=True)
     outcome = run_search(X[:250].astype(np.float32), y[:250], "regression", budget_s=60)
     summary = outcome.summary
@@ -333,8 +333,8 @@ def test_no_local_search_around_boosting_while_another_tree_ensemble_leads(famil
     linear = searched("linear")
     assert linear._local_search(10, 10) is True  # it ran and converged on its patience
     tried = [t for t in linear.trials[2:] if t.config.family == "hgb"]
-    assert len(tried) == search_module.PATIENCE and all(t.complete for t in tried)
-    assert linear.notes[-1].startswith(f"converged: {search_module.PATIENCE} neighbours")
+    assert len(tried) == local_search.PATIENCE and all(t.complete for t in tried)
+    assert linear.notes[-1].startswith(f"converged: {local_search.PATIENCE} neighbours")
 
 
 def test_a_neighbour_must_win_by_more_than_the_fold_noise_to_restart_the_patience_count() -> None:
