@@ -195,6 +195,34 @@ def test_imbalanced_binary_optimises_balanced_accuracy_with_a_tuned_threshold() 
     assert outcome.summary.rows == len(y)
 
 
+def test_an_ensemble_is_kept_when_it_beats_the_best_candidate_scored_the_same_way() -> None:
+    from ml_expert.tools.training.ensemble import ensemble_or_best, select_ensemble
+    from ml_expert.tools.training.portfolio import Config
+    from ml_expert.tools.training.trial import Trial
+
+    rng = np.random.default_rng(0)
+    y, rows = np.zeros(100), np.arange(100)
+    fold = np.repeat(np.arange(5), 20)
+
+    def trial(family: str, errors: np.ndarray) -> Trial:
+        fold_rmse = [-float(np.sqrt(np.mean(errors[fold == k] ** 2))) for k in range(5)]
+        return Trial(Config(family), scores=fold_rmse, oof=errors)
+
+    signs = rng.choice([-1.0, 1.0], size=(3, 100))
+    # a: close on four folds, far off on the fifth (fold mean RMSE 0.68, over all rows 1.35); b: 1.0 everywhere
+    a = trial("catboost", signs[0] * np.where(fold == 4, 3.0, 0.1))
+    b = trial("hgb", signs[1] * 1.0)
+    chosen, score = select_ensemble([a, b], rows, y, "rmse")  # ranked by fold means: a first
+    members, single = ensemble_or_best(a, chosen, score, rows, y, "rmse")
+    assert single == pytest.approx(-np.sqrt(np.mean(a.oof**2)))  # over all rows at once, like the ensemble
+    assert set(members) == {a, b} and score > single + 0.3  # the blend's RMSE is lower than a's by more than 0.3
+    assert score < a.mean  # ... yet above a's fold mean: comparing with that kept a alone
+    # a candidate that only adds noise: the best one alone
+    c = trial("rf", signs[2] * 5.0)
+    chosen, score = select_ensemble([a, c], rows, y, "rmse")
+    assert ensemble_or_best(a, chosen, score, rows, y, "rmse")[0] == {a: 1}
+
+
 @pytest.mark.slow
 def test_an_ensemble_packages_and_predicts_raw_rows_the_same(jobs_ws: Workspace) -> None:
     rng = np.random.default_rng(0)

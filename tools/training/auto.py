@@ -14,7 +14,7 @@ from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.core.portable.ensemble import Blend, shift_threshold, target_bounds
 from ml_expert.tools.core.scoring import rank_score
 from ml_expert.tools.core.tasks import is_classification
-from ml_expert.tools.training.ensemble import tune_threshold
+from ml_expert.tools.training.ensemble import ensemble_or_best, tune_threshold
 from ml_expert.tools.training.portfolio import portfolio
 from ml_expert.tools.training.search import Search
 
@@ -50,8 +50,10 @@ class SearchSummary(BaseModel):
     seconds_to_final_model: float = Field(description="From the start of the search to the refitted model.")
     chosen: list[ChosenMember]
     ensemble: bool
-    cv_score: float
-    best_single_cv_score: float
+    cv_score: float = Field(description="The final model's out-of-fold score over all search rows at once.")
+    best_single_cv_score: float = Field(
+        description="The best single candidate's, measured the same way (the leaderboard's are means of fold scores)."
+    )
     threshold: float | None = None
     cancelled: bool
     boosting_iterations: int | None = None
@@ -115,12 +117,11 @@ def run_search(X: np.ndarray, y: np.ndarray, task: str, budget_s: float, **optio
     finally:
         search.close()  # the refit runs here
     best = search.best_complete()
-    chosen, ensemble_score = search.ensemble()
-    use_ensemble = len(chosen) > 1 and ensemble_score > best.mean + 1e-4
-    members = chosen if use_ensemble else {best: 1}
-    total = sum(members.values())
     rows = search.rows
     y_seen = y[rows]
+    members, single_score = ensemble_or_best(best, *search.ensemble(), rows, y, search.metric)
+    use_ensemble = len(members) > 1
+    total = sum(members.values())
     oof = sum(t.oof[rows] * (n / total) for t, n in members.items())  # type: ignore[misc]
     threshold = tune_threshold(search.metric, y_seen, oof) if is_classification(task) else None
     refit_started = time.perf_counter()
@@ -148,7 +149,7 @@ def run_search(X: np.ndarray, y: np.ndarray, task: str, budget_s: float, **optio
         chosen=[_member(search, t, round(n / total, 3)) for t, n in members.items()],
         ensemble=use_ensemble,
         cv_score=round(_shown(search.metric, rank_score(search.metric, y_seen, oof)), 5),
-        best_single_cv_score=round(_shown(search.metric, best.mean), 5),
+        best_single_cv_score=round(_shown(search.metric, single_score), 5),
         threshold=round(threshold, 4) if threshold is not None else None,
         cancelled=search.cancelled,
         boosting_iterations=int(np.median(best.iterations) * 1.1) if best.iterations else None,
