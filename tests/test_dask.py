@@ -18,8 +18,13 @@ from distributed import Client, LocalCluster
 
 from ml_expert.tools.training import cluster as cluster_module
 from ml_expert.tools.training.auto import run_search
+from ml_expert.tools.training.portfolio import Config, portfolio
 
 pytestmark = pytest.mark.slow
+
+
+def _portfolio() -> list[Config]:
+    return portfolio("binary", _data()[1], 3000, 20)
 
 
 def _data() -> tuple[np.ndarray, np.ndarray]:
@@ -45,6 +50,25 @@ def test_fold_fits_run_on_the_workers_and_the_ranking_on_the_driver(local_cluste
     assert ran_on and ran_on <= workers  # the leaderboard says where each candidate's fits ran
     assert summary.complete >= 2 and outcome.leaderboard[0]["folds"] == summary.folds == 5
     assert summary.cv_score > 0.85 and (outcome.model.predict(X[:200]) == y[:200]).mean() > 0.85  # refit here
+
+
+def test_the_search_on_a_cluster_converges_by_the_same_rules_as_here(
+    local_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ml_expert.tools.training import local
+
+    # no leader of another tree family ends it before its first step: neighbours of the best boosting run, a wave of
+    # two (the cluster's slots) at a time, until PATIENCE of them bring no gain beyond the folds' noise
+    monkeypatch.setattr(local, "SUBSTITUTE_FAMILIES", ())
+    X, y = _data()
+    outcome = run_search(X, y, "binary", budget_s=60, scheduler=local_cluster.scheduler_address)
+    summary = outcome.summary
+    assert any(note.startswith(f"converged: {local.PATIENCE} neighbours") for note in summary.notes), summary.notes
+    assert summary.search_seconds < 45  # the budget is a ceiling: the old cluster loop ran neighbours until it ended
+    workers = set(local_cluster.scheduler_info["workers"])
+    neighbours = [row for row in outcome.leaderboard if row["candidate"] not in {c.label() for c in _portfolio()}]
+    assert len(neighbours) >= local.PATIENCE and all(set(row["ran_on"]) <= workers for row in neighbours)
+    assert summary.cv_score > 0.9
 
 
 def test_a_worker_killed_mid_search_is_survived(local_cluster: LocalCluster) -> None:

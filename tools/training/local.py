@@ -1,13 +1,15 @@
 """The local search of `Search` after the portfolio: neighbours of the best HistGradientBoosting configuration,
-one at a time, and the rules that end it, since the budget is a ceiling, not a target. PATIENCE neighbours in a row
-without a gain beyond the folds' noise (`_clear_gain`) end it as converged, and none is tried when the best boosting
-trails the leader far (`_far_behind`) or while another tree ensemble leads (`_substitute_leader`). When it ends on the
-budget or the neighbours instead, `_resume_stopped` completes the candidates halving or the trailing rule stopped."""
+one at a time here or a wave of them on a Dask cluster (`waves.py`), and the rules that end it in both places, since
+the budget is a ceiling, not a target. PATIENCE neighbours in a row without a gain beyond the folds' noise
+(`_clear_gain`) end it as converged, and none is tried when the best boosting trails the leader far (`_far_behind`) or
+while another tree ensemble leads (`_substitute_leader`). When it ends on the budget or the neighbours instead,
+`_resume_stopped` completes the candidates halving or the trailing rule stopped (here, not on a cluster)."""
 
 from __future__ import annotations
 
 import math
 import time
+from itertools import islice
 from typing import Any
 
 from ml_expert.tools.core.lazy import lazy_import
@@ -48,55 +50,62 @@ class LocalSearch:
         return done
 
     def _local_search(self, neighbours: int, planned: int) -> bool:
-        """Neighbours of the best boosting, one at a time, until PATIENCE of them in a row bring no gain out of
-        fold (converged: the rest of the budget is not spent), the budget or `neighbours` run out; True when it
-        converged. None is tried when the best boosting trails the leader (another family) by more than twice the
-        folds' noise: one step from it does not close such a gap (Carseats: linear 1.02 RMSE out of fold, boosting
-        1.43, six neighbours tried for nothing); nor while another tree ensemble leads (`_substitute_leader`)."""
+        """Neighbours of the best boosting, a step at a time (one locally, as many as the cluster has slots on a
+        cluster, fitted as one wave), until PATIENCE of them in a row bring no gain out of fold (converged: the rest
+        of the budget is not spent), the budget or `neighbours` run out; True when it converged. None is tried when
+        the best boosting trails the leader (another family) by more than twice the folds' noise: one step from it
+        does not close such a gap (Carseats: linear 1.02 RMSE out of fold, boosting 1.43, six neighbours tried for
+        nothing); nor while another tree ensemble leads (`_substitute_leader`)."""
         tried = {t.config for t in self.trials}
-        without_gain = 0
-        for _ in range(neighbours):
+        without_gain = tried_here = 0
+        while tried_here < neighbours:
             boosting = [t for t in self.trials if t.complete and t.config.family == "hgb"]
             best = max(boosting, key=lambda t: t.mean, default=None)
             if best is None or self._stop():
                 return False
-            leader = self._best_complete()
-            reason = None
-            if leader is not None and self._far_behind(best, leader):
-                reason = (
-                    f"the best boosting ({best.config.label()}) trails {leader.config.label()} out of fold far "
-                    "beyond the folds' noise, a gap that one step from it does not close"
-                )
-            elif leader is not None and self._substitute_leader(best, leader):
-                reason = (
-                    f"{leader.config.label()} leads, a tree ensemble of another family: neighbours of the best "
-                    f"boosting ({best.config.label()}) would be close substitutes of it that trail it"
-                )
+            reason = self._no_step(best)
             if reason is not None:
-                self.notes.append(
-                    f"converged: no local search, since {reason} (stopped at "
-                    f"{time.perf_counter() - self.started:.0f} s of {self.budget_s:.0f})"
-                )
-                return True
+                return self._converged(f"no local search, since {reason}")
             if without_gain >= PATIENCE:
-                self.notes.append(
-                    f"converged: {PATIENCE} neighbours of the best boosting in a row brought no out-of-fold gain "
-                    "beyond the folds' noise "
-                    f"(stopped at {time.perf_counter() - self.started:.0f} s of {self.budget_s:.0f})"
+                return self._converged(
+                    f"{PATIENCE} neighbours of the best boosting in a row brought no out-of-fold gain beyond the "
+                    "folds' noise"
                 )
-                return True
-            cfg = next((c for c in neighbours_of(best.config, self.seed + len(self.trials)) if c not in tried), None)
-            if cfg is None or not self._affordable(self._estimate(best, len(self.folds))):
+            fresh = (c for c in neighbours_of(best.config, self.seed + len(self.trials)) if c not in tried)
+            step = [Trial(c) for c in islice(fresh, min(self._step_width(), neighbours - tried_here))]
+            if not step or not self._affordable(self._estimate(best, len(self.folds))):
                 return False
-            tried.add(cfg)
-            trial = Trial(cfg)
-            self.trials.append(trial)
-            self._complete(trial, planned)
-            if trial.stopped == "budget" and not trial.scores:  # no fold fitted in the time left: not convergence
-                self.trials.remove(trial)
-                return False
-            without_gain = 0 if self._clear_gain(trial, best) else without_gain + 1
+            tried |= {t.config for t in step}
+            tried_here += len(step)
+            self.trials += step
+            self._fit_step(step, planned)
+            if all(not t.scores and t.stopped in ("budget", None) for t in step):  # no fold fitted in the time left
+                for trial in step:
+                    self.trials.remove(trial)
+                return False  # not convergence
+            without_gain = 0 if any(self._clear_gain(t, best) for t in step) else without_gain + len(step)
         return False
+
+    def _no_step(self, best: Trial) -> str | None:
+        """Why no neighbour of the best boosting is worth a try, if so."""
+        leader = self._best_complete()
+        if leader is not None and self._far_behind(best, leader):
+            return (
+                f"the best boosting ({best.config.label()}) trails {leader.config.label()} out of fold far beyond "
+                "the folds' noise, a gap that one step from it does not close"
+            )
+        if leader is not None and self._substitute_leader(best, leader):
+            return (
+                f"{leader.config.label()} leads, a tree ensemble of another family: neighbours of the best "
+                f"boosting ({best.config.label()}) would be close substitutes of it that trail it"
+            )
+        return None
+
+    def _converged(self, why: str) -> bool:
+        self.notes.append(
+            f"converged: {why} (stopped at {time.perf_counter() - self.started:.0f} s of {self.budget_s:.0f})"
+        )
+        return True
 
     def _far_behind(self, best: Trial, leader: Trial) -> bool:
         """Whether the best boosting trails the leader beyond reach of a local step: by more than twice the folds'

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from ml_expert.tools.training.cluster import ClusterLost, FoldTask
-from ml_expert.tools.training.portfolio import Config, neighbours_of
+from ml_expert.tools.training.portfolio import Config
 from ml_expert.tools.training.trial import Trial
 
 
@@ -23,7 +23,8 @@ class ClusterWaves:
 
     def _run_on_cluster(self, candidates: list[Config], neighbours: int, planned: int) -> None:
         """The same rungs, each as one wave of fold fits on the cluster: one fold of every candidate, the other folds
-        of the better half, then local-search neighbours as many at a time as the cluster has slots."""
+        of the better half, then the local search with its convergence rules, a wave of as many neighbours as the
+        cluster has slots at a time."""
         first = [Trial(cfg) for cfg in candidates]
         self.trials += first
         self._wave([(t, 0) for t in first], planned)
@@ -32,21 +33,20 @@ class ClusterWaves:
         for trial in ranked[len(keep) :]:
             trial.stopped = "halved"
         self._wave([(t, f) for t in keep for f in range(1, len(self.folds))], planned)
-        tried = {t.config for t in self.trials}
-        while len(self.trials) < len(candidates) + neighbours and not self._stop():
-            best = max(
-                (t for t in self.trials if t.complete and t.config.family == "hgb"), key=lambda t: t.mean, default=None
-            )
-            slots = self.cluster.slots if self.cluster else 1
-            steps = (
-                [c for c in neighbours_of(best.config, self.seed + len(self.trials)) if c not in tried] if best else []
-            )
-            if not steps[:slots] or not self._affordable(self._estimate(best, len(self.folds))):
-                return
-            new = [Trial(cfg) for cfg in steps[:slots]]
-            tried |= {t.config for t in new}
-            self.trials += new
-            self._wave([(t, f) for t in new for f in range(len(self.folds))], planned)
+        self._local_search(neighbours, planned)  # the same rules as locally, each step one wave
+
+    def _step_width(self) -> int:
+        """Neighbours per step of the local search: as many as the cluster has slots, else one."""
+        return self.cluster.slots if self.cluster is not None else 1
+
+    def _fit_step(self, step: list[Trial], planned: int) -> None:
+        """A local-search step's neighbours: every fold of them as one wave on the cluster, else one at a time
+        here (with the trailing rule)."""
+        if self.cluster is None:
+            for trial in step:
+                self._complete(trial, planned)
+        else:
+            self._wave([(t, f) for t in step for f in range(len(self.folds))], planned)
 
     def _wave(self, pairs: list[tuple[Trial, int]], planned: int) -> None:
         """Fit these candidate × fold pairs at once on the cluster, each growing for its share of the time left
