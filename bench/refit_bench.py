@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from accuracy_bench import DATASETS, ID_COLUMN, PREDICT, load, metric_of, score, task_of
+from accuracy_bench import ID_COLUMN, PREDICT, metric_of, score, task_of
 from sklearn.model_selection import train_test_split
+from suites import DATASETS, load
 
 RESULTS = Path(__file__).parent / "results"
 

