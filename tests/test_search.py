@@ -223,6 +223,21 @@ def test_an_ensemble_is_kept_when_it_beats_the_best_candidate_scored_the_same_wa
     assert ensemble_or_best(a, chosen, score, rows, y, "rmse")[0] == {a: 1}
 
 
+def test_the_search_decides_on_the_ensemble_by_that_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ml_expert.tools.training import auto
+
+    rule, calls = auto.ensemble_or_best, []
+    monkeypatch.setattr(auto, "ensemble_or_best", lambda *args: calls.append(rule(*args)) or calls[-1])
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(300, 4))
+    y = 3 * X[:, 0] - 2 * X[:, 1] + (X[:, 2] > 0.5) + rng.normal(0, 0.2, 300)
+    summary = run_search(X, y, "regression", budget_s=8).summary
+    ((members, single),) = calls
+    assert summary.best_single_cv_score == pytest.approx(-single, abs=1e-4)  # RMSE shown as RMSE
+    assert summary.ensemble == (len(members) > 1) and len(summary.chosen) == len(members)
+    assert summary.cv_score <= summary.best_single_cv_score + 1e-4  # never worse than the candidate it beat
+
+
 @pytest.mark.slow
 def test_an_ensemble_packages_and_predicts_raw_rows_the_same(jobs_ws: Workspace) -> None:
     rng = np.random.default_rng(0)

@@ -50,9 +50,12 @@ class SearchSummary(BaseModel):
     seconds_to_final_model: float = Field(description="From the start of the search to the refitted model.")
     chosen: list[ChosenMember]
     ensemble: bool
-    cv_score: float = Field(description="The final model's out-of-fold score over all search rows at once.")
+    cv_score: float = Field(
+        description="The final model's out-of-fold score over all search rows at once, its decision threshold applied."
+    )
     best_single_cv_score: float = Field(
-        description="The best single candidate's, measured the same way (the leaderboard's are means of fold scores)."
+        description="The best single candidate's over all search rows at once, before any decision threshold: what "
+        "the ensemble had to beat (the leaderboard's are means of fold scores)."
     )
     threshold: float | None = None
     cancelled: bool

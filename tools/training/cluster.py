@@ -176,9 +176,11 @@ class DaskFolds:
         self.X, self.y = client.scatter([X, y], broadcast=True, hash=False)
         self.codes = None if codes is None else client.scatter(codes, broadcast=True, hash=False)
 
-    def run(self, tasks: list[FoldTask], timeout: float) -> Iterator[tuple[FoldTask, FoldFit]]:
-        """Submit every task, yield (task, fit) in the order they finish; ClusterLost when the cluster fails."""
-        from distributed import as_completed
+    def run(self, tasks: list[FoldTask], timeout: float) -> Iterator[tuple[FoldTask, FoldFit | Exception]]:
+        """Submit every task, yield (task, fit) in the order they finish, or (task, error) for a fit that raised
+        on its worker (one candidate's library error, as a local fit's: the cluster goes on); ClusterLost when the
+        cluster fails."""
+        from distributed import KilledWorker, as_completed
 
         futures = {
             self.client.submit(fit_fold, self.X, self.y, self.problem, t, None, self.codes, pure=False): t
@@ -186,7 +188,11 @@ class DaskFolds:
         }
         try:
             for future in as_completed(list(futures), timeout=max(timeout, 1.0)):
-                yield futures[future], future.result()
+                error = future.exception() if future.status == "error" else None
+                if error is not None and not isinstance(error, KilledWorker):
+                    yield futures[future], error
+                else:
+                    yield futures[future], future.result()
         except Exception as exc:  # scheduler gone, all workers lost, a timeout: finish locally
             for future in futures:
                 future.cancel()

@@ -79,12 +79,22 @@ class LocalSearch:
             tried_here += len(step)
             self.trials += step
             self._fit_step(step, planned)
-            if all(not t.scores and t.stopped in ("budget", None) for t in step):  # no fold fitted in the time left
-                for trial in step:
-                    self.trials.remove(trial)
+            for trial in [t for t in step if not t.scores and t.stopped in ("budget", None)]:
+                self.trials.remove(trial)  # no fold fitted in the time left: neither a candidate nor a step
+                step.remove(trial)
+            if not step:
                 return False  # not convergence
             without_gain = 0 if any(self._clear_gain(t, best) for t in step) else without_gain + len(step)
         return False
+
+    def _step_width(self) -> int:
+        """Neighbours per step: one here (`ClusterWaves` sends a wave of them to a cluster)."""
+        return 1
+
+    def _fit_step(self, step: list[Trial], planned: int) -> None:
+        """A step's neighbours, one at a time with the trailing rule."""
+        for trial in step:
+            self._complete(trial, planned)
 
     def _no_step(self, best: Trial) -> str | None:
         """Why no neighbour of the best boosting is worth a try, if so."""

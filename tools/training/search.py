@@ -174,13 +174,19 @@ class Search(SampleRungs, ClusterWaves, LocalSearch, FinalModels):
             interrupt = library_interrupt(exc)
             if interrupt is not None:  # a Ctrl-C or SIGTERM that a library turned into its own error
                 raise interrupt from exc
-            trial.stopped = "failed"
-            error = f"{type(exc).__name__}: {str(exc)[:200]}"
-            self.failures.setdefault(trial.config.family, error)
-            self.notes.append(f"{trial.config.label()} failed on fold {fold + 1} and was dropped: {error}")
+            self._failed(trial, fold, exc)
             return False
         self._record(trial, task, fit)
         return True
+
+    def _failed(self, trial: Trial, fold: int, exc: Exception) -> None:
+        """A fit raised, here or on a cluster's worker: the candidate is dropped with a note, the search goes on."""
+        if trial.stopped == "failed":
+            return  # another of its folds failed first (a wave runs them at once)
+        trial.stopped = "failed"
+        error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        self.failures.setdefault(trial.config.family, error)
+        self.notes.append(f"{trial.config.label()} failed on fold {fold + 1} and was dropped: {error}")
 
     def _record(self, trial: Trial, task: FoldTask, fit: FoldFit) -> None:
         """A fold fit's results into its trial (out-of-fold output, score, seconds, iterations, where it ran), and
@@ -315,7 +321,7 @@ class Search(SampleRungs, ClusterWaves, LocalSearch, FinalModels):
 
     def run(self, candidates: list[Config], neighbours: int = 40) -> None:
         """Successive halving over row samples (large data), then over folds on the portfolio, then a local search
-        around the best boosting for as long as the budget lasts (at most `neighbours` more candidates). A
+        around the best boosting until it converges or the budget ends (at most `neighbours` more candidates). A
         candidate left with fewer folds than the others (a cancel, the budget) is marked, never taken as complete."""
         try:
             self._run(candidates, neighbours)

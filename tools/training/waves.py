@@ -12,7 +12,8 @@ from ml_expert.tools.training.trial import Trial
 
 
 class ClusterWaves:
-    """`_run_on_cluster` for `Search` (it uses the search's folds, budget, progress and trials)."""
+    """`_run_on_cluster` for `Search`, and the local search's step on a cluster (it uses the search's folds,
+    budget, progress and trials)."""
 
     cluster: Any
     scheduler: str | None
@@ -36,17 +37,20 @@ class ClusterWaves:
         self._local_search(neighbours, planned)  # the same rules as locally, each step one wave
 
     def _step_width(self) -> int:
-        """Neighbours per step of the local search: as many as the cluster has slots, else one."""
-        return self.cluster.slots if self.cluster is not None else 1
+        """Neighbours per step of the local search: as many as the cluster has slots (one without a cluster)."""
+        return self.cluster.slots if self.cluster is not None else super()._step_width()
 
     def _fit_step(self, step: list[Trial], planned: int) -> None:
-        """A local-search step's neighbours: every fold of them as one wave on the cluster, else one at a time
-        here (with the trailing rule)."""
+        """A local-search step's neighbours: every fold of them as one wave on the cluster (one at a time here
+        without one). A neighbour the wave left with fewer folds than the others (the budget, a lost cluster) is
+        marked, never ranked as complete."""
         if self.cluster is None:
-            for trial in step:
-                self._complete(trial, planned)
-        else:
-            self._wave([(t, f) for t in step for f in range(len(self.folds))], planned)
+            super()._fit_step(step, planned)
+            return
+        self._wave([(t, f) for t in step for f in range(len(self.folds))], planned)
+        for trial in step:
+            if trial.stopped is None and 0 < len(trial.scores) < len(self.folds):
+                trial.stopped = "budget"
 
     def _wave(self, pairs: list[tuple[Trial, int]], planned: int) -> None:
         """Fit these candidate × fold pairs at once on the cluster, each growing for its share of the time left
@@ -64,8 +68,13 @@ class ClusterWaves:
             try:
                 for task, fit in self.cluster.run([task for _, task in tasks.values()], timeout=room + 30):
                     trial = tasks[id(task)][0]
-                    self._record(trial, task, fit)
                     done.add((id(trial), task.fold))
+                    if isinstance(fit, Exception):
+                        self._failed(trial, task.fold, fit)
+                        continue
+                    if trial.stopped == "failed":
+                        continue  # another of its folds failed: its output would be partial
+                    self._record(trial, task, fit)
                     if len(trial.scores) == len(self.folds) or len(trial.scores) == 1:
                         self._report(trial, planned)
                     if self._stop():
@@ -75,7 +84,9 @@ class ClusterWaves:
                 self.cluster.close()
                 self.cluster = None
         for trial, fold in pairs:  # no cluster (any more): the pairs it did not finish run here
-            if (id(trial), fold) not in done and not self._stop() and self._affordable(self._estimate(trial, 1)):
+            if (id(trial), fold) in done or trial.stopped == "failed":
+                continue
+            if not self._stop() and self._affordable(self._estimate(trial, 1)):
                 self._fit_fold(trial, fold)
 
     def _cluster_task(self, trial: Trial, fold: int, seconds: float) -> FoldTask:
