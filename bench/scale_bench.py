@@ -93,19 +93,22 @@ def _rss(pid: int) -> int:
 
 
 class Gaps:
-    """The longest wait between two progress notifications (and the last message before it)."""
+    """The longest wait between two progress notifications, and the messages on either side of it."""
 
     def __init__(self) -> None:
         self.last: float | None = None
         self.longest = 0.0
         self.message = ""
+        self.between: tuple[str, str] = ("", "")
 
     def __call__(self, progress: Any) -> None:
         now = time.perf_counter()
+        message = str((progress or {}).get("message", "")) if isinstance(progress, dict) else str(progress)
         if self.last is not None and now - self.last > self.longest:
             self.longest = now - self.last
+            self.between = (self.message, message)
         self.last = now
-        self.message = str((progress or {}).get("message", "")) if isinstance(progress, dict) else str(progress)
+        self.message = message
 
 
 def one_size(rows: int, budget: float, dask: bool = False) -> dict[str, Any]:
@@ -150,6 +153,7 @@ def one_size(rows: int, budget: float, dask: bool = False) -> dict[str, Any]:
                     "notes": search.get("notes", []),
                     "chosen": search["chosen"],
                     "longest_progress_gap_s": round(gaps.longest, 1),
+                    "longest_gap_between": list(gaps.between),
                 }
             elif name == "evaluate":
                 out["test_r2"] = round(result.result["evaluations"][0]["test_metrics"]["r2"], 4)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.ensemble import (
+    ExtraTreesClassifier,
     ExtraTreesRegressor,
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
@@ -86,6 +87,38 @@ def test_the_deadline_stops_growing_with_a_valid_smaller_model(data: tuple) -> N
     grown = fit_stoppable(model, X, y, time.perf_counter() + 0.5)
     assert grown.stopped_by_deadline and 0 < model.n_iter_ < 100_000
     assert (model.predict(X) == y).mean() > 0.8  # what it grew is a working model
+
+
+def test_a_fit_keeps_the_time_its_held_out_rows_take_to_predict_free_before_its_deadline(data: tuple) -> None:
+    X, y, _ = data
+    held_out = np.tile(X, (30, 1))  # 120,000 rows to score once the fit ends, as a fold of a large table has
+
+    def fit_then_score(scoring: tuple | None) -> tuple[int, float]:
+        model = ExtraTreesClassifier(n_estimators=100_000, min_samples_leaf=1, random_state=0)
+        started = time.perf_counter()
+        grown = fit_stoppable(model, X, y, started + 1.0, scoring=scoring)
+        model.predict_proba(held_out)
+        return grown.units, time.perf_counter() - started
+
+    trees, seconds = fit_then_score((held_out[:20_000], len(held_out)))
+    unreserved_trees, unreserved_seconds = fit_then_score(None)
+    assert seconds < 1.0 * 1.25 < unreserved_seconds  # fit + scoring end near the deadline, not past it
+    assert 0 < trees < unreserved_trees
+
+
+def test_held_out_rows_are_scored_in_chunks_with_progress_between_them(
+    data: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ml_expert.tools.training import cluster
+
+    X, y, _ = data
+    model = RandomForestClassifier(n_estimators=20, random_state=0).fit(X[:3000], y[:3000])
+    monkeypatch.setattr(cluster, "PREDICT_CHUNK", 400)  # as 500,000 rows at a time are at 10M rows
+    ticks: list[str] = []
+    rows = np.arange(3000, 4000)
+    output = cluster._held_out_output(model, "binary", X, rows, ticks.append)
+    assert np.array_equal(output, model.predict_proba(X[rows]))  # the same output as in one call
+    assert ticks == [f"scoring held-out rows {start:,} of 1,000" for start in (0, 400, 800)]
 
 
 def test_a_cancel_between_chunks_stops_the_fit(data: tuple) -> None:

@@ -22,13 +22,14 @@ from typing import Any
 
 from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.core.scoring import rank_score
-from ml_expert.tools.training.chunked import fit_stoppable
+from ml_expert.tools.training.chunked import SCORING_SAMPLE, fit_stoppable
 from ml_expert.tools.training.portfolio import BOOSTING, Config, build, decided
 from ml_expert.tools.training.trial import early_stopped_iterations, output_of, widen
 
 np = lazy_import("numpy")  # loads on first use, not at server start
 
 CONNECT_TIMEOUT_S = 10.0
+PREDICT_CHUNK = 500_000  # held-out rows predicted at a time, with progress between them
 
 
 @dataclass
@@ -109,9 +110,10 @@ def _fit_fold(
         categorical=categorical, threads=_worker_threads() or -1,
     )  # fmt: skip
     validation = _validation(X, y, problem, t) if t.config.family in BOOSTING else None  # only boosting early-stops
-    grown = fit_stoppable(model, X[t.train], y[t.train], started + t.seconds, tick, t.per_unit, validation)
+    scoring = (X[t.test[:SCORING_SAMPLE]], len(t.test))  # their prediction's time is kept free before the deadline
+    grown = fit_stoppable(model, X[t.train], y[t.train], started + t.seconds, tick, t.per_unit, validation, scoring)
     fitted = decided(model, t.config, problem.metric, y[t.train])
-    output = output_of(fitted, problem.task, X[t.test])
+    output = _held_out_output(fitted, problem.task, X, t.test, tick)
     if problem.n_classes and output.shape[1] < problem.n_classes:  # a class missing from this fold's rows
         output = widen(output, fitted.classes_, problem.n_classes)
     return FoldFit(
@@ -124,6 +126,21 @@ def _fit_fold(
         where=_where(),
         model=fitted if t.keep_model else None,
     )
+
+
+def _held_out_output(
+    model: Any, task: str, X: np.ndarray, rows: np.ndarray, tick: Callable[[str], None] | None
+) -> np.ndarray:
+    """The model's output on the fold's held-out rows, PREDICT_CHUNK rows at a time with progress (and the cancel
+    check) between chunks: a forest predicting millions of rows takes tens of seconds."""
+    if len(rows) <= PREDICT_CHUNK:
+        return output_of(model, task, X[rows])
+    parts = []
+    for start in range(0, len(rows), PREDICT_CHUNK):
+        if tick is not None:
+            tick(f"scoring held-out rows {start:,} of {len(rows):,}")
+        parts.append(output_of(model, task, X[rows[start : start + PREDICT_CHUNK]]))
+    return np.concatenate(parts)
 
 
 def _validation(X: np.ndarray, y: np.ndarray, problem: Problem, t: FoldTask) -> tuple[np.ndarray, np.ndarray] | None:
