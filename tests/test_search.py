@@ -87,6 +87,28 @@ def test_a_family_whose_every_fit_raises_is_a_warning_of_the_train_result(
     assert result.learned and result.val_metrics["accuracy"] > 0.93  # out of fold, without the forests
 
 
+def test_a_search_whose_every_fit_raises_fails_with_the_errors_and_keeps_what_was_stored(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not an IndexError from an empty ensemble pool: the job's error names each family's error and a way out."""
+    from ml_expert.server.cli_workflow import _ConsoleReporter
+    from ml_expert.tools.training import search as search_module
+    from ml_expert.tools.training.train import run_train_job, train_spec
+
+    def broken(X: np.ndarray, y: np.ndarray, problem: object, task: object, *rest: object) -> object:
+        raise ValueError(f"{task.config.family} broken on purpose")
+
+    monkeypatch.setattr(search_module, "fit_fold", broken)
+    run = prepared_run(ws, "breast_cancer")
+    prepared = ws.store.retrieve("ml-expert/prepared-data").value
+    with pytest.raises(ValueError, match="no candidate of the auto search could be fitted") as error:
+        run_train_job(ws, train_spec(ws, run, "auto", time_budget_s=5), _ConsoleReporter())
+    assert "hgb: ValueError: hgb broken on purpose" in str(error.value)
+    assert "architecture='random_forest'" in str(error.value)
+    assert ws.store.retrieve("ml-expert/prepared-data").value == prepared  # nothing stored is lost
+    assert ws.store.get_value("ml-expert/training") is None  # nor half-written
+
+
 def _ok(status: object) -> dict:
     assert status.status == "succeeded", status.error
     return status.result

@@ -286,11 +286,19 @@ class Search(SampleRungs, ClusterWaves, LocalSearch, FinalModels):
             return best
         if self.cancelled:
             raise JobCancelled()  # cancelled before any candidate completed its cross-validation: no model
-        best = max((t for t in self.trials if t.rows is None), key=lambda t: t.mean)
-        best.stopped = None
         self.deadline = math.inf
-        self._complete(best, len(self.trials))
-        return best
+        waiting = [t for t in self.trials if t.rows is None and t.stopped != "failed"]
+        for best in sorted(waiting, key=lambda t: t.mean, reverse=True):  # the next one when a fit of it raises
+            best.stopped = None
+            self._complete(best, len(self.trials))
+            if best.complete:
+                return best
+        failures = "; ".join(f"{family}: {error}" for family, error in self.failures.items()) or "none completed"
+        raise ValueError(
+            f"no candidate of the auto search could be fitted on this table ({failures}). Check the prepared "
+            "columns (analyze_data lists constant and all-missing ones), or train one family, e.g. "
+            "architecture='random_forest'."
+        )
 
     def _complete(self, trial: Trial, planned: int, patient: bool = False) -> None:
         """Run the remaining folds; stop early when the candidate clearly trails the leader (unless patient)."""
