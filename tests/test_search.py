@@ -253,7 +253,7 @@ def test_the_search_decides_on_the_ensemble_by_that_rule(monkeypatch: pytest.Mon
     rng = np.random.default_rng(0)
     X = rng.uniform(size=(300, 4))
     y = 3 * X[:, 0] - 2 * X[:, 1] + (X[:, 2] > 0.5) + rng.normal(0, 0.2, 300)
-    summary = run_search(X, y, "regression", budget_s=8).summary
+    summary = run_search(X, y, "regression", budget_s=4).summary
     ((members, single),) = calls
     assert summary.best_single_cv_score == pytest.approx(-single, abs=1e-4)  # RMSE shown as RMSE
     assert summary.ensemble == (len(members) > 1) and len(summary.chosen) == len(members)

@@ -29,8 +29,9 @@ FIRST_ITERATIONS = 10  # boosting iterations of the first chunk when no speed is
 FIRST_TREES = 8  # forest trees of the first chunk
 FIRST_TREES_LARGE = 2  # ... above LARGE_ROWS rows, where one tree may take seconds (one thread on a Dask worker)
 LARGE_ROWS = 100_000
-SCORED_ROWS = 100_000  # held-out rows from which their prediction's time is kept free before a fit's deadline
-SCORING_SAMPLE = 20_000  # ... timed on this many of them
+SCORED_ROWS = 100_000  # held-out rows from which callers keep their prediction's time free before a fit's deadline
+SCORING_SAMPLE = 20_000  # ... timed on this many of them (below, it is a small share of the fit: small tables'
+# fits stay as they were)
 Tick = Callable[[str], None]  # progress callback: "iteration 350 of 2000"; may raise to cancel
 
 
@@ -238,10 +239,9 @@ def _grow(
 
 
 def _predict_seconds_per_unit(model: Any, scoring: tuple[np.ndarray, int] | None, units: int) -> float:
-    """Seconds that predicting the caller's held-out rows will take per iteration / tree, timed on their sample;
-    0 below SCORED_ROWS of them, where it is a small share of the fit (small tables keep their fits as they were):
-    at 10M rows, extra-trees' 3.2M held-out rows took ~0.5 s a tree, 20 s past a fold's deadline."""
-    if scoring is None or scoring[1] < SCORED_ROWS or not len(scoring[0]) or units <= 0:
+    """Seconds that predicting the caller's held-out rows will take per iteration / tree, timed on their sample
+    (at 10M rows, extra-trees' 1.7M held-out rows took ~20 s past a fold's deadline); 0 without `scoring`."""
+    if scoring is None or not len(scoring[0]) or units <= 0:
         return 0.0
     sample, rows = scoring
     started = time.perf_counter()

@@ -22,7 +22,7 @@ from typing import Any
 
 from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.core.scoring import rank_score
-from ml_expert.tools.training.chunked import SCORING_SAMPLE, fit_stoppable
+from ml_expert.tools.training.chunked import SCORED_ROWS, SCORING_SAMPLE, fit_stoppable
 from ml_expert.tools.training.portfolio import BOOSTING, Config, build, decided
 from ml_expert.tools.training.trial import early_stopped_iterations, output_of, widen
 
@@ -110,7 +110,8 @@ def _fit_fold(
         categorical=categorical, threads=_worker_threads() or -1,
     )  # fmt: skip
     validation = _validation(X, y, problem, t) if t.config.family in BOOSTING else None  # only boosting early-stops
-    scoring = (X[t.test[:SCORING_SAMPLE]], len(t.test))  # their prediction's time is kept free before the deadline
+    # from SCORED_ROWS held-out rows, their prediction's time is kept free before the deadline
+    scoring = (X[t.test[:SCORING_SAMPLE]], len(t.test)) if len(t.test) >= SCORED_ROWS else None
     grown = fit_stoppable(model, X[t.train], y[t.train], started + t.seconds, tick, t.per_unit, validation, scoring)
     fitted = decided(model, t.config, problem.metric, y[t.train])
     output = _held_out_output(fitted, problem.task, X, t.test, tick)
