@@ -25,7 +25,7 @@ Protocol, per dataset: an 80/20 split (random_state=0), stratified for classific
 target, or one with <= 20 distinct integer values; else regression). Primary metric: balanced
 accuracy when the majority/minority class ratio on the training rows is >= 4, else accuracy; RMSE
 for regression; all scored on the 20 % test rows.
-  (a) HistGradientBoosting{Classifier,Regressor}() defaults and (b) RandomForest{...}(random_state=0),
+  (a) HistGradientBoosting{Classifier,Regressor}(random_state=0) defaults and (b) RandomForest{...}(random_state=0),
       on a preprocessing fitted on the training rows only: categoricals -> OrdinalEncoder (unknown and
       missing -> -1), numbers as they are (HGB takes NaN natively, its `categorical_features` are the
       encoded categoricals, those with <= 255 training categories) or median-imputed (RF);

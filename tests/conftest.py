@@ -72,6 +72,30 @@ def messy_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
     return pd.concat([df, df.iloc[:5]], ignore_index=True)
 
 
+def churn_frame(n: int = 500, seed: int = 0) -> pd.DataFrame:
+    """A churn table as users bring them: integer tenure and age, a boolean, a string plan with gaps, a number with
+    gaps, a signup date; churn rises with short tenure, the 'pro' plan and seniority."""
+    rng = np.random.default_rng(seed)
+    tenure = rng.integers(0, 72, n)
+    senior = rng.random(n) < 0.3
+    plan = rng.choice(["basic", "plus", "pro"], n)
+    logit = -tenure / 6 + 6.0 + (plan == "pro") * 3.0 + senior * 2.0
+    frame = pd.DataFrame(
+        {
+            "tenure": tenure,
+            "age": rng.integers(18, 90, n),
+            "senior": senior,
+            "plan": plan,
+            "charges": rng.normal(60, 20, n).round(2),
+            "joined": pd.date_range("2020-01-01", periods=n, freq="D").astype(str),
+            "churn": np.where(logit + rng.logistic(size=n) > 0, "yes", "no"),
+        }
+    )
+    frame.loc[rng.random(n) < 0.05, "charges"] = np.nan
+    frame.loc[rng.random(n) < 0.03, "plan"] = None
+    return frame
+
+
 @pytest.fixture
 def sigint_in_numpy(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     """Call it to make a Ctrl-C (SIGINT) land each time numpy parses a buffer format from then on (HistGradientBoosting

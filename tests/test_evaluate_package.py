@@ -11,7 +11,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import frame_run, messy_frame, prepared_run
+from conftest import churn_frame, frame_run, messy_frame, prepared_run
 
 from ml_expert.memory.errors import ConflictError, InvalidInputError, NotFoundError
 from ml_expert.tools.artifacts import load_split
@@ -93,6 +93,56 @@ def test_leaderboard_and_regression_metrics(jobs_ws: Workspace) -> None:
         "residuals" in ev["artifacts"]
         and "## Leaderboard" in (jobs_ws.run_dir(run) / "evaluation_report.md").read_text()
     )
+
+
+def test_evaluation_scores_every_test_row_in_chunks_and_a_bounded_sample_of_train_rows(
+    jobs_ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 10M rows `evaluate` predicted all 8M training rows for its overfitting check, in one silent call (70 s).
+    Now the train and validation scores come from at most SCORED_SPLIT_ROWS rows each and the test rows are predicted
+    in chunks with progress; the test metrics are those of every test row (a typed table: integers, a boolean, a
+    string categorical with gaps, a date)."""
+    from ml_expert.tools.evaluation import evaluate as evaluation
+
+    run = frame_run(jobs_ws, churn_frame(), "churn", name="churn.csv")
+    model_id = _train(jobs_ws, run, "linear")
+    whole = evaluation.evaluate_model(jobs_ws, run, model_id, None)
+    assert whole.test_metrics["accuracy"] > 0.8 and whole.beats_baseline
+
+    predicted: list[int] = []
+    predict = evaluation.predict_output
+    monkeypatch.setattr(
+        evaluation, "predict_output", lambda m, f, t, X: predicted.append(len(X)) or predict(m, f, t, X)
+    )
+    monkeypatch.setattr(evaluation, "SCORED_SPLIT_ROWS", 120)
+    monkeypatch.setattr(evaluation, "PREDICT_CHUNK", 20)
+    ticks: list[str] = []
+    bounded = evaluation.evaluate_model(jobs_ws, run, model_id, None, ticks.append)
+
+    sizes = {split: len(load_split(jobs_ws, run, split)[1]) for split in ("train", "val", "test")}
+    assert sizes["train"] > 120 >= sizes["val"]
+    assert max(predicted) <= 20 and sum(predicted) == 120 + sizes["val"] + sizes["test"]
+    assert bounded.test_metrics == whole.test_metrics and bounded.confusion_matrix == whole.confusion_matrix
+    assert len([t for t in ticks if t.startswith("test rows")]) == -(-sizes["test"] // 20)
+    assert bounded.split_scores["val"] == whole.split_scores["val"]
+    assert abs(bounded.split_scores["train"] - whole.split_scores["train"]) < 0.08
+    assert bounded.overfitting == whole.overfitting
+
+
+def test_silhouette_of_a_large_clustering_is_scored_on_a_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    """silhouette is quadratic in rows (a 1M-row test split would not finish): above SILHOUETTE_ROWS it is scored on
+    a seeded sample, close to the exact value."""
+    from sklearn.datasets import make_blobs
+    from sklearn.metrics import silhouette_score
+
+    from ml_expert.tools.core import scoring
+
+    X, y = make_blobs(3000, centers=3, cluster_std=1.5, random_state=0)
+    exact = silhouette_score(X, y)
+    monkeypatch.setattr(scoring, "SILHOUETTE_ROWS", 1000)
+    sampled = scoring.scores("clustering", y, y.astype(float), X)
+    assert sampled["silhouette"] != exact and abs(sampled["silhouette"] - exact) < 0.03
+    assert sampled["silhouette"] == scoring.scores("clustering", y, y.astype(float), X)["silhouette"]  # seeded
 
 
 def test_clustering_metrics(jobs_ws: Workspace) -> None:

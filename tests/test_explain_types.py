@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import frame_run
+from conftest import churn_frame, frame_run
 
 from ml_expert.tools.evaluation.evaluate import evaluate
 from ml_expert.tools.jobs.manager import JobManager
@@ -25,30 +25,6 @@ from ml_expert.tools.prediction.explain import ExplainSpec, explain, importance_
 from ml_expert.tools.prediction.predict import predict
 from ml_expert.tools.training.train import train
 from ml_expert.tools.workspace import Workspace
-
-
-def churn_frame(n: int = 500, seed: int = 0) -> pd.DataFrame:
-    """A churn table as users bring them: integer tenure and age, a boolean, a string plan with gaps, a number with
-    gaps, a signup date; churn rises with short tenure, the 'pro' plan and seniority."""
-    rng = np.random.default_rng(seed)
-    tenure = rng.integers(0, 72, n)
-    senior = rng.random(n) < 0.3
-    plan = rng.choice(["basic", "plus", "pro"], n)
-    logit = -tenure / 6 + 6.0 + (plan == "pro") * 3.0 + senior * 2.0
-    frame = pd.DataFrame(
-        {
-            "tenure": tenure,
-            "age": rng.integers(18, 90, n),
-            "senior": senior,
-            "plan": plan,
-            "charges": rng.normal(60, 20, n).round(2),
-            "joined": pd.date_range("2020-01-01", periods=n, freq="D").astype(str),
-            "churn": np.where(logit + rng.logistic(size=n) > 0, "yes", "no"),
-        }
-    )
-    frame.loc[rng.random(n) < 0.05, "charges"] = np.nan
-    frame.loc[rng.random(n) < 0.03, "plan"] = None
-    return frame
 
 
 class StandIn:

@@ -40,12 +40,14 @@ def load_prepared(ws: Workspace, run_id: str) -> PreparedData:
     return PreparedData.model_validate_json(path.read_text())
 
 
-def load_split(ws: Workspace, run_id: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """X and y of one split (train, val or test) as prepare_data saved them."""
+def load_split(ws: Workspace, run_id: str, split: str, mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """X and y of one split (train, val or test) as prepare_data saved them; memory-mapped (read-only, nothing
+    loaded until indexed) with mmap=True."""
     import numpy as np
 
     data = ws.run_dir(run_id) / "data"
-    return np.load(data / f"X_{split}.npy"), np.load(data / f"y_{split}.npy")
+    mode = "r" if mmap else None
+    return np.load(data / f"X_{split}.npy", mmap_mode=mode), np.load(data / f"y_{split}.npy", mmap_mode=mode)
 
 
 def model_dir(ws: Workspace, run_id: str, model_id: str) -> Path:

@@ -90,20 +90,28 @@ def confusion_matrix_png(matrix: list[list[int]], labels: list[str], path: Path)
     return path
 
 
+PLOTTED_POINTS = 10_000  # test rows drawn in residuals.png: a seeded sample above it (a million points are a blot)
+
+
 def residuals_png(y_true: np.ndarray, y_pred: np.ndarray, path: Path) -> Path:
     plt = _plt()
+    drawn = ""
+    if len(y_true) > PLOTTED_POINTS:
+        rows = np.random.default_rng(0).choice(len(y_true), PLOTTED_POINTS, replace=False)
+        drawn = f", {PLOTTED_POINTS:,} of {len(y_true):,} rows"
+        y_true, y_pred = y_true[rows], y_pred[rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     a.scatter(y_true, y_pred, s=8, alpha=0.6)
     lo, hi = float(min(y_true.min(), y_pred.min())), float(max(y_true.max(), y_pred.max()))
     a.plot([lo, hi], [lo, hi], "r--", linewidth=1)
     a.set_xlabel("True")
     a.set_ylabel("Predicted")
-    a.set_title("Predicted vs true (test)")
+    a.set_title(f"Predicted vs true (test{drawn})")
     b.scatter(y_pred, y_true - y_pred, s=8, alpha=0.6)
     b.axhline(0, color="r", linestyle="--", linewidth=1)
     b.set_xlabel("Predicted")
     b.set_ylabel("Residual")
-    b.set_title("Residuals (test)")
+    b.set_title(f"Residuals (test{drawn})")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
