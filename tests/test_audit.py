@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
 import pytest
 from conftest import prepared_run
 
@@ -248,11 +250,11 @@ def test_a_pickle_swapped_after_its_digest_check_is_never_loaded(
     joblib.dump(_Planted(marker), buffer)
     monkeypatch.setattr(artifacts, "hashlib", _SwapAfterHashing(path, buffer.getvalue()))
     seen: list[Any] = []
-    load = joblib.load
-    monkeypatch.setattr(joblib, "load", lambda source, *a, **kw: seen.append(source) or load(source, *a, **kw))
+    load = pickle.loads
+    monkeypatch.setattr(pickle, "loads", lambda data, *a, **kw: seen.append(data) or load(data, *a, **kw))
     assert artifacts.load_pickle(ws, path) == {"weights": [1, 2, 3]}
     assert not marker.exists()
-    assert len(seen) == 1 and isinstance(seen[0], io.BytesIO) and seen[0].getvalue() == written
+    assert len(seen) == 1 and seen[0] == written
     monkeypatch.undo()
     with pytest.raises(IntegrityError, match="changed since the server wrote it"):  # the swapped file, next time
         artifacts.load_pickle(ws, path)
@@ -260,6 +262,27 @@ def test_a_pickle_swapped_after_its_digest_check_is_never_loaded(
     with pytest.raises(IntegrityError, match="was not written by this server"):
         artifacts.load_pickle(ws, ws.root / "planted.joblib")
     assert not marker.exists()
+
+
+def test_models_are_plain_pickles_that_joblib_reads_and_joblib_files_of_older_runs_still_load(ws: Workspace) -> None:
+    """Models are written with the C pickler (joblib's pure-Python one took 0.46 s to dump and 0.72 s to load a bag
+    of boosting fold models, against 0.09 s each): `joblib.load`, which a package's users call, reads them; a file
+    that joblib.dump wrote (a run of an older version) still loads, and predicts the same."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    X, y = load_breast_cancer(return_X_y=True)
+    model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(X, y)
+    expected = model.predict_proba(X)
+    path = artifacts.save_pickle(ws, model, ws.root / "model.joblib")
+    assert artifacts.JOBLIB_ARRAYS not in path.read_bytes()
+    assert np.array_equal(artifacts.load_pickle(ws, path).predict_proba(X), expected)
+    assert np.array_equal(joblib.load(path).predict_proba(X), expected)
+    older = ws.root / "older.joblib"
+    joblib.dump(model, older)
+    ws.digests.record(ws.relative(older), artifacts.sha256(older), older.stat().st_size)
+    assert artifacts.JOBLIB_ARRAYS in older.read_bytes()
+    assert np.array_equal(artifacts.load_pickle(ws, older).predict_proba(X), expected)
 
 
 # -- 5. re-packaging keeps the user's files, and refuses to overwrite their edits ----------------------------------

@@ -116,10 +116,14 @@ def sha256(path: Path) -> str:
 
 
 def save_pickle(ws: Workspace, obj: Any, path: Path) -> Path:
-    """joblib-dump obj and record its sha256 in the database (the only pickles load_pickle will open)."""
-    import joblib
+    """Pickle obj and record its sha256 in the database (the only pickles load_pickle will open). A plain pickle
+    (protocol 5), which `joblib.load` reads as well: joblib's own format goes through its pure-Python pickler, and a
+    model of thousands of trees (a bag of boosting fold models) took 0.46 s to dump and 0.72 s to load that way against
+    0.09 s each with the C pickler."""
+    import pickle
 
-    joblib.dump(obj, path)
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=5)
     ws.digests.record(ws.relative(path), sha256(path), path.stat().st_size)
     return path
 
@@ -140,13 +144,20 @@ def read_verified(ws: Workspace, path: Path) -> bytes:
     return data
 
 
+JOBLIB_ARRAYS = b"NumpyArrayWrapper"  # in a pickle joblib.dump wrote (runs of older versions): arrays follow it raw
+
+
 def unpickle(data: bytes) -> Any:
-    """joblib-load bytes that read_verified returned."""
-    import joblib
+    """Unpickle bytes that read_verified returned: with the C unpickler, or joblib's for a file joblib wrote."""
+    import pickle
 
     from ml_expert.tools.core.portable import ensemble, preprocessing  # noqa: F401 - pickled classes resolve
 
-    return joblib.load(io.BytesIO(data))
+    if JOBLIB_ARRAYS in data:
+        import joblib
+
+        return joblib.load(io.BytesIO(data))
+    return pickle.loads(data)
 
 
 def load_pickle(ws: Workspace, path: Path) -> Any:
