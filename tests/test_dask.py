@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -105,6 +106,48 @@ def test_a_candidate_whose_fits_raise_on_the_workers_is_dropped_and_the_cluster_
     ran_on = {a for row in outcome.leaderboard if row["status"] == "complete" for a in row.get("ran_on", [])}
     assert ran_on and ran_on <= set(local_cluster.scheduler_info["workers"])  # the rest still ran on the cluster
     assert summary.complete >= 2 and summary.cv_score > 0.85
+
+
+def _kills_its_worker_on_catboost(
+    X: np.ndarray, y: np.ndarray, problem: object, task: cluster_module.FoldTask, tick: object, codes: object
+) -> object:
+    """The fold fit the driver sends (pickled by value): a CatBoost fit ends its worker process, as one that runs
+    out of memory is killed; the others are the workers' own (unpatched) fold fits."""
+    if task.config.family == "catboost":
+        os._exit(1)
+    from ml_expert.tools.training.cluster import fit_fold
+
+    return fit_fold(X, y, problem, task, tick, codes)
+
+
+def test_a_candidate_whose_fit_kills_its_workers_is_dropped_and_the_cluster_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dask retries a task whose worker died on another one, and after `allowed-failures` deaths gives up with
+    KilledWorker. That is the candidate's doing (a fit too large for a worker's memory), not the cluster's: it used to
+    drop the whole cluster and run the rest of the search here, where such a fit could take the driver down too."""
+    import cloudpickle
+    import dask
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    monkeypatch.setattr(cluster_module, "fit_fold", _kills_its_worker_on_catboost)  # what DaskFolds submits
+    X, y = _data()
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc,
+    ):
+        outcome = run_search(X, y, "binary", budget_s=25, scheduler=lc.scheduler_address)
+        workers = set(lc.scheduler_info["workers"])
+    summary = outcome.summary
+    catboost = next(row for row in outcome.leaderboard if row["family"] == "catboost")
+    assert catboost["status"] == "failed"
+    assert any(note.startswith(f"{catboost['candidate']} failed on fold 1") and "KilledWorker" in note
+               for note in summary.notes), summary.notes  # fmt: skip
+    assert not any("failed mid-search" in note for note in summary.notes)
+    ran_on = {a for row in outcome.leaderboard if row["status"] == "complete" for a in row.get("ran_on", [])}
+    assert ran_on and all(address.startswith("tcp://") for address in ran_on)  # the rest still ran on the cluster
+    assert summary.fits_on_cluster >= 10 and summary.complete >= 2 and summary.cv_score > 0.85
+    assert workers  # the nannies restarted the killed workers
 
 
 def test_a_cluster_that_disappears_mid_search_degrades_to_local_fits() -> None:

@@ -196,9 +196,10 @@ class DaskFolds:
 
     def run(self, tasks: list[FoldTask], timeout: float) -> Iterator[tuple[FoldTask, FoldFit | Exception]]:
         """Submit every task, yield (task, fit) in the order they finish, or (task, error) for a fit that raised
-        on its worker (one candidate's library error, as a local fit's: the cluster goes on); ClusterLost when the
-        cluster fails."""
-        from distributed import KilledWorker, as_completed
+        on its worker (one candidate's library error, as a local fit's: the cluster goes on) or that killed every
+        worker it ran on (KilledWorker: Dask retried it on others, and each died, as one out of memory does; the
+        cluster, whose nannies restart them, goes on without it); ClusterLost when the cluster fails."""
+        from distributed import as_completed
 
         futures = {
             self.client.submit(fit_fold, self.X, self.y, self.problem, t, None, self.codes, pure=False): t
@@ -207,10 +208,7 @@ class DaskFolds:
         try:
             for future in as_completed(list(futures), timeout=max(timeout, 1.0)):
                 error = future.exception() if future.status == "error" else None
-                if error is not None and not isinstance(error, KilledWorker):
-                    yield futures[future], error
-                else:
-                    yield futures[future], future.result()
+                yield futures[future], (future.result() if error is None else error)
         except Exception as exc:  # scheduler gone, all workers lost, a timeout: finish locally
             for future in futures:
                 future.cancel()
