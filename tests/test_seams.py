@@ -100,6 +100,7 @@ def test_cli_run_passes_epochs_to_training(tmp_path: Path, capsys: pytest.Captur
     assert code == 0, capsys.readouterr()
     training = ws.store.retrieve("ml-expert/training").value
     assert training["epochs_trained"] == 3 and training["config"]["epochs"] == 3
+    assert training["config"]["hidden_units"] == [256, 128, 64] and "n_estimators" not in training["config"]
 
 
 def test_config_typo_and_huge_layers_are_refused(tmp_path: Path) -> None:

@@ -132,6 +132,7 @@ def test_search_cross_validates_only_training_rows_and_beats_library_defaults(jo
     assert search["cv_score"] >= search["best_single_cv_score"] - 1e-9
     memory = jobs_ws.store.retrieve("ml-expert/architecture").value
     assert memory["recommended"] == "auto" and memory["leaderboard"] == search["leaderboard"]
+    assert jobs_ws.store.retrieve("ml-expert/training").value["config"] == {"seed": 42}  # no DNN layers it never used
     X_all, y_all = np.concatenate([X_tr, X_va]), np.concatenate([y_tr, y_va])
     defaults = [
         accuracy_score(y_te, m.fit(X_all, y_all).predict(X_te))

@@ -68,7 +68,11 @@ def test_sklearn_models_learn_breast_cancer(jobs_ws: Workspace, arch: str) -> No
     history = json.loads((folder / "training_history.json").read_text())
     assert {"loss", "val_loss", "accuracy", "val_accuracy"} <= set(history)
     assert (folder / "training_curves.png").stat().st_size > 5000 and (folder / "model.joblib").exists()
-    assert jobs_ws.store.retrieve("ml-expert/training").value["model_id"] == result["model_id"]
+    memory = jobs_ws.store.retrieve("ml-expert/training").value
+    assert memory["model_id"] == result["model_id"]
+    used = {"gradient_boosting": "max_iter", "random_forest": "n_estimators", "linear": "regularization"}[arch]
+    assert used in memory["config"] and "class_weight" in memory["config"]  # the settings it used, only those
+    assert not {"hidden_units", "dropout", "epochs", "n_clusters"} & set(memory["config"])
 
 
 @pytest.mark.slow

@@ -26,7 +26,8 @@ Filters = Annotated[int, Field(ge=1, le=1024)]
 
 
 class TrainConfig(BaseModel):
-    """Training configuration; every field has the seed's default. Fields a family does not use are ignored."""
+    """Training configuration; every field has the seed's default. Fields a family does not use are ignored (the
+    result shows those it used: `used_config`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -65,6 +66,27 @@ class TrainConfig(BaseModel):
     max_iter: int = Field(300, ge=1, le=10000, description="Boosting / solver iterations.")
     regularization: float = Field(1.0, gt=0, description="linear: C or alpha.")
     n_clusters: int | None = Field(None, ge=2, le=1000, description="Clusters (default: classes).")
+
+
+# the settings each scikit-learn architecture reads; Keras networks read every other one (auto: the seed only, its
+# search draws its own configurations)
+SKLEARN_SETTINGS = {
+    "auto": ("seed",),
+    "random_forest": ("n_estimators", "max_depth", "class_weight", "seed"),
+    "gradient_boosting": ("max_iter", "max_depth", "class_weight", "seed"),
+    "linear": ("regularization", "max_iter", "class_weight", "seed"),
+    "kmeans": ("n_clusters", "seed"),
+    "gaussian_mixture": ("n_clusters", "seed"),
+}
+SKLEARN_ONLY = {"n_estimators", "max_depth", "max_iter", "regularization", "n_clusters"}
+
+
+def used_config(config: TrainConfig, architecture: str) -> dict[str, Any]:
+    """The settings that shaped a model of this architecture, as the train result and `ml-expert/training` show them:
+    an auto search's record listed a DNN's 256-128-64 layers and dropout it never used."""
+    data = config.model_dump(mode="json")
+    names = SKLEARN_SETTINGS.get(architecture) or [name for name in data if name not in SKLEARN_ONLY]
+    return {name: data[name] for name in names}
 
 
 Distribution = Literal["none", "mirrored", "multi_worker"]

@@ -37,7 +37,7 @@ from ml_expert.tools.jobs.manager import run_as_job
 from ml_expert.tools.jobs.specs import JobCancelled, JobStatus, ProgressFn, Reporter, WaitSeconds
 from ml_expert.tools.selection.recommend import analyze_task, rank_candidates
 from ml_expert.tools.training import distributed, transfer
-from ml_expert.tools.training.config import Distribution, Fit, TimeBudget, TrainConfig, TrainSpec
+from ml_expert.tools.training.config import Distribution, Fit, TimeBudget, TrainConfig, TrainSpec, used_config
 from ml_expert.tools.training.sklearn_models import count_parameters, fit_sklearn, is_plain_estimator
 from ml_expert.tools.workspace import Workspace, new_id, write_json
 
@@ -52,7 +52,10 @@ class TrainResult(BaseModel):
     architecture: str
     framework: Literal["keras", "sklearn"]
     task_type: str
-    epochs_trained: int
+    epochs_trained: int = Field(
+        description="Keras: epochs run; scikit-learn: points of its training curve (trees, iterations); auto: the "
+        "candidates the search tried."
+    )
     best_epoch: int | None
     train_seconds: float
     parameters: int
@@ -60,7 +63,7 @@ class TrainResult(BaseModel):
     baseline_val_metrics: dict[str, float] = Field(description="Dummy baseline (majority class / mean) on validation.")
     learned: bool = Field(description="False when the validation score is not above the dummy baseline.")
     notes: list[str]
-    config: dict[str, Any]
+    config: dict[str, Any] = Field(description="The settings this architecture used (the others are ignored by it).")
     distribution: dict[str, Any] | None = None
     transfer: dict[str, Any] | None = Field(
         None, description="Transfer learning: base model, layers kept frozen / fine-tuned, epochs per stage."
@@ -403,7 +406,7 @@ def run_train_job(ws: Workspace, spec: TrainSpec, reporter: Reporter) -> TrainRe
         baseline_val_metrics=baseline,
         learned=learned,
         notes=notes,
-        config=spec.config.model_dump(mode="json"),
+        config=used_config(spec.config, arch),
         distribution=fit.distribution,
         transfer=fit.transfer,
         search=fit.search,
