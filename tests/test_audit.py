@@ -271,17 +271,19 @@ def test_models_are_plain_pickles_that_joblib_reads_and_joblib_files_of_older_ru
     from sklearn.datasets import load_breast_cancer
     from sklearn.ensemble import HistGradientBoostingClassifier
 
+    from ml_expert.tools.core.portable import preprocessing
+
     X, y = load_breast_cancer(return_X_y=True)
     model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(X, y)
     expected = model.predict_proba(X)
     path = artifacts.save_pickle(ws, model, ws.root / "model.joblib")
-    assert artifacts.JOBLIB_ARRAYS not in path.read_bytes()
+    assert preprocessing.JOBLIB_ARRAYS not in path.read_bytes()
     assert np.array_equal(artifacts.load_pickle(ws, path).predict_proba(X), expected)
     assert np.array_equal(joblib.load(path).predict_proba(X), expected)
     older = ws.root / "older.joblib"
     joblib.dump(model, older)
     ws.digests.record(ws.relative(older), artifacts.sha256(older), older.stat().st_size)
-    assert artifacts.JOBLIB_ARRAYS in older.read_bytes()
+    assert preprocessing.JOBLIB_ARRAYS in older.read_bytes()
     assert np.array_equal(artifacts.load_pickle(ws, older).predict_proba(X), expected)
 
 

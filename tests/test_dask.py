@@ -129,20 +129,25 @@ def test_a_candidate_whose_fit_kills_its_workers_is_dropped_and_the_cluster_kept
     import cloudpickle
     import dask
 
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    module = sys.modules[__name__]
+    cloudpickle.register_pickle_by_value(module)
     monkeypatch.setattr(cluster_module, "fit_fold", _kills_its_worker_on_catboost)  # what DaskFolds submits
     X, y = _data()
-    with (
-        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc,
-    ):
-        outcome = run_search(X, y, "binary", budget_s=25, scheduler=lc.scheduler_address)
-        workers = set(lc.scheduler_info["workers"])
+    try:
+        with (
+            dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc,
+        ):
+            outcome = run_search(X, y, "binary", budget_s=25, scheduler=lc.scheduler_address)
+            workers = set(lc.scheduler_info["workers"])
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
     summary = outcome.summary
     catboost = next(row for row in outcome.leaderboard if row["family"] == "catboost")
     assert catboost["status"] == "failed"
-    assert any(note.startswith(f"{catboost['candidate']} failed on fold 1") and "KilledWorker" in note
+    assert any(note.startswith(f"{catboost['candidate']} failed on fold 1") and "killed every worker" in note
                for note in summary.notes), summary.notes  # fmt: skip
+    assert summary.failed_families == {"catboost": f"WorkerKilled: {cluster_module.WORKER_KILLED}"[: 200 + 14]}
     assert not any("failed mid-search" in note for note in summary.notes)
     ran_on = {a for row in outcome.leaderboard if row["status"] == "complete" for a in row.get("ran_on", [])}
     assert ran_on and all(address.startswith("tcp://") for address in ran_on)  # the rest still ran on the cluster

@@ -84,6 +84,8 @@ def test_accuracy_on_imbalanced_data_is_not_mistaken_for_skill(jobs_ws: Workspac
 def test_leaderboard_and_regression_metrics(jobs_ws: Workspace) -> None:
     run = prepared_run(jobs_ws, "diabetes")
     ids = [_train(jobs_ws, run, "linear"), _train(jobs_ws, run, "random_forest")]
+    used = jobs_ws.store.retrieve("ml-expert/training").value["config"]
+    assert used == {"n_estimators": 300, "max_depth": None, "seed": 42}  # a regressor: no class weights
     result = _done(evaluate(jobs_ws, run, model_ids=ids, wait_seconds=120))
     board = result["leaderboard"]
     assert {r["model_id"] for r in board} == set(ids) and board[0]["r2"] >= board[1]["r2"]
@@ -143,6 +145,9 @@ def test_silhouette_of_a_large_clustering_is_scored_on_a_sample(monkeypatch: pyt
     sampled = scoring.scores("clustering", y, y.astype(float), X)
     assert sampled["silhouette"] != exact and abs(sampled["silhouette"] - exact) < 0.03
     assert sampled["silhouette"] == scoring.scores("clustering", y, y.astype(float), X)["silhouette"]  # seeded
+    lone = np.zeros(3000)
+    lone[2999] = 1  # a cluster of one row, which the seeded sample does not draw: one label left in it
+    assert scoring.scores("clustering", lone.astype(int), lone, X)["silhouette"] == -1.0  # it raised ValueError
 
 
 def test_clustering_metrics(jobs_ws: Workspace) -> None:

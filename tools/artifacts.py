@@ -13,7 +13,6 @@ Layout of `<workspace>/.ml-expert/runs/<run_id>/`:
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -144,20 +143,11 @@ def read_verified(ws: Workspace, path: Path) -> bytes:
     return data
 
 
-JOBLIB_ARRAYS = b"NumpyArrayWrapper"  # in a pickle joblib.dump wrote (runs of older versions): arrays follow it raw
-
-
 def unpickle(data: bytes) -> Any:
-    """Unpickle bytes that read_verified returned: with the C unpickler, or joblib's for a file joblib wrote."""
-    import pickle
-
+    """Unpickle bytes that read_verified returned (the package's loader does the same: `unpickle_bytes`)."""
     from ml_expert.tools.core.portable import ensemble, preprocessing  # noqa: F401 - pickled classes resolve
 
-    if JOBLIB_ARRAYS in data:
-        import joblib
-
-        return joblib.load(io.BytesIO(data))
-    return pickle.loads(data)
+    return preprocessing.unpickle_bytes(data)
 
 
 def load_pickle(ws: Workspace, path: Path) -> Any:

@@ -104,10 +104,8 @@ def scores(task: str, y: np.ndarray, output: np.ndarray, X: np.ndarray | None = 
     if task == "clustering":
         labels = output.astype(int)
         several = len(set(labels)) > 1 and X is not None
-        # silhouette is quadratic in rows: above SILHOUETTE_ROWS it is scored on a seeded sample of them
-        sample = SILHOUETTE_ROWS if len(labels) > SILHOUETTE_ROWS else None
         return {
-            "silhouette": float(m.silhouette_score(X, labels, sample_size=sample, random_state=0)) if several else -1.0,
+            "silhouette": _silhouette(X, labels) if several else -1.0,
             "davies_bouldin": float(m.davies_bouldin_score(X, labels)) if several else float("inf"),
             "adjusted_rand": float(m.adjusted_rand_score(y, labels)),
         }
@@ -121,6 +119,19 @@ def scores(task: str, y: np.ndarray, output: np.ndarray, X: np.ndarray | None = 
     if np.all(np.abs(y) > 1e-12):
         out["mape"] = float(m.mean_absolute_percentage_error(y, output))
     return out
+
+
+def _silhouette(X: np.ndarray, labels: np.ndarray) -> float:
+    """silhouette_score, which is quadratic in rows: above SILHOUETTE_ROWS on a seeded sample of them (-1 when the
+    sample holds a single cluster, as the whole of a one-cluster result scores)."""
+    from sklearn import metrics as m
+
+    if len(labels) > SILHOUETTE_ROWS:
+        rows = np.random.default_rng(0).choice(len(labels), SILHOUETTE_ROWS, replace=False)
+        X, labels = X[rows], labels[rows]
+        if len(np.unique(labels)) < 2:
+            return -1.0
+    return float(m.silhouette_score(X, labels))
 
 
 def headline(task: str, metrics: dict[str, float]) -> dict[str, float]:

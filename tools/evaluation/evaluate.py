@@ -99,6 +99,7 @@ def evaluate_model(
     """Evaluate one model on the test split and write its pictures (worker side). Every test row is scored; the
     train and validation scores of the overfitting check come from at most SCORED_SPLIT_ROWS rows of each (a seeded
     sample: at 10M rows, predicting the 8M training rows took most of a 70 s evaluation)."""
+    import numpy as np
     from sklearn.metrics import classification_report, confusion_matrix
 
     prepared = load_prepared(ws, run_id)
@@ -114,7 +115,8 @@ def evaluate_model(
     X_test, y_test = splits["test"]
     labels = list((prepared.label_mapping or {}).values())
     metrics = scores(task, y_test, outputs["test"], X_test)
-    baseline = baseline_scores(task, splits["train"][1], y_test, len(labels))
+    y_train = np.array(load_split(ws, run_id, "train", mmap=True)[1])  # every training y (the X rows: a sample)
+    baseline = baseline_scores(task, y_train, y_test, len(labels))
     key = main_key(task)
     beats = beats_baseline(task, metrics, baseline)
     verdict = f"{key} {metrics[key]:.4f} vs baseline {baseline[key]:.4f}: " + (
@@ -166,8 +168,8 @@ def _scored_rows(ws: Workspace, run_id: str, split: str) -> tuple[Any, Any]:
     if split == "test":
         return load_split(ws, run_id, split)
     X, y = load_split(ws, run_id, split, mmap=True)
-    if len(y) <= SCORED_SPLIT_ROWS:
-        return np.asarray(X), np.asarray(y)
+    if len(y) <= SCORED_SPLIT_ROWS:  # copies: no view of a file that a later prepare_data may rewrite
+        return np.array(X), np.array(y)
     rows = np.sort(np.random.default_rng(0).choice(len(y), SCORED_SPLIT_ROWS, replace=False))
     return X[rows], y[rows]
 

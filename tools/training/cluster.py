@@ -182,6 +182,16 @@ class ClusterLost(Exception):
     """The cluster failed while fits were running on it: the search goes on locally."""
 
 
+class WorkerKilled(Exception):
+    """A fit killed every worker Dask ran it on (its KilledWorker): that candidate is dropped, not run here."""
+
+
+WORKER_KILLED = (
+    "its fit killed every worker it ran on, as one that runs out of memory does (give the workers more memory, or "
+    "train without the cluster); it was not run here, where it could take the search down"
+)
+
+
 class DaskFolds:
     """Fold fits on a dask.distributed cluster: the arrays scattered once, tasks submitted, results as they come."""
 
@@ -197,22 +207,30 @@ class DaskFolds:
     def run(self, tasks: list[FoldTask], timeout: float) -> Iterator[tuple[FoldTask, FoldFit | Exception]]:
         """Submit every task, yield (task, fit) in the order they finish, or (task, error) for a fit that raised
         on its worker (one candidate's library error, as a local fit's: the cluster goes on) or that killed every
-        worker it ran on (KilledWorker: Dask retried it on others, and each died, as one out of memory does; the
-        cluster, whose nannies restart them, goes on without it); ClusterLost when the cluster fails."""
-        from distributed import as_completed
+        worker it ran on (`WorkerKilled`, after the others: Dask retried it, and each worker died, as under a fit that
+        runs out of memory; the nannies restart them and the cluster goes on); ClusterLost when the cluster fails, or
+        when most of the fits killed their workers (workers too small for this table: better here than nowhere)."""
+        from distributed import KilledWorker, as_completed
 
         futures = {
             self.client.submit(fit_fold, self.X, self.y, self.problem, t, None, self.codes, pure=False): t
             for t in tasks
         }
+        killed: list[tuple[FoldTask, Exception]] = []
         try:
             for future in as_completed(list(futures), timeout=max(timeout, 1.0)):
                 error = future.exception() if future.status == "error" else None
+                if isinstance(error, KilledWorker):  # a task queued beside the culprit can be blamed too: judged below
+                    killed.append((futures[future], WorkerKilled(WORKER_KILLED)))
+                    continue
                 yield futures[future], (future.result() if error is None else error)
+            if len(killed) > len(tasks) / 2:
+                raise ClusterLost(f"{len(killed)} of {len(tasks)} fits killed the workers they ran on")
         except Exception as exc:  # scheduler gone, all workers lost, a timeout: finish locally
             for future in futures:
                 future.cancel()
             raise ClusterLost(f"{type(exc).__name__}: {exc}") from exc
+        yield from killed
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing a client of a cluster that is gone

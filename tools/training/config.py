@@ -81,11 +81,14 @@ SKLEARN_SETTINGS = {
 SKLEARN_ONLY = {"n_estimators", "max_depth", "max_iter", "regularization", "n_clusters"}
 
 
-def used_config(config: TrainConfig, architecture: str) -> dict[str, Any]:
+def used_config(config: TrainConfig, architecture: str, task: str) -> dict[str, Any]:
     """The settings that shaped a model of this architecture, as the train result and `ml-expert/training` show them:
-    an auto search's record listed a DNN's 256-128-64 layers and dropout it never used."""
+    an auto search's record listed a DNN's 256-128-64 layers and dropout it never used. A scikit-learn regressor takes
+    no class weights, and the linear one (ridge) only its regularization; a network shows every network setting."""
     data = config.model_dump(mode="json")
     names = SKLEARN_SETTINGS.get(architecture) or [name for name in data if name not in SKLEARN_ONLY]
+    if task == "regression" and architecture in SKLEARN_SETTINGS:
+        names = ("regularization",) if architecture == "linear" else [n for n in names if n != "class_weight"]
     return {name: data[name] for name in names}
 
 

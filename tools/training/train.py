@@ -385,9 +385,14 @@ def run_train_job(ws: Workspace, spec: TrainSpec, reporter: Reporter) -> TrainRe
     task = "clustering" if is_clustering(arch) else prepared.task_type
     metrics, baseline, learned = _validate(fit, task, prepared, data, notes)
     for family, error in ((fit.search or {}).get("failed_families") or {}).items():
+        why = (
+            "Its fits need more memory than a cluster worker has."
+            if error.startswith("WorkerKilled")
+            else "That is a defect or a column type the library cannot take: report it with this job's log."
+        )
         notes.append(
             f"Warning: every {family} fit of the search failed ({error}); the model was chosen without that family. "
-            "That is a defect or a column type the library cannot take: report it with this job's log."
+            + why
         )
     cancelled = reporter.cancel_requested()
     if cancelled:
@@ -406,7 +411,7 @@ def run_train_job(ws: Workspace, spec: TrainSpec, reporter: Reporter) -> TrainRe
         baseline_val_metrics=baseline,
         learned=learned,
         notes=notes,
-        config=used_config(spec.config, arch),
+        config=used_config(spec.config, arch, task),
         distribution=fit.distribution,
         transfer=fit.transfer,
         search=fit.search,

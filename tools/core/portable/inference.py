@@ -40,6 +40,7 @@ from ml_expert_transformers import (  # noqa: E402
     screen_frame,
     shown,
     threads_for,
+    unpickle_bytes,
 )
 
 __all__ = ["ModelInference", "PackageIntegrityError", "SchemaError", "Scored"]
@@ -130,23 +131,32 @@ class ModelInference:
 
     def _verified(self, name: str) -> Path:
         path = self.dir / name
-        expected = self.manifest["files"].get(name)
         if path.is_dir():
             for file in sorted(p for p in path.rglob("*") if p.is_file()):
                 self._verified(str(file.relative_to(self.dir)))
             return path
-        if expected is None:
-            raise PackageIntegrityError(f"{name} is not listed in manifest.json; refusing to load it.")
-        if _sha256(path) != expected:
-            raise PackageIntegrityError(
-                f"{name} does not match its sha256 in manifest.json (tampered or corrupted); refusing to load it."
-            )
+        if _sha256(path) != self._expected(name):
+            raise self._tampered(name)
         return path
 
-    def _load_pickle(self, name: str) -> Any:
-        import joblib
+    def _expected(self, name: str) -> str:
+        expected = self.manifest["files"].get(name)
+        if expected is None:
+            raise PackageIntegrityError(f"{name} is not listed in manifest.json; refusing to load it.")
+        return expected
 
-        return joblib.load(self._verified(name))
+    @staticmethod
+    def _tampered(name: str) -> PackageIntegrityError:
+        return PackageIntegrityError(
+            f"{name} does not match its sha256 in manifest.json (tampered or corrupted); refusing to load it."
+        )
+
+    def _load_pickle(self, name: str) -> Any:
+        """A pickled file, read once: the bytes whose sha256 is checked are the bytes loaded."""
+        data = (self.dir / name).read_bytes()
+        if hashlib.sha256(data).hexdigest() != self._expected(name):
+            raise self._tampered(name)
+        return unpickle_bytes(data)
 
     def _load_onnx(self, path: Path, entry: dict[str, Any]) -> Any:
         import onnxruntime as ort
