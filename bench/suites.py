@@ -2,7 +2,8 @@
 suite the engine has been measured and tuned on; `HOLDOUT` is a second suite, chosen for the traits the outside
 suite may have (string categoricals with high cardinality, missing cells, dates, yes/no columns, imbalance, a
 multiclass target, 54k rows), and measured to check that a change helps tables in general: no decision has been
-tuned on it. `--suite holdout` runs it."""
+tuned on it. `--suite holdout` runs it. `WIDE` (`--suite wide`) holds tables with more columns than a fifth of their
+rows, the shape where boosting is the slow family; nothing has been tuned on it either."""
 
 from __future__ import annotations
 
@@ -55,7 +56,16 @@ HOLDOUT = (
     Dataset("diamonds", "ggplot2", "diamonds", "price"),  # 53,940 rows, ordered categoricals
 )  # fmt: skip
 
-SUITES = {"dev": DATASETS, "holdout": HOLDOUT}
+WIDE = (  # more columns than a fifth of the rows: assays, fingerprints, gene expression, acoustic features
+    Dataset("pd_speech", "modeldata", "pd_speech", "class"),  # 252 rows, 752 columns, Parkinson's from speech
+    Dataset("permeability_qsar", "modeldata", "permeability_qsar", "permeability"),  # 165 rows, 1,107 fingerprints
+    Dataset("hepatic_injury_qsar", "modeldata", "hepatic_injury_qsar", "class"),  # 281 rows, 376 columns, 3 classes
+    Dataset("tissue_gene_expression", "dslabs", "tissue_gene_expression", "y"),  # 189 rows, 500 genes, 7 tissues
+    Dataset("ad_data", "modeldata", "ad_data", "Class"),  # 333 rows, 130 proteins, a genotype string
+    Dataset("grants_other", "modeldata", "grants_other", "class"),  # 8,190 rows, 1,502 columns
+)  # fmt: skip
+
+SUITES = {"dev": DATASETS, "holdout": HOLDOUT, "wide": WIDE}
 
 
 def load(ds: Dataset) -> pd.DataFrame | None:
