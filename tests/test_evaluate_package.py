@@ -104,6 +104,7 @@ def test_evaluation_scores_every_test_row_in_chunks_and_a_bounded_sample_of_trai
     Now the train and validation scores come from at most SCORED_SPLIT_ROWS rows each and the test rows are predicted
     in chunks with progress; the test metrics are those of every test row (a typed table: integers, a boolean, a
     string categorical with gaps, a date)."""
+    from ml_expert.tools.core import chunks
     from ml_expert.tools.evaluation import evaluate as evaluation
 
     run = frame_run(jobs_ws, churn_frame(), "churn", name="churn.csv")
@@ -117,7 +118,7 @@ def test_evaluation_scores_every_test_row_in_chunks_and_a_bounded_sample_of_trai
         evaluation, "predict_output", lambda m, f, t, X: predicted.append(len(X)) or predict(m, f, t, X)
     )
     monkeypatch.setattr(evaluation, "SCORED_SPLIT_ROWS", 120)
-    monkeypatch.setattr(evaluation, "PREDICT_CHUNK", 20)
+    monkeypatch.setattr(chunks, "PREDICT_CHUNK", 20)
     ticks: list[str] = []
     bounded = evaluation.evaluate_model(jobs_ws, run, model_id, None, ticks.append)
 
@@ -125,7 +126,7 @@ def test_evaluation_scores_every_test_row_in_chunks_and_a_bounded_sample_of_trai
     assert sizes["train"] > 120 >= sizes["val"]
     assert max(predicted) <= 20 and sum(predicted) == 120 + sizes["val"] + sizes["test"]
     assert bounded.test_metrics == whole.test_metrics and bounded.confusion_matrix == whole.confusion_matrix
-    assert len([t for t in ticks if t.startswith("test rows")]) == -(-sizes["test"] // 20)
+    assert len([t for t in ticks if t.startswith("predicted test rows")]) == -(-sizes["test"] // 20)
     assert bounded.split_scores["val"] == whole.split_scores["val"]
     assert abs(bounded.split_scores["train"] - whole.split_scores["train"]) < 0.08
     assert bounded.overfitting == whole.overfitting

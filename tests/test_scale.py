@@ -109,14 +109,14 @@ def test_a_fit_keeps_the_time_its_held_out_rows_take_to_predict_free_before_its_
 def test_held_out_rows_are_scored_in_chunks_with_progress_between_them(
     data: tuple, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ml_expert.tools.training import cluster
+    from ml_expert.tools.core import chunks
 
     X, y, _ = data
     model = RandomForestClassifier(n_estimators=20, random_state=0).fit(X[:3000], y[:3000])
-    monkeypatch.setattr(cluster, "PREDICT_CHUNK", 400)  # as 500,000 rows at a time are at 10M rows
+    monkeypatch.setattr(chunks, "PREDICT_CHUNK", 400)  # as 500,000 rows at a time are at 10M rows
     ticks: list[str] = []
     rows = np.arange(3000, 4000)
-    output = cluster._held_out_output(model, "binary", X, rows, ticks.append)
+    output = chunks.predict_in_chunks(model.predict_proba, X, rows, ticks.append, "scoring held-out rows")
     assert np.array_equal(output, model.predict_proba(X[rows]))  # the same output as in one call
     assert ticks == [f"scoring held-out rows {start:,} of 1,000" for start in (0, 400, 800)]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
@@ -25,6 +26,7 @@ from ml_expert.tools.artifacts import (
     model_path,
     predict_output,
 )
+from ml_expert.tools.core.chunks import predict_in_chunks
 from ml_expert.tools.core.plots import confusion_matrix_png, residuals_png
 from ml_expert.tools.core.scoring import (
     TargetSpec,
@@ -41,7 +43,6 @@ from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn, Reporter,
 from ml_expert.tools.workspace import Workspace, write_json
 
 SCORED_SPLIT_ROWS = 200_000  # train / validation rows scored for the overfitting check (a seeded sample above it)
-PREDICT_CHUNK = 500_000  # test rows predicted at a time, with progress and the cancel check between chunks
 
 OVERFIT_RULE = {
     "classification": "overfitting when train accuracy exceeds validation accuracy by more than 0.05",
@@ -109,9 +110,8 @@ def evaluate_model(
     folder = model_dir(ws, run_id, model_id)
     model = load_model(ws, model_path(ws, run_id, meta), meta.framework)
     splits = {s: _scored_rows(ws, run_id, s) for s in ("train", "val", "test")}
-    outputs = {
-        s: _predict_in_chunks(model, meta.framework, task, X, _named(tick, f"{s} rows")) for s, (X, _) in splits.items()
-    }
+    predict = partial(predict_output, model, meta.framework, task)
+    outputs = {s: predict_in_chunks(predict, X, tick=tick, what=f"predicted {s} rows") for s, (X, _) in splits.items()}
     X_test, y_test = splits["test"]
     labels = list((prepared.label_mapping or {}).values())
     metrics = scores(task, y_test, outputs["test"], X_test)
@@ -172,23 +172,6 @@ def _scored_rows(ws: Workspace, run_id: str, split: str) -> tuple[Any, Any]:
         return np.array(X), np.array(y)
     rows = np.sort(np.random.default_rng(0).choice(len(y), SCORED_SPLIT_ROWS, replace=False))
     return X[rows], y[rows]
-
-
-def _named(tick: Callable[[str], None] | None, what: str) -> Callable[[str], None] | None:
-    return None if tick is None else lambda step: tick(f"{what}: {step}")
-
-
-def _predict_in_chunks(model: Any, framework: str, task: str, X: Any, tick: Callable[[str], None] | None) -> Any:
-    """predict_output over PREDICT_CHUNK rows at a time, with progress (and the cancel check) between chunks."""
-    import numpy as np
-
-    if len(X) <= PREDICT_CHUNK or tick is None:
-        return predict_output(model, framework, task, X)
-    parts = []
-    for start in range(0, len(X), PREDICT_CHUNK):
-        tick(f"predicted {start:,} of {len(X):,}")
-        parts.append(predict_output(model, framework, task, X[start : start + PREDICT_CHUNK]))
-    return np.concatenate(parts)
 
 
 def main_score(ev: ModelEvaluation) -> float:

@@ -18,8 +18,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from ml_expert.tools.core.chunks import predict_in_chunks
 from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.core.scoring import rank_score
 from ml_expert.tools.training.chunked import SCORED_ROWS, SCORING_SAMPLE, fit_stoppable
@@ -29,7 +31,6 @@ from ml_expert.tools.training.trial import early_stopped_iterations, output_of, 
 np = lazy_import("numpy")  # loads on first use, not at server start
 
 CONNECT_TIMEOUT_S = 10.0
-PREDICT_CHUNK = 500_000  # held-out rows predicted at a time, with progress between them
 
 
 @dataclass
@@ -114,7 +115,7 @@ def _fit_fold(
     scoring = (X[t.test[:SCORING_SAMPLE]], len(t.test)) if len(t.test) >= SCORED_ROWS else None
     grown = fit_stoppable(model, X[t.train], y[t.train], started + t.seconds, tick, t.per_unit, validation, scoring)
     fitted = decided(model, t.config, problem.metric, y[t.train])
-    output = _held_out_output(fitted, problem.task, X, t.test, tick)
+    output = predict_in_chunks(partial(output_of, fitted, problem.task), X, t.test, tick, "scoring held-out rows")
     if problem.n_classes and output.shape[1] < problem.n_classes:  # a class missing from this fold's rows
         output = widen(output, fitted.classes_, problem.n_classes)
     return FoldFit(
@@ -127,21 +128,6 @@ def _fit_fold(
         where=_where(),
         model=fitted if t.keep_model else None,
     )
-
-
-def _held_out_output(
-    model: Any, task: str, X: np.ndarray, rows: np.ndarray, tick: Callable[[str], None] | None
-) -> np.ndarray:
-    """The model's output on the fold's held-out rows, PREDICT_CHUNK rows at a time with progress (and the cancel
-    check) between chunks: a forest predicting millions of rows takes tens of seconds."""
-    if len(rows) <= PREDICT_CHUNK:
-        return output_of(model, task, X[rows])
-    parts = []
-    for start in range(0, len(rows), PREDICT_CHUNK):
-        if tick is not None:
-            tick(f"scoring held-out rows {start:,} of {len(rows):,}")
-        parts.append(output_of(model, task, X[rows[start : start + PREDICT_CHUNK]]))
-    return np.concatenate(parts)
 
 
 def _validation(X: np.ndarray, y: np.ndarray, problem: Problem, t: FoldTask) -> tuple[np.ndarray, np.ndarray] | None:
