@@ -140,7 +140,7 @@ def pct_worse(metric: str, value: float | None, reference: float | None) -> floa
 
 
 def run_ml_expert(
-    ds: Dataset, train: pd.DataFrame, X_test: pd.DataFrame, budget: float, budget_param: bool
+    ds: Dataset, train: pd.DataFrame, X_test: pd.DataFrame, budget: float, budget_param: bool, fit_helper: bool = True
 ) -> tuple[dict[str, Any], list[Any] | None]:
     """run_workflow on the training rows, then the package's predictions for the test rows."""
     from ml_expert.tools.jobs.manager import JobManager
@@ -151,7 +151,7 @@ def run_ml_expert(
     train.to_csv(root / "train.csv", index=False)
     extra: dict[str, Any] = {"time_budget_s": budget} if budget_param else {}
     info: dict[str, Any] = {"workspace": str(root)}
-    ws = Workspace(root)
+    ws = Workspace(root, fit_helper=fit_helper)
     ws.jobs = JobManager(ws).start()
     try:
         t = time.perf_counter()
@@ -271,7 +271,9 @@ def bench_dataset(ds: Dataset, args: argparse.Namespace) -> dict[str, Any]:
         methods["ml_expert"] = {"status": "skipped"}
     else:
         try:
-            info, preds = run_ml_expert(ds, train, test.drop(columns=[ds.target]), args.budget, args.budget_param)
+            info, preds = run_ml_expert(
+                ds, train, test.drop(columns=[ds.target]), args.budget, args.budget_param, args.fit_helper
+            )
             if preds is None:
                 methods["ml_expert"] = {"status": "failed", **info}
             else:
@@ -394,6 +396,12 @@ def main() -> None:
         "--out", default="", help="Results file stem in bench/results/ (default: accuracy_bench, or holdout_bench)."
     )
     parser.add_argument(
+        "--fit-helper",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Let the search fit folds two at a time in a helper process (--no-fit-helper: one at a time).",
+    )
+    parser.add_argument(
         "--budget-param",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -435,6 +443,7 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, planned:
     res = {
         "budget_s": args.budget,
         "budget_param": args.budget_param,
+        "fit_helper": args.fit_helper,
         "suite": args.suite,
         "skipped": {"flaml": args.skip_flaml, "ml_expert": args.skip_ml_expert},
         "protocol": "80/20 split random_state=0 (stratified for classification); scored on the test rows",

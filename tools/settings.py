@@ -44,6 +44,11 @@ class Settings(BaseModel):
     dask_scheduler: str | None = Field(
         None, description="A dask.distributed scheduler (tcp://HOST:8786) for the auto search's fold fits."
     )
+    fit_helper: bool = Field(
+        True,
+        description="Whether the auto search may start a helper process to fit folds two at a time on 2+ cores "
+        "(ML_EXPERT_FIT_HELPER=0 turns it off, e.g. on a machine shared with other jobs).",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -56,6 +61,7 @@ class Settings(BaseModel):
             "wait_seconds": float(env.get("ML_EXPERT_WAIT_SECONDS") or DEFAULT_WAIT_SECONDS),
             "max_file_bytes": int(env.get("ML_EXPERT_MAX_FILE_BYTES") or DEFAULT_MAX_FILE_BYTES),
             "dask_scheduler": env.get("ML_EXPERT_DASK_SCHEDULER") or None,
+            "fit_helper": env.get("ML_EXPERT_FIT_HELPER", "1").strip().lower() not in ("0", "false", "no", "off"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["workspace"] = Path(values["workspace"]).expanduser().resolve()  # type: ignore[arg-type]

@@ -63,6 +63,9 @@ class SearchSummary(BaseModel):
     fits_capped: int = Field(0, description="Fold fits the deadline stopped before they converged.")
     cluster: str | None = Field(None, description="The Dask scheduler the fold fits were sent to, if any.")
     fits_on_cluster: int = Field(0, description="Fold fits that ran on the cluster's workers (the rest ran here).")
+    fits_in_helper: int = Field(
+        0, description="Fold fits that ran in the search's helper process, side by side with one here (2+ cores)."
+    )
     notes: list[str] = Field(default_factory=list, description="Where a cap or a row sample decided something.")
     failed_families: dict[str, str] = Field(
         default_factory=dict, description="Model families whose every fit raised, with the first error."
@@ -159,6 +162,7 @@ def run_search(X: np.ndarray, y: np.ndarray, task: str, budget_s: float, **optio
         fits_capped=capped,
         cluster=search.scheduler,
         fits_on_cluster=search.fits_on_cluster,
+        fits_in_helper=search.fits_in_helper,
         notes=search.notes,
         failed_families=search.failed_families(),
     )

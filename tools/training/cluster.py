@@ -45,6 +45,7 @@ class FoldTask:
     iter_cap: int | None = None
     per_unit: float | None = None  # seconds per boosting iteration expected on these rows (sizes the first chunk)
     keep_model: bool = False  # send the fitted model back (a fold model the search may bag)
+    threads: int | None = None  # native threads of the fit (two fits side by side: half the cores each)
 
 
 @dataclass
@@ -83,18 +84,19 @@ def fit_fold(
     """Fit a candidate on a fold's training rows, growing for at most `t.seconds`, and score its held-out rows.
     Tree families fit on `codes` (one-hot groups as category codes) when given. On a Dask worker, native thread
     pools (OpenMP, BLAS) are held to the worker's threads: several workers on one machine each running a
-    full-width OpenMP pool slow every fit many times over."""
+    full-width OpenMP pool slow every fit many times over; so are they when the task says how many threads it may use
+    (two fits side by side, `helper.py`)."""
     if codes is not None and t.config.coded:
         X, categorical = codes, problem.categorical
     else:
         categorical = ()
-    threads = _worker_threads()
+    threads = t.threads or _worker_threads()
     if threads is None:
-        return _fit_fold(X, y, problem, t, tick, categorical)
+        return _fit_fold(X, y, problem, t, tick, categorical, -1)
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=threads):
-        return _fit_fold(X, y, problem, t, tick, categorical)
+        return _fit_fold(X, y, problem, t, tick, categorical, threads)
 
 
 def _fit_fold(
@@ -104,11 +106,12 @@ def _fit_fold(
     t: FoldTask,
     tick: Callable[[str], None] | None,
     categorical: tuple[int, ...],
+    threads: int,
 ) -> FoldFit:
     started = time.perf_counter()
     model = build(
         t.config, problem.task, problem.metric, problem.seed, iter_cap=t.iter_cap, rows=len(t.train),
-        categorical=categorical, threads=_worker_threads() or -1,
+        categorical=categorical, threads=threads,
     )  # fmt: skip
     validation = _validation(X, y, problem, t) if t.config.family in BOOSTING else None  # only boosting early-stops
     # from SCORED_ROWS held-out rows, their prediction's time is kept free before the deadline

@@ -6,8 +6,9 @@ thread (2.6 s against 0.9 s, measured with one busy process beside it). So each 
 The load of other processes is measured, not guessed: the busy CPU time of the cores this process may run on (its
 CPU affinity; /proc/stat) less this process's own (its fit threads included), over the time since the last fit
 asked, or over a fresh FIRST_WINDOW_S sample when that was long ago (load that ended minutes back says nothing) or
-the affinity changed. Linux only; elsewhere fits keep the configured thread count. Not seen: CPU quotas of a
-cgroup, and fits in sibling threads of this process (a Dask worker's), which count as its own work."""
+the affinity changed. The search's helper process (`helper.py`) counts as this process: its fits are the search's
+own. Linux only; elsewhere fits keep the configured thread count. Not seen: CPU quotas of a cgroup, and fits in
+sibling threads of this process (a Dask worker's), which count as its own work."""
 
 from __future__ import annotations
 
@@ -38,6 +39,28 @@ def _affinity() -> frozenset[int]:
         return frozenset(range(os.cpu_count() or 1))
 
 
+_helper: int | None = None  # the pid of the search's helper process, whose CPU time counts as this process's
+
+
+def register_helper(pid: int | None) -> None:
+    """Count the CPU time of process `pid` (the search's helper) as this process's own (None: no helper any more)."""
+    global _helper
+    _helper = pid
+    _meter.restart()  # own CPU time just jumped: the next window starts afresh
+
+
+def _helper_seconds() -> float:
+    """CPU seconds of the helper process (0 when none, or gone)."""
+    if _helper is None:
+        return 0.0
+    try:
+        with open(f"/proc/{_helper}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+
+
 def read_sample() -> Sample | None:
     """Now, the busy seconds of the cores this process may run on, and its own CPU seconds; None without /proc."""
     cpus = _affinity()
@@ -53,7 +76,7 @@ def read_sample() -> Sample | None:
     tick = os.sysconf("SC_CLK_TCK")
     busy = sum(int(fields[i]) for fields in mine for i in BUSY_FIELDS if i < len(fields)) / tick
     own = os.times()
-    return Sample(time.monotonic(), busy, own.user + own.system, cpus)
+    return Sample(time.monotonic(), busy, own.user + own.system + _helper_seconds(), cpus)
 
 
 class LoadMeter:
@@ -67,6 +90,10 @@ class LoadMeter:
         self._sample, self._sleep = sample, sleep
         self._last: Sample | None = None
         self._others = 0.0
+
+    def restart(self) -> None:
+        """Forget the last sample: the next `others()` takes a fresh one."""
+        self._last = None
 
     def others(self) -> float:
         """Cores busy with other processes' work (0 when unknown)."""

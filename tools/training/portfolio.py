@@ -155,7 +155,8 @@ def build(
     """The scikit-learn estimator for a candidate: boosting early-stops inside folds (after at most iter_cap
     iterations, when the budget sets one) unless max_iter fixes the number of iterations; on more than
     FOREST_SAMPLE_ROWS `rows`, forest trees grow on bootstrap samples of that size; boosting splits the columns
-    `categorical` (category codes) as native categoricals; `threads`: CatBoost's threads (-1: every core)."""
+    `categorical` (category codes) as native categoricals; `threads`: CatBoost's threads and the forests' jobs
+    (-1: every core)."""
     from sklearn.compose import TransformedTargetRegressor
     from sklearn.ensemble import (
         ExtraTreesClassifier,
@@ -203,7 +204,7 @@ def build(
         settings = ({} if classify else {"max_features": 0.6}) | {"min_samples_leaf": 1} | p
         if rows > FOREST_SAMPLE_ROWS:  # trees on samples: the cost of a tree stops growing with the rows
             settings |= {"bootstrap": True, "max_samples": FOREST_SAMPLE_ROWS / rows}
-        model = forest(n_estimators=300, n_jobs=-1, random_state=seed, **settings, **weight)
+        model = forest(n_estimators=300, n_jobs=threads, random_state=seed, **settings, **weight)
     else:
         strength = p.get("strength", 1.0)
         model = (

@@ -23,6 +23,7 @@ models' out-of-fold output set. Hence no automatic refit for classification; ref
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from ml_expert.memory.errors import InvalidInputError
 from ml_expert.tools.artifacts import load_prepared, load_split, model_dir, save_model
@@ -109,27 +110,27 @@ def refit_all_rows(ws: Workspace, run_id: str, meta: ModelMeta, reporter: Report
     # the source's metric, not one derived again from all rows: near an imbalance ratio of 4 the test rows could
     # tip it, and the refit's members would then decide (class weights, class priors) unlike the evaluated ones
     search = Search(X, y, meta.task_type, max(2 * cost, search_info.get("budget_seconds") or 60.0), seed=seed,
-                    reporter=reporter, metric=search_info.get("metric"), **layout)  # fmt: skip
+                    reporter=reporter, metric=search_info.get("metric"), helper=ws.settings.fit_helper,
+                    **layout)  # fmt: skip
     k = int(search_info.get("folds") or len(search.folds))
     if k != len(search.folds):  # as many folds as the evaluated model's search used
         search.folds = folds(y, meta.task_type, layout["split_strategy"], seed, k=k, groups=layout["groups"])
     chosen = search_info["chosen"]
     fitted = []
-    for i, member in enumerate(chosen):
-        cfg = member["config"]
-        trial = Trial(config(cfg["family"], cfg["log_target"], cfg["one_hot"], **cfg["params"]))
-        search.trials.append(trial)
-        if search._bags(trial.config):  # bagged again: its k fold models over all rows
-            for fold in range(len(search.folds)):
-                if not search._fit_fold(trial, fold):
-                    if search.cancelled:
-                        raise JobCancelled()
-                    raise RuntimeError(f"the refit of {member['candidate']} stopped on fold {fold + 1}: "
-                                       f"{'; '.join(search.notes) or trial.stopped}")  # fmt: skip
-        elif member.get("iterations"):  # refit on all rows with the iterations its folds kept
-            trial.iterations = [member["iterations"]]
-        fitted.append((search.refit(trial, share=1 / (len(chosen) - i)), member["weight"]))
-        reporter.progress(force=True, phase="package", message=f"refit {member['candidate']} on {len(y):,} rows")
+    try:
+        search.start_helper()  # bagged members' folds two at a time, when it pays
+        for i, member in enumerate(chosen):
+            cfg = member["config"]
+            trial = Trial(config(cfg["family"], cfg["log_target"], cfg["one_hot"], **cfg["params"]))
+            search.trials.append(trial)
+            if search._bags(trial.config):  # bagged again: its k fold models over all rows, two at a time if it can
+                _fit_all_folds(search, trial, member["candidate"])
+            elif member.get("iterations"):  # refit on all rows with the iterations its folds kept
+                trial.iterations = [member["iterations"]]
+            fitted.append((search.refit(trial, share=1 / (len(chosen) - i)), member["weight"]))
+            reporter.progress(force=True, phase="package", message=f"refit {member['candidate']} on {len(y):,} rows")
+    finally:
+        search.close()  # ends the helper process
     # the decision threshold the evaluation measured is kept: the shipped rule is the evaluated rule
     model = assemble(fitted, meta.task_type, search_info.get("threshold"), y)
     seconds = time.perf_counter() - started
@@ -155,3 +156,18 @@ def refit_all_rows(ws: Workspace, run_id: str, meta: ModelMeta, reporter: Report
     }
     write_json(folder / "model.json", fresh)
     return ModelMeta.model_validate(fresh)
+
+
+def _fit_all_folds(search: Any, trial: Any, candidate: str) -> None:
+    """Every fold of a bagged member (two at a time with the search's helper process), or the reason it stopped."""
+    fold = 0
+    while fold < len(search.folds):
+        batch = range(fold, min(fold + search._width(), len(search.folds)))
+        for f, ok in zip(batch, search._fit_folds([(trial, f) for f in batch]), strict=True):
+            if not ok:
+                if search.cancelled:
+                    raise JobCancelled()
+                raise RuntimeError(
+                    f"the refit of {candidate} stopped on fold {f + 1}: {'; '.join(search.notes) or trial.stopped}"
+                )
+        fold = batch[-1] + 1

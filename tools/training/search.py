@@ -44,6 +44,8 @@ from ml_expert.tools.training.chunked import library_interrupt
 from ml_expert.tools.training.cluster import FoldFit, FoldTask, Problem, connect, fit_fold
 from ml_expert.tools.training.final import FinalModels
 from ml_expert.tools.training.folds import folds
+from ml_expert.tools.training.helper import Helper, HelperLost, threads_per_fit
+from ml_expert.tools.training.helper import start as start_helper
 from ml_expert.tools.training.local import LocalSearch
 from ml_expert.tools.training.portfolio import MAX_NATIVE_CATEGORIES, Config, hgb_cost
 from ml_expert.tools.training.samples import SampleRungs
@@ -77,8 +79,10 @@ class Search(SampleRungs, ClusterWaves, LocalSearch, FinalModels):
         categorical_groups: list[list[int]] | None = None,
         ordinal_columns: list[OrdinalColumn] | None = None,
         metric: str | None = None,
+        helper: bool = True,
     ) -> None:
         self.X, self.y, self.task, self.seed = X, y, task, seed
+        self.helper_allowed = helper  # a helper process may fit folds beside this one (`start_helper`)
         # tree families see each one-hot group (the columns of one categorical) as one column of category codes, and
         # each scaled ordinal column (a categorical with many levels) as its codes
         self.categorical_groups = categorical_groups or []
@@ -107,10 +111,12 @@ class Search(SampleRungs, ClusterWaves, LocalSearch, FinalModels):
         self._timed_rows = len(y)  # training rows of the fold that measured iteration_seconds
         self.problem = Problem(task, self.metric, seed, self.n_classes, native)
         self.fits_on_cluster = 0
+        self.fits_in_helper = 0  # fold fits the helper process made, beside one here
         self.cluster, why_not = connect(scheduler, X, y, self.problem, self.codes)  # None: every fit runs here
         self.scheduler = self.cluster.address if self.cluster else None
         if why_not:
             self.notes.append(why_not)
+        self.helper: Helper | None = None  # a second process for fold fits during `run` (`helper.py`)
 
     def failed_families(self) -> dict[str, str]:
         """The families none of whose fits succeeded, with the first error: a defect, or columns the library cannot
@@ -150,31 +156,111 @@ class Search(SampleRungs, ClusterWaves, LocalSearch, FinalModels):
         room = self.left() - self._refit_reserve([best] if best else [])
         if not math.isfinite(room):  # no deadline: run_search completing the best candidate when none did
             return None
-        share = room / (len(self.folds) - len(trial.scores) + 0.5)
-        return int(share / (self.iteration_seconds * hgb_cost(trial.config)))
+        return int(room / self._slots(trial) / (self.iteration_seconds * hgb_cost(trial.config)))
 
     def _fit_fold(self, trial: Trial, fold: int) -> bool:
         """Fit and score one fold of a candidate here; False (and the candidate stopped) when it cannot fit in time
         or was cancelled during the fit."""
+        return self._fit_folds([(trial, fold)])[0]
+
+    def _fit_folds(self, items: list[tuple[Trial, int]]) -> list[bool]:
+        """Fit and score these candidate x fold pairs: two side by side (the second in the helper process, each on
+        half the cores) when there are two and the helper is ready, else one after the other. Per pair, False when
+        it could not fit in time, raised or was cancelled; a later fold of a candidate whose earlier fold stopped is
+        not recorded, so a candidate's scores stay in fold order."""
+        if len(items) != 2 or self._width() != 2:
+            done: list[bool] = []
+            for trial, fold in items:
+                stopped = any(t is trial and not ok for (t, _), ok in zip(items, done, strict=False))
+                task = None if stopped else self._task(trial, fold)
+                done.append(task is not None and self._take(trial, task, self._run_here(trial, task)))
+            return done
+        (a, fold_a), (b, fold_b) = items
+        threads = threads_per_fit()
+        task_a = self._task(a, fold_a, threads)
+        if task_a is None:  # too few iterations left for a: b alone, here, on every core
+            return [False, False] if b is a else [False, *self._fit_folds([(b, fold_b)])]
+        task_b = self._task(b, fold_b, threads)
+        if task_b is None:  # too few iterations left for b: a alone, on every core
+            return [*self._fit_folds([(a, fold_a)]), False]
+        if not self._send(task_b):  # the helper is gone: both here, one after the other
+            return self._fit_folds(items)
+        collected = False
+        try:
+            fit_a = self._run_here(a, task_a)
+            fit_b = self._helper_result()
+            collected = True
+        finally:
+            if not collected:  # an interrupt: the helper's reply would be left unread
+                self.close_helper()
+        ok_a = self._take(a, task_a, fit_a)
+        if fit_b is None:  # the helper was lost: b runs here, unless it is a later fold of a that stopped
+            return [ok_a, *([False] if b is a and not ok_a else self._fit_folds([(b, fold_b)]))]
+        ok_b = (b is not a or ok_a) and self._take(b, task_b, fit_b)
+        self.fits_in_helper += ok_b
+        return [ok_a, ok_b]
+
+    def _width(self) -> int:
+        """Fold fits that run at a time now: two once the helper process is ready, else one."""
+        return 2 if self.helper is not None and self.helper.ready() else 1
+
+    def _parallel(self) -> int:
+        """Fold fits that will run at a time, for the time estimates: two while there is a helper (ready, or
+        starting), else one."""
+        return 2 if self.helper is not None and not self.helper.lost else 1
+
+    def _task(self, trial: Trial, fold: int, threads: int | None = None) -> FoldTask | None:
+        """A fold's task, growing for its share of the time left; None (the candidate stopped) when its iteration
+        cap leaves too few boosting iterations."""
         cap = self._iter_cap(trial)
         if cap is not None and cap < MIN_ITERATIONS:
             trial.stopped = "budget"
-            return False
+            return None
         train, test = self.folds[fold]
-        task = FoldTask(
+        return FoldTask(
             trial.config, fold, train, test, self._fold_deadline(trial) - time.perf_counter(), cap,
-            self._per_unit(trial.config, len(train)), self._bags(trial.config),
+            self._per_unit(trial.config, len(train)), self._bags(trial.config), threads,
         )  # fmt: skip
+
+    def _run_here(self, trial: Trial, task: FoldTask) -> FoldFit | Exception:
+        """A fit in this process (progress and the cancel check between its chunks): its result, or what it raised
+        (a Ctrl-C or SIGTERM that a library turned into its own error is raised again)."""
         try:
-            fit = fit_fold(self.X, self.y, self.problem, task, self._tick(trial, len(train)), self.codes)
-        except Cancelled:
-            self.cancelled, trial.stopped = True, "cancelled"
-            return False
+            return fit_fold(self.X, self.y, self.problem, task, self._tick(trial, len(task.train)), self.codes)
         except Exception as exc:  # one candidate's library error (CatBoost on degenerate columns): the search goes on
             interrupt = library_interrupt(exc)
             if interrupt is not None:  # a Ctrl-C or SIGTERM that a library turned into its own error
                 raise interrupt from exc
-            self._failed(trial, fold, exc)
+            return exc
+
+    def _send(self, task: FoldTask) -> bool:
+        try:
+            self.helper.submit(task)  # type: ignore[union-attr]
+            return True
+        except HelperLost as lost:
+            self._lose_helper(lost)
+            return False
+
+    def _helper_result(self) -> FoldFit | Exception | None:
+        """The helper's fit (cancel polled meanwhile), what it raised there, or None when the helper process was
+        lost."""
+        try:
+            return self.helper.result(self._stop)  # type: ignore[union-attr]
+        except HelperLost as lost:
+            self._lose_helper(lost)
+            return None
+
+    def _lose_helper(self, lost: HelperLost) -> None:
+        self.notes.append(f"the helper process for fold fits ended mid-search ({lost}); the rest ran one at a time")
+        self.close_helper()
+
+    def _take(self, trial: Trial, task: FoldTask, fit: FoldFit | Exception) -> bool:
+        """Record a fit, or note what it raised (a cancel stops the search, an error drops the candidate)."""
+        if isinstance(fit, Cancelled):
+            self.cancelled, trial.stopped = True, "cancelled"
+            return False
+        if isinstance(fit, Exception):
+            self._failed(trial, task.fold, fit)
             return False
         self._record(trial, task, fit)
         return True
@@ -218,7 +304,11 @@ class Search(SampleRungs, ClusterWaves, LocalSearch, FinalModels):
         room = self.left() - self._refit_reserve([best] if best else [])
         if not math.isfinite(room):
             return math.inf
-        return time.perf_counter() + max(room / (len(self.folds) - len(trial.scores) + 0.5), 2.0)
+        return time.perf_counter() + max(room / self._slots(trial), 2.0)
+
+    def _slots(self, trial: Trial) -> float:
+        """How many fit times the candidate's remaining folds take, two at a time with the helper (+ 0.5 spare)."""
+        return math.ceil((len(self.folds) - len(trial.scores)) / self._parallel()) + 0.5
 
     def _per_unit(self, cfg: Config, rows: int) -> float | None:
         if cfg.family != "hgb" or self.iteration_seconds is None:
@@ -244,10 +334,13 @@ class Search(SampleRungs, ClusterWaves, LocalSearch, FinalModels):
         return tick
 
     def _estimate(self, trial: Trial | None, folds: int) -> float:
+        """Seconds that `folds` fold fits of a candidate take, two at a time with the helper (a candidate not tried
+        yet: as the slowest fold so far)."""
         if trial is not None and trial.seconds:
-            return trial.fold_seconds * folds
-        done = [t.fold_seconds for t in self.trials if t.seconds and t.rows is None]
-        return (max(done) if done else 0.0) * folds
+            per = trial.fold_seconds
+        else:
+            per = max((t.fold_seconds for t in self.trials if t.seconds and t.rows is None), default=0.0)
+        return per * math.ceil(folds / self._parallel())
 
     def _estimate_new(self, cfg: Config) -> float:
         """One fold of a candidate not tried yet: as its family's slowest fold so far (boosting: scaled by its
@@ -301,19 +394,30 @@ class Search(SampleRungs, ClusterWaves, LocalSearch, FinalModels):
         )
 
     def _complete(self, trial: Trial, planned: int, patient: bool = False) -> None:
-        """Run the remaining folds; stop early when the candidate clearly trails the leader (unless patient)."""
+        """Run the remaining folds (two at a time with the helper); stop early when the candidate clearly trails the
+        leader (unless patient)."""
         leader = self._best_complete()
-        for fold in range(len(trial.scores), len(self.folds)):
+        fold = len(trial.scores)
+        while fold < len(self.folds):
             if self._stop() or not self._affordable(self._estimate(trial, 1)):
                 trial.stopped = "budget"
                 break
-            if not self._fit_fold(trial, fold):
+            batch = range(fold, min(fold + self._width(), len(self.folds)))
+            if not all(self._fit_folds([(trial, f) for f in batch])):
                 break
-            watched = not patient and leader is not None and 2 <= len(trial.scores) < len(self.folds)
-            if watched and leader.mean - trial.mean > 2 * self._noise(leader):
+            fold = batch[-1] + 1
+            if not patient and leader is not None and self._trails(trial, leader, batch):
                 trial.stopped = "trailing"
                 break
         self._report(trial, planned)
+
+    def _trails(self, trial: Trial, leader: Trial, batch: range) -> bool:
+        """Whether the candidate clearly trails the leader after any fold of this batch (as one fold at a time would
+        have checked it), from its second fold up to its last but one."""
+        return any(
+            2 <= n < len(self.folds) and leader.mean - float(np.mean(trial.scores[:n])) > 2 * self._noise(leader)
+            for n in range(batch[0] + 1, batch[-1] + 2)
+        )
 
     def _noise(self, leader: Trial) -> float:
         """How much a fold score moves by chance: the spread of the leader's folds, and for a share of rows
@@ -330,10 +434,12 @@ class Search(SampleRungs, ClusterWaves, LocalSearch, FinalModels):
     def run(self, candidates: list[Config], neighbours: int = 40) -> None:
         """Successive halving over row samples (large data), then over folds on the portfolio, then a local search
         around the best boosting until it converges or the budget ends (at most `neighbours` more candidates). A
-        candidate left with fewer folds than the others (a cancel, the budget) is marked, never taken as complete."""
+        candidate left with fewer folds than the others (a cancel, the budget) is marked, never taken as complete.
+        Fold fits run two at a time once the first has been timed, when a helper process pays (`start_helper`)."""
         try:
             self._run(candidates, neighbours)
         finally:
+            self.close_helper()
             for trial in self.trials:
                 if trial.stopped is None and len(trial.scores) < len(self.folds):
                     trial.stopped = "cancelled" if self.cancelled else "budget"
@@ -345,6 +451,7 @@ class Search(SampleRungs, ClusterWaves, LocalSearch, FinalModels):
             self._run_on_cluster(candidates, neighbours, planned)
             return
         first: list[Trial] = []
+        pending: list[Trial] = []
         for cfg in candidates:  # rung 0: one fold each, while the leader can still complete and be refit
             if self._stop():
                 return
@@ -355,11 +462,11 @@ class Search(SampleRungs, ClusterWaves, LocalSearch, FinalModels):
                     continue  # a cheaper family later in the list may still fit
             trial = Trial(cfg)
             self.trials.append(trial)
-            if not self._fit_fold(trial, 0):
-                continue
-            if not first:
-                self._fewer_folds_if_needed(trial)
-            first.append(trial)
+            pending.append(trial)
+            if first and len(pending) < self._width():
+                continue  # two at a time with the helper; the first alone (it may change the folds)
+            self._first_folds(pending, first)
+        self._first_folds(pending, first)
         first.sort(key=lambda t: t.mean, reverse=True)
         keep = first[: max(2, math.ceil(len(first) / 2))]
         for trial in first[len(keep) :]:
@@ -371,11 +478,36 @@ class Search(SampleRungs, ClusterWaves, LocalSearch, FinalModels):
         if self._resume_stopped(planned):  # time was left: more complete candidates, maybe a boosting to refine
             self._local_search(neighbours, planned)
 
+    def _first_folds(self, pending: list[Trial], first: list[Trial]) -> None:
+        """Fit the first fold of the pending candidates (emptied); those that scored join `first`. The first that
+        scores may change the number of folds (`_fewer_folds_if_needed`)."""
+        for trial, ok in zip(pending, self._fit_folds([(t, 0) for t in pending]), strict=True):
+            if ok:
+                if not first:
+                    self._fewer_folds_if_needed(trial)
+                    # from here on two at a time: the first fold is timed on every core, with no helper starting
+                    # beside it (the estimates of every later fit start from it)
+                    self.start_helper()
+                first.append(trial)
+        pending.clear()
+
+    def start_helper(self) -> None:
+        """Start the helper process for fold fits when this search gains from one (`helper.py`); `close` ends it."""
+        if self.helper is None and self.helper_allowed:
+            cluster = self.cluster is not None
+            self.helper = start_helper(self.X, self.y, self.problem, self.codes, self.budget_s, cluster)
+
+    def close_helper(self) -> None:
+        if self.helper is not None:
+            self.helper.close()
+            self.helper = None
+
     def close(self) -> None:
-        """Let go of the cluster (the refit runs here, on the driver)."""
+        """Let go of the cluster and the helper process (the refit runs here, on the driver)."""
         if self.cluster is not None:
             self.cluster.close()
             self.cluster = None
+        self.close_helper()
 
     @property
     def rows(self) -> np.ndarray:
@@ -391,7 +523,7 @@ class Search(SampleRungs, ClusterWaves, LocalSearch, FinalModels):
             if len(self.folds) <= k:
                 continue
             refit = 0.0 if self._bags(trial.config) else REFIT_SAFETY * 1.3  # bagged fold models need no refit
-            needed = trial.fold_seconds * (len(self.folds) - 1 + refit) * 1.2
+            needed = (self._estimate(trial, len(self.folds) - 1) + trial.fold_seconds * refit) * 1.2
             if needed <= self.left():
                 return
             self.folds = folds(self.y, self.task, self.split_strategy, self.seed, k=k, groups=self.groups)

@@ -270,6 +270,7 @@ def _fit_search(
         seed=spec.config.seed,
         reporter=reporter,
         scheduler=ws.settings.dask_scheduler,
+        helper=ws.settings.fit_helper,
         **search_layout(ws, spec.run_id, prepared, ("train", "val")),
     )
     summary = outcome.summary.model_dump() | {"onnx": is_plain_estimator(outcome.model)}
