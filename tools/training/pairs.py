@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ml_expert.tools.training.cluster import FoldFit, FoldTask
@@ -25,6 +26,7 @@ class FoldPairs:
     problem: Any
     codes: Any
     budget_s: float
+    reporter: Any
 
     def _fit_folds(self, items: list[tuple[Trial, int]]) -> list[bool]:
         """Fit and score these candidate x fold pairs: two side by side (the second in the helper process, each on
@@ -51,7 +53,7 @@ class FoldPairs:
         collected = False
         try:
             fit_a = self._run_here(a, task_a)
-            fit_b = self._helper_result()
+            fit_b = self._helper_result(b, task_b)
             collected = True
         finally:
             if not collected:  # an interrupt: the helper's reply would be left unread
@@ -80,11 +82,22 @@ class FoldPairs:
             self._lose_helper(lost)
             return False
 
-    def _helper_result(self) -> FoldFit | Exception | None:
-        """The helper's fit (cancel polled meanwhile), what it raised there, or None when the helper process was
-        lost."""
+    def _helper_result(self, trial: Trial, task: FoldTask) -> FoldFit | Exception | None:
+        """The helper's fit (the cancel polled meanwhile, and progress reported, as between a local fit's chunks),
+        what it raised there, or None when the helper process was lost."""
+        reporter, started = self.reporter, time.perf_counter()
+
+        def stop() -> bool:
+            if reporter is not None:  # the reporter writes at most one progress line per interval
+                reporter.progress(
+                    phase="train",
+                    message=f"{trial.config.label()}: fold {task.fold + 1} in the helper process, "
+                    f"{time.perf_counter() - started:.0f} s",
+                )
+            return self._stop()
+
         try:
-            return self.helper.result(self._stop)  # type: ignore[union-attr]
+            return self.helper.result(stop)  # type: ignore[union-attr]
         except HelperLost as lost:
             self._lose_helper(lost)
             return None
