@@ -25,7 +25,7 @@ from typing import Any
 
 from accuracy_bench import ID_COLUMN, PREDICT, metric_of, score, task_of
 from sklearn.model_selection import train_test_split
-from suites import DATASETS, load
+from suites import SUITES, load
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -45,7 +45,7 @@ def bench_table(name: str, budget: float, split_seed: int = 0) -> dict[str, Any]
     from ml_expert.tools.workflow import run_workflow
     from ml_expert.tools.workspace import Workspace
 
-    ds = next(d for d in DATASETS if d.name == name)
+    ds = next(d for suite in SUITES.values() for d in suite if d.name == name)  # a table of any suite
     df = load(ds)
     y = df[ds.target]
     task = task_of(y)
