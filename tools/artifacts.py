@@ -76,6 +76,8 @@ def load_model_meta(ws: Workspace, run_id: str, model_id: str | None) -> ModelMe
         check_id(model_id, "mdl")
     ids = list_model_ids(ws, run_id)
     if model_id is None:
+        if not ids and not ws.run_dir(run_id).is_dir():
+            raise NotFoundError(f"No run {run_id!r} in this workspace. list_runs shows the runs (CLI: ml-expert runs).")
         if not ids:
             raise NotFoundError(f"Run {run_id!r} has no trained model yet. Call train(run_id='{run_id}') first.")
         model_id = ids[-1]

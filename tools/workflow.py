@@ -133,6 +133,21 @@ def _phase(ws: Workspace, spec: WorkflowSpec, name: str, reporter: Reporter) -> 
         run_package_job(ws, packaging, reporter)
 
 
+def package_line(deployment: dict[str, Any]) -> str:
+    """The package's sentence of the workflow's summary; loud when no format passed its check (the folder then has
+    no runtime, and its inference.py refuses to run)."""
+    line = f" Package: {deployment['folder']} (verified: {deployment.get('verified')})."
+    if deployment.get("verified") is False:
+        failed = "; ".join(
+            f"{f.get('format')}: {f.get('error') or 'failed its check'}" for f in deployment.get("formats") or []
+        )
+        line += (
+            f" NO format passed its check ({failed or 'none was exported'}), so the package cannot predict: do not"
+            " deploy it; fix the cause and call package(...) again."
+        )
+    return line
+
+
 def _result(ws: Workspace, run_id: str, done: list[str]) -> WorkflowResult:
     ns = runs.run_namespace(ws, run_id)
 
@@ -150,7 +165,7 @@ def _result(ws: Workspace, run_id: str, done: list[str]) -> WorkflowResult:
     if deployment.get("refit_of"):
         summary += f" The packaged model {deployment['model_id']} refits it on all rows."
     if deployment.get("folder"):
-        summary += f" Package: {deployment['folder']} (verified: {deployment.get('verified')})."
+        summary += package_line(deployment)
     return WorkflowResult(
         run_id=run_id,
         model_id=training.get("model_id"),

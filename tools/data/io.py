@@ -137,7 +137,9 @@ def read_table(path: Path) -> pd.DataFrame:
             df = pd.read_json(path, lines=True, encoding=encoding, compression="gzip" if gz else None)
         except ValueError as exc:
             raise InvalidInputError(f"{path.name} is not valid JSON lines (one object per line): {exc}.") from exc
-        return _check_rows(df, path)
+        from ml_expert.tools.core.portable.preprocessing import csv_like_cells
+
+        return _check_rows(csv_like_cells(df), path)
     text = head.decode(encoding, errors="replace")
     if not text.strip():
         raise InvalidInputError(f"{path.name} holds only blank lines. Pass a file with a header row and data rows.")

@@ -20,6 +20,8 @@ SHORT_IDS = {"pid", "uid", "sid", "cid", "oid", "eid", "gid", "tid"}  # person, 
 WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 BOOL_WORDS = {"true", "false", "yes", "no", "y", "n", "t", "f", "0", "1"}
 MAX_CLASSES = 50
+FEW_VALUES = 10  # an integer target with at most this many values is classes whatever their counts
+MIN_CLASS_ROWS = 5  # above FEW_VALUES, an integer target is classes only when every value has this many rows
 DROP_KINDS = ("identifier", "constant", "empty")  # column kinds that carry no signal (dropped by default)
 HIGH_CARDINALITY = 30
 REPEATS_ARE_DATA = 4  # each distinct feature row seen this many times on average: repeats are observations
@@ -120,9 +122,13 @@ def guess_task(y: pd.Series) -> str:
     if pd.api.types.is_bool_dtype(y.dtype) or not pd.api.types.is_numeric_dtype(y.dtype):
         return "multiclass"
     integer_valued = pd.api.types.is_integer_dtype(y.dtype) or bool((y == np.round(y)).all())
-    if integer_valued and nunique <= min(MAX_CLASSES, max(3, len(y) // 20)):
-        return "multiclass"
-    return "regression"
+    if not integer_valued or nunique > min(MAX_CLASSES, max(3, len(y) // 20)):
+        return "regression"
+    # more than a few integer values, some of them seen only a few times: a count or a measurement (visits 0-31,
+    # a long tail of rare values), not class codes; as classes, the rarest could not even be split into folds
+    if nunique > FEW_VALUES and int(y.value_counts().min()) < MIN_CLASS_ROWS:
+        return "regression"
+    return "multiclass"
 
 
 PROFILE_BINS = 10

@@ -183,6 +183,10 @@ def _check_limits(ws: Workspace, file: Path) -> None:
     elif suffix in io.TEXT_SUFFIXES:
         head = io._head(file, gz)
         encoding = io.sniff_encoding(head)
+        if not head.decode(encoding, errors="replace").strip():
+            raise InvalidInputError(
+                f"{file.name} is empty (no header row, no rows). Pass a file of rows with the training columns."
+            )
         io._check_header(file, gz, encoding, io.sniff_delimiter(head.decode(encoding, errors="replace"), suffix))
 
 
@@ -360,7 +364,8 @@ def _write_csv(
     frame["refused"] = pd.Series(refused, dtype=object).reindex(range(n)).fillna("")
     for column in frame.columns:
         if not pd.api.types.is_numeric_dtype(frame[column]):  # numbers are never escaped
-            frame[column] = frame[column].map(_inert)
+            # kept as objects: map() would infer float64 for integer labels beside a refused row's empty cell (3.0)
+            frame[column] = pd.Series([_inert(c) for c in frame[column]], index=frame.index, dtype=object)
     frame.columns = [_inert(c) for c in frame.columns]
     target = _output_target(ws, output)
     target.parent.mkdir(parents=True, exist_ok=True)

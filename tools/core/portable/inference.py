@@ -36,6 +36,7 @@ from ml_expert_transformers import (  # noqa: E402
     FastPreprocessor,
     SchemaError,
     coerce_frame,
+    csv_like_cells,
     resize_images,
     screen_frame,
     shown,
@@ -63,6 +64,38 @@ def _delimiter(path: Path) -> str:
         return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
     except csv.Error:
         return ","
+
+
+def _read_rows(records: Any) -> pd.DataFrame:
+    if isinstance(records, pd.DataFrame):
+        return records
+    if isinstance(records, dict):
+        return pd.DataFrame([records])
+    if isinstance(records, (str, Path)):
+        path = Path(records)
+        suffix = path.suffix.lower()
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        if suffix in (".jsonl", ".ndjson", ".json"):  # list or object cells as their JSON text, as training read them
+            return csv_like_cells(pd.read_json(path, lines=True, dtype=False))
+        return pd.read_csv(path, dtype=str, sep=_delimiter(path))
+    if isinstance(records, list) and all(isinstance(r, dict) for r in records):
+        return pd.DataFrame(records)
+    raise TypeError("records must be a dict, a list of dicts, a pandas DataFrame, or a CSV/JSONL/Parquet path.")
+
+
+def _trimmed(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its column names as training read them: text, without surrounding spaces (a new frame whose
+    columns share the data; the caller's frame is left as it is)."""
+    names = [str(c).strip() for c in frame.columns]
+    return frame if names == list(frame.columns) else frame.set_axis(names, axis=1)
+
+
+def _trimmed_keys(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records whose keys lose surrounding spaces, as the training file's column names did."""
+    if all(str(k).strip() == k for k in records[0]):
+        return records
+    return [{str(k).strip(): v for k, v in record.items()} for record in records]
 
 
 def _sha256(path: Path) -> str:
@@ -224,22 +257,9 @@ class ModelInference:
 
     @staticmethod
     def to_frame(records: Any) -> pd.DataFrame:
-        """Raw rows as a DataFrame: from a DataFrame, a dict, a list of dicts, or a CSV/JSONL/Parquet path."""
-        if isinstance(records, pd.DataFrame):
-            return records
-        if isinstance(records, dict):
-            return pd.DataFrame([records])
-        if isinstance(records, (str, Path)):
-            path = Path(records)
-            suffix = path.suffix.lower()
-            if suffix in (".parquet", ".pq"):
-                return pd.read_parquet(path)
-            if suffix in (".jsonl", ".ndjson"):
-                return pd.read_json(path, lines=True, dtype=False)
-            return pd.read_csv(path, dtype=str, sep=_delimiter(path))
-        if isinstance(records, list) and all(isinstance(r, dict) for r in records):
-            return pd.DataFrame(records)
-        raise TypeError("records must be a dict, a list of dicts, a pandas DataFrame, or a CSV/JSONL/Parquet path.")
+        """Raw rows as a DataFrame: from a DataFrame, a dict, a list of dicts, or a CSV/JSONL/Parquet path. Column
+        names lose surrounding spaces, as the training file's did (a header " price " trained as "price")."""
+        return _trimmed(_read_rows(records))
 
     def transform(self, records: Any) -> np.ndarray:
         """Raw rows / images / windows / texts -> the model's input (validated against schema.json)."""
@@ -250,7 +270,7 @@ class ModelInference:
             isinstance(records, dict)
             or (isinstance(records, list) and 0 < len(records) <= 256 and all(isinstance(r, dict) for r in records))
         ):
-            X = self.fast.transform_records([records] if isinstance(records, dict) else records)
+            X = self.fast.transform_records(_trimmed_keys([records] if isinstance(records, dict) else records))
         else:
             X = self._model_input(self.preprocessor.transform(coerce_frame(self.to_frame(records), self.schema)))
         past = np.flatnonzero(~np.isfinite(X).all(axis=1))

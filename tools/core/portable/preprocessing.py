@@ -13,6 +13,7 @@ therefore resolves both here and in a deployment folder without ml-expert instal
 
 from __future__ import annotations
 
+import json
 import sys
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -142,10 +143,9 @@ def _coerce(s: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
         bad = _given(s) & ~(mapped.abs() <= FLOAT32_MAX)  # not a number, ±inf, or past float32
         return (mapped.where(~bad) if bad.any() else mapped), bad  # no copy of a clean column
     if kind == "datetime":
-        try:
-            mapped = pd.to_datetime(s, errors="coerce", format="mixed")
-        except ValueError:  # time zones that differ, or some dates with one and some without: all in UTC
-            mapped = pd.to_datetime(s, errors="coerce", format="mixed", utc=True).dt.tz_convert(None)
+        # every date in UTC, without its time zone: a Parquet column in Europe/Berlin and its CSV export (offsets
+        # +01:00 and +02:00 across a clock change) give the same hour and day (a date without a zone counts as UTC)
+        mapped = pd.to_datetime(s, errors="coerce", format="mixed", utc=True).dt.tz_convert(None)
         return mapped, _given(s) & mapped.isna()
     return _as_object(s.astype(str).where(s.notna(), np.nan)), pd.Series(False, index=s.index)
 
@@ -155,6 +155,22 @@ def _bad_values_message(s: pd.Series, bad: pd.Series, kind: str, name: str) -> s
     return (
         f"Column {name!r} must be {EXPECTED[kind]}; received values [{', '.join(examples)}] in {int(bad.sum())} rows."
     )
+
+
+def csv_like_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """JSON lines' cells as the same rows in a CSV would give them: a list or an object as its JSON text (one
+    value of a text column, not an unhashable cell), and a column that mixes numbers with words ("62" and "-")
+    as text throughout, which the analysis then types as it types a CSV column."""
+    for column in df.select_dtypes(include="object").columns:
+        values = df[column]
+        kinds = {type(v) for v in values if v is not None and v == v}  # NaN != NaN: missing cells left out
+        if kinds & {list, dict}:
+            values = values.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
+            kinds = {str if k in (list, dict) else k for k in kinds}
+        if len(kinds) > 1 and str in kinds:
+            values = values.map(lambda v: v if v is None or v != v else str(v))
+        df[column] = values
+    return df
 
 
 def coerce_column(s: pd.Series, kind: str, name: str) -> pd.Series:

@@ -1,0 +1,184 @@
+"""Tables as users bring them (an outside audit, 2026-12-03): a header with spaces around a name, dates with a time
+zone in Parquet and as text, an integer count as the target, and a package that no format could be verified for."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml_expert.tools.core.portable.preprocessing import DatetimeExpander, coerce_column
+from ml_expert.tools.data.profiling import guess_task
+from ml_expert.tools.prediction.predict import predict
+from ml_expert.tools.training.config import TrainConfig
+from ml_expert.tools.training.train import train
+from ml_expert.tools.workflow import package_line
+from ml_expert.tools.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def padded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, str, pd.DataFrame]]:
+    """A random forest trained on a CSV whose header names a column " padded " (spaces around it)."""
+    from ml_expert.tools.data.prepare import prepare_data
+    from ml_expert.tools.jobs.manager import JobManager
+
+    ws = Workspace(tmp_path_factory.mktemp("padded") / "ws")
+    ws.jobs = JobManager(ws).start()
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({" padded ": rng.normal(size=400), "other": rng.normal(size=400)})
+    frame["y"] = np.where(frame[" padded "] + 0.2 * frame["other"] > 0, "up", "down")
+    frame.to_csv(ws.root / "train.csv", index=False)
+    try:
+        run = prepare_data(ws, path="train.csv", target="y").run_id
+        status = train(ws, run, "random_forest", TrainConfig(n_estimators=50), wait_seconds=180)
+        assert status.status == "succeeded", status.error
+        yield ws, run, frame.drop(columns="y").head(60)
+    finally:
+        ws.jobs.stop()
+        ws.close()
+
+
+def test_a_header_with_spaces_around_a_name_predicts_like_the_training_file(
+    padded: tuple[Workspace, str, pd.DataFrame],
+) -> None:
+    """Training trims the header (" padded " is the column "padded"); predict used to look for " padded " as it
+    came, imputed "padded" in every row and shifted probabilities by up to 0.11."""
+    ws, run, rows = padded
+    rows.to_csv(ws.root / "as_trained.csv", index=False)  # the header as in the training file: " padded "
+    rows.rename(columns=str.strip).to_csv(ws.root / "trimmed.csv", index=False)
+    got = {name: predict(ws, run_id=run, path=f"{name}.csv") for name in ("as_trained", "trimmed")}
+    for result in got.values():
+        assert result.rows_scored == 60 and not [w for w in result.drift.warnings if "missing column" in w]
+    scored = {name: pd.read_csv(ws.root / r.output) for name, r in got.items()}
+    assert scored["as_trained"]["prediction"].tolist() == scored["trimmed"]["prediction"].tolist()
+    truth = np.where(rows[" padded "] + 0.2 * rows["other"] > 0, "up", "down")
+    assert (scored["as_trained"]["prediction"].to_numpy() == truth).mean() >= 0.85  # it learned from "padded"
+    # records (the fast path of a few rows) with the padded key, as a client would send the file's header
+    records = rows.head(3).to_dict(orient="records")
+    by_record = predict(ws, run_id=run, records=records)
+    assert [p.prediction for p in by_record.predictions] == scored["trimmed"]["prediction"].head(3).tolist()
+
+
+def test_dates_with_a_time_zone_give_the_same_features_from_parquet_and_from_their_csv_export() -> None:
+    """A Parquet column in Europe/Berlin across the spring clock change, and the same instants as text with their
+    offsets (+01:00, then +02:00): the package check once failed on such a table (hours 1 apart) and shipped no
+    runtime. Every date is now taken in UTC, however it was written."""
+    instants = pd.Series(pd.date_range("2024-03-30", periods=40, freq="3h", tz="Europe/Berlin"))
+    as_text = instants.map(lambda t: t.isoformat())
+    assert {t[-6:] for t in as_text} == {"+01:00", "+02:00"}
+    from_parquet, from_csv = coerce_column(instants, "datetime", "ts"), coerce_column(as_text, "datetime", "ts")
+    assert from_parquet.tolist() == from_csv.tolist()
+    assert from_parquet.iloc[0] == pd.Timestamp("2024-03-29 23:00")  # midnight in Berlin (UTC+1) is 23:00 UTC
+    naive = coerce_column(pd.Series(["2024-03-30 00:00", "2024-03-31 06:00"]), "datetime", "ts")
+    assert naive.tolist() == [pd.Timestamp("2024-03-30 00:00"), pd.Timestamp("2024-03-31 06:00")]  # unchanged
+    expander = DatetimeExpander().fit(from_parquet.to_frame())
+    assert np.array_equal(expander.transform(from_parquet.to_frame()), expander.transform(from_csv.to_frame()))
+
+
+def test_an_integer_count_target_is_a_regression_and_class_codes_stay_classes() -> None:
+    """Visits per patient (0 to ~30, a long tail of values seen once or twice) were taken for 30 classes, whose
+    rarest could not be split into folds: the search failed. Integers with few values, or with many rows for each
+    value, stay classes."""
+    rng = np.random.default_rng(0)
+    visits = pd.Series(rng.poisson(rng.gamma(2.0, 4.0, size=1000)))
+    assert visits.nunique() > 10 and visits.value_counts().min() < 5
+    assert guess_task(visits) == "regression"
+    codes = pd.Series(np.repeat(np.arange(12), 60))  # 12 class codes, 60 rows each
+    assert guess_task(codes) == "multiclass"
+    grades = pd.Series([3] * 2 + [4] * 30 + [5] * 300 + [6] * 300 + [7] * 100 + [8] * 20 + [9] * 1)  # few values
+    assert guess_task(grades) == "multiclass"
+
+
+def test_a_package_without_a_verified_format_says_so_in_the_workflow_summary() -> None:
+    deployment = {
+        "folder": "runs/run_1/deployment",
+        "verified": False,
+        "formats": [
+            {"format": "onnx", "error": "parity failed: agreement 0.989, max |Δ| 0.135"},
+            {"format": "joblib", "error": None},
+        ],
+    }
+    line = package_line(deployment)
+    assert "NO format passed its check" in line and "do not deploy it" in line
+    assert "onnx: parity failed: agreement 0.989" in line and "joblib: failed its check" in line
+    fine = package_line({"folder": "runs/run_1/deployment", "verified": True, "formats": []})
+    assert fine == " Package: runs/run_1/deployment (verified: True)." and "NO format" not in fine
+
+
+def test_predict_names_an_empty_file_and_a_run_that_does_not_exist(padded: tuple[Workspace, str, pd.DataFrame]) -> None:
+    """An empty file gave pandas' traceback (EmptyDataError); an unknown run was said to have no model yet."""
+    from ml_expert.memory.errors import InvalidInputError, NotFoundError
+
+    ws, run, _ = padded
+    (ws.root / "empty.csv").write_text("")
+    (ws.root / "blank.csv").write_text("\n\n")
+    for name in ("empty.csv", "blank.csv"):
+        with pytest.raises(InvalidInputError, match=f"{name} is empty"):
+            predict(ws, run_id=run, path=name)
+    with pytest.raises(NotFoundError, match="No run 'run_deadbeef' in this workspace"):
+        predict(ws, run_id="run_deadbeef", path="empty.csv")
+    assert predict(ws, run_id=run, records=[{"padded": 0.5, "other": 0.0}]).rows_scored == 1  # the server goes on
+
+
+def test_integer_labels_stay_integers_in_the_predictions_csv_beside_a_refused_row(
+    padded: tuple[Workspace, str, pd.DataFrame],
+) -> None:
+    """Labels 1, 2, 3 were written as 1.0, 2.0, 3.0 once a refused row left an empty cell in the column."""
+    from ml_expert.tools.data.prepare import prepare_data
+
+    ws, _, _ = padded
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
+    frame["grade"] = 1 + (frame["a"] > -0.5).astype(int) + (frame["a"] > 0.5).astype(int)
+    frame.to_csv(ws.root / "grades.csv", index=False)
+    run = prepare_data(ws, path="grades.csv", target="grade").run_id
+    assert train(ws, run, "random_forest", TrainConfig(n_estimators=30), wait_seconds=180).status == "succeeded"
+    rows = frame.drop(columns="grade").head(6).astype(object)
+    rows.loc[2, "a"] = "not a number"
+    rows.to_csv(ws.root / "grades_new.csv", index=False)
+    result = predict(ws, run_id=run, path="grades_new.csv")
+    assert (result.rows_scored, result.rows_refused) == (5, 1)
+    written = (ws.root / result.output).read_text().splitlines()
+    cells = [line.split(",")[1] for line in written[1:]]
+    assert cells[2] == "" and all(c in {"1", "2", "3"} for i, c in enumerate(cells) if i != 2), cells
+
+
+def test_json_lines_with_list_and_object_cells_train_and_predict_like_their_csv(
+    padded: tuple[Workspace, str, pd.DataFrame],
+) -> None:
+    """A list or object cell crashed the analysis (unhashable type: 'list'), and a column mixing numbers with "-"
+    crashed prepare (Arrow could not convert it). Both now read as a CSV of the same rows would: the JSON text of
+    the cell, and text throughout the mixed column; predict reads a JSON-lines file the same way."""
+    from ml_expert.tools.data.io import read_table
+    from ml_expert.tools.data.prepare import prepare_data
+
+    ws, _, _ = padded
+    rng = np.random.default_rng(2)
+    n = 300
+    tags = [["x"], [], ["x", "y"]]
+    pick = rng.integers(0, 3, n)
+    lines = pd.DataFrame(
+        {
+            "tags": [tags[i] for i in pick],
+            "meta": [{"src": "web" if i else "app"} for i in rng.integers(0, 2, n)],
+            "age": [int(a) if a > 25 else "-" for a in rng.integers(18, 80, n)],
+            "noise": rng.normal(size=n),
+        }
+    )
+    lines["y"] = np.where(pick == 1, "no", "yes")
+    lines.to_json(ws.root / "events.jsonl", orient="records", lines=True)
+    read = read_table(ws.root / "events.jsonl")
+    assert set(read["tags"]) == {'["x"]', "[]", '["x", "y"]'} and set(read["meta"]) == {
+        '{"src": "web"}',
+        '{"src": "app"}',
+    }
+    assert {type(v) for v in read["age"]} == {str} and "-" in set(read["age"])
+    run = prepare_data(ws, path="events.jsonl", target="y").run_id
+    assert train(ws, run, "random_forest", TrainConfig(n_estimators=30), wait_seconds=180).status == "succeeded"
+    lines.drop(columns="y").head(60).to_json(ws.root / "events_new.jsonl", orient="records", lines=True)
+    result = predict(ws, run_id=run, path="events_new.jsonl")
+    assert result.rows_scored == 60 and not [w for w in result.drift.warnings if "unseen" in w]
+    labels = pd.read_csv(ws.root / result.output)["prediction"].to_numpy()
+    assert (labels == lines["y"].head(60).to_numpy()).mean() >= 0.95  # the tags, read as text, decide the label
