@@ -182,3 +182,42 @@ def test_json_lines_with_list_and_object_cells_train_and_predict_like_their_csv(
     assert result.rows_scored == 60 and not [w for w in result.drift.warnings if "unseen" in w]
     labels = pd.read_csv(ws.root / result.output)["prediction"].to_numpy()
     assert (labels == lines["y"].head(60).to_numpy()).mean() >= 0.95  # the tags, read as text, decide the label
+
+
+def test_a_suspected_leak_is_quoted_beside_the_test_score_of_the_workflow(jobs_ws: Workspace) -> None:
+    """A copy of the target among the columns gave a perfect test score; the analysis flagged it (severity high)
+    but neither `run` nor run_workflow's summary said so."""
+    from ml_expert.tools.workflow import run_workflow
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
+    frame["churned"] = np.where(frame["a"] + rng.normal(scale=1.0, size=300) > 0, "yes", "no")
+    frame["churned_flag"] = (frame["churned"] == "yes").astype(int)  # the target again, under another name
+    frame.to_csv(jobs_ws.root / "leaky.csv", index=False)
+    status = run_workflow(jobs_ws, path="leaky.csv", target="churned", architecture="linear", wait_seconds=300)
+    assert status.status == "succeeded", status.error
+    result = status.result
+    assert result["test_metrics"]["balanced_accuracy"] == 1.0  # the leak at work
+    assert any("'churned_flag' alone predicts 'churned'" in a for a in result["data_alerts"])
+    assert "Check the data first: 'churned_flag' alone predicts 'churned'" in result["summary"]
+
+
+def test_a_free_text_target_is_refused_by_prepare_with_what_to_choose_instead(ws: Workspace) -> None:
+    """A comment column as the target (every value distinct) failed in train with scikit-learn's
+    "least populated class" error listing every class id."""
+    from ml_expert.memory.errors import InvalidInputError
+    from ml_expert.tools.data.prepare import prepare_data
+
+    rng = np.random.default_rng(4)
+    words = np.array(["late", "good", "broken", "fast", "again", "never", "okay", "price"])
+    frame = pd.DataFrame({"x": rng.normal(size=1500)})
+    frame["comment"] = [" ".join(rng.choice(words, 4)) + f" (ticket {i})" for i in range(1500)]
+    frame.to_csv(ws.root / "comments.csv", index=False)
+    with pytest.raises(
+        InvalidInputError,
+        match=r"target 'comment' has 1,500 distinct values among 1,500 rows, 1,500 of them seen only once",
+    ):
+        prepare_data(ws, path="comments.csv", target="comment")
+    frame["label"] = np.where(frame["x"] > 0, "pos", "neg")  # a real label: 2 classes
+    frame.to_csv(ws.root / "labelled.csv", index=False)
+    assert prepare_data(ws, path="labelled.csv", target="label").task_type == "binary"

@@ -32,6 +32,7 @@ from ml_expert.tools.workspace import Workspace
 
 PHASES = runs.PHASE_ORDER
 AUTO_SPLIT = (0.8, 0.1, 0.1)
+MAX_ALERTS = 3  # high-severity data warnings quoted in the summary
 
 
 class WorkflowSpec(JobSpec):
@@ -67,6 +68,9 @@ class WorkflowResult(BaseModel):
     deployment: str | None
     default_runtime: str | None
     phases_run: list[str]
+    data_alerts: list[str] = Field(
+        default_factory=list, description="analyze_data's high-severity warnings (a suspected leak, tiny classes)."
+    )
     summary: str
     next_step: str
 
@@ -166,6 +170,10 @@ def _result(ws: Workspace, run_id: str, done: list[str]) -> WorkflowResult:
         summary += f" The packaged model {deployment['model_id']} refits it on all rows."
     if deployment.get("folder"):
         summary += package_line(deployment)
+    alerts = [w["message"] for w in mem("data-analysis").get("warnings") or [] if w.get("severity") == "high"]
+    if alerts:  # a suspected leak makes a perfect test score; say so beside it, not only in the analysis
+        more = f" (and {len(alerts) - MAX_ALERTS} more in ml-expert/data-analysis)" if len(alerts) > MAX_ALERTS else ""
+        summary += " Check the data first: " + " ".join(alerts[:MAX_ALERTS]) + more
     return WorkflowResult(
         run_id=run_id,
         model_id=training.get("model_id"),
@@ -180,6 +188,7 @@ def _result(ws: Workspace, run_id: str, done: list[str]) -> WorkflowResult:
         deployment=deployment.get("folder"),
         default_runtime=deployment.get("default_runtime"),
         phases_run=done,
+        data_alerts=alerts,
         summary=summary,
         next_step=f"Read the report (resource ml-expert://runs/{run_id}/report) or predict with "
         f"{deployment.get('folder', 'the deployment folder')}/inference.py.",

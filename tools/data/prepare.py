@@ -34,7 +34,7 @@ from ml_expert.tools.data.encoding import encoder_pipeline
 from ml_expert.tools.data.io import check_size
 from ml_expert.tools.data.modalities import DataOptions, detect_modality
 from ml_expert.tools.data.options import PrepareOptions, Split, check_split
-from ml_expert.tools.data.profiling import HIGH_CARDINALITY, guess_task, training_profile
+from ml_expert.tools.data.profiling import HIGH_CARDINALITY, MAX_CLASSES, guess_task, training_profile
 from ml_expert.tools.data.splitting import split_indices
 from ml_expert.tools.workspace import DEFAULT_SEED, Workspace, write_json
 
@@ -172,6 +172,7 @@ def _prepare_table(
 
     table = read_and_check(file, target, opts)
     task = guess_task(table.df[target])
+    _check_classes(table.df[target], task)
     features, dropped, schema = select_features(table, task, opts)
     try:
         table.X = coerce_frame(table.df, schema)
@@ -231,6 +232,21 @@ def _prepare_table(
         next_step=f"Call recommend_architecture(run_id='{run_id}') to pick a model, or train(run_id='{run_id}').",
     )
     return _record(ws, folder, result)
+
+
+def _check_classes(y: pd.Series, task: str) -> None:
+    """A classification target must repeat its labels: one whose values are mostly seen once (a comment, a name,
+    an id) has nothing to learn per class, and its training failed later with scikit-learn's split error."""
+    if not is_classification(task):
+        return
+    counts = y.value_counts()
+    once = int((counts < 2).sum())
+    if len(counts) > MAX_CLASSES and once > len(counts) / 2:
+        raise InvalidInputError(
+            f"target {y.name!r} has {len(counts):,} distinct values among {int(counts.sum()):,} rows, {once:,} of them "
+            "seen only once: that is text or an identifier, not a label to learn. Choose a target column whose "
+            "values repeat (a class, or a number to predict)."
+        )
 
 
 def _encode_target(y_raw: pd.Series, task: str) -> tuple[np.ndarray, list[str] | None]:
