@@ -46,6 +46,10 @@ def read_and_check(file: Path, target: str, opts: PrepareOptions) -> Table:
         if col is not None and col not in df.columns:
             raise NotFoundError(f"{name} {col!r} not in {file.name}. Columns: {list(df.columns)[:50]}.")
     log: list[CleaningStep] = []
+    formats = df.attrs.get("number_formats", {})
+    if formats:
+        reason = "numbers written as text read as numbers: " + ", ".join(f"{c} ({f})" for c, f in formats.items())
+        log.append(CleaningStep(action="convert_types", columns=list(formats), reason=reason))
     infinite = df.attrs.get("infinite", {})
     if infinite:
         reason = "±inf treated as missing (then imputed): " + ", ".join(f"{c} ({n})" for c, n in infinite.items())
@@ -55,6 +59,7 @@ def read_and_check(file: Path, target: str, opts: PrepareOptions) -> Table:
         raise InvalidInputError(f"Target column {target!r} is entirely missing. Pick a column with values.")
     if missing_target:
         df = df[df[target].notna()]
+        df.attrs["number_formats"] = formats
         log.append(CleaningStep(action="drop_rows", rows=missing_target, reason=f"target {target!r} missing"))
     if df[target].nunique() < 2:
         raise InvalidInputError(
@@ -89,7 +94,10 @@ def select_features(table: Table, task: str, opts: PrepareOptions) -> tuple[list
         table.log.append(CleaningStep(action="drop_columns", columns=list(dropped), reason=reason))
     features = [c for c in kinds if c not in dropped]
     columns = [{"name": c, "kind": "categorical" if kinds[c] in (*DROP_KINDS, "text") else kinds[c]} for c in features]
+    formats = df.attrs.get("number_formats", {})
     for col in columns:
+        if col["kind"] == "numeric" and col["name"] in formats:  # numbers written as text: new rows read the same way
+            col["number_format"] = formats[col["name"]]
         if col["kind"] == "categorical":
             col["categories"] = sorted(map(str, df[col["name"]].dropna().unique()))[:200]
     return features, dropped, {"target": target, "task_type": task, "columns": columns}

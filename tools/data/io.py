@@ -202,7 +202,22 @@ def _check_rows(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     dupes = sorted(name for name, n in Counter(df.columns).items() if n > 1)  # linear in the number of columns
     if dupes:
         raise InvalidInputError(f"{path.name} has duplicate column names {dupes[:20]}. Rename them so each is unique.")
-    return _infinite_as_missing(df)
+    return _infinite_as_missing(_numbers_from_text(df))
+
+
+def _numbers_from_text(df: pd.DataFrame) -> pd.DataFrame:
+    """A text column whose every value is a number written with separators or symbols ("$47,093", "12%", "57,58")
+    becomes numbers; `df.attrs["number_formats"]` names each one's format, which the package applies to new rows."""
+    from ml_expert.tools.core.portable.preprocessing import _numbers, number_format
+
+    formats: dict[str, str] = {}
+    for col in df.select_dtypes(include=["object", "string"]).columns:
+        fmt = number_format(df[col])
+        if fmt is not None:
+            df[col] = _numbers(df[col], fmt)
+            formats[str(col)] = fmt
+    df.attrs["number_formats"] = formats
+    return df
 
 
 def _infinite_as_missing(df: pd.DataFrame) -> pd.DataFrame:

@@ -111,8 +111,48 @@ def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
     return shortened(text, limit)
 
 
-def _numbers(s: pd.Series) -> pd.Series:
-    """pd.to_numeric as floats; an integer past float's range (JSON allows any length) becomes ±inf."""
+# Numbers written as text: "$47,093", "3,768", "12%", "€ 1,234.50". A column whose every given value is such a
+# number is numeric (`number_format`); the symbols around a number (currency, percent, spaces) and the thousands
+# commas are dropped, and a percentage stays in percent (12% -> 12.0). Not read as numbers: decimal commas
+# ("57,58"): new rows written with a decimal point ("57.58", as a package's own rows are) would then be misread
+# as thousands ("1.234" is 1,234 there), so such a column stays categorical.
+NUMBER_SYMBOLS = r"[\s$€£¥₹%]*"
+NUMBER_FORMATS = {  # the separators of a format, and the whole value it accepts (after the symbols)
+    "1,234.5": (",", ".", r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"),
+}
+NUMBER_SAMPLE = 1000  # values a column's format is guessed from, before every value is checked against it
+
+
+def _number_text(s: pd.Series, fmt: str) -> pd.Series:
+    """Text written in format `fmt` as plain number text ("$47,093" -> "47093"); other values as they were."""
+    thousands, decimal, _ = NUMBER_FORMATS[fmt]
+    text = s.astype(str).str.strip().str.replace(f"^{NUMBER_SYMBOLS}|{NUMBER_SYMBOLS}$", "", regex=True)
+    return text.str.replace(thousands, "", regex=False).str.replace(decimal, ".", regex=False)
+
+
+def number_format(s: pd.Series) -> str | None:
+    """The format (a key of NUMBER_FORMATS) in which every given value of a text column is a number that pandas
+    did not read as one (a separator or a symbol in it), or None: the column is not numbers written as text."""
+    if pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
+        return None
+    given = s[_given(s)]
+    sample = given.iloc[:NUMBER_SAMPLE]
+    if given.empty or not all(isinstance(v, str) for v in sample):
+        return None
+    if pd.to_numeric(sample, errors="coerce").notna().all():  # plain digits kept as text (codes, zip codes): text
+        return None
+    for fmt, (_, _, pattern) in NUMBER_FORMATS.items():
+        whole = f"^{NUMBER_SYMBOLS}{pattern}{NUMBER_SYMBOLS}$"
+        if sample.str.strip().str.fullmatch(whole).all() and given.str.strip().str.fullmatch(whole).all():
+            return fmt
+    return None
+
+
+def _numbers(s: pd.Series, fmt: str | None = None) -> pd.Series:
+    """pd.to_numeric as floats; an integer past float's range (JSON allows any length) becomes ±inf. Text in a
+    number format (`number_format`) is read in it: "$47,093" -> 47093.0."""
+    if fmt is not None and not pd.api.types.is_numeric_dtype(s.dtype):
+        s = _number_text(s, fmt).where(s.notna(), np.nan)
     if s.dtype == np.float64:
         return s.copy(deep=False)  # already floats: copy-on-write shares the column instead of copying it
     try:
@@ -129,9 +169,10 @@ def _given(s: pd.Series) -> pd.Series:
     return s.notna() & (s.astype(str).str.strip() != "")
 
 
-def _coerce(s: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
+def _coerce(s: pd.Series, kind: str, fmt: str | None = None) -> tuple[pd.Series, pd.Series]:
     """One raw column converted to the type its kind needs, and the mask of given values that could not be (those
-    become missing). Numbers must be finite and within float32's range: the models compute in float32."""
+    become missing). Numbers must be finite and within float32's range: the models compute in float32; `fmt`: the
+    number format of a column of numbers written as text."""
     if kind in ("numeric", "boolean"):
         if kind == "boolean" and not pd.api.types.is_numeric_dtype(s.dtype):
             words = s.astype(str).str.strip().str.lower()
@@ -139,7 +180,7 @@ def _coerce(s: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
                 np.where(words.isin(TRUE_WORDS), 1.0, np.where(words.isin(FALSE_WORDS), 0.0, np.nan)), index=s.index
             )
             return mapped, _given(s) & mapped.isna()
-        mapped = _numbers(s)
+        mapped = _numbers(s, fmt)
         bad = _given(s) & ~(mapped.abs() <= FLOAT32_MAX)  # not a number, ±inf, or past float32
         return (mapped.where(~bad) if bad.any() else mapped), bad  # no copy of a clean column
     if kind == "datetime":
@@ -173,12 +214,12 @@ def csv_like_cells(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def coerce_column(s: pd.Series, kind: str, name: str) -> pd.Series:
+def coerce_column(s: pd.Series, kind: str, name: str, fmt: str | None = None) -> pd.Series:
     """Convert one raw column to the type its kind needs; raise SchemaError on values that cannot be.
 
     A date that does not parse becomes missing here: analysis calls a column datetime when 90 % of its values
     parse, so a training column may hold a few. screen_frame (new rows) refuses its row instead."""
-    mapped, bad = _coerce(s, kind)
+    mapped, bad = _coerce(s, kind, fmt)
     if bad.any() and kind != "datetime":
         raise SchemaError(
             _bad_values_message(s, bad, kind, name) + " Fix those values or leave them empty (missing values are "
@@ -197,7 +238,9 @@ def coerce_frame(df: pd.DataFrame, schema: dict[str, Any]) -> pd.DataFrame:
             "Pass every feature column with its original name (missing values may be empty)."
         )
     return pd.DataFrame(
-        {c["name"]: coerce_column(df[c["name"]], c["kind"], c["name"]) for c in columns}, index=df.index, copy=False
+        {c["name"]: coerce_column(df[c["name"]], c["kind"], c["name"], c.get("number_format")) for c in columns},
+        index=df.index,
+        copy=False,
     )  # copy=False: a column already of the right type stays shared (copy-on-write) instead of copied
 
 
@@ -214,7 +257,7 @@ def screen_frame(df: pd.DataFrame, schema: dict[str, Any]) -> tuple[pd.DataFrame
     for c in schema["columns"]:
         name, kind = c["name"], c["kind"]
         raw = df[name] if name in df.columns else pd.Series(np.nan, index=df.index, dtype=object)
-        out[name], bad = _coerce(raw, kind)
+        out[name], bad = _coerce(raw, kind, c.get("number_format"))
         for pos in map(int, np.flatnonzero(bad.to_numpy())):
             why = reasons.setdefault(pos, [])
             if len(why) < SHOWN_REASONS:
@@ -294,6 +337,7 @@ class FastPreprocessor:
     def __init__(self, blocks: list[dict[str, Any]], schema: dict[str, Any]) -> None:
         self.blocks = blocks
         self.kinds = {c["name"]: c["kind"] for c in schema["columns"]}
+        self.formats = {c["name"]: c["number_format"] for c in schema["columns"] if c.get("number_format")}
         self.width = sum(b["width"] for b in blocks)
         for b in self.blocks:
             if "categories" in b:
@@ -376,6 +420,8 @@ class FastPreprocessor:
             word = value.strip().lower()
             x = 1.0 if word in TRUE_WORDS else 0.0 if word in FALSE_WORDS else x
         else:
+            if isinstance(value, str) and name in self.formats:
+                value = _number_text(pd.Series([value]), self.formats[name]).iloc[0]
             try:
                 x = float(value)
             except OverflowError:  # an int past float's range
