@@ -3,6 +3,7 @@ zone in Parquet and as text, an integer count as the target, and a package that 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import numpy as np
@@ -276,3 +277,33 @@ def test_numbers_written_with_currency_thousands_or_percent_are_read_as_numbers(
     assert as_text.rows_scored == 40 and np.allclose(got["t"], got["n"])
     truth = np.array([float(v.strip("$").replace(",", "")) for v in new["price"]])
     assert np.sqrt(np.mean((got["t"].to_numpy() - truth) ** 2)) < 5  # it learned from the numbers (noise sd 3)
+
+
+def test_dates_written_day_first_are_read_day_first_in_training_and_in_new_rows(
+    padded: tuple[Workspace, str, pd.DataFrame],
+) -> None:
+    """ "05/03/2021" was read as 3 May and "15/03/2021" as 15 March in one column: every date of March looked spread
+    over the year. A column whose first numbers go above 12 (or that writes dates with dots, 01.01.2023) is read
+    day first, and new rows of the same column too."""
+    from ml_expert.tools.core.portable.preprocessing import DAY_FIRST
+    from ml_expert.tools.data.prepare import prepare_data
+
+    ws, _, _ = padded
+    rng = np.random.default_rng(7)
+    days = rng.integers(1, 29, 400)
+    frame = pd.DataFrame({"signup": [f"{d:02d}/03/2021" for d in days], "x": rng.normal(size=400)})
+    frame["late"] = np.where(days > 14, "yes", "no")  # the day of the month decides
+    frame.to_csv(ws.root / "signups.csv", index=False)
+    prepared = prepare_data(ws, path="signups.csv", target="late")
+    schema = json.loads((ws.root / prepared.artifacts["schema"]).read_text())
+    signup = next(c for c in schema["columns"] if c["name"] == "signup")
+    assert signup == {"name": "signup", "kind": "datetime", "format": DAY_FIRST}
+    assert train(ws, prepared.run_id, "random_forest", TrainConfig(n_estimators=30), wait_seconds=180).status == (
+        "succeeded"
+    )
+    written = [{"signup": f"{d:02d}/03/2021", "x": 0.0} for d in (5, 10, 20, 25)]
+    iso = [{"signup": f"2021-03-{d:02d}", "x": 0.0} for d in (5, 10, 20, 25)]
+    by_day_first = predict(ws, run_id=prepared.run_id, records=written)
+    by_iso = predict(ws, run_id=prepared.run_id, records=iso)
+    labels = [p.prediction for p in by_day_first.predictions]
+    assert labels == [p.prediction for p in by_iso.predictions] == ["no", "no", "yes", "yes"]

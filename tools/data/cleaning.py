@@ -94,10 +94,14 @@ def select_features(table: Table, task: str, opts: PrepareOptions) -> tuple[list
         table.log.append(CleaningStep(action="drop_columns", columns=list(dropped), reason=reason))
     features = [c for c in kinds if c not in dropped]
     columns = [{"name": c, "kind": "categorical" if kinds[c] in (*DROP_KINDS, "text") else kinds[c]} for c in features]
+    from ml_expert.tools.core.portable.preprocessing import date_format  # sklearn: not at server start
+
     formats = df.attrs.get("number_formats", {})
-    for col in columns:
-        if col["kind"] == "numeric" and col["name"] in formats:  # numbers written as text: new rows read the same way
-            col["number_format"] = formats[col["name"]]
+    for col in columns:  # how the column's text is written, so that new rows are read the same way
+        if col["kind"] == "numeric" and col["name"] in formats:  # numbers written as text
+            col["format"] = formats[col["name"]]
+        elif col["kind"] == "datetime" and (order := date_format(df[col["name"]])):  # 15/03/2021: day first
+            col["format"] = order
         if col["kind"] == "categorical":
             col["categories"] = sorted(map(str, df[col["name"]].dropna().unique()))[:200]
     return features, dropped, {"target": target, "task_type": task, "columns": columns}

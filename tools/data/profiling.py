@@ -68,7 +68,8 @@ def is_string_like(s: pd.Series) -> bool:
 
 def _looks_datetime(s: pd.Series) -> bool:
     sample = s.dropna().astype(str).head(200)
-    if sample.empty or not sample.str.contains(r"\d").all() or not sample.str.contains(r"[-/:T ]").mean() > 0.9:
+    separated = sample.str.contains(r"[-/:T ]|^\s*\d{1,2}\.\d{1,2}\.\d{2,4}\b")  # 01.01.2023: dates with dots too
+    if sample.empty or not sample.str.contains(r"\d").all() or not separated.mean() > 0.9:
         return False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

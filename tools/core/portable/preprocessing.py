@@ -148,6 +148,24 @@ def number_format(s: pd.Series) -> str | None:
     return None
 
 
+DAY_FIRST = "day/month/year"  # the format of a date column written day first (15/03/2021, 01.01.2023)
+DATE_PARTS = r"^\s*(\d{1,2})[/.\-](\d{1,2})[/.\-]\d{2,4}\b"
+
+
+def date_format(s: pd.Series) -> str | None:
+    """DAY_FIRST when a text column's dates are written day first: some first number above 12 and no second one
+    above 12, or, where every date could be read either way, dots between the numbers (01.01.2023, the German
+    way); else None (month first, or year first, as pandas reads them)."""
+    if pd.api.types.is_datetime64_any_dtype(s.dtype) or pd.api.types.is_numeric_dtype(s.dtype):
+        return None
+    text = s.dropna().astype(str)
+    parts = text.str.extract(DATE_PARTS).dropna().astype(int)
+    if parts.empty or (parts[1] > 12).any():
+        return None
+    dotted = text.str.match(r"^\s*\d{1,2}\.\d{1,2}\.\d{2,4}\b").mean() > 0.5
+    return DAY_FIRST if (parts[0] > 12).any() or dotted else None
+
+
 def _numbers(s: pd.Series, fmt: str | None = None) -> pd.Series:
     """pd.to_numeric as floats; an integer past float's range (JSON allows any length) becomes ±inf. Text in a
     number format (`number_format`) is read in it: "$47,093" -> 47093.0."""
@@ -172,7 +190,7 @@ def _given(s: pd.Series) -> pd.Series:
 def _coerce(s: pd.Series, kind: str, fmt: str | None = None) -> tuple[pd.Series, pd.Series]:
     """One raw column converted to the type its kind needs, and the mask of given values that could not be (those
     become missing). Numbers must be finite and within float32's range: the models compute in float32; `fmt`: the
-    number format of a column of numbers written as text."""
+    column's format: the number format of numbers written as text, or DAY_FIRST for dates written day first."""
     if kind in ("numeric", "boolean"):
         if kind == "boolean" and not pd.api.types.is_numeric_dtype(s.dtype):
             words = s.astype(str).str.strip().str.lower()
@@ -186,7 +204,8 @@ def _coerce(s: pd.Series, kind: str, fmt: str | None = None) -> tuple[pd.Series,
     if kind == "datetime":
         # every date in UTC, without its time zone: a Parquet column in Europe/Berlin and its CSV export (offsets
         # +01:00 and +02:00 across a clock change) give the same hour and day (a date without a zone counts as UTC)
-        mapped = pd.to_datetime(s, errors="coerce", format="mixed", utc=True).dt.tz_convert(None)
+        mapped = pd.to_datetime(s, errors="coerce", format="mixed", utc=True, dayfirst=fmt == DAY_FIRST)
+        mapped = mapped.dt.tz_convert(None)
         return mapped, _given(s) & mapped.isna()
     return _as_object(s.astype(str).where(s.notna(), np.nan)), pd.Series(False, index=s.index)
 
@@ -238,7 +257,7 @@ def coerce_frame(df: pd.DataFrame, schema: dict[str, Any]) -> pd.DataFrame:
             "Pass every feature column with its original name (missing values may be empty)."
         )
     return pd.DataFrame(
-        {c["name"]: coerce_column(df[c["name"]], c["kind"], c["name"], c.get("number_format")) for c in columns},
+        {c["name"]: coerce_column(df[c["name"]], c["kind"], c["name"], c.get("format")) for c in columns},
         index=df.index,
         copy=False,
     )  # copy=False: a column already of the right type stays shared (copy-on-write) instead of copied
@@ -257,7 +276,7 @@ def screen_frame(df: pd.DataFrame, schema: dict[str, Any]) -> tuple[pd.DataFrame
     for c in schema["columns"]:
         name, kind = c["name"], c["kind"]
         raw = df[name] if name in df.columns else pd.Series(np.nan, index=df.index, dtype=object)
-        out[name], bad = _coerce(raw, kind, c.get("number_format"))
+        out[name], bad = _coerce(raw, kind, c.get("format"))
         for pos in map(int, np.flatnonzero(bad.to_numpy())):
             why = reasons.setdefault(pos, [])
             if len(why) < SHOWN_REASONS:
@@ -337,7 +356,7 @@ class FastPreprocessor:
     def __init__(self, blocks: list[dict[str, Any]], schema: dict[str, Any]) -> None:
         self.blocks = blocks
         self.kinds = {c["name"]: c["kind"] for c in schema["columns"]}
-        self.formats = {c["name"]: c["number_format"] for c in schema["columns"] if c.get("number_format")}
+        self.formats = {c["name"]: c["format"] for c in schema["columns"] if c.get("format") and c["kind"] == "numeric"}
         self.width = sum(b["width"] for b in blocks)
         for b in self.blocks:
             if "categories" in b:
