@@ -307,3 +307,63 @@ def test_dates_written_day_first_are_read_day_first_in_training_and_in_new_rows(
     by_iso = predict(ws, run_id=prepared.run_id, records=iso)
     labels = [p.prediction for p in by_day_first.predictions]
     assert labels == [p.prediction for p in by_iso.predictions] == ["no", "no", "yes", "yes"]
+
+
+class _Progress:
+    """A stand-in job reporter for calling explain's worker entry in-process."""
+
+    def progress(self, force: bool = False, **info: object) -> None:
+        pass
+
+
+def test_explain_draws_a_categorical_with_many_levels_over_its_most_frequent_ones(ws: Workspace) -> None:
+    """A 300-level product column among the top columns ended its curve with scikit-learn's "grid_resolution ...
+    greater than" error; its curve now spans its PDP_GRID most frequent levels."""
+    from ml_expert.tools.artifacts import load_model_meta
+    from ml_expert.tools.data.prepare import prepare_data
+    from ml_expert.tools.jobs.manager import JobManager
+    from ml_expert.tools.prediction.explain import PDP_GRID, ExplainSpec, run_explain_job
+
+    rng = np.random.default_rng(8)
+    levels = np.array([f"P{i:03d}" for i in range(300)])
+    effect = dict(zip(levels, rng.normal(0, 5, 300), strict=True))
+    frame = pd.DataFrame({"product": rng.choice(levels, 3000), "x": rng.normal(size=3000)})
+    frame["sales"] = frame["product"].map(effect) + 0.1 * frame["x"] + rng.normal(0, 0.5, 3000)
+    frame.to_csv(ws.root / "products.csv", index=False)
+    ws.jobs = JobManager(ws).start()
+    try:
+        run = prepare_data(ws, path="products.csv", target="sales").run_id
+        assert train(ws, run, "random_forest", TrainConfig(n_estimators=40), wait_seconds=180).status == "succeeded"
+        model_id = load_model_meta(ws, run, None).model_id
+        result = run_explain_job(ws, ExplainSpec(run_id=run, model_id=model_id), _Progress())
+    finally:
+        ws.jobs.stop()
+    assert result.importance[0].column == "product" and not result.warnings
+    curve = next(p for p in result.partial_dependence if p.column == "product")
+    assert len(curve.grid) == PDP_GRID and set(curve.grid) <= set(levels)  # the most frequent on explain's rows
+    truth = [effect[level] for level in curve.grid]
+    assert np.corrcoef(truth, curve.average)[0, 1] > 0.8  # the curve shows each level's own effect
+
+
+def test_explain_says_why_it_drew_no_partial_dependence(
+    padded: tuple[Workspace, str, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When no column's importance was above zero, explain returned an empty partial dependence and no word why."""
+    from ml_expert.tools.artifacts import load_model_meta
+    from ml_expert.tools.prediction import explain as explain_module
+    from ml_expert.tools.prediction.explain import ExplainSpec, run_explain_job
+
+    ws, run, _ = padded
+    measured = explain_module.permutation_ranking
+
+    def nothing_matters(*args: object, **kwargs: object) -> tuple:
+        metric, score, importance = measured(*args, **kwargs)
+        return metric, score, [c.model_copy(update={"importance": 0.0}) for c in importance]
+
+    monkeypatch.setattr(explain_module, "permutation_ranking", nothing_matters)
+    model_id = load_model_meta(ws, run, None).model_id
+    result = run_explain_job(ws, ExplainSpec(run_id=run, model_id=model_id), _Progress())
+    assert result.partial_dependence == [] and not result.warnings
+    assert any(
+        n.startswith("No partial dependence: shuffling no column lowered the model's score") for n in result.notes
+    )

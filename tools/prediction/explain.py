@@ -135,6 +135,11 @@ def run_explain_job(ws: Workspace, spec: ExplainSpec, reporter: Reporter) -> Exp
     folder = model_dir(ws, spec.run_id, spec.model_id)
     kinds = {c["name"]: c["kind"] for c in model.schema["columns"]}
     top = [c.column for c in importance if kinds[c.column] in PDP_KINDS and c.importance > 0][:PDP_COLUMNS]
+    if not top:
+        notes.append(
+            "No partial dependence: shuffling no column lowered the model's score on these rows (every importance "
+            "is zero or below), so no column's curve would show what the model relies on."
+        )
     (folder / "partial_dependence.png").unlink(missing_ok=True)  # never leave an older model's picture
     pdp, warnings = partial_dependence_plot(model, X, y, top, kinds, folder / "partial_dependence.png")
     local, method, refused = None, None, None
@@ -357,7 +362,8 @@ def _column_dependence(estimator: Any, X: Any, column: str, kind: str, target: i
     """One column's partial dependence on its own axis, over the rows where that column is observed.
 
     Numbers go to scikit-learn as float64 (it refuses integer dtypes, which it would round on a float grid); an
-    integer column gets a grid of integers (every value when few, else rounded quantiles), reported as integers.
+    integer column gets a grid of integers (every value when few, else rounded quantiles), reported as integers; a
+    categorical column with more than PDP_GRID levels, its PDP_GRID most frequent (scikit-learn refuses the rest).
     """
     import numpy as np
     import pandas as pd
@@ -366,6 +372,11 @@ def _column_dependence(estimator: Any, X: Any, column: str, kind: str, target: i
     data = X[X[column].notna()].reset_index(drop=True)
     categorical = kind != "numeric"
     custom, integer = None, False
+    if categorical and data[column].nunique() > PDP_GRID:  # 1,200 product names: the PDP_GRID most frequent ones
+        # the grid is the column's levels; every row's own value is replaced by each grid value in turn anyway, so
+        # the rare levels can stand in as the most frequent one without changing any average
+        frequent = data[column].value_counts().index[:PDP_GRID]
+        data = data.assign(**{column: data[column].where(data[column].isin(frequent), frequent[0])})
     if not categorical:
         values = pd.to_numeric(data[column], errors="coerce")
         data = data.assign(**{column: values.astype("float64")})[values.notna().to_numpy()].reset_index(drop=True)
