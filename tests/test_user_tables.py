@@ -109,7 +109,8 @@ def test_a_package_without_a_verified_format_says_so_in_the_workflow_summary() -
 
 
 def test_predict_names_an_empty_file_and_a_run_that_does_not_exist(padded: tuple[Workspace, str, pd.DataFrame]) -> None:
-    """An empty file gave pandas' traceback (EmptyDataError); an unknown run was said to have no model yet."""
+    """An empty file gave pandas' traceback (EmptyDataError); an unknown run was said to have no model yet; a header
+    naming a column twice was read as "padded" and "padded.1" and scored without a word (training refuses it)."""
     from ml_expert.memory.errors import InvalidInputError, NotFoundError
 
     ws, run, _ = padded
@@ -120,6 +121,9 @@ def test_predict_names_an_empty_file_and_a_run_that_does_not_exist(padded: tuple
             predict(ws, run_id=run, path=name)
     with pytest.raises(NotFoundError, match="No run 'run_deadbeef' in this workspace"):
         predict(ws, run_id="run_deadbeef", path="empty.csv")
+    (ws.root / "twice.csv").write_text("padded,other,padded\n0.5,0.0,0.7\n")  # pandas would read padded.1
+    with pytest.raises(InvalidInputError, match=r"twice.csv has duplicate column names \['padded'\]"):
+        predict(ws, run_id=run, path="twice.csv")
     assert predict(ws, run_id=run, records=[{"padded": 0.5, "other": 0.0}]).rows_scored == 1  # the server goes on
 
 

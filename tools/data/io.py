@@ -97,6 +97,13 @@ def _check_header(path: Path, gz: bool, encoding: str, delimiter: str) -> None:
             f"{path.name} has about {fields:,} columns; at most {MAX_COLUMNS:,} are supported. Select the columns "
             "you need (or reduce them, e.g. with a feature selection) before analysis."
         )
+    if header.endswith(("\n", "\r")):  # the whole header line: names a CSV reader would rename (x, x.1) are refused
+        names = [name.strip() for name in next(csv.reader([header.rstrip("\r\n")], delimiter=delimiter), [])]
+        dupes = sorted(name for name, n in Counter(names).items() if n > 1)
+        if dupes:
+            raise InvalidInputError(
+                f"{path.name} has duplicate column names {dupes[:20]}. Rename them so each is unique."
+            )
 
 
 def read_table(path: Path) -> pd.DataFrame:
