@@ -138,17 +138,18 @@ def test_a_candidate_whose_fit_kills_its_workers_is_dropped_and_the_cluster_kept
             dask.config.set({"distributed.scheduler.allowed-failures": 1}),
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc,
         ):
-            outcome = run_search(X, y, "binary", budget_s=25, scheduler=lc.scheduler_address)
+            outcome = run_search(X, y, "binary", budget_s=45, scheduler=lc.scheduler_address)
             workers = set(lc.scheduler_info["workers"])
     finally:
         cloudpickle.unregister_pickle_by_value(module)
     summary = outcome.summary
+    print("DEBUGNOTES", summary.notes, [(r["candidate"], r["status"], r.get("ran_on")) for r in outcome.leaderboard])
     catboost = next(row for row in outcome.leaderboard if row["family"] == "catboost")
     assert catboost["status"] == "failed"
     assert any(note.startswith(f"{catboost['candidate']} failed on fold 1") and "killed every worker" in note
                for note in summary.notes), summary.notes  # fmt: skip
     assert summary.failed_families == {"catboost": f"WorkerKilled: {cluster_module.WORKER_KILLED}"[: 200 + 14]}
-    assert not any("failed mid-search" in note for note in summary.notes)
+    assert not any("failed mid-search" in note for note in summary.notes), summary.notes
     ran_on = {a for row in outcome.leaderboard if row["status"] == "complete" for a in row.get("ran_on", [])}
     assert ran_on and all(address.startswith("tcp://") for address in ran_on)  # the rest still ran on the cluster
     assert summary.fits_on_cluster >= 10 and summary.complete >= 2 and summary.cv_score > 0.85

@@ -17,6 +17,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -179,6 +180,10 @@ WORKER_KILLED = (
     "its fit killed every worker it ran on, as one that runs out of memory does (give the workers more memory, or "
     "train without the cluster); it was not run here, where it could take the search down"
 )
+WORKER_LOST = (
+    "its fit was lost with a worker that died while running it (the scheduler let go of it), as under a fit that "
+    "runs out of memory; it was not run here, where it could take the search down"
+)
 
 
 class DaskFolds:
@@ -208,11 +213,20 @@ class DaskFolds:
         killed: list[tuple[FoldTask, Exception]] = []
         try:
             for future in as_completed(list(futures), timeout=max(timeout, 1.0)):
-                error = future.exception() if future.status == "error" else None
+                try:
+                    error = future.exception() if future.status == "error" else None
+                    outcome = future.result() if error is None else error
+                except CancelledError:
+                    if self.client.status != "running":
+                        raise  # the client lost its scheduler: the cluster is gone
+                    # the scheduler let go of a task whose worker died under it (measured: the culprit's own task,
+                    # "cancelled for reason: unknown", once it had killed its workers): judged with the killed below
+                    killed.append((futures[future], WorkerKilled(WORKER_LOST)))
+                    continue
                 if isinstance(error, KilledWorker):  # a task queued beside the culprit can be blamed too: judged below
                     killed.append((futures[future], WorkerKilled(WORKER_KILLED)))
                     continue
-                yield futures[future], (future.result() if error is None else error)
+                yield futures[future], outcome
             if len(killed) > len(tasks) / 2:
                 raise ClusterLost(f"{len(killed)} of {len(tasks)} fits killed the workers they ran on")
         except Exception as exc:  # scheduler gone, all workers lost, a timeout: finish locally
