@@ -143,7 +143,6 @@ def test_a_candidate_whose_fit_kills_its_workers_is_dropped_and_the_cluster_kept
     finally:
         cloudpickle.unregister_pickle_by_value(module)
     summary = outcome.summary
-    print("DEBUGNOTES", summary.notes, [(r["candidate"], r["status"], r.get("ran_on")) for r in outcome.leaderboard])
     catboost = next(row for row in outcome.leaderboard if row["family"] == "catboost")
     assert catboost["status"] == "failed"
     assert any(note.startswith(f"{catboost['candidate']} failed on fold 1") and "killed every worker" in note
