@@ -144,10 +144,15 @@ def test_a_candidate_whose_fit_kills_its_workers_is_dropped_and_the_cluster_kept
         cloudpickle.unregister_pickle_by_value(module)
     summary = outcome.summary
     catboost = next(row for row in outcome.leaderboard if row["family"] == "catboost")
-    assert catboost["status"] == "failed"
-    assert any(note.startswith(f"{catboost['candidate']} failed on fold 1") and "killed every worker" in note
+    assert catboost["status"] == "failed", summary.notes
+    # Dask gives up on the task with KilledWorker, or (seen on a loaded machine) lets go of it as cancelled
+    why = {
+        f"WorkerKilled: {message}"[: 200 + 14] for message in (cluster_module.WORKER_KILLED, cluster_module.WORKER_LOST)
+    }
+    assert any(note.startswith(f"{catboost['candidate']} failed on fold 1") and any(w in note for w in why)
                for note in summary.notes), summary.notes  # fmt: skip
-    assert summary.failed_families == {"catboost": f"WorkerKilled: {cluster_module.WORKER_KILLED}"[: 200 + 14]}
+    assert summary.failed_families["catboost"] in why, summary.failed_families
+    assert set(summary.failed_families) == {"catboost"}
     assert not any("failed mid-search" in note for note in summary.notes), summary.notes
     ran_on = {a for row in outcome.leaderboard if row["status"] == "complete" for a in row.get("ran_on", [])}
     assert ran_on and all(address.startswith("tcp://") for address in ran_on)  # the rest still ran on the cluster
