@@ -124,6 +124,8 @@ def test_predict_names_an_empty_file_and_a_run_that_does_not_exist(padded: tuple
     (ws.root / "twice.csv").write_text("padded,other,padded\n0.5,0.0,0.7\n")  # pandas would read padded.1
     with pytest.raises(InvalidInputError, match=r"twice.csv has duplicate column names \['padded'\]"):
         predict(ws, run_id=run, path="twice.csv")
+    (ws.root / "blanks.csv").write_text("padded,other,,\n0.5,0.0,,\n")  # a spreadsheet's empty trailing columns
+    assert predict(ws, run_id=run, path="blanks.csv").rows_scored == 1
     assert predict(ws, run_id=run, records=[{"padded": 0.5, "other": 0.0}]).rows_scored == 1  # the server goes on
 
 

@@ -99,7 +99,7 @@ def _check_header(path: Path, gz: bool, encoding: str, delimiter: str) -> None:
         )
     if header.endswith(("\n", "\r")):  # the whole header line: names a CSV reader would rename (x, x.1) are refused
         names = [name.strip() for name in next(csv.reader([header.rstrip("\r\n")], delimiter=delimiter), [])]
-        dupes = sorted(name for name, n in Counter(names).items() if n > 1)
+        dupes = sorted(name for name, n in Counter(names).items() if n > 1 and name)  # blanks: "Unnamed: 3", …
         if dupes:
             raise InvalidInputError(
                 f"{path.name} has duplicate column names {dupes[:20]}. Rename them so each is unique."
