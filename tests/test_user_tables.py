@@ -256,8 +256,10 @@ def test_numbers_written_with_currency_thousands_or_percent_are_read_as_numbers(
 
     ws, _, _ = padded
     frame = _money_frame(600, seed=5)
+    frame.loc[7, "income"] = None  # a missing cell among the numbers stays missing (then imputed)
     frame.to_csv(ws.root / "money.csv", index=False)
     read = read_table(ws.root / "money.csv")
+    assert np.isnan(read.loc[7, "income"])
     assert read.attrs["number_formats"] == dict.fromkeys(["income", "visits", "share", "price"], "1,234.5")
     first = frame.iloc[0]
     assert read.loc[0, "income"] == float(first["income"].strip("$").replace(",", ""))
