@@ -111,12 +111,15 @@ def test_a_dead_fork_server_is_replaced_and_workers_start_plain_where_it_is_off(
     jobs_ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = prepared_run(jobs_ws, "breast_cancer")
+    folders = [Path(s.socket_path).parent for s in forkserver._servers.values() if s.alive() and s.socket_path]
+    assert folders and all(folder.is_dir() for folder in folders)
     for pid in _server_pids():
         os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while _server_pids() and time.monotonic() < deadline:
+    while (_server_pids() or any(f.exists() for f in folders)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _server_pids()
+    assert not [f for f in folders if f.exists()]  # their script sockets' folders do not pile up in /tmp
     first = train(jobs_ws, run, "linear", wait_seconds=120)
     assert first.status == "succeeded", first.error
     assert first.result["val_metrics"]["accuracy"] >= 0.93

@@ -38,6 +38,7 @@ import json
 import math
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,6 +156,8 @@ class ForkServer:
         try:
             self._read_messages()
         finally:
+            if self.socket_path:  # a server that was killed could not remove its socket's folder itself
+                shutil.rmtree(os.path.dirname(self.socket_path), ignore_errors=True)
             self._eof.set()
             with self._reply:  # the server is gone: wake every waiter
                 self._reply.notify_all()
