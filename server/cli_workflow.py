@@ -100,6 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config=config,
         time_budget_s=args.time_budget,
         refit_all_rows=getattr(args, "refit", None),
+        task_type=args.task_type,
         resume=getattr(args, "resume", None),
         wait_seconds=0,
     )
@@ -172,6 +173,13 @@ def add_workflow_commands(sub: Any, common: Callable[[argparse.ArgumentParser], 
     p.add_argument("dataset", nargs="?", help="CSV/TSV/Parquet/JSON-lines file inside the workspace.")
     p.add_argument("--resume", metavar="RUN_ID", help="Continue a stopped run where it stopped (no dataset needed).")
     p.add_argument("--target", "-t", help="Column to predict (omit for clustering).")
+    p.add_argument(
+        "--task-type",
+        "--task",
+        default="auto",
+        choices=["auto", "classification", "regression"],
+        help="Predict the target as classes or as a number (default auto: guessed from its values).",
+    )
     p.add_argument("--architecture", "-a", default="auto", choices=choices, help="Model family (default auto).")
     p.add_argument("--epochs", type=int, help="Maximum epochs for neural networks (default 100).")
     p.add_argument("--time-budget", type=float, default=60, help="Seconds for the auto model search (default 60).")

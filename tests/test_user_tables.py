@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ml_expert.memory.errors import InvalidInputError
 from ml_expert.tools.core.portable.preprocessing import DatetimeExpander, coerce_column
 from ml_expert.tools.data.profiling import guess_task
 from ml_expert.tools.prediction.predict import predict
@@ -375,3 +376,30 @@ def test_explain_says_why_it_drew_no_partial_dependence(
     assert any(
         n.startswith("No partial dependence: shuffling no column lowered the model's score") for n in result.notes
     )
+
+
+def test_a_rare_class_the_random_split_left_out_of_training_is_moved_there(jobs_ws: Workspace) -> None:
+    """With a class of two rows, too few to stratify, the plain random split of seed 12 put both in validation/test.
+    Training then failed with scikit-learn's "y_true contains values {2} not belonging to the passed labels"."""
+    from ml_expert.tools.data.prepare import prepare_data
+    from ml_expert.tools.data.splitting import split_indices
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"a": rng.normal(size=400), "b": rng.normal(size=400)})
+    frame["y"] = np.where(frame["a"] > 0, "hi", "lo")
+    frame.loc[:1, "y"] = "zz"
+    frame.to_csv(jobs_ws.root / "rare.csv", index=False)
+    prepared = prepare_data(jobs_ws, path="rare.csv", target="y", random_state=12)
+    assert any("['zz'] had no row in the training split" in w for w in prepared.warnings), prepared.warnings
+    assert prepared.class_distribution["train"]["zz"] == 1 and sum(prepared.splits.values()) == 400
+    status = train(jobs_ws, prepared.run_id, "random_forest", TrainConfig(n_estimators=50), wait_seconds=180)
+    assert status.status == "succeeded", status.error
+    scored = predict(jobs_ws, run_id=prepared.run_id, records=frame.drop(columns="y").head(40).to_dict("records"))
+    assert set(scored.predictions[0].probabilities) == {"hi", "lo", "zz"}
+    truth = frame["y"].head(40).to_numpy()
+    assert np.mean([p.prediction == t for p, t in zip(scored.predictions, truth, strict=False)]) >= 0.8
+
+    y = frame["y"].map({"hi": 0, "lo": 1, "zz": 2}).to_numpy()  # a time split cannot move rows: refused, named
+    newest_last = {"order": pd.Series(range(400)), "labels": ["hi", "lo", "zz"]}  # the two "zz" rows are the newest
+    with pytest.raises(InvalidInputError, match=r"no training row has the class\(es\) \['zz'\].*'random'"):
+        split_indices(400, (0.7, 0.15, 0.15), strategy="time", y=y[::-1], **newest_last)

@@ -20,6 +20,7 @@ from ml_expert.tools.core.architectures import Architecture, is_keras
 from ml_expert.tools.core.scoring import TargetSpec
 from ml_expert.tools.data.analyze import analyze_data
 from ml_expert.tools.data.prepare import prepare_data
+from ml_expert.tools.data.profiling import TaskChoice
 from ml_expert.tools.evaluation.evaluate import evaluate_spec, run_evaluate_job
 from ml_expert.tools.jobs.manager import run_as_job
 from ml_expert.tools.jobs.specs import JobCancelled, JobSpec, JobStatus, ProgressFn, Reporter, WaitSeconds
@@ -49,6 +50,7 @@ class WorkflowSpec(JobSpec):
     time_budget_s: TimeBudget = 60.0
     output_dir: str | None = None
     refit_all_rows: bool | None = None
+    task_type: TaskChoice = "auto"
 
     def runs_keras(self, ws: Workspace) -> bool:
         return is_keras(self.architecture)
@@ -114,10 +116,12 @@ def _phase(ws: Workspace, spec: WorkflowSpec, name: str, reporter: Reporter) -> 
     """Run one phase through the same spec builders and job handlers as the phase's own tool."""
     run_id = spec.run_id
     if name == "analyze":
-        analyze_data(ws, spec.path, target=spec.target, run_id=run_id)
+        analyze_data(ws, spec.path, target=spec.target, run_id=run_id, task_type=spec.task_type)
     elif name == "prepare":
         # auto cross-validates over train + validation, so a small validation split loses nothing
-        prepare_data(ws, run_id=run_id, **({"split": AUTO_SPLIT} if spec.architecture == "auto" else {}))
+        split = {"split": AUTO_SPLIT} if spec.architecture == "auto" else {}
+        # auto: what analyze_data was told (a resumed run keeps the task type it started with)
+        prepare_data(ws, run_id=run_id, task_type=None if spec.task_type == "auto" else spec.task_type, **split)
     elif name == "recommend":
         from ml_expert.tools.training.probe import probe_measure  # scikit-learn & co.: in the worker only
 
@@ -242,6 +246,10 @@ def run_workflow(
         bool | None,
         Field(description="Package a refit of the evaluated auto model on all rows (default: a cheap regression)."),
     ] = None,
+    task_type: Annotated[
+        TaskChoice,
+        Field(description="Overrules the task guessed from the target (auto)."),
+    ] = "auto",
     resume: Annotated[str | None, Field(description="run_id of a stopped workflow: continue where it stopped.")] = None,
     namespace: runs.Namespace = "default",
     wait_seconds: WaitSeconds = None,
@@ -276,6 +284,7 @@ def run_workflow(
         time_budget_s=time_budget_s,
         output_dir=output_dir,
         refit_all_rows=refit_all_rows,
+        task_type=task_type,
         resume=bool(resume),
     )
     return run_as_job(ws, spec, namespace=namespace, wait_seconds=wait_seconds, report=report)

@@ -22,7 +22,7 @@ from ml_expert.tools.data import modalities
 from ml_expert.tools.data.findings import DataWarning, add_leakage_warnings, data_warnings, target_warnings
 from ml_expert.tools.data.io import check_size, read_table
 from ml_expert.tools.data.modalities import DataOptions
-from ml_expert.tools.data.profiling import guess_task, infer_kind, is_string_like
+from ml_expert.tools.data.profiling import TaskChoice, choose_task, infer_kind, is_string_like
 from ml_expert.tools.workspace import Workspace
 
 np = lazy_import("numpy")  # loads with the first data tool call, not at server start
@@ -70,6 +70,9 @@ class DataAnalysis(BaseModel):
     columns_omitted: int = Field(0, description="Columns not detailed here (wide data); see kinds for counts.")
     target: TargetSummary | None
     task_type: Literal["binary", "multiclass", "regression", "clustering"]
+    task_requested: TaskChoice = Field(
+        "auto", description="The task type the caller asked for (prepare_data keeps it); auto: the guess."
+    )
     warnings: list[DataWarning]
     recommendations: list[str]
     seconds: float
@@ -85,14 +88,14 @@ def _top_values(s: pd.Series, n: int = 5) -> list[dict[str, Any]]:
     return [{"value": str(k)[:80], "count": int(v)} for k, v in counts.items()]
 
 
-def _target_summary(df: pd.DataFrame, target: str) -> TargetSummary:
+def _target_summary(df: pd.DataFrame, target: str, requested: TaskChoice) -> TargetSummary:
     y = df[target]
     missing = int(y.isna().sum())
     if missing == len(y):
         raise InvalidInputError(
             f"Target column {target!r} is entirely missing ({missing} empty values). Pick a column with values."
         )
-    task = guess_task(y)
+    task = choose_task(y, requested)
     if not is_classification(task):
         return TargetSummary(
             column=target, task_type=task, missing=missing, distribution=_numeric_stats(y.describe().to_frame(), target)
@@ -120,6 +123,10 @@ def analyze_data(
         Field(description="Data kind; detected when omitted (folder/.npz of images, time series, text)."),
     ] = None,
     data_options: Annotated[DataOptions | None, Field(description="Reading options for non-tabular data.")] = None,
+    task_type: Annotated[
+        TaskChoice,
+        Field(description="Overrules the task guessed from the target (auto); prepare_data keeps it."),
+    ] = "auto",
     namespace: runs.Namespace = "default",
 ) -> DataAnalysis:
     """Profile a dataset (CSV/TSV/Parquet/JSON lines): columns, kinds, missing, stats, target, warnings.
@@ -135,11 +142,16 @@ def analyze_data(
     options = DataOptions.model_validate(data_options or {}).model_dump()
     kind = modalities.detect_modality(file, modality, options)
     if kind != "tabular":
-        return _analyze_other(ws, file, kind, target, options, run_id, namespace, started)
+        return _analyze_other(ws, file, kind, target, options, run_id, namespace, started, task_type)
+    if task_type != "auto" and target is None:
+        raise InvalidInputError(
+            f"task_type={task_type!r} needs the column to predict: pass target= as well (without a target, "
+            "the data is clustered)."
+        )
     df = read_table(file)
     if target is not None:
         check_target_column(df, target, file.name)
-    return _analyze_table(ws, file, df, target, run_id, namespace, started)
+    return _analyze_table(ws, file, df, target, run_id, namespace, started, task_type)
 
 
 def _analyze_table(
@@ -150,11 +162,12 @@ def _analyze_table(
     run_id: str | None,
     namespace: str,
     started: float,
+    requested: TaskChoice = "auto",
 ) -> DataAnalysis:
     """analyze_data for a table: kinds, statistics, warnings; the run is started only once all of it worked."""
     nunique = df.nunique()  # once: the most expensive statistic on long data
     kinds = {c: infer_kind(df[c], len(df), int(nunique[c])) for c in df.columns}
-    target_summary = _target_summary(df, target) if target else None
+    target_summary = _target_summary(df, target, requested) if target else None
     duplicates = int(pd.util.hash_pandas_object(df, index=False).duplicated().sum())
     warns, recs = data_warnings(df, kinds, target_summary, duplicates, nunique)
     for col, count in df.attrs.get("infinite", {}).items():
@@ -180,6 +193,7 @@ def _analyze_table(
         columns_omitted=len(df.columns) - len(profiles),
         target=target_summary,
         task_type=task_type,
+        task_requested=requested,
         warnings=warns,
         recommendations=recs,
         seconds=round(time.perf_counter() - started, 3),
@@ -247,10 +261,11 @@ def _analyze_other(
     run_id: str | None,
     namespace: str,
     started: float,
+    requested: TaskChoice = "auto",
 ) -> DataAnalysis:
     """analyze_data for images, sequences and text."""
     loaded = modalities.load(file, kind, target, options)
-    summ = modalities.summary(loaded, kind)
+    summ = modalities.summary(loaded, kind, requested)
     y = pd.Series(loaded["y"])
     task = summ["task_type"]
     target_summary = TargetSummary(
@@ -279,6 +294,7 @@ def _analyze_other(
         column_profiles=[],
         target=target_summary,
         task_type=task,
+        task_requested=requested,
         warnings=warns,
         recommendations=recs,
         seconds=round(time.perf_counter() - started, 3),

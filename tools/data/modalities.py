@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from ml_expert.memory.errors import InvalidInputError, NotFoundError
 from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.data.io import read_table
-from ml_expert.tools.data.profiling import guess_task, infer_kind
+from ml_expert.tools.data.profiling import TaskChoice, choose_task, infer_kind
 from ml_expert.tools.data.splitting import split_indices
 
 np = lazy_import("numpy")  # loads with the first data tool call, not at server start
@@ -273,13 +273,25 @@ def _windows(path: Path, target: str | None, options: dict[str, Any]) -> dict[st
     }
 
 
-def summary(loaded: dict[str, Any], modality: str) -> dict[str, Any]:
+def _task(loaded: dict[str, Any], requested: TaskChoice) -> str:
+    """A forecast is a regression; anything else is the target's guessed or requested task."""
+    if not loaded["info"].get("forecast"):
+        return choose_task(pd.Series(loaded["y"], name="target"), requested)
+    if requested == "classification":
+        raise InvalidInputError(
+            "A forecast (a series without a target column) predicts the next value, a regression: "
+            "task_type='classification' does not apply. Omit task_type, or give a target column of labels."
+        )
+    return "regression"
+
+
+def summary(loaded: dict[str, Any], modality: str, requested: TaskChoice = "auto") -> dict[str, Any]:
     """What analyze_data reports for a non-tabular dataset."""
     X, y = loaded["X"], loaded["y"]
     out = {"modality": modality, "samples": len(X), **loaded["info"]}
     if modality == "image":
         out |= {"channels": int(X.shape[-1]), "pixel_range": [float(X.min()), float(X.max())]}
-    task = "regression" if loaded["info"].get("forecast") else guess_task(pd.Series(y))
+    task = _task(loaded, requested)
     out["task_type"] = task
     if task != "regression":
         counts = pd.Series(y).astype(str).value_counts()
@@ -288,11 +300,17 @@ def summary(loaded: dict[str, Any], modality: str) -> dict[str, Any]:
     return out
 
 
-def prepare(loaded: dict[str, Any], modality: str, shares: tuple[float, float, float], seed: int) -> dict[str, Any]:
+def prepare(
+    loaded: dict[str, Any],
+    modality: str,
+    shares: tuple[float, float, float],
+    seed: int,
+    requested: TaskChoice = "auto",
+) -> dict[str, Any]:
     """Split (time order for forecasts, stratified otherwise) and scale with training statistics only."""
     X, y_raw = loaded["X"], loaded["y"]
     info = loaded["info"]
-    task = "regression" if info.get("forecast") else guess_task(pd.Series(y_raw))
+    task = _task(loaded, requested)
     classes = None
     if task == "regression":
         y = np.asarray(y_raw, dtype=np.float64)
@@ -303,7 +321,13 @@ def prepare(loaded: dict[str, Any], modality: str, shares: tuple[float, float, f
         y = y_str.map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64)
     strategy = "time" if info.get("forecast") else "random"
     parts, warnings = split_indices(
-        len(X), shares, strategy=strategy, y=y if classes else None, order=pd.Series(np.arange(len(X))), seed=seed
+        len(X),
+        shares,
+        strategy=strategy,
+        y=y if classes else None,
+        order=pd.Series(np.arange(len(X))),
+        seed=seed,
+        labels=classes,
     )
     schema: dict[str, Any] = {
         "modality": modality,

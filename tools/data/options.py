@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ml_expert.memory.errors import InvalidInputError
-from ml_expert.tools.data.profiling import HIGH_CARDINALITY
+from ml_expert.tools.data.profiling import HIGH_CARDINALITY, TaskChoice
 from ml_expert.tools.workspace import DEFAULT_SEED
 
 Split = tuple[float, float, float]
@@ -34,6 +34,7 @@ class PrepareOptions(BaseModel):
     group_column: str | None = None
     time_column: str | None = None
     random_state: int = DEFAULT_SEED
+    task_type: TaskChoice = "auto"
 
 
 def check_split(split: Split) -> None:

@@ -34,7 +34,13 @@ from ml_expert.tools.data.encoding import encoder_pipeline
 from ml_expert.tools.data.io import check_size
 from ml_expert.tools.data.modalities import DataOptions, detect_modality
 from ml_expert.tools.data.options import PrepareOptions, Split, check_split
-from ml_expert.tools.data.profiling import HIGH_CARDINALITY, MAX_CLASSES, guess_task, training_profile
+from ml_expert.tools.data.profiling import (
+    HIGH_CARDINALITY,
+    MAX_CLASSES,
+    TaskChoice,
+    choose_task,
+    training_profile,
+)
 from ml_expert.tools.data.splitting import split_indices
 from ml_expert.tools.workspace import DEFAULT_SEED, Workspace, write_json
 
@@ -57,9 +63,8 @@ def prepare_data(
     drop_duplicates: Annotated[
         bool | Literal["auto"],
         Field(
-            description="Drop exact duplicate rows before splitting: 'auto' (default) drops them unless the columns "
-            "take so few values that repeats are the data (each distinct row seen 4+ times on average; then dropping "
-            "would erase the label frequencies); true always; false never."
+            description="Drop exact duplicate rows before splitting: 'auto' (default) drops them unless repeats are "
+            "the data (each distinct row seen 4+ times on average); true always; false never."
         ),
     ] = "auto",
     outliers: Annotated[
@@ -103,6 +108,10 @@ def prepare_data(
         Literal["tabular", "image", "sequence", "text"] | None,
         Field(description="Data kind; default: what analyze_data found."),
     ] = None,
+    task_type: Annotated[
+        TaskChoice | None,
+        Field(description="Overrules the task guessed from the target; default: analyze_data's (else auto)."),
+    ] = None,
     namespace: runs.Namespace = "default",
 ) -> PreparedData:
     """Clean, split (70/15/15), encode and scale a dataset, fitting only on the training split.
@@ -129,8 +138,9 @@ def prepare_data(
         group_column=group_column,
         time_column=time_column,
         random_state=random_state,
+        task_type=task_type or "auto",
     )
-    return _prepare(ws, opts, run_id, path, target, modality, namespace)
+    return _prepare(ws, opts, run_id, path, target, modality, namespace, task_type is None)
 
 
 def _prepare(
@@ -141,8 +151,10 @@ def _prepare(
     target: str | None,
     modality: str | None,
     namespace: str,
+    task_as_analyzed: bool = False,
 ) -> PreparedData:
-    """Find the dataset (from the run or the path) and read it as analyze_data did; then the table or other path."""
+    """Find the dataset (from the run or the path) and read it as analyze_data did; then the table or other path.
+    With task_as_analyzed, the task type is the one analyze_data was asked for (if any)."""
     if run_id is None and path is None:
         raise InvalidInputError("Pass run_id (from analyze_data) or path (a dataset file).")
     analysis: dict[str, Any] = {}
@@ -150,6 +162,8 @@ def _prepare(
         info = runs.get_run(ws, run_id)
         path, target, namespace = path or info.dataset, target or info.target, info.namespace
         analysis = ws.store.get_value(runs.memory_key(f"runs/{run_id}/data-analysis"), namespace=namespace) or {}
+    if task_as_analyzed and analysis.get("task_requested"):
+        opts = opts.model_copy(update={"task_type": analysis["task_requested"]})
     file = ws.resolve_path(path or "", kind="dataset")
     check_size(file, ws.settings.max_file_bytes)
     read_options = analysis.get("data_options") or DataOptions().model_dump()  # as analyze_data read the data
@@ -171,7 +185,7 @@ def _prepare_table(
     from ml_expert.tools.core.portable.preprocessing import SchemaError, coerce_frame  # sklearn: not at start
 
     table = read_and_check(file, target, opts)
-    task = guess_task(table.df[target])
+    task = choose_task(table.df[target], opts.task_type)
     _check_classes(table.df[target], task)
     features, dropped, schema = select_features(table, task, opts)
     try:
@@ -181,7 +195,7 @@ def _prepare_table(
     log_bad_dates(table, schema)
     drop_rows(table, opts)
     y, classes = _encode_target(table.df[target], task)
-    parts, warns = _split(table, y if classes else None, opts)
+    parts, warns = _split(table, y if classes else None, opts, classes)
     drop_outliers(table, parts, schema, opts)
     # what is still needed of the raw rows, so the file's frame can go before the large arrays are built
     raw = {split: table.df.iloc[parts[split]][[*features, target]] for split in ("val", "test")}
@@ -244,8 +258,13 @@ def _check_classes(y: pd.Series, task: str) -> None:
     if len(counts) > MAX_CLASSES and once > len(counts) / 2:
         raise InvalidInputError(
             f"target {y.name!r} has {len(counts):,} distinct values among {int(counts.sum()):,} rows, {once:,} of them "
-            "seen only once: that is text or an identifier, not a label to learn. Choose a target column whose "
-            "values repeat (a class, or a number to predict)."
+            "seen only once: "
+            + (
+                "too many to learn as classes. Use task_type='regression' (or 'auto') to predict it as a number."
+                if pd.api.types.is_numeric_dtype(y.dtype) and not pd.api.types.is_bool_dtype(y.dtype)
+                else "that is text or an identifier, not a label to learn. Choose a target column whose values "
+                "repeat (a class, or a number to predict)."
+            )
         )
 
 
@@ -259,7 +278,9 @@ def _encode_target(y_raw: pd.Series, task: str) -> tuple[np.ndarray, list[str] |
     return y_str.map(index).to_numpy(dtype=np.int64), classes
 
 
-def _split(table: Table, y_classes: np.ndarray | None, opts: PrepareOptions) -> tuple[dict[str, np.ndarray], list[str]]:
+def _split(
+    table: Table, y_classes: np.ndarray | None, opts: PrepareOptions, labels: list[str] | None = None
+) -> tuple[dict[str, np.ndarray], list[str]]:
     df = table.df
     return split_indices(
         len(table.X),
@@ -269,6 +290,7 @@ def _split(table: Table, y_classes: np.ndarray | None, opts: PrepareOptions) -> 
         groups=df[opts.group_column].to_numpy() if opts.split_strategy == "group" else None,
         order=df[opts.time_column] if opts.split_strategy == "time" else None,
         seed=opts.random_state,
+        labels=labels,
     )
 
 
@@ -338,7 +360,7 @@ def _prepare_other(
 ) -> PreparedData:
     """prepare_data for images, sequences and text (see `modalities`)."""
     loaded = modalities.load(file, kind, target, read_options)
-    out = modalities.prepare(loaded, kind, opts.split, opts.random_state)
+    out = modalities.prepare(loaded, kind, opts.split, opts.random_state, opts.task_type)
     run_id = run_id or runs.create_run(ws, dataset=ws.relative(file), target=target, namespace=namespace)
     folder = ws.run_dir(run_id)
     y, parts, classes = out["y"], out["parts"], out["classes"]

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import re
 import warnings
-from typing import Any
+from typing import Any, Literal
 
+from ml_expert.memory.errors import InvalidInputError
 from ml_expert.tools.core.lazy import lazy_import
 
 np = lazy_import("numpy")  # loads with the first data tool call, not at server start
@@ -25,6 +26,7 @@ MIN_CLASS_ROWS = 5  # above FEW_VALUES, an integer target is classes only when e
 DROP_KINDS = ("identifier", "constant", "empty")  # column kinds that carry no signal (dropped by default)
 HIGH_CARDINALITY = 30
 REPEATS_ARE_DATA = 4  # each distinct feature row seen this many times on average: repeats are observations
+TaskChoice = Literal["auto", "classification", "regression"]  # what a user may ask for; auto = guess_task
 
 
 def name_says_id(name: object) -> bool:
@@ -130,6 +132,23 @@ def guess_task(y: pd.Series) -> str:
     if nunique > FEW_VALUES and int(y.value_counts().min()) < MIN_CLASS_ROWS:
         return "regression"
     return "multiclass"
+
+
+def choose_task(y: pd.Series, requested: TaskChoice = "auto") -> str:
+    """binary / multiclass / regression: guess_task's guess, or the task the user asked for when the target allows
+    it (classification: binary with two labels, else multiclass)."""
+    if requested == "auto":
+        return guess_task(y)
+    values = y.dropna()
+    if requested == "regression":
+        if pd.api.types.is_bool_dtype(values.dtype) or not pd.api.types.is_numeric_dtype(values.dtype):
+            examples = ", ".join(repr(str(v)) for v in values.drop_duplicates().head(3))
+            raise InvalidInputError(
+                f"task_type='regression' needs a numeric target, and {y.name!r} holds labels ({examples}). Use "
+                "task_type='classification' (or 'auto'), or choose a numeric target column."
+            )
+        return "regression"
+    return "binary" if values.nunique() <= 2 else "multiclass"
 
 
 PROFILE_BINS = 10

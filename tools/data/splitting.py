@@ -74,6 +74,35 @@ def _random_split(
     return {"train": train, "val": val, "test": test}
 
 
+def _every_class_in_training(
+    parts: dict[str, np.ndarray], y: np.ndarray, strategy: str, labels: list[str] | None, warnings: list[str]
+) -> dict[str, np.ndarray]:
+    """A model cannot learn a class it never saw, and its probabilities would lack that class's column: a random
+    split moves one row of each class absent from training there (from test, else validation); a group or time
+    split, whose rows cannot move, is refused with the classes named."""
+    absent = np.setdiff1d(np.unique(y), np.unique(y[parts["train"]]))
+    if not len(absent):
+        return parts
+    names = [labels[int(c)] if labels else str(c) for c in absent[:10]]
+    if strategy != "random":
+        raise InvalidInputError(
+            f"With split_strategy={strategy!r}, no training row has the class(es) {names} (all their rows fell in "
+            "validation or test), so no model could learn them. Drop those rows or merge the classes, or use "
+            "split_strategy='random'."
+        )
+    parts = dict(parts)
+    for c in absent:
+        source = next(name for name in ("test", "val") if (y[parts[name]] == c).any())
+        row = parts[source][np.flatnonzero(y[parts[source]] == c)[0]]
+        parts[source] = parts[source][parts[source] != row]
+        parts["train"] = np.append(parts["train"], row)
+    warnings.append(
+        f"The class(es) {names} had no row in the training split; one row of each was moved there from "
+        "validation/test, since a model cannot learn a class it never saw."
+    )
+    return parts
+
+
 def split_indices(
     n: int,
     shares: tuple[float, float, float],
@@ -83,8 +112,10 @@ def split_indices(
     groups: np.ndarray | None = None,
     order: pd.Series | None = None,
     seed: int = 42,
+    labels: list[str] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Row positions of the train, val and test splits, and any warnings (e.g. stratification dropped)."""
+    """Row positions of the train, val and test splits, and any warnings (e.g. stratification dropped). With class
+    indices y (named by labels), every class keeps at least one training row."""
     warnings: list[str] = []
     if strategy == "time":
         parts = _time_split(n, shares, order)
@@ -92,6 +123,8 @@ def split_indices(
         parts = _group_split(n, shares, groups, seed)
     else:
         parts = _random_split(n, shares, y, seed, warnings)
+    if y is not None:
+        parts = _every_class_in_training(parts, y, strategy, labels, warnings)
     for name, part in parts.items():
         if len(part) == 0:
             raise InvalidInputError(
