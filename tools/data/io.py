@@ -215,13 +215,13 @@ def _check_rows(df: pd.DataFrame, path: Path) -> pd.DataFrame:
 def _numbers_from_text(df: pd.DataFrame) -> pd.DataFrame:
     """A text column whose every value is a number written with separators or symbols ("$47,093", "12%", "57,58")
     becomes numbers; `df.attrs["number_formats"]` names each one's format, which the package applies to new rows."""
-    from ml_expert.tools.core.portable.preprocessing import _numbers, number_format
+    from ml_expert.tools.core.portable.preprocessing import number_format, read_numbers
 
     formats: dict[str, str] = {}
     for col in df.select_dtypes(include=["object", "string"]).columns:
         fmt = number_format(df[col])
         if fmt is not None:
-            df[col] = _numbers(df[col], fmt)
+            df[col] = read_numbers(df[col], fmt)
             formats[str(col)] = fmt
     df.attrs["number_formats"] = formats
     return df

@@ -171,7 +171,7 @@ def date_format(s: pd.Series) -> str | None:
     return DAY_FIRST if (parts[0] > 12).any() or dotted else None
 
 
-def _numbers(s: pd.Series, fmt: str | None = None) -> pd.Series:
+def read_numbers(s: pd.Series, fmt: str | None = None) -> pd.Series:
     """pd.to_numeric as floats; an integer past float's range (JSON allows any length) becomes ±inf. Text in a
     number format (`number_format`) is read in it: "$47,093" -> 47093.0."""
     if fmt is not None and not pd.api.types.is_numeric_dtype(s.dtype):
@@ -203,7 +203,7 @@ def _coerce(s: pd.Series, kind: str, fmt: str | None = None) -> tuple[pd.Series,
                 np.where(words.isin(TRUE_WORDS), 1.0, np.where(words.isin(FALSE_WORDS), 0.0, np.nan)), index=s.index
             )
             return mapped, _given(s) & mapped.isna()
-        mapped = _numbers(s, fmt)
+        mapped = read_numbers(s, fmt)
         bad = _given(s) & ~(mapped.abs() <= FLOAT32_MAX)  # not a number, ±inf, or past float32
         return (mapped.where(~bad) if bad.any() else mapped), bad  # no copy of a clean column
     if kind == "datetime":
