@@ -231,16 +231,20 @@ def test_a_free_text_target_is_refused_by_prepare_with_what_to_choose_instead(ws
     assert prepare_data(ws, path="labelled.csv", target="label").task_type == "binary"
 
 
+EUROPEAN = str.maketrans(",.", ".,")  # 1,234.56 -> 1.234,56
+
+
 def _money_frame(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     income, visits, share = rng.uniform(20_000, 120_000, n), rng.integers(500, 5_000, n), rng.uniform(0, 40, n)
+    rate = rng.uniform(0, 2_000, n)
     return pd.DataFrame(
         {
             "income": [f"${v:,.0f}" for v in income],  # currency and thousands commas
             "visits": [f"{v:,}" for v in visits],  # thousands commas
             "share": [f"{v:.1f}%" for v in share],  # a percentage
-            "rate": [f"{v:.2f}".replace(".", ",") for v in rng.uniform(0, 9, n)],  # a decimal comma: stays text
-            "price": [f"${v:,.2f}" for v in income / 1_000 + visits / 100 + share + rng.normal(0, 3, n)],
+            "rate": [f"{v:,.2f}".translate(EUROPEAN) for v in rate],  # a decimal comma: "1.234,56"
+            "price": [f"${v:,.2f}" for v in income / 1_000 + visits / 100 + share + rate / 50 + rng.normal(0, 3, n)],
         }
     )
 
@@ -249,9 +253,10 @@ def test_numbers_written_with_currency_thousands_or_percent_are_read_as_numbers(
     padded: tuple[Workspace, str, pd.DataFrame],
 ) -> None:
     """ "$47,093" was dropped as an identifier, "3,768" and "12%" became categories in alphabetical order, and a
-    target "$54,686" became a 780-class problem that failed in evaluate. Now every given value of such a column
+    target "$54,686" became a 780-class problem that failed in evaluate, and a decimal comma ("1.234,56", as a
+    spreadsheet in most of Europe writes it) made a category of every value. Now every given value of such a column
     is a number (the package reads new rows the same way, as text or as plain numbers), while codes of digits kept
-    as text, decimal commas and columns with words among the numbers stay text."""
+    as text and columns with words among the numbers stay text."""
     from ml_expert.tools.data.io import read_table
     from ml_expert.tools.data.prepare import prepare_data
 
@@ -261,11 +266,14 @@ def test_numbers_written_with_currency_thousands_or_percent_are_read_as_numbers(
     frame.to_csv(ws.root / "money.csv", index=False)
     read = read_table(ws.root / "money.csv")
     assert np.isnan(read.loc[7, "income"])
-    assert read.attrs["number_formats"] == dict.fromkeys(["income", "visits", "share", "price"], "1,234.5")
+    assert read.attrs["number_formats"] == {
+        **dict.fromkeys(["income", "visits", "share", "price"], "1,234.5"),
+        "rate": "1.234,5",
+    }
     first = frame.iloc[0]
     assert read.loc[0, "income"] == float(first["income"].strip("$").replace(",", ""))
     assert read.loc[0, "share"] == float(first["share"].rstrip("%"))
-    assert not pd.api.types.is_numeric_dtype(read["rate"]) and read.loc[0, "rate"] == first["rate"]
+    assert read.loc[0, "rate"] == float(first["rate"].translate(EUROPEAN).replace(",", ""))
     mixed = pd.DataFrame({"codes": ["02134", "10001"] * 5, "money": ["$5", "n/a"] * 5, "n": range(10)})
     mixed.to_json(ws.root / "mixed.jsonl", orient="records", lines=True)
     assert read_table(ws.root / "mixed.jsonl").attrs["number_formats"] == {}  # codes and "n/a" keep them text
@@ -278,6 +286,7 @@ def test_numbers_written_with_currency_thousands_or_percent_are_read_as_numbers(
         income=[float(v.strip("$").replace(",", "")) for v in new["income"]],
         visits=[int(v.replace(",", "")) for v in new["visits"]],
         share=[float(v.rstrip("%")) for v in new["share"]],
+        rate=[float(v.translate(EUROPEAN).replace(",", "")) for v in new["rate"]],
     )
     plain.to_csv(ws.root / "money_plain.csv", index=False)
     as_text = predict(ws, run_id=prepared.run_id, path="money_new.csv")
@@ -286,6 +295,11 @@ def test_numbers_written_with_currency_thousands_or_percent_are_read_as_numbers(
     assert as_text.rows_scored == 40 and np.allclose(got["t"], got["n"])
     truth = np.array([float(v.strip("$").replace(",", "")) for v in new["price"]])
     assert np.sqrt(np.mean((got["t"].to_numpy() - truth) ** 2)) < 5  # it learned from the numbers (noise sd 3)
+    # records as an agent sends them: the decimal comma as text, or a JSON number (1.234 is not read as 1234)
+    row = plain.iloc[0].to_dict()
+    sent = [row | {"rate": "1,234"}, row | {"rate": 1.234}, row | {"rate": "1.234,5"}, row | {"rate": 1234.5}]
+    values = [p.prediction for p in predict(ws, run_id=prepared.run_id, records=sent).predictions]
+    assert values[0] == values[1] and values[2] == values[3] and values[2] - values[0] > 10  # rate / 50
 
 
 def test_dates_written_day_first_are_read_day_first_in_training_and_in_new_rows(

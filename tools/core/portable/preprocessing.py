@@ -111,23 +111,33 @@ def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
     return shortened(text, limit)
 
 
-# Numbers written as text: "$47,093", "3,768", "12%", "€ 1,234.50". A column whose every given value is such a
-# number is numeric (`number_format`); the symbols around a number (currency, percent, spaces) and the thousands
-# commas are dropped, and a percentage stays in percent (12% -> 12.0). Not read as numbers: decimal commas
-# ("57,58"): new rows written with a decimal point ("57.58", as a package's own rows are) would then be misread
-# as thousands ("1.234" is 1,234 there), so such a column stays categorical.
+# Numbers written as text: "$47,093", "3,768", "12%", "€ 1,234.50", and with a decimal comma, "57,58" or
+# "1.234,5" (most of Europe, as a spreadsheet exports them with ";" between the cells). A column whose every given
+# value is such a number is numeric (`number_format`); the symbols around a number (currency, percent, spaces) and
+# the thousands separators are dropped, and a percentage stays in percent (12% -> 12.0). A column read either way
+# ("3,768" alone) is read as thousands, the first format. New rows are read in the column's format where a value is
+# text in it; any other value as a plain number: 57.58, or the text "57.58", in a decimal-comma column is 57.58
+# (only the text "1.234", three digits after one dot, is 1234 there, as in the column's own format).
 NUMBER_SYMBOLS = r"[\s$€£¥₹%]*"
 NUMBER_FORMATS = {  # the separators of a format, and the whole value it accepts (after the symbols)
     "1,234.5": (",", ".", r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"),
+    "1.234,5": (".", ",", r"[-+]?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)?"),
 }
 NUMBER_SAMPLE = 1000  # values a column's format is guessed from, before every value is checked against it
 
 
 def _number_text(s: pd.Series, fmt: str) -> pd.Series:
-    """Text written in format `fmt` as plain number text ("$47,093" -> "47093"); other values as they were."""
-    thousands, decimal, _ = NUMBER_FORMATS[fmt]
+    """Text written in format `fmt` as plain number text ("$47,093" -> "47093", "57,58" -> "57.58"); other text
+    without its symbols, and values that are not text, as they were (pd.to_numeric reads those as it can)."""
+    thousands, decimal, pattern = NUMBER_FORMATS[fmt]
     text = s.astype(str).str.strip().str.replace(f"^{NUMBER_SYMBOLS}|{NUMBER_SYMBOLS}$", "", regex=True)
-    return text.str.replace(thousands, "", regex=False).str.replace(decimal, ".", regex=False)
+    read = text.str.replace(thousands, "", regex=False).str.replace(decimal, ".", regex=False)
+    is_text = (
+        pd.Series(True, index=s.index)
+        if pd.api.types.infer_dtype(s, skipna=True) == "string"
+        else s.map(lambda v: isinstance(v, str))
+    )
+    return read.where(is_text & text.str.fullmatch(pattern), text.where(is_text, s))
 
 
 def number_format(s: pd.Series) -> str | None:
