@@ -100,7 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config=config,
         time_budget_s=args.time_budget,
         refit_all_rows=getattr(args, "refit", None),
-        task_type=args.task_type,
+        task_type=getattr(args, "task_type", "auto"),
         resume=getattr(args, "resume", None),
         wait_seconds=0,
     )

@@ -73,6 +73,15 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.startswith("ml-expert 0.")
 
 
+def test_demo_runs_every_phase_in_the_fast_layer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's main job with a linear model, in-process: its arguments are `run`'s less some options (a
+    `run` option read without a default crashed `ml-expert demo` at once, and only the slow layer ran it)."""
+    assert main(["demo", "-a", "linear", "-w", str(tmp_path)]) == 0, capsys.readouterr().err[-2000:]
+    out = capsys.readouterr().out
+    assert "beats the baseline" in out and "verified: True" in out
+    assert float(out.split("test balanced_accuracy ")[1].split()[0]) >= 0.95  # a logistic regression: 0.975
+
+
 @pytest.mark.slow
 def test_demo_is_the_readme_main_job(tmp_path: Path) -> None:
     env = {**os.environ, "ML_EXPERT_WORKSPACE": str(tmp_path)}
