@@ -92,9 +92,15 @@ def expose(
         try:
             call = functools.partial(fn, ws, **kwargs)
             result = await (_inline(call) if inline else anyio.to_thread.run_sync(call))
+            data = result.model_dump(mode="json")
         except MLExpertError as exc:
             raise ToolError(str(exc)) from exc
-        data = result.model_dump(mode="json")
+        except Exception as exc:  # a defect, not bad input: the client still gets its name, the log the traceback
+            log.exception("%s failed", fn.__name__)
+            raise ToolError(
+                f"{fn.__name__} failed with an unexpected {type(exc).__name__}: {str(exc)[:500]}. This is a defect of "
+                "ml-expert, not of your call's arguments; the server keeps running and its log has the traceback."
+            ) from exc
         return CallToolResult(content=[TextContent(type="text", text=json.dumps(data))], structured_content=data)
 
     tool.__name__ = fn.__name__

@@ -15,6 +15,7 @@ from mcp import Client, StdioServerParameters
 
 from ml_expert.server.app import build_server
 from ml_expert.tools.settings import Settings
+from ml_expert.tools.workspace import Workspace
 
 
 def server_for(workspace: Path) -> Any:
@@ -205,3 +206,35 @@ def test_missing_resources_say_what_is_missing(tmp_path: Path, uri: str, expecte
 
     message = call(tmp_path, steps)
     assert expected in message, message
+
+
+def broken_tool(ws: Workspace, n: int) -> Any:
+    """A tool with a defect: it divides by its argument."""
+    return 1 / n
+
+
+def test_an_unexpected_error_reaches_the_client_with_its_name_and_the_server_keeps_answering(tmp_path: Path) -> None:
+    """Errors other than ml-expert's own reached the client as a bare "Error executing tool X" (a path component
+    longer than 255 bytes, a value the JSON encoder could not nest): now the client reads what failed."""
+    from ml_expert.server.expose import expose
+
+    server = server_for(tmp_path)
+    expose(server, broken_tool)
+
+    async def steps(c: Client) -> Any:
+        broken = await c.call_tool("broken_tool", {"n": 0})
+        long_name = await c.call_tool("analyze_data", {"path": "x" * 300 + ".csv"})
+        alive = await c.call_tool("memory_store", {"key": "still-here", "value": 1})
+        return broken, long_name, alive
+
+    async def main() -> Any:
+        async with Client(server) as client:
+            return await steps(client)
+
+    broken, long_name, alive = anyio.run(main)
+    assert broken.is_error and "broken_tool failed with an unexpected ZeroDivisionError: division by zero" in (
+        broken.content[0].text
+    )
+    assert long_name.is_error and "a name of 304 bytes" in long_name.content[0].text
+    assert "at most 255 bytes per name" in long_name.content[0].text
+    assert not alive.is_error

@@ -20,6 +20,7 @@ from ml_expert.tools.settings import Settings
 
 STATE_DIR = ".ml-expert"
 DEFAULT_SEED = 42
+NAME_MAX_BYTES = 255  # the longest file or folder name of common file systems (ext4, APFS, NTFS in UTF-16 units)
 # What the ids new_id makes look like (prefix, 8 hex digits; up to 32 accepted): the only ids that ever reach a path.
 ID_KINDS = {
     "run": ("run_id", "analyze_data or prepare_data"),
@@ -137,6 +138,12 @@ class Workspace:
                 f"{kind} {raw!r} resolves to {resolved}, which is outside the workspace {self.root}"
                 + (f" and the allowed data roots {[str(r) for r in self.allowed_roots]}" if self.allowed_roots else "")
                 + ". Copy the file into the workspace, or start the server with --allow-path DIR."
+            )
+        name = next((part for part in resolved.parts if len(os.fsencode(part)) > NAME_MAX_BYTES), None)
+        if name is not None:  # the file system refuses it: exists() raised ENAMETOOLONG, an empty error for a client
+            raise InvalidInputError(
+                f"{kind} has a name of {len(os.fsencode(name))} bytes ({name[:60]!r}…); file systems allow at "
+                f"most {NAME_MAX_BYTES} bytes per name. Use a shorter file or folder name."
             )
         if must_exist and not resolved.exists():
             raise NotFoundError(f"{kind} {raw!r} does not exist (looked at {resolved}). Check the name and the folder.")
