@@ -417,3 +417,34 @@ def test_a_rare_class_the_random_split_left_out_of_training_is_moved_there(jobs_
     newest_last = {"order": pd.Series(range(400)), "labels": ["hi", "lo", "zz"]}  # the two "zz" rows are the newest
     with pytest.raises(InvalidInputError, match=r"no training row has the class\(es\) \['zz'\].*'random'"):
         split_indices(400, (0.7, 0.15, 0.15), strategy="time", y=y[::-1], **newest_last)
+
+
+def test_a_run_with_a_model_refuses_to_be_prepared_or_analyzed_again_and_its_model_keeps_predicting(
+    padded: tuple[Workspace, str, pd.DataFrame],
+) -> None:
+    """prepare_data(run_id=...) after train rewrote the preprocessor that the run's model reads back: the same
+    model's probabilities moved (0.082 -> 0.110 with scaling="none"), or, with a column dropped, predict, evaluate,
+    package and explain failed with "X has 5 features, but ... is expecting 9"."""
+    from ml_expert.memory.errors import ConflictError
+    from ml_expert.tools.data.analyze import analyze_data
+    from ml_expert.tools.data.prepare import prepare_data
+
+    ws, run, rows = padded
+    before = predict(ws, run_id=run, records=rows.head(5).to_dict("records"))
+    preprocessor = (ws.run_dir(run) / "preprocessor.joblib").read_bytes()
+    for attempt in (
+        lambda: prepare_data(ws, run_id=run, scaling="none"),
+        lambda: prepare_data(ws, run_id=run, drop_columns=["other"]),
+        lambda: analyze_data(ws, "train.csv", target="other", run_id=run),
+    ):
+        with pytest.raises(
+            ConflictError,
+            match=rf"Run '{run}' has trained models \['mdl_.*Start a new run.*"
+            r"prepare_data\(path='train.csv', target='y'",
+        ):
+            attempt()
+    assert (ws.run_dir(run) / "preprocessor.joblib").read_bytes() == preprocessor
+    after = predict(ws, run_id=run, records=rows.head(5).to_dict("records"))
+    assert [p.probabilities for p in after.predictions] == [p.probabilities for p in before.predictions]
+    fresh = prepare_data(ws, path="train.csv", target="y", scaling="none")  # the new preparation: a new run
+    assert fresh.run_id != run and fresh.options["scaling"] == "none"

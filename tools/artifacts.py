@@ -61,6 +61,26 @@ def list_model_ids(ws: Workspace, run_id: str) -> list[str]:
     return [p.parent.name for p in sorted(metas, key=lambda p: p.stat().st_mtime)]
 
 
+MODEL_JOBS = ("train", "probe")  # jobs that fit models from a run's prepared data (a workflow prepares its own run)
+
+
+def check_data_kept(ws: Workspace, run_id: str, tool: str) -> None:
+    """ConflictError when a run's data may no longer be prepared again: its models were fitted on the prepared
+    rows, schema and preprocessor, and predict, evaluate and package read those back (a new preparation silently
+    changed a model's predictions, or broke it with a feature-count error). A new run takes the new preparation."""
+    info = get_run(ws, run_id)  # NotFoundError for a run that does not exist
+    models = list_model_ids(ws, run_id)
+    fitting = [job.job_id for job in ws.job_store.active() if job.run_id == run_id and job.kind in MODEL_JOBS]
+    if not models and not fitting:
+        return
+    why = f"has trained models {models[-5:]}" if models else f"is being trained by job(s) {fitting}"
+    raise ConflictError(
+        f"Run {run_id!r} {why}, fitted on its prepared data: {tool} on it again would change what they predict. "
+        f"Start a new run for the new preparation: prepare_data(path={info.dataset!r}, target={info.target!r}, "
+        "...your options) or analyze_data(path=...); this run's models stay usable."
+    )
+
+
 def find_model_run(ws: Workspace, model_id: str) -> str:
     """The run a model id belongs to (model ids are unique across runs), or a clear error."""
     check_id(model_id, "mdl")

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from ml_expert.memory.errors import InvalidInputError, NotFoundError
 from ml_expert.memory.store import check_name
 from ml_expert.tools import runs
+from ml_expert.tools.artifacts import check_data_kept
 from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.data import modalities
@@ -138,7 +139,7 @@ def analyze_data(
     check_size(file, ws.settings.max_file_bytes)
     check_name("namespace", namespace)
     if run_id is not None:
-        runs.get_run(ws, run_id)  # a clear error before any work
+        check_data_kept(ws, run_id, "analyze_data")  # also a clear error for an unknown run, before any work
     options = DataOptions.model_validate(data_options or {}).model_dump()
     kind = modalities.detect_modality(file, modality, options)
     if kind != "tabular":

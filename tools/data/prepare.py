@@ -17,7 +17,7 @@ from pydantic import Field
 
 from ml_expert.memory.errors import InvalidInputError
 from ml_expert.tools import runs
-from ml_expert.tools.artifacts import save_pickle
+from ml_expert.tools.artifacts import check_data_kept, save_pickle
 from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.core.prepared import PreparedData
 from ml_expert.tools.core.tasks import is_classification
@@ -159,6 +159,7 @@ def _prepare(
         raise InvalidInputError("Pass run_id (from analyze_data) or path (a dataset file).")
     analysis: dict[str, Any] = {}
     if run_id is not None:
+        check_data_kept(ws, run_id, "prepare_data")
         info = runs.get_run(ws, run_id)
         path, target, namespace = path or info.dataset, target or info.target, info.namespace
         analysis = ws.store.get_value(runs.memory_key(f"runs/{run_id}/data-analysis"), namespace=namespace) or {}

@@ -168,8 +168,9 @@ def run_explain_job(ws: Workspace, spec: ExplainSpec, reporter: Reporter) -> Exp
         warnings=warnings,
         artifacts={},
         resources={n: f"ml-expert://runs/{spec.run_id}/{n}" for n in ("importance", "partial-dependence")},
-        next_step=f"Read the Explanations section of the evaluation report; to act on it, prepare_data(run_id="
-        f"'{spec.run_id}', drop_columns=[...]) and train again, or predict(run_id='{spec.run_id}', path=...).",
+        next_step="Read the Explanations section of the evaluation report; to act on it, prepare a new run "
+        "(prepare_data(path=..., target=..., drop_columns=[...])) and train it, or predict(run_id="
+        f"'{spec.run_id}', path=...).",
     )
     _save(ws, spec, result, folder)
     refresh_explanations(ws, spec.run_id, spec.model_id)
