@@ -172,7 +172,7 @@ def add_workflow_commands(sub: Any, common: Callable[[argparse.ArgumentParser], 
     common(p)
     p.add_argument("dataset", nargs="?", help="CSV/TSV/Parquet/JSON-lines file inside the workspace.")
     p.add_argument("--resume", metavar="RUN_ID", help="Continue a stopped run where it stopped (no dataset needed).")
-    p.add_argument("--target", "-t", help="Column to predict (omit for clustering).")
+    p.add_argument("--target", "-t", help="Column to predict (a table needs one; --resume may add it).")
     p.add_argument(
         "--task-type",
         "--task",

@@ -114,3 +114,19 @@ def test_cli_run_with_task_regression_trains_and_packages_a_regression(
         assert np.corrcoef(values, rows["grade"])[0, 1] > 0.9
     finally:
         ws.close()
+
+
+def test_a_workflow_that_failed_for_want_of_a_target_resumes_with_one(jobs_ws: Workspace) -> None:
+    """`ml-expert run data.csv` without --target failed at prepare, and `--resume RUN --target grade` failed again
+    with the same error: the resumed workflow did not pass the new target on."""
+    from ml_expert.tools.runs import get_run
+    from ml_expert.tools.workflow import run_workflow
+
+    _grades().to_csv(jobs_ws.root / "grades.csv", index=False)
+    failed = run_workflow(jobs_ws, path="grades.csv", architecture="linear", wait_seconds=120)
+    assert failed.status == "failed" and "needs target=" in failed.error, failed.error
+    resumed = run_workflow(jobs_ws, resume=failed.run_id, target="grade", architecture="linear", wait_seconds=120)
+    assert resumed.status == "succeeded", resumed.error
+    assert resumed.result["phases_run"] == ["prepare", "recommend", "train", "evaluate", "package"]
+    assert get_run(jobs_ws, failed.run_id).target == "grade" and resumed.result["task_type"] == "multiclass"
+    assert resumed.result["test_metrics"]["accuracy"] > 0.8  # grades from two numbers, by a logistic regression

@@ -121,7 +121,8 @@ def _phase(ws: Workspace, spec: WorkflowSpec, name: str, reporter: Reporter) -> 
         # auto cross-validates over train + validation, so a small validation split loses nothing
         split = {"split": AUTO_SPLIT} if spec.architecture == "auto" else {}
         # auto: what analyze_data was told (a resumed run keeps the task type it started with)
-        prepare_data(ws, run_id=run_id, task_type=None if spec.task_type == "auto" else spec.task_type, **split)
+        task = None if spec.task_type == "auto" else spec.task_type
+        prepare_data(ws, run_id=run_id, target=spec.target, task_type=task, **split)  # target: a resume may add it
     elif name == "recommend":
         from ml_expert.tools.training.probe import probe_measure  # scikit-learn & co.: in the worker only
 

@@ -116,7 +116,7 @@ def analyze_data(
     ws: Workspace,
     path: Annotated[str, Field(description="Dataset file inside the workspace, e.g. 'data/train.csv'.")],
     target: Annotated[
-        str | None, Field(description="Target column to predict, e.g. 'price'; omit for clustering.")
+        str | None, Field(description="Target column to predict, e.g. 'price'; omit to profile only.")
     ] = None,
     run_id: Annotated[str | None, Field(description="Reuse this run instead of starting a new one.")] = None,
     modality: Annotated[

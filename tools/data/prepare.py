@@ -209,7 +209,10 @@ def _prepare_table(
             f"The preprocessor's statistics (imputation, scaling, categories) come from a seeded sample of "
             f"{fit_rows:,} of the {len(parts['train']):,} training rows; every row is transformed with them."
         )
-    run_id = run_id or runs.create_run(ws, dataset=ws.relative(file), target=target, namespace=namespace)
+    if run_id is None:
+        run_id = runs.create_run(ws, dataset=ws.relative(file), target=target, namespace=namespace)
+    else:  # the run names the target it was prepared for (analyze_data may have had none)
+        ws.runs.set_source(run_id, dataset=ws.relative(file), target=target)
     folder = ws.run_dir(run_id)
     for name, idx in parts.items():  # one split at a time, transformed in chunks
         data_dir = _save_splits(folder, {name: _transform(pre, table.X, idx, len(feature_names))}, y, {name: idx})
