@@ -3,6 +3,7 @@ zone in Parquet and as text, an integer count as the target, and a package that 
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 
@@ -448,3 +449,42 @@ def test_a_run_with_a_model_refuses_to_be_prepared_or_analyzed_again_and_its_mod
     assert [p.probabilities for p in after.predictions] == [p.probabilities for p in before.predictions]
     fresh = prepare_data(ws, path="train.csv", target="y", scaling="none")  # the new preparation: a new run
     assert fresh.run_id != run and fresh.options["scaling"] == "none"
+
+
+def test_a_clustering_of_a_labelled_table_predicts_and_packages_cluster_ids(jobs_ws: Workspace) -> None:
+    """kmeans / gaussian_mixture trained on a labelled run: predict failed (KMeans has no predict_proba) or named
+    the mixture's components with the run's labels ("malignant" for component 0); explain failed with the raw
+    AttributeError; package shipped nothing verified."""
+    import subprocess
+    import sys
+
+    from conftest import sklearn_frame
+
+    from ml_expert.tools.data.prepare import prepare_data
+    from ml_expert.tools.packaging.package import package
+    from ml_expert.tools.prediction.explain import explain
+
+    frame = sklearn_frame("breast_cancer")
+    frame.to_csv(jobs_ws.root / "bc.csv", index=False)
+    run = prepare_data(jobs_ws, path="bc.csv", target="target").run_id
+    assert train(jobs_ws, run, "kmeans", wait_seconds=120).status == "succeeded"
+    scored = predict(jobs_ws, run_id=run, path="bc.csv")
+    ids = pd.read_csv(jobs_ws.root / scored.output)["prediction"]
+    assert scored.rows_scored == 569 and set(ids) == {0, 1} and scored.label_counts.keys() == {"0", "1"}
+    purity = pd.crosstab(ids, frame["target"]).max(axis=1).sum() / len(frame)
+    assert purity > 0.85  # two clusters of standardized breast cancer cells follow the diagnosis (0.91 here)
+    with pytest.raises(InvalidInputError, match=r"kmeans clustering, which learned no target"):
+        explain(jobs_ws, run_id=run)
+    packaged = package(jobs_ws, run, wait_seconds=240)
+    assert packaged.status == "succeeded" and packaged.result["verified"], packaged.result
+    folder = jobs_ws.root / packaged.result["folder"]
+    frame.drop(columns="target").head(50).to_csv(jobs_ws.root / "rows.csv", index=False)
+    out = subprocess.run(
+        [sys.executable, "inference.py", str(jobs_ws.root / "rows.csv")],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert pd.read_csv(io.StringIO(out.stdout))["prediction"].tolist() == ids.head(50).tolist()

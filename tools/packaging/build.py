@@ -12,6 +12,7 @@ point; the verification subprocess is stopped on cancel too.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -58,10 +59,15 @@ PORTABLE = Path(__file__).parents[1] / "core" / "portable"
 __all__ = ["PackageSpec", "run_package_job"]
 
 
-def _stage(ws: Workspace, run_id: str, prepared: PreparedData, build: Path, scratch: Path) -> tuple[Path, bool]:
+def _stage(
+    ws: Workspace, run_id: str, prepared: PreparedData, meta: ModelMeta, build: Path, scratch: Path
+) -> tuple[Path, bool]:
     """Copy preprocessing and the portable code into build; return the raw test rows file and fast-path flag."""
     run_dir = ws.run_dir(run_id)
-    shutil.copy(run_dir / "schema.json", build / "schema.json")
+    schema = json.loads((run_dir / "schema.json").read_text())
+    if meta.task_type == "clustering":  # a clustering of a labelled table answers cluster ids, not the run's labels
+        schema |= {"task_type": "clustering", "classes": None, "target_dtype": "i"}
+    write_json(build / "schema.json", schema)
     shutil.copy(PORTABLE / "preprocessing.py", build / "ml_expert_transformers.py")
     shutil.copy(PORTABLE / "ensemble.py", build / "ml_expert_ensemble.py")
     shutil.copy(PORTABLE / "inference.py", build / "inference.py")
@@ -185,7 +191,7 @@ def run_package_job(ws: Workspace, spec: PackageSpec, reporter: Reporter) -> Pac
     scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.raw-", dir=final.parent))
     modality = prepared.modality
     try:
-        raw, fast_ok = _stage(ws, run_id, prepared, build, scratch)
+        raw, fast_ok = _stage(ws, run_id, prepared, meta, build, scratch)
         reports, entries = _export_all(spec, model, meta, source, build, X_test, reporter)
         if (build / source.name).is_file() and meta.framework == "sklearn":  # shipped: digest-checked bytes only
             (build / source.name).write_bytes(read_verified(ws, source))

@@ -110,6 +110,12 @@ def explain(
     schema = json.loads((ws.run_dir(run_id) / "schema.json").read_text())
     if schema.get("modality", "tabular") != "tabular":
         raise InvalidInputError(f"explain works on tables; this run's data are {schema['modality']}.")
+    if meta.task_type == "clustering":
+        raise InvalidInputError(
+            f"explain scores a model against the target it learned; {meta.model_id} is a {meta.architecture} "
+            "clustering, which learned no target. Explain a classifier or regressor of this run (train(run_id="
+            f"'{run_id}', architecture='auto')), or read the clusters with predict."
+        )
     spec = ExplainSpec(run_id=run_id, model_id=meta.model_id, rows=rows, top_k=top_k)
     namespace = runs.run_namespace(ws, run_id)
     status = run_as_job(ws, spec, namespace=namespace, wait_seconds=wait_seconds, report=report)

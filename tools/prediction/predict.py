@@ -79,7 +79,7 @@ class PredictResult(BaseModel):
     rows_scored: int
     rows_refused: int
     refused: list[Refusal] = Field(description=f"Refused rows with the reason (first {SHOWN_REFUSALS}).")
-    label_counts: dict[str, int] | None = Field(None, description="Predicted labels (classification).")
+    label_counts: dict[str, int] | None = Field(None, description="Predicted labels (or cluster ids).")
     value_quantiles: dict[str, float] | None = Field(None, description="Predicted values: min, p5 … p95, max, mean.")
     predictions: list[RowPrediction] = Field(description=f"The first {SHOWN_PREDICTIONS} predictions.")
     output: str = Field(description="CSV with one line per input row: row, prediction, p_<class>, refused.")
@@ -266,6 +266,8 @@ def load_inference(ws: Workspace, run_id: str, model_id: str) -> Any:
             f"predict scores tables and texts; this run's data are {schema['modality']}. Package the model "
             f"(package(run_id='{run_id}')) and call deployment/inference.py with the arrays or image files."
         )
+    if meta.task_type == "clustering":  # a clustering of a labelled table: cluster ids, not the run's labels
+        schema = {**schema, "task_type": "clustering", "classes": None, "target_dtype": "i"}
     framework, task = meta.framework, schema["task_type"]
     model = load_model(ws, model_path(ws, run_id, meta), framework)
     pre = folder / "preprocessor.joblib"
@@ -328,7 +330,7 @@ def _summary(task: str, labels: list[Any]) -> dict[str, Any]:
 
     if not labels:
         return {}
-    if is_classification(task):
+    if is_classification(task) or task == "clustering":
         return {"label_counts": dict(Counter(map(str, labels)).most_common(30))}
     values = np.asarray(labels, dtype=float)
     qs = {f"p{q}": float(np.percentile(values, q)) for q in (5, 25, 50, 75, 95)}

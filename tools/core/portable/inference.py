@@ -383,7 +383,10 @@ class ModelInference:
         return self.labels(self.predict_output(records))
 
     def labels(self, out: np.ndarray) -> list[Any]:
-        """Raw model output -> labels in the original label space (classification) or values (regression)."""
+        """Raw model output -> labels in the original label space (classification), values (regression) or
+        cluster ids (clustering)."""
+        if self.task == "clustering":
+            return [int(v) for v in out]
         if self.task not in ("binary", "multiclass"):
             return [float(v) for v in out]
         labels = [self.classes[i] for i in out.argmax(axis=1)]
