@@ -23,6 +23,23 @@ from ml_expert.memory.errors import InvalidInputError, NotFoundError
 DEFAULT_NAMESPACE = "default"
 MAX_NAME_CHARS = 1024
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
+MAX_VALUE_DEPTH = 100  # lists and objects within each other; pydantic's serializer refuses values past ~255
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in a value (a scalar: 0), without recursion; stops counting past the
+    limit, so a hostile value costs no more than the limit's walk."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list | tuple) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if level > MAX_VALUE_DEPTH:
+            return level
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 MAX_QUERY_WORDS = 64  # an FTS5 query's cost grows fast with its words: 5,000 words took 7.7 s, 20,000 two minutes
 MAX_QUERY_BYTES = 1000
 MAX_TTL_SECONDS = 10 * 365 * 24 * 3600  # ten years; longer is forever, which is what omitting ttl means
@@ -156,6 +173,12 @@ class MemoryStore:
             raise InvalidInputError(
                 f"ttl must be a positive, finite number of seconds, at most {MAX_TTL_SECONDS} (ten years); received "
                 f"{ttl!r}. Omit it to keep the entry forever."
+            )
+        depth = _depth(value)
+        if depth > MAX_VALUE_DEPTH:
+            raise InvalidInputError(
+                f"value is nested {depth} levels deep; the limit is {MAX_VALUE_DEPTH} (deeper values cannot be sent "
+                "back to MCP clients). Flatten it, or store it as a JSON string."
             )
         try:
             text = json.dumps(value, ensure_ascii=False, allow_nan=False)

@@ -105,6 +105,21 @@ def test_value_size_limit_and_non_json_values(tmp_path: Path) -> None:
     assert store.retrieve("small").value == "x" * 50  # earlier data untouched by the refusals
 
 
+def test_a_value_nested_too_deep_is_refused_and_the_namespace_stays_listable(store: MemoryStore) -> None:
+    """A value nested 300 levels deep was stored (from the CLI, an import), and then every memory_list of its
+    namespace failed in the MCP server's serializer with an empty error."""
+    store.store("ok", {"a": [[{"b": 1}]]})
+    deep = json.loads("[" * 300 + "1" + "]" * 300)
+    with pytest.raises(InvalidInputError, match=r"nested 101 levels deep; the limit is 100"):
+        store.store("deep", deep)
+    with pytest.raises(InvalidInputError, match=r"Record 1: value is nested"):
+        store.import_entries([{"key": "deep", "value": {"x": deep}}])
+    edge = json.loads("[" * 100 + "1" + "]" * 100)
+    store.store("edge", edge)
+    assert store.retrieve("edge").value == edge
+    assert sorted(e.key for e in store.list().entries) == ["edge", "ok"]
+
+
 def test_list_prefix_paging_and_total(store: MemoryStore) -> None:
     for i in range(25):
         store.store(f"ml-expert/runs/run_{i:02d}/metrics", i)
