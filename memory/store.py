@@ -40,6 +40,8 @@ def _depth(value: Any) -> int:
             return level
         stack.extend((child, level + 1) for child in children)
     return deepest
+
+
 MAX_QUERY_WORDS = 64  # an FTS5 query's cost grows fast with its words: 5,000 words took 7.7 s, 20,000 two minutes
 MAX_QUERY_BYTES = 1000
 MAX_TTL_SECONDS = 10 * 365 * 24 * 3600  # ten years; longer is forever, which is what omitting ttl means

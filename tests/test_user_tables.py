@@ -488,3 +488,16 @@ def test_a_clustering_of_a_labelled_table_predicts_and_packages_cluster_ids(jobs
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert pd.read_csv(io.StringIO(out.stdout))["prediction"].tolist() == ids.head(50).tolist()
+
+
+def test_next_phase_follows_the_last_phase_done_not_the_first_one_skipped(
+    padded: tuple[Workspace, str, pd.DataFrame],
+) -> None:
+    """A run prepared from a path and trained without a recommendation said next_phase 'analyze': an agent
+    following it went backwards (and analyze_data on that run is refused now that it has a model)."""
+    from ml_expert.tools.runs import get_run
+
+    ws, run, _ = padded
+    info = get_run(ws, run)
+    assert {"prepare", "train"} <= set(info.phases) and "analyze" not in info.phases
+    assert info.next_phase == "evaluate"

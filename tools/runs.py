@@ -54,7 +54,7 @@ class RunInfo(BaseModel):
     created_at: float
     updated_at: float
     phases: dict[str, PhaseRecord] = Field(description="Phase name -> status, artifacts, memory keys written.")
-    next_phase: str | None = Field(description="The first phase not yet done, or null when all are done.")
+    next_phase: str | None = Field(description="The phase after the last one done, or null after package.")
     folder: str = Field(description="Artifact folder of the run, relative to the workspace.")
 
 
@@ -80,6 +80,13 @@ def _row(ws: Workspace, run_id: str) -> RunRow:
     return row
 
 
+def next_phase(done: set[str]) -> str | None:
+    """The phase after the last one done (a run prepared from a path, or trained without a recommendation, does
+    not go back to the phases it skipped); the first phase when none is done; None after package."""
+    last = max((PHASE_ORDER.index(p) for p in done if p in PHASE_ORDER), default=-1)
+    return PHASE_ORDER[last + 1] if last + 1 < len(PHASE_ORDER) else None
+
+
 def _info(ws: Workspace, row: RunRow) -> RunInfo:
     phases = {k: PhaseRecord(**v) for k, v in row.phases.items()}
     done = {k for k, v in phases.items() if v.status == "done"}
@@ -91,7 +98,7 @@ def _info(ws: Workspace, row: RunRow) -> RunInfo:
         created_at=row.created_at,
         updated_at=row.updated_at,
         phases=phases,
-        next_phase=next((p for p in PHASE_ORDER if p not in done), None),
+        next_phase=next_phase(done),
         folder=ws.relative(ws.run_dir(row.run_id)),
     )
 

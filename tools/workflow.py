@@ -1,8 +1,8 @@
 """All phases in one job — `run_workflow`: analyze → prepare → recommend → train → evaluate → package.
 
 Each phase writes its memory key as it completes. If a phase fails, the job stops there with that
-phase's error and everything before it stays usable; `resume=run_id` continues from the first
-unfinished phase.
+phase's error and everything before it stays usable; `resume=run_id` continues after the last finished
+phase.
 """
 
 from __future__ import annotations
@@ -204,10 +204,10 @@ def run_workflow_job(ws: Workspace, spec: WorkflowSpec, reporter: Reporter) -> W
     """Worker entry for kind 'workflow'."""
     run_id = spec.run_id
     info = runs.get_run(ws, run_id)
-    done_before = {p for p, rec in info.phases.items() if rec.status == "done"}
+    start = runs.next_phase({p for p, rec in info.phases.items() if rec.status == "done"}) if spec.resume else None
     done: list[str] = []
     for i, name in enumerate(PHASES):
-        if name in done_before and spec.resume:
+        if spec.resume and (start is None or i < PHASES.index(start)):  # after the last phase done, as get_run says
             continue
         phase_reporter = PhaseReporter(reporter, i, name)
         phase_reporter.progress(force=True, message="started")
