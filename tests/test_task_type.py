@@ -85,8 +85,11 @@ def test_a_task_the_target_cannot_have_is_refused_with_what_to_do(ws: Workspace)
     assert ws.runs.list(10)[1] == 0  # refused before a run was started
     with pytest.raises(InvalidInputError, match=r"regression' needs a numeric target.*'letter'"):
         prepare_data(ws, path="grades.csv", target="letter", task_type="regression")
-    with pytest.raises(InvalidInputError, match=r"600 distinct values.*too many to learn as classes.*'regression'"):
+    with pytest.raises(InvalidInputError, match=r"600 classes of 'score', 600 of them with fewer than 5.*'regression'"):
         prepare_data(ws, path="grades.csv", target="score", task_type="classification")
+    frame.assign(score=(frame["effort"] * 30).round()).to_csv(ws.root / "rounded.csv", index=False)
+    with pytest.raises(InvalidInputError, match=r"task_type='classification' would make \d+ classes of 'score'"):
+        analyze_data(ws, "rounded.csv", target="score", task_type="classification")  # repeats, but mostly rare
     with pytest.raises(InvalidInputError, match=r"needs the column to predict: pass target="):
         analyze_data(ws, "grades.csv", task_type="classification")
     assert ws.runs.list(10)[1] == 0 and ws.store.get_value("ml-expert/prepared-data") is None

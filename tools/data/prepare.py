@@ -262,13 +262,8 @@ def _check_classes(y: pd.Series, task: str) -> None:
     if len(counts) > MAX_CLASSES and once > len(counts) / 2:
         raise InvalidInputError(
             f"target {y.name!r} has {len(counts):,} distinct values among {int(counts.sum()):,} rows, {once:,} of them "
-            "seen only once: "
-            + (
-                "too many to learn as classes. Use task_type='regression' (or 'auto') to predict it as a number."
-                if pd.api.types.is_numeric_dtype(y.dtype) and not pd.api.types.is_bool_dtype(y.dtype)
-                else "that is text or an identifier, not a label to learn. Choose a target column whose values "
-                "repeat (a class, or a number to predict)."
-            )
+            "seen only once: that is text or an identifier, not a label to learn. Choose a target column whose "
+            "values repeat (a class, or a number to predict)."
         )
 
 

@@ -148,7 +148,16 @@ def choose_task(y: pd.Series, requested: TaskChoice = "auto") -> str:
                 "task_type='classification' (or 'auto'), or choose a numeric target column."
             )
         return "regression"
-    return "binary" if values.nunique() <= 2 else "multiclass"
+    counts = values.value_counts()
+    rare = int((counts < MIN_CLASS_ROWS).sum())
+    numeric = pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype)
+    if numeric and len(counts) > MAX_CLASSES and rare > len(counts) / 2:
+        raise InvalidInputError(
+            f"task_type='classification' would make {len(counts):,} classes of {y.name!r}, {rare:,} of them with "
+            f"fewer than {MIN_CLASS_ROWS} rows: too few to learn each as a class. Use task_type='regression' (or "
+            "'auto') to predict it as a number, or bin it into a few ranges first."
+        )
+    return "binary" if len(counts) <= 2 else "multiclass"
 
 
 PROFILE_BINS = 10
