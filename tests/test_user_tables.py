@@ -501,3 +501,13 @@ def test_next_phase_follows_the_last_phase_done_not_the_first_one_skipped(
     info = get_run(ws, run)
     assert {"prepare", "train"} <= set(info.phases) and "analyze" not in info.phases
     assert info.next_phase == "evaluate"
+
+
+def test_list_jobs_leaves_out_the_results_that_get_job_has(padded: tuple[Workspace, str, pd.DataFrame]) -> None:
+    """Each listed job carried its whole result (a search's leaderboard): 45 KB for the default 20 jobs."""
+    from ml_expert.tools.jobs.tools import get_job, list_jobs
+
+    ws, run, _ = padded
+    listed = [j for j in list_jobs(ws).jobs if j.run_id == run and j.kind == "train"]
+    assert listed and listed[0].status == "succeeded" and listed[0].result is None
+    assert get_job(ws, listed[0].job_id).result["model_id"].startswith("mdl_")

@@ -21,9 +21,10 @@ def list_jobs(
     status: Annotated[JobState | None, Field(description="Only jobs in this state, e.g. 'running'.")] = None,
     limit: Annotated[int, Field(description="At most this many jobs, newest first.", ge=1, le=200)] = 20,
 ) -> JobList:
-    """List background jobs, newest first."""
+    """List background jobs, newest first; each finished job's result is left out (get_job has it)."""
     rows, total = ws.job_store.list(status=status, limit=limit)
-    return JobList(jobs=[job_status(r) for r in rows], total=total)
+    # a search's result holds its leaderboard: 20 of them were 45 KB of an agent's context
+    return JobList(jobs=[job_status(r).model_copy(update={"result": None}) for r in rows], total=total)
 
 
 def cancel_job(ws: Workspace, job_id: JobId) -> JobStatus:
