@@ -40,7 +40,7 @@ ACTIONS: dict[str, tuple[str, list[tuple[str, dict[str, Any]]]]] = {
     "delete": ("Delete one entry.", [("key", {})]),
     "stats": ("Entries per namespace and database size.", []),
     "export": (
-        "Write entries as JSON lines (to stdout or --output).",
+        "Write one namespace's entries (--all-namespaces: every one) as JSON lines (to stdout or --output).",
         [("--output", {"type": Path}), ("--all-namespaces", {"action": "store_true"})],
     ),
     "import": (
@@ -123,6 +123,14 @@ def _export(store: MemoryStore, args: argparse.Namespace) -> Any:
     else:
         for line in lines:
             sys.stdout.write(line)
+    scope = _scope(args)
+    others = {ns: k for ns, k in store.stats().namespaces.items() if scope is not None and ns != scope}
+    if others:  # the user may think the whole memory moved
+        print(
+            f"only namespace {scope!r} was exported; {sum(others.values())} entries of {sorted(others)[:5]} were "
+            "not (add --all-namespaces for every namespace)",
+            file=sys.stderr,
+        )
     return None
 
 

@@ -46,7 +46,13 @@ def test_export_and_import_move_memory_between_workspaces(tmp_path: Path, capsys
     run(a, "memory", "store", "ml-expert/metrics", '{"r2": 0.8}')
     run(a, "memory", "store", "k", "1", "-n", "other")
     dump = tmp_path / "mem.jsonl"
+    capsys.readouterr()
+    assert run(a, "memory", "export", "--output", str(dump)) == 0  # one namespace, and it says so
+    assert len(dump.read_text().splitlines()) == 1
+    err = capsys.readouterr().err
+    assert "only namespace 'default' was exported; 1 entries of ['other'] were not (add --all-namespaces" in err
     assert run(a, "memory", "export", "--all-namespaces", "--output", str(dump)) == 0
+    assert "only namespace" not in capsys.readouterr().err
     assert len(dump.read_text().splitlines()) == 2
     capsys.readouterr()
     assert run(b, "memory", "import", str(dump)) == 0
