@@ -511,3 +511,25 @@ def test_list_jobs_leaves_out_the_results_that_get_job_has(padded: tuple[Workspa
     listed = [j for j in list_jobs(ws).jobs if j.run_id == run and j.kind == "train"]
     assert listed and listed[0].status == "succeeded" and listed[0].result is None
     assert get_job(ws, listed[0].job_id).result["model_id"].startswith("mdl_")
+
+
+def test_explain_of_given_rows_warns_of_a_missing_and_an_unknown_column_as_predict_does(
+    padded: tuple[Workspace, str, pd.DataFrame],
+) -> None:
+    """A row without 'other' and with a column the model never saw: predict warned of both, explain of neither,
+    while the imputed 'other' took part in the row's Shapley values."""
+    from ml_expert.tools.artifacts import load_model_meta
+    from ml_expert.tools.prediction.explain import ExplainSpec, run_explain_job
+
+    ws, run, rows = padded
+    sent = [{" padded ": float(rows.iloc[0][" padded "]), "colour": "red"}]
+    warned = predict(ws, run_id=run, records=sent).drift.warnings
+    model_id = load_model_meta(ws, run, None).model_id
+    explained = run_explain_job(ws, ExplainSpec(run_id=run, model_id=model_id, rows=sent), _Progress())
+    expected = [
+        "missing column 'other': imputed in every row; predictions lean on the other columns",
+        "1 column(s) the model does not know were ignored: [colour]",
+    ]
+    assert [w for w in warned if w in expected] == expected
+    assert [w for w in explained.warnings if w in expected] == expected, explained.warnings
+    assert explained.local is not None and len(explained.local) == 1  # the row is still explained

@@ -77,14 +77,15 @@ def psi(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def drift_report(profile: dict[str, Any], raw: pd.DataFrame, coerced: pd.DataFrame) -> DriftReport:
-    """Compare input rows (raw as given, and converted by screen_frame) with the training profile."""
+def column_findings(profile: dict[str, Any], given: list[Any]) -> tuple[list[str], list[str], list[str]]:
+    """The feature columns missing from the given ones, the given columns the model does not know (the training
+    file's own columns, target and dropped ones, are known), and a warning line for each finding."""
     from ml_expert.tools.core.portable.preprocessing import shortened, shown  # sklearn: not at server start
 
-    features = profile["columns"]
-    missing = [c for c in features if c not in raw.columns]
-    known = set(profile.get("known_columns", [])) | set(features)
-    extra = [str(c) for c in raw.columns if str(c) not in known]
+    names = {str(c) for c in given}
+    missing = [c for c in profile["columns"] if c not in names]
+    known = set(profile.get("known_columns", [])) | set(profile["columns"])
+    extra = [str(c) for c in given if str(c) not in known]
     warnings = [
         f"missing column {shown(c)}: imputed in every row; predictions lean on the other columns"
         for c in missing[:MAX_WARNINGS]
@@ -92,6 +93,15 @@ def drift_report(profile: dict[str, Any], raw: pd.DataFrame, coerced: pd.DataFra
     if extra:
         listed = ", ".join(shortened(c, 40) for c in extra[:10])
         warnings.append(f"{len(extra)} column(s) the model does not know were ignored: [{listed}]")
+    return missing, extra, warnings
+
+
+def drift_report(profile: dict[str, Any], raw: pd.DataFrame, coerced: pd.DataFrame) -> DriftReport:
+    """Compare input rows (raw as given, and converted by screen_frame) with the training profile."""
+    from ml_expert.tools.core.portable.preprocessing import shortened  # sklearn: not at server start
+
+    features = profile["columns"]
+    missing, extra, warnings = column_findings(profile, list(raw.columns))
     train_rows = int(profile.get("rows") or 0)
     present = [name for name in features if name not in missing]
     columns = [_column(name, features[name], coerced[name], len(raw), train_rows, warnings) for name in present] + [

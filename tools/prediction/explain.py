@@ -31,6 +31,7 @@ from ml_expert.tools.artifacts import ModelJobSpec, model_dir
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.jobs.manager import run_as_job
 from ml_expert.tools.jobs.specs import JobCancelled, JobStatus, ProgressFn, Reporter, WaitSeconds
+from ml_expert.tools.prediction.drift import column_findings
 from ml_expert.tools.prediction.predict import ModelRef, RunRef, load_inference, resolve_model
 from ml_expert.tools.prediction.shapley import LocalExplanation, shapley_rows
 from ml_expert.tools.workspace import Workspace, write_json
@@ -150,6 +151,10 @@ def run_explain_job(ws: Workspace, spec: ExplainSpec, reporter: Reporter) -> Exp
     pdp, warnings = partial_dependence_plot(model, X, y, top, kinds, folder / "partial_dependence.png")
     local, method, refused = None, None, None
     if spec.rows:
+        profile = ws.run_dir(spec.run_id) / "profile.json"
+        if profile.exists():  # as predict warns: a column the rows lack is imputed, one the model lacks ignored
+            given = list(dict.fromkeys(str(key).strip() for row in spec.rows for key in row))  # names trimmed
+            warnings += column_findings(json.loads(profile.read_text()), given)[2]
         reporter.progress(force=True, phase="shapley", message=f"Shapley values of {len(spec.rows)} rows")
         try:
             local, method, refused, shap_notes = shapley_rows(model, spec.rows, X, spec.top_k, spec.seed, reporter)
