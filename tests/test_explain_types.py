@@ -83,7 +83,7 @@ def test_explain_works_on_integer_boolean_categorical_missing_and_date_columns(c
     assert "tenure" in curves
     tenure = curves["tenure"]
     assert all(isinstance(v, int) for v in tenure.grid) and tenure.grid == sorted(tenure.grid)
-    assert tenure.average[0] > tenure.average[-1] + 0.3  # P(yes) falls as tenure grows
+    assert tenure.of == "P(yes)" and tenure.average[0] > tenure.average[-1] + 0.3  # P(yes) falls as tenure grows
     if "plan" in curves:
         assert set(curves["plan"].grid) <= {"basic", "plus", "pro"}
     assert len(result.local) == 5

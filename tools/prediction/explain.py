@@ -64,6 +64,7 @@ class PartialDependence(BaseModel):
     column: str
     grid: list[Any]
     average: list[float] = Field(description="Average prediction (probability or value) at each grid value.")
+    of: str = Field("value", description="What is averaged: P(<class>) of one class, or the predicted value.")
 
 
 class ExplainResult(BaseModel):
@@ -363,6 +364,7 @@ def partial_dependence_plot(
             axis.set_visible(False)
     if curves:
         label = f"P({model.classes[-1 if target is None else target]})" if is_classification(model.task) else "value"
+        curves = [curve.model_copy(update={"of": label}) for curve in curves]
         fig.suptitle(f"Partial dependence: average {label} as one column varies")
         fig.tight_layout()
         fig.savefig(png, dpi=110)
