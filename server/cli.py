@@ -13,7 +13,7 @@ import os
 import sys
 from importlib.metadata import version
 
-from ml_expert.memory.errors import MLExpertError
+from ml_expert.memory.errors import InvalidInputError, MLExpertError, NotFoundError
 from ml_expert.server.cli_common import EPILOG, add_common, settings_from
 from ml_expert.server.cli_memory import add_memory_commands, cmd_memory
 from ml_expert.server.cli_use import COMMANDS as USE_COMMANDS
@@ -89,12 +89,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+READS = {"runs", "jobs", "report", "predict", "explain", "cancel", "memory"}  # commands that read what is there
+MEMORY_WRITES = {"store", "delete", "import"}
+
+
+def _check_workspace(args: argparse.Namespace) -> None:
+    """A workspace that is a file, or a command that only reads a workspace whose folder does not exist (a typo in
+    -w), is an error: it created an empty workspace and answered "0 of 0 runs"."""
+    if not hasattr(args, "workspace"):
+        return
+    root = settings_from(args).workspace
+    if root.exists() and not root.is_dir():
+        raise InvalidInputError(f"The workspace {root} is a file; pass a folder with -w (or ML_EXPERT_WORKSPACE).")
+    reads = args.command in READS and getattr(args, "memory_command", None) not in MEMORY_WRITES
+    if reads and not root.exists():
+        raise NotFoundError(
+            f"No workspace at {root}: the folder does not exist. Check -w (or ML_EXPERT_WORKSPACE); a workspace is "
+            "the folder where `ml-expert run` or the server was started."
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     limit_native_threads()
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"serve": cmd_serve, "memory": cmd_memory, **COMMANDS, **USE_COMMANDS}
     try:
+        _check_workspace(args)
         return handlers[args.command](args)
     except MLExpertError as exc:
         print(f"error: {exc}", file=sys.stderr)

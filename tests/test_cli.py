@@ -329,3 +329,20 @@ def test_cancel_command_cancels_a_queued_job(tmp_path: Path, capsys: pytest.Capt
     assert main(["cancel", "job_0123abcd", "--workspace", str(tmp_path)]) == 0
     assert "Job job_0123abcd cancelled: Cancelled before it started." in capsys.readouterr().out
     assert main(["cancel", "../etc", "--workspace", str(tmp_path)]) == 2
+
+
+def test_a_mistyped_workspace_is_an_error_not_an_empty_workspace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ml-expert runs -w typo` created typo/.ml-expert and answered "0 of 0 runs"; `-w file.csv` raised a
+    FileExistsError traceback."""
+    typo = tmp_path / "typo"
+    for command in (["runs"], ["jobs"], ["memory", "list"], ["report", "run_0123abcd"]):
+        assert main([*command, "-w", str(typo)]) == 2
+        assert f"No workspace at {typo}: the folder does not exist" in capsys.readouterr().err
+    assert not typo.exists()
+    (tmp_path / "file.csv").write_text("a\n1\n")
+    assert main(["runs", "-w", str(tmp_path / "file.csv")]) == 2
+    assert "is a file; pass a folder with -w" in capsys.readouterr().err
+    assert main(["memory", "store", "k", "1", "-w", str(typo)]) == 0  # a write makes the workspace, as run does
+    assert main(["runs", "-w", str(typo)]) == 0 and "0 of 0 runs" in capsys.readouterr().out
