@@ -261,9 +261,10 @@ class MemoryStore:
 
     def _not_found_message(self, key: str, namespace: str) -> str:
         alive, now = self._alive()
+        stem = key.split("/")[0]  # compared as text, as memory_list's prefix is (LIKE took % and _ as wildcards)
         near = self.query(
-            f"SELECT key FROM memory WHERE namespace = ? AND {alive} AND key LIKE ? ORDER BY key LIMIT 5",
-            (namespace, now, key.split("/")[0] + "%"),
+            f"SELECT key FROM memory WHERE namespace = ? AND {alive} AND substr(key, 1, ?) = ? ORDER BY key LIMIT 5",
+            (namespace, now, len(stem), stem),
         )
         hint = f" Keys with the same prefix: {[r['key'] for r in near]}." if near else ""
         return (

@@ -66,6 +66,9 @@ def test_missing_key_error_names_the_key_and_what_to_do(store: MemoryStore) -> N
     store.store("ml-expert/metrics", 1)
     with pytest.raises(NotFoundError, match=r"'ml-expert/metric'.*namespace 'default'.*ml-expert/metrics.*memory_list"):
         store.retrieve("ml-expert/metric")
+    with pytest.raises(NotFoundError) as missing:  # % and _ are characters of a key, not wildcards
+        store.retrieve("%")
+    assert "same prefix" not in str(missing.value)
 
 
 def test_ttl_expires_entries_with_an_injected_clock(store: MemoryStore, clock: Clock) -> None:
