@@ -346,3 +346,13 @@ def test_a_mistyped_workspace_is_an_error_not_an_empty_workspace(
     assert "is a file; pass a folder with -w" in capsys.readouterr().err
     assert main(["memory", "store", "k", "1", "-w", str(typo)]) == 0  # a write makes the workspace, as run does
     assert main(["runs", "-w", str(typo)]) == 0 and "0 of 0 runs" in capsys.readouterr().out
+
+
+def test_output_piped_into_head_ends_without_a_traceback(tmp_path: Path) -> None:
+    """`ml-expert memory export | head -1` ended with a BrokenPipeError traceback."""
+    dump = tmp_path / "many.jsonl"  # 300 KB: more than a pipe holds, so the writer meets the closed pipe
+    dump.write_text("".join(json.dumps({"key": f"k{i:04d}", "value": "x" * 1000}) + "\n" for i in range(300)))
+    assert run(tmp_path, "memory", "import", str(dump)) == 0
+    cli = f"{sys.executable} -m ml_expert.server.cli memory export --workspace {tmp_path}"
+    proc = subprocess.run(["bash", "-c", f"{cli} | head -1"], capture_output=True, text=True, timeout=120)
+    assert json.loads(proc.stdout)["key"] == "k0000" and proc.stderr == ""
