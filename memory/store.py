@@ -179,8 +179,8 @@ class MemoryStore:
         depth = _depth(value)
         if depth > MAX_VALUE_DEPTH:
             raise InvalidInputError(
-                f"value is nested {depth} levels deep; the limit is {MAX_VALUE_DEPTH} (deeper values cannot be sent "
-                "back to MCP clients). Flatten it, or store it as a JSON string."
+                f"value is nested more than {MAX_VALUE_DEPTH} levels deep (lists and objects within each other); "
+                "deeper values cannot be sent back to MCP clients. Flatten it, or store it as a JSON string."
             )
         try:
             text = json.dumps(value, ensure_ascii=False, allow_nan=False)

@@ -98,8 +98,8 @@ def expose(
         except Exception as exc:  # a defect, not bad input: the client still gets its name, the log the traceback
             log.exception("%s failed", fn.__name__)
             raise ToolError(
-                f"{fn.__name__} failed with an unexpected {type(exc).__name__}: {str(exc)[:500]}. This is a defect of "
-                "ml-expert, not of your call's arguments; the server keeps running and its log has the traceback."
+                f"{fn.__name__} failed with an unexpected {type(exc).__name__}: {str(exc)[:500]}. The server keeps "
+                "running; its log has the traceback."
             ) from exc
         return CallToolResult(content=[TextContent(type="text", text=json.dumps(data))], structured_content=data)
 

@@ -133,3 +133,36 @@ def test_a_workflow_that_failed_for_want_of_a_target_resumes_with_one(jobs_ws: W
     assert resumed.result["phases_run"] == ["prepare", "recommend", "train", "evaluate", "package"]
     assert get_run(jobs_ws, failed.run_id).target == "grade" and resumed.result["task_type"] == "multiclass"
     assert resumed.result["test_metrics"]["accuracy"] > 0.8  # grades from two numbers, by a logistic regression
+
+
+def test_the_task_asked_of_analyze_data_applies_to_its_target_only(ws: Workspace) -> None:
+    """analyze_data(target='grade', task_type='regression') then prepare_data(run_id, target='letter') failed with
+    "task_type='regression' needs a numeric target": the request was for another column."""
+    frame = _grades()
+    frame["letter"] = frame["grade"].map(dict(zip(range(1, 6), "EDCBA", strict=True)))
+    frame.to_csv(ws.root / "grades.csv", index=False)
+    asked = analyze_data(ws, "grades.csv", target="grade", task_type="regression")
+    prepared = prepare_data(ws, run_id=asked.run_id, target="letter")
+    assert prepared.task_type == "multiclass" and prepared.options["task_type"] == "auto"
+
+
+def test_a_run_that_a_queued_or_running_workflow_will_train_refuses_a_new_preparation(ws: Workspace) -> None:
+    """Only train and probe jobs counted: a workflow between its prepare and its first model let another agent
+    rewrite the data it was training on. Its own phases, run inside its job, still prepare it."""
+    import os
+
+    from ml_expert.memory.errors import ConflictError
+    from ml_expert.tools.jobs.specs import RUNNING_JOB
+
+    _grades().to_csv(ws.root / "grades.csv", index=False)
+    run = prepare_data(ws, path="grades.csv", target="grade").run_id
+    ws.job_store.insert(
+        "job_0000beef", kind="workflow", run_id=run, namespace="default", spec={}, owner_pid=os.getpid()
+    )
+    with pytest.raises(ConflictError, match=r"is being trained by job\(s\) \['job_0000beef'\]"):
+        prepare_data(ws, run_id=run, scaling="none")
+    token = RUNNING_JOB.set("job_0000beef")  # the workflow's own prepare phase
+    try:
+        assert prepare_data(ws, run_id=run, scaling="none").options["scaling"] == "none"
+    finally:
+        RUNNING_JOB.reset(token)

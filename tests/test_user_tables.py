@@ -533,3 +533,23 @@ def test_explain_of_given_rows_warns_of_a_missing_and_an_unknown_column_as_predi
     assert [w for w in warned if w in expected] == expected
     assert [w for w in explained.warnings if w in expected] == expected, explained.warnings
     assert explained.local is not None and len(explained.local) == 1  # the row is still explained
+
+
+def test_a_decimal_comma_column_whose_first_values_read_as_thousands_is_still_read_whole() -> None:
+    """The first 1,000 values ("1,250", "12") fit the thousands format and a later "2,5" did not: the column was
+    left as text instead of trying the decimal comma, which every value fits."""
+    from ml_expert.tools.core.portable.preprocessing import number_format, read_numbers
+
+    column = pd.Series(["1,250", "12", "3,500"] * 400 + ["2,5"], dtype=object)
+    assert number_format(column) == "1.234,5"
+    assert read_numbers(column, "1.234,5").iloc[[0, 1, -1]].tolist() == [1.25, 12.0, 2.5]
+    assert number_format(pd.Series(["1,250", "12", "3,500"] * 400, dtype=object)) == "1,234.5"  # read either way
+
+
+def test_a_class_whose_one_row_is_a_whole_split_is_refused_by_name() -> None:
+    """Moving the row to training emptied the one-row test split, and the error blamed the split shares."""
+    from ml_expert.tools.data.splitting import split_indices
+
+    y = np.array([0] * 9 + [1])
+    with pytest.raises(InvalidInputError, match=r"The class 'b' has no row in the training split, and the val split"):
+        split_indices(10, (0.8, 0.1, 0.1), y=y, seed=1, labels=["a", "b"])

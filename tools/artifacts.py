@@ -20,7 +20,7 @@ from ml_expert.memory.errors import ConflictError, IntegrityError, MLExpertError
 from ml_expert.tools.core.model_meta import ModelMeta
 from ml_expert.tools.core.prepared import PreparedData
 from ml_expert.tools.core.tasks import is_classification
-from ml_expert.tools.jobs.specs import JobSpec
+from ml_expert.tools.jobs.specs import RUNNING_JOB, JobSpec
 from ml_expert.tools.runs import get_run
 from ml_expert.tools.workspace import Workspace, check_id, is_id
 
@@ -61,7 +61,7 @@ def list_model_ids(ws: Workspace, run_id: str) -> list[str]:
     return [p.parent.name for p in sorted(metas, key=lambda p: p.stat().st_mtime)]
 
 
-MODEL_JOBS = ("train", "probe")  # jobs that fit models from a run's prepared data (a workflow prepares its own run)
+MODEL_JOBS = ("train", "probe", "workflow")  # jobs that fit models from a run's prepared data
 
 
 def check_data_kept(ws: Workspace, run_id: str, tool: str) -> None:
@@ -70,7 +70,9 @@ def check_data_kept(ws: Workspace, run_id: str, tool: str) -> None:
     changed a model's predictions, or broke it with a feature-count error). A new run takes the new preparation."""
     info = get_run(ws, run_id)  # NotFoundError for a run that does not exist
     models = list_model_ids(ws, run_id)
-    fitting = [job.job_id for job in ws.job_store.active() if job.run_id == run_id and job.kind in MODEL_JOBS]
+    own = RUNNING_JOB.get()  # a workflow's own analyze and prepare phases run inside its job
+    active = ws.job_store.active()
+    fitting = [j.job_id for j in active if j.run_id == run_id and j.kind in MODEL_JOBS and j.job_id != own]
     if not models and not fitting:
         return
     why = f"has trained models {models[-5:]}" if models else f"is being trained by job(s) {fitting}"

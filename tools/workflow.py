@@ -267,6 +267,12 @@ def run_workflow(
     if resume:
         info = runs.get_run(ws, resume)
         run_id, namespace = resume, info.namespace
+        prepared = "prepare" in info.phases
+        if prepared and task_type != "auto":  # it would be ignored: the task was decided with the prepared data
+            raise InvalidInputError(
+                f"Run {resume!r} is already prepared, so its task type is decided; task_type={task_type!r} would be "
+                "ignored. Resume without it, or start a new run with run_workflow(path=..., task_type=...)."
+            )
         path, target = path or info.dataset, target or info.target
     else:
         if path is None:

@@ -163,8 +163,9 @@ def _prepare(
         info = runs.get_run(ws, run_id)
         path, target, namespace = path or info.dataset, target or info.target, info.namespace
         analysis = ws.store.get_value(runs.memory_key(f"runs/{run_id}/data-analysis"), namespace=namespace) or {}
-    if task_as_analyzed and analysis.get("task_requested"):
-        opts = opts.model_copy(update={"task_type": analysis["task_requested"]})
+    analyzed_target = (analysis.get("target") or {}).get("column")
+    if task_as_analyzed and analysis.get("task_requested") and analyzed_target == (target or "y"):  # y: arrays'
+        opts = opts.model_copy(update={"task_type": analysis["task_requested"]})  # asked for this target only
     file = ws.resolve_path(path or "", kind="dataset")
     check_size(file, ws.settings.max_file_bytes)
     read_options = analysis.get("data_options") or DataOptions().model_dump()  # as analyze_data read the data

@@ -92,7 +92,13 @@ def _every_class_in_training(
         )
     parts = dict(parts)
     for c in absent:
-        source = next(name for name in ("test", "val") if (y[parts[name]] == c).any())
+        holding = [name for name in ("test", "val") if (y[parts[name]] == c).any()]
+        source = max(holding, key=lambda name: len(parts[name]))  # the larger split gives the row
+        if len(parts[source]) == 1:
+            raise InvalidInputError(
+                f"The class {labels[int(c)] if labels else str(c)!r} has no row in the training split, and the "
+                f"{source} split is its one row: too few rows to split. Add rows, or drop that class."
+            )
         row = parts[source][np.flatnonzero(y[parts[source]] == c)[0]]
         parts[source] = parts[source][parts[source] != row]
         parts["train"] = np.append(parts["train"], row)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ml_expert.tools.settings import MAX_WAIT_SECONDS
+
+RUNNING_JOB: ContextVar[str | None] = ContextVar("ml_expert_running_job", default=None)  # the job this code runs in
 
 if TYPE_CHECKING:
     from ml_expert.tools.workspace import Workspace

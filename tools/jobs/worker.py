@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ml_expert.memory.errors import MLExpertError
-from ml_expert.tools.jobs.specs import JobCancelled, JobSpec
+from ml_expert.tools.jobs.specs import RUNNING_JOB, JobCancelled, JobSpec
 from ml_expert.tools.settings import SETTINGS_ENV, Settings
 from ml_expert.tools.workspace import Workspace
 
@@ -140,6 +140,7 @@ def run_job(ws: Workspace, job_id: str) -> None:
     reporter = JobReporter(ws, job_id)
     with reporter.graceful():  # not a cancel point: each handler ends at its own first one (training: a batch)
         reporter.progress(force=True, message="worker started", phase="starting")
+    running = RUNNING_JOB.set(job_id)  # a phase of a workflow job knows the job it runs in
     try:
         spec_class, handler = handler_for(row.kind)
         result = handler(ws, spec_class.model_validate(row.spec), reporter)
@@ -163,6 +164,8 @@ def run_job(ws: Workspace, job_id: str) -> None:
         reporter.flush()
         store.finish(job_id, "failed", error=f"{type(exc).__name__}: {exc}")
         return
+    finally:
+        RUNNING_JOB.reset(running)
     reporter.flush()
     store.finish(job_id, "succeeded", result=as_json(result))
 

@@ -37,7 +37,7 @@ from ml_expert.tools.artifacts import (
 )
 from ml_expert.tools.core.model_meta import ModelMeta
 from ml_expert.tools.core.prepared import PreparedData
-from ml_expert.tools.core.tasks import is_classification
+from ml_expert.tools.core.tasks import is_classification, schema_for_model
 from ml_expert.tools.jobs.specs import JobCancelled, Reporter
 from ml_expert.tools.packaging.docs import write_docs
 from ml_expert.tools.packaging.export import FormatReport, environment, export_format, file_map
@@ -65,9 +65,7 @@ def _stage(
     """Copy preprocessing and the portable code into build; return the raw test rows file and fast-path flag."""
     run_dir = ws.run_dir(run_id)
     schema = json.loads((run_dir / "schema.json").read_text())
-    if meta.task_type == "clustering":  # a clustering of a labelled table answers cluster ids, not the run's labels
-        schema |= {"task_type": "clustering", "classes": None, "target_dtype": "i"}
-    write_json(build / "schema.json", schema)
+    write_json(build / "schema.json", schema_for_model(schema, meta.task_type))  # a clustering: cluster ids
     shutil.copy(PORTABLE / "preprocessing.py", build / "ml_expert_transformers.py")
     shutil.copy(PORTABLE / "ensemble.py", build / "ml_expert_ensemble.py")
     shutil.copy(PORTABLE / "inference.py", build / "inference.py")

@@ -34,7 +34,7 @@ from ml_expert.tools.artifacts import (
     model_path,
 )
 from ml_expert.tools.core.model_meta import ModelMeta
-from ml_expert.tools.core.tasks import is_classification
+from ml_expert.tools.core.tasks import is_classification, schema_for_model
 from ml_expert.tools.jobs.manager import run_as_job
 from ml_expert.tools.jobs.specs import JobCancelled, JobStatus, ProgressFn, Reporter, WaitSeconds
 from ml_expert.tools.prediction.drift import DriftReport
@@ -266,8 +266,7 @@ def load_inference(ws: Workspace, run_id: str, model_id: str) -> Any:
             f"predict scores tables and texts; this run's data are {schema['modality']}. Package the model "
             f"(package(run_id='{run_id}')) and call deployment/inference.py with the arrays or image files."
         )
-    if meta.task_type == "clustering":  # a clustering of a labelled table: cluster ids, not the run's labels
-        schema = {**schema, "task_type": "clustering", "classes": None, "target_dtype": "i"}
+    schema = schema_for_model(schema, meta.task_type)
     framework, task = meta.framework, schema["task_type"]
     model = load_model(ws, model_path(ws, run_id, meta), framework)
     pre = folder / "preprocessor.joblib"

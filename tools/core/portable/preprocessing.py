@@ -151,15 +151,13 @@ def number_format(s: pd.Series) -> str | None:
         return None
     if pd.to_numeric(sample, errors="coerce").notna().all():  # plain digits kept as text (codes, zip codes): text
         return None
+    given = None
     for fmt, (_, _, pattern) in NUMBER_FORMATS.items():
         whole = f"^{NUMBER_SYMBOLS}{pattern}{NUMBER_SYMBOLS}$"
         if sample.str.strip().str.fullmatch(whole).all():
-            given = s[_given(s)]  # then every value, once the sample says numbers
-            return (
-                fmt
-                if given.map(lambda v: isinstance(v, str)).all() and given.str.strip().str.fullmatch(whole).all()
-                else None
-            )
+            given = s[_given(s)] if given is None else given  # then every value, once the sample says numbers
+            if given.map(lambda v: isinstance(v, str)).all() and given.str.strip().str.fullmatch(whole).all():
+                return fmt  # else the next format: "1,250" in the sample, "2,5" further down is a decimal comma
     return None
 
 
