@@ -146,10 +146,14 @@ class MemoryStore:
         text: str = row["value"]
         size = len(text.encode())
         large = preview_bytes is not None and size > preview_bytes
+        value = None if large else json.loads(text)
+        if not large and text.count("[") + text.count("{") > MAX_VALUE_DEPTH and _depth(value) > MAX_VALUE_DEPTH:
+            # stored before the depth limit: its JSON text, which MCP clients can receive, instead of the value
+            large, preview_bytes = True, size
         return MemoryEntry(
             namespace=row["namespace"],
             key=row["key"],
-            value=text.encode()[:preview_bytes].decode(errors="ignore") + "…" if large else json.loads(text),
+            value=text.encode()[:preview_bytes].decode(errors="ignore") + "…" if large else value,
             truncated=large,
             value_bytes=size if large else None,
             tags=json.loads(row["tags"] or "[]"),

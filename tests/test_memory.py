@@ -121,6 +121,11 @@ def test_a_value_nested_too_deep_is_refused_and_the_namespace_stays_listable(sto
     store.store("edge", edge)
     assert store.retrieve("edge").value == edge
     assert sorted(e.key for e in store.list().entries) == ["edge", "ok"]
+    with store._write() as conn:  # one stored before the limit: read back as its JSON text, never an error
+        conn.execute("UPDATE memory SET value = ? WHERE key = 'ok'", (json.dumps(deep),))
+    old = store.retrieve("ok")
+    assert old.truncated and old.value == json.dumps(deep) + "…" and old.value_bytes == len(json.dumps(deep))
+    assert {e.key: e.truncated for e in store.list().entries} == {"edge": False, "ok": True}
 
 
 def test_list_prefix_paging_and_total(store: MemoryStore) -> None:
