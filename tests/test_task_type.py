@@ -166,3 +166,18 @@ def test_a_run_that_a_queued_or_running_workflow_will_train_refuses_a_new_prepar
         assert prepare_data(ws, run_id=run, scaling="none").options["scaling"] == "none"
     finally:
         RUNNING_JOB.reset(token)
+
+
+def test_resuming_a_run_packaged_without_an_evaluation_says_it_has_no_test_score(jobs_ws: Workspace) -> None:
+    """prepare → train → package, then run_workflow(resume=): no phase is left to run after package, and the
+    summary quoted no score without saying why."""
+    from ml_expert.tools.packaging.package import package
+    from ml_expert.tools.workflow import run_workflow
+
+    _grades().to_csv(jobs_ws.root / "grades.csv", index=False)
+    run = prepare_data(jobs_ws, path="grades.csv", target="grade").run_id
+    assert train(jobs_ws, run, "linear", wait_seconds=120).status == "succeeded"
+    assert package(jobs_ws, run, wait_seconds=240).status == "succeeded"
+    resumed = run_workflow(jobs_ws, resume=run, wait_seconds=120)
+    assert resumed.status == "succeeded" and resumed.result["phases_run"] == []
+    assert resumed.result["test_metrics"] == {} and "not evaluated: no test score" in resumed.result["summary"]

@@ -171,6 +171,10 @@ def _result(ws: Workspace, run_id: str, done: list[str]) -> WorkflowResult:
     if key:
         summary += f"test {key} {test[key]:.4f} vs baseline {base.get(key, float('nan')):.4f}"
         summary += " (beats the baseline)." if ev.get("beats_baseline") else " (NOT better than the baseline)."
+    elif (
+        training and not test
+    ):  # e.g. a run packaged without an evaluation, then resumed: nothing to quote, and it says so
+        summary += f"not evaluated: no test score. Call evaluate(run_id='{run_id}')."
     if deployment.get("refit_of"):
         summary += f" The packaged model {deployment['model_id']} refits it on all rows."
     if deployment.get("folder"):
