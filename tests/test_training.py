@@ -165,6 +165,28 @@ def test_cancel_stops_training_and_keeps_best_weights(jobs_ws: Workspace) -> Non
 
 
 @pytest.mark.slow
+def test_a_cancelled_training_resumes_from_its_last_epoch(jobs_ws: Workspace) -> None:
+    """resume_job on a cancelled job started again at epoch 1: the cancel had deleted the epoch backups."""
+    run = _slow_run(jobs_ws)
+    config = TrainConfig(epochs=8, early_stopping_patience=0, reduce_lr_patience=0)
+    status = train(jobs_ws, run, "dnn", config=config, wait_seconds=0)
+    _wait_for_epoch(jobs_ws, status.job_id, 3)
+    jobs_ws.jobs.cancel(status.job_id)
+    cancelled = jobs_ws.jobs.wait(status.job_id, 120)
+    assert cancelled.status == "cancelled" and cancelled.result["epochs_trained"] < 8
+    jobs_ws.jobs.resume(status.job_id)
+    steps: list[int] = []
+    deadline = time.monotonic() + 240
+    while (now := get_job(jobs_ws, status.job_id)).status in ("queued", "running") and time.monotonic() < deadline:
+        if now.progress.get("phase") == "train" and now.progress.get("step"):
+            steps.append(int(now.progress["step"]))
+        time.sleep(0.1)
+    assert now.status == "succeeded", now.error
+    assert steps and min(steps) >= cancelled.result["epochs_trained"], steps  # no epoch 1 again
+    assert now.result["resumed"] and now.result["epochs_trained"] == 8, now.result
+
+
+@pytest.mark.slow
 def test_killed_worker_fails_the_job_and_the_manager_keeps_working(jobs_ws: Workspace) -> None:
     run = _slow_run(jobs_ws)
     status = train(jobs_ws, run, "dnn", config=TrainConfig(epochs=300), wait_seconds=0)

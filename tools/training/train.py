@@ -431,7 +431,7 @@ def run_train_job(ws: Workspace, spec: TrainSpec, reporter: Reporter) -> TrainRe
     if fit.search:  # the search is the architecture choice too
         memory["architecture"] = {"recommended": "auto", "model_id": model_id, **fit.search}
     runs.record_phase(ws, run_id, "train", memory, artifacts=result.artifacts)
-    _clean_backups(folder)
-    if cancelled:
+    if cancelled:  # its backups stay: resume_job continues from the last epoch, as it does after an interruption
         raise JobCancelled(result)
+    _clean_backups(folder)
     return result
