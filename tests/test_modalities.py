@@ -18,6 +18,7 @@ from ml_expert.tools.data.prepare import prepare_data
 from ml_expert.tools.evaluation.evaluate import evaluate
 from ml_expert.tools.jobs.tools import list_jobs
 from ml_expert.tools.packaging.package import package
+from ml_expert.tools.prediction.predict import predict
 from ml_expert.tools.training.config import TrainConfig
 from ml_expert.tools.training.train import train
 from ml_expert.tools.workspace import Workspace
@@ -28,10 +29,11 @@ def _ok(status: object) -> dict:
     return status.result
 
 
-def _predict_raw(folder: Path, raw: str) -> list:
+def _predict_raw(folder: Path, raw: str, method: str = "predict") -> list:
+    call = f"ModelInference().{method}({raw})" + (".tolist()" if method == "predict_proba" else "")
     code = (
         f"import sys, json, numpy as np; sys.path.insert(0, {str(folder)!r}); from inference import "
-        f"ModelInference; print(json.dumps(ModelInference().predict({raw})))"
+        f"ModelInference; print(json.dumps({call}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=folder.parent)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -164,6 +166,17 @@ def test_text_rnn_beats_the_majority_class(jobs_ws: Workspace) -> None:
     assert {f["format"] for f in pkg["formats"] if f["shipped"]} == {"keras", "savedmodel"}
     preds = _predict_raw(jobs_ws.root / pkg["folder"], '["what a wonderful and moving film", "boring awful plot"]')
     assert preds == ["pos", "neg"]
+    # raw rows, as the README shows and the predict tool takes them: one prediction per row, from its text column (a
+    # DataFrame was scored cell by cell, 4 rows -> 12 predictions; a missing text was the text "nan")
+    rows = [{"id": 1, "review": "what a wonderful and moving film"}, {"id": 2, "review": "boring awful plot"}]
+    rows.append({"id": 3, "review": None})
+    literal = f"json.loads({json.dumps(json.dumps(rows))})"
+    as_rows = _predict_raw(jobs_ws.root / pkg["folder"], f"__import__('pandas').DataFrame({literal})")
+    assert as_rows == _predict_raw(jobs_ws.root / pkg["folder"], literal) and as_rows[:2] == ["pos", "neg"]
+    tool = predict(jobs_ws, run_id=analysis.run_id, records=rows)
+    assert [p.prediction for p in tool.predictions] == as_rows
+    probabilities = _predict_raw(jobs_ws.root / pkg["folder"], literal, "predict_proba")
+    assert np.allclose([list(p.probabilities.values()) for p in tool.predictions], probabilities, atol=1e-5)
 
 
 def _anywhere_on_canvas(images: np.ndarray, rng: np.random.Generator, size: int = 12) -> np.ndarray:

@@ -66,6 +66,9 @@ def _delimiter(path: Path) -> str:
         return ","
 
 
+ROW_FILES = (".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")  # what _read_rows reads
+
+
 def _read_rows(records: Any) -> pd.DataFrame:
     if isinstance(records, pd.DataFrame):
         return records
@@ -296,10 +299,18 @@ class ModelInference:
 
     def _transform_other(self, records: Any, modality: str) -> np.ndarray:
         if modality == "text":
-            if isinstance(records, Path) or (isinstance(records, str) and Path(records).suffix in (".csv", ".jsonl")):
-                records = self.to_frame(records)[self.schema["text_column"]].tolist()
+            file = isinstance(records, Path) or (isinstance(records, str) and Path(records).suffix.lower() in ROW_FILES)
+            rows = isinstance(records, (pd.DataFrame, dict)) or (
+                isinstance(records, list) and bool(records) and isinstance(records[0], dict)
+            )
+            if file or rows:  # raw rows, as the predict tool takes them: the text column of each, a missing text ""
+                frame = self.to_frame(records)
+                column = self.schema["text_column"]
+                if column not in frame.columns:
+                    raise ValueError(f"the rows have no {column!r} column, the text to classify")
+                records = frame[column].fillna("").astype(str).tolist()
             texts = [records] if isinstance(records, str) else np.asarray(records, dtype=object).reshape(-1).tolist()
-            return np.asarray([str(t) for t in texts], dtype=object).reshape(-1, 1)
+            return np.asarray(["" if pd.isna(t) else str(t) for t in texts], dtype=object).reshape(-1, 1)
         if modality == "image":
             shape = tuple(self.schema["image_shape"])
             if isinstance(records, (str, Path)) or (
