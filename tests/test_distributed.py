@@ -109,3 +109,24 @@ def test_multi_worker_needs_tf_config(jobs_ws: Workspace, monkeypatch: pytest.Mo
         train(jobs_ws, run, "dnn", distribution="multi_worker")
     with pytest.raises(InvalidInputError, match="Keras models"):
         train(jobs_ws, run, "random_forest", distribution="mirrored")
+
+
+@pytest.mark.slow
+def test_two_workers_apply_the_class_weights_they_report(jobs_ws: Workspace) -> None:
+    """On a 29:1 table the chief's notes said "class_weight='balanced' applied" while the multi-worker loop weighed
+    every row the same: after 2 epochs it predicted the majority class only (balanced accuracy 0.5)."""
+    import numpy as np
+    import pandas as pd
+    from conftest import frame_run
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1500, 4))
+    frame = pd.DataFrame(x, columns=["a", "b", "c", "d"]).assign(y=np.where(x[:, 0] + x[:, 1] > 2.4, "rare", "common"))
+    run = frame_run(jobs_ws, frame, "y")
+    procs = _workers(jobs_ws, run, epochs=2)
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    chief = json.loads(outs[0][0].strip().splitlines()[-1])
+    assert any("class_weight='balanced' applied" in n for n in chief["notes"]), chief["notes"]
+    ev = evaluate(jobs_ws, run, model_id=chief["model_id"], wait_seconds=120)
+    assert ev.result["evaluations"][0]["test_metrics"]["balanced_accuracy"] > 0.8  # 0.91 weighted; unweighted 0.5

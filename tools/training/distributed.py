@@ -76,22 +76,28 @@ def _train_step(strategy: Any, model: Any, optimizer: Any, loss_fn: Any, global_
     import tensorflow as tf
 
     @tf.function
-    def step(xb: Any, yb: Any) -> Any:
-        def replica(xr: Any, yr: Any) -> Any:
+    def step(xb: Any, yb: Any, wb: Any) -> Any:
+        def replica(xr: Any, yr: Any, wr: Any) -> Any:
             with tf.GradientTape() as tape:
-                per_example = loss_fn(yr, model(xr, training=True))
+                per_example = loss_fn(yr, model(xr, training=True)) * wr  # class weights, as fit's class_weight
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             grads = tape.gradient(loss, model.trainable_variables)
             optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             return loss
 
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica, args=(xb, yb)), axis=None)
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica, args=(xb, yb, wb)), axis=None)
 
     return step
 
 
 def fit_multi_worker(
-    build: Callable[[], Any], task: str, config: Any, data: dict[str, Any], on_epoch: Any, timeout_seconds: int = 120
+    build: Callable[[], Any],
+    task: str,
+    config: Any,
+    data: dict[str, Any],
+    on_epoch: Any,
+    timeout_seconds: int = 120,
+    class_weight: dict[int, float] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Data-parallel training across machines: MultiWorkerMirroredStrategy with a custom loop.
 
@@ -117,14 +123,17 @@ def fit_multi_worker(
         loss_class = keras.losses.SparseCategoricalCrossentropy if classify else keras.losses.MeanSquaredError
         loss_fn = loss_class(reduction=None)
     X, y = data["X_train"].astype(np.float32), data["y_train"]
-    dataset = tf.data.Dataset.from_tensor_slices((X, y)).shuffle(len(X), seed=config.seed).batch(global_batch)
+    weights = np.ones(len(y), np.float32)
+    if class_weight:
+        weights = np.asarray([class_weight.get(int(c), 1.0) for c in range(int(y.max()) + 1)], np.float32)[y]
+    dataset = tf.data.Dataset.from_tensor_slices((X, y, weights)).shuffle(len(X), seed=config.seed).batch(global_batch)
     dist = strategy.experimental_distribute_dataset(dataset)
     step = _train_step(strategy, model, optimizer, loss_fn, global_batch)
     for epoch in range(config.epochs):
         total, batches = 0.0, 0
         try:
-            for xb, yb in dist:
-                total += float(step(xb, yb))
+            for xb, yb, wb in dist:
+                total += float(step(xb, yb, wb))
                 batches += 1
             val = model.predict(data["X_val"], verbose=0)  # collective too: inside the same guard
             train_pred = model.predict(X, verbose=0) if classify else None

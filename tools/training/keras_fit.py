@@ -90,7 +90,7 @@ def fit_keras(
     if spec.resume:
         restore_snapshot(folder / "backup")
     if spec.distribution == "multi_worker":
-        return fit_multi_worker_task(spec, prepared, data, history, reporter)
+        return fit_multi_worker_task(spec, prepared, data, history, reporter, class_weight)
     with strategy_scope(spec.distribution) as dist_info:
         model = _build(spec, prepared, data, folder)
         compile_model(model, task, config)
@@ -122,7 +122,12 @@ def fit_keras(
 
 
 def fit_multi_worker_task(
-    spec: TrainSpec, prepared: PreparedData, data: dict[str, Any], history: EpochHistory, reporter: Reporter
+    spec: TrainSpec,
+    prepared: PreparedData,
+    data: dict[str, Any],
+    history: EpochHistory,
+    reporter: Reporter,
+    class_weight: dict[int, float] | None = None,
 ) -> Fit:
     """One task of a MultiWorkerMirroredStrategy cluster (TF_CONFIG); only the chief's model is kept."""
     task, config = prepared.task_type, spec.config
@@ -135,6 +140,7 @@ def fit_multi_worker_task(
         config,
         data,
         lambda epoch, logs: history.record_epoch(reporter, epoch, config.epochs, logs),
+        class_weight=class_weight,
     )
     losses = history.data.get("loss", [])
     if not all(np.isfinite(losses)):
