@@ -81,6 +81,15 @@ def test_image_folder_is_read_per_class(ws: Workspace) -> None:
     summary = analysis.modality_summary
     assert summary["image_shape"] == [20, 16, 3] and summary["class_counts"] == {"dark": 12, "light": 12}
     assert summary["original_sizes"] == {"20x16": 24}
+    # a grey picture of another size that sorts first, a note and an empty class folder: the folder's own colour
+    # mode and most common size decide (the first file made every image grey and 8x40), and what was skipped is said
+    Image.fromarray(np.full((8, 40), 30, np.uint8)).save(ws.root / "photos" / "dark" / "0000.png")
+    (ws.root / "photos" / "dark" / "notes.txt").write_text("shot in March")
+    (ws.root / "photos" / "empty").mkdir()
+    summary = analyze_data(ws, "photos", target="label").modality_summary
+    assert summary["image_shape"] == [20, 16, 3] and summary["color_mode"] == "RGB"
+    assert summary["skipped_files"] == ["dark/notes.txt"] and summary["empty_class_folders"] == ["empty"]
+    assert summary["class_counts"] == {"dark": 13, "light": 12}
 
 
 def _series(n: int = 1000) -> pd.DataFrame:

@@ -116,12 +116,24 @@ def _load_image_folder(path: Path, image_size: tuple[int, int] | None) -> tuple[
             f"Image folder {path.name} needs one subfolder per class (at least 2); found "
             f"{classes}. Layout: {path.name}/<class>/<image files>."
         )
-    files = [(c, f) for c in classes for f in sorted((path / c).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    entries = [(c, f) for c in classes for f in sorted((path / c).iterdir()) if not f.name.startswith(".")]
+    files = [(c, f) for c, f in entries if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise InvalidInputError(f"No image files ({sorted(IMAGE_SUFFIXES)}) in the class folders of {path.name}.")
-    with _open_image(files[0][1], path) as first:
-        mode = "L" if first.mode in ("L", "1", "I;16") else "RGB"
-        size = image_size or tuple(min(s, MAX_IMAGE_SIDE) for s in first.size[::-1])
+    modes: Counter[str] = Counter()
+    shapes: Counter[tuple[int, int]] = Counter()
+    for _, file in files:  # headers only (pixels load lazily): the folder's own mode and size, not its first file's
+        with _open_image(file, path) as img:
+            modes["L" if img.mode in ("L", "1", "I;16", "I", "F") else "RGB"] += 1
+            shapes[img.size[::-1]] += 1
+    mode = "RGB" if modes["RGB"] else "L"  # one colour image makes the folder colour: grey converts without loss
+    size = image_size or tuple(min(s, MAX_IMAGE_SIDE) for s in shapes.most_common(1)[0][0])
+    facts = {
+        "color_mode": mode,
+        "image_size": list(size),
+        "skipped_files": [str(f.relative_to(path)) for _, f in entries if f.suffix.lower() not in IMAGE_SUFFIXES][:20],
+        "empty_class_folders": [c for c in classes if not any(label == c for label, _ in files)],
+    }
     sizes: Counter[str] = Counter()
     images, labels = [], []
     for label, file in files:
@@ -136,7 +148,7 @@ def _load_image_folder(path: Path, image_size: tuple[int, int] | None) -> tuple[
         labels.append(label)
     X = np.stack(images)
     X = X[..., None] if X.ndim == 3 else X
-    return X, np.asarray(labels), {"original_sizes": dict(sizes.most_common(10))}
+    return X, np.asarray(labels), {"original_sizes": dict(sizes.most_common(10)), **facts}
 
 
 def load(path: Path, modality: str, target: str | None, options: dict[str, Any]) -> dict[str, Any]:
