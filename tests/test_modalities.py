@@ -116,6 +116,25 @@ def test_rnn_forecast_beats_the_naive_last_value(jobs_ws: Workspace) -> None:
     window = raw["X"][:3].tolist()
     preds = _predict_raw(jobs_ws.root / pkg["folder"], json.dumps(window))
     assert np.allclose(preds, raw["y"][:3], atol=4)
+    # the recent rows as the README says, time column included: the CLI read the file name as a number
+    folder = jobs_ws.root / pkg["folder"]
+    recent = _series().tail(30)
+    recent.to_csv(jobs_ws.root / "recent.csv", index=False)
+    cli = subprocess.run(
+        [sys.executable, "inference.py", str(jobs_ws.root / "recent.csv"), "--format", "json"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    last = recent["load"].to_numpy()[-24:].reshape(1, 24, 1).tolist()
+    assert np.isclose(json.loads(cli.stdout)[0]["prediction"], _predict_raw(folder, json.dumps(last))[0], atol=1e-4)
+    assert "recent_rows" in (folder / "README.md").read_text()  # the usage written for a sequence model
+    missing = subprocess.run(
+        [sys.executable, "inference.py", "nothing.png"], cwd=folder, capture_output=True, text=True, timeout=300
+    )
+    assert missing.returncode == 2 and missing.stderr.startswith("error:") and "Traceback" not in missing.stderr
 
 
 @pytest.mark.slow

@@ -75,19 +75,7 @@ predicting `{prepared.target}` ({meta.task_type}). Built and verified by ml-expe
 - `requirements.txt` — pinned versions; `model_card.md` — data, intended use, metrics, limits.
 
 {_runtime_note(meta, shipped)}## Usage
-```python
-from inference import ModelInference
-
-model = ModelInference()          # fastest verified runtime: {fastest}
-model.predict([{{...one raw row with columns {columns}{more}...}}])
-{"model.predict_proba('rows.csv')   # class probabilities" if classify else "model.predict('rows.csv')"}
-```
-```bash
-pip install -r requirements.txt
-python inference.py rows.csv --format json
-```
-Missing values are imputed; unseen categories are ignored by one-hot encoding; a missing column or a
-non-numeric value in a numeric column raises `SchemaError` naming the column.
+{_usage(prepared, fastest, classify, columns + more)}
 
 ## Performance (measured on the build machine)
 {_perf_table(reports)}
@@ -103,6 +91,42 @@ predicted the raw test rows, and was compared with the in-process model.
 not match. That catches corruption (a truncated copy, a bad disk), not tampering: whoever can change a file can
 change the manifest too. Unpickling runs code, so load a package only from a source you trust.
 """
+
+
+def _usage(prepared: PreparedData, fastest: str, classify: bool, columns: str) -> str:
+    """How to call the package, for the kind of input its model takes."""
+    head = (
+        "```python\nfrom inference import ModelInference\n\n"
+        f"model = ModelInference()          # fastest verified runtime: {fastest}\n"
+    )
+    proba = "model.predict_proba" if classify else "model.predict"
+    shell = "```bash\npip install -r requirements.txt\npython inference.py {} --format json\n```\n"
+    if prepared.modality == "image":
+        shape = prepared.input_shape
+        return (
+            f"{head}model.predict(['photo1.png', 'photo2.jpg'])   # image files, any size: resized to {shape[:2]}\n"
+            f"{proba}(images)                  # or an array (n, height, width, channels) of pixels\n```\n"
+            f"{shell.format('photo.png')}An image file, or a `.npy` array of images.\n"
+        )
+    if prepared.modality == "sequence":
+        return (
+            f"{head}model.predict(recent_rows)   # a DataFrame or CSV of the latest rows, oldest first\n"
+            f"model.predict(windows)       # or an array (n, steps, features) shaped {prepared.input_shape}\n```\n"
+            f"{shell.format('recent.csv')}The series' columns ({columns}) are read; other columns (a time column) are "
+            "left out, and gaps are filled as in training.\n"
+        )
+    if prepared.modality == "text":
+        return (
+            f"{head}model.predict(['a text to classify', 'another one'])\n"
+            f"{proba}('rows.csv')   # rows with the text column {columns}; a missing text counts as empty\n```\n"
+            f"{shell.format('rows.csv')}"
+        )
+    return (
+        f"{head}model.predict([{{...one raw row with columns {columns}...}}])\n"
+        f"{proba}('rows.csv')   # {'class probabilities' if classify else 'predicted values'}\n```\n"
+        f"{shell.format('rows.csv')}Missing values are imputed; unseen categories are ignored by one-hot encoding; a "
+        "missing column or a non-numeric value in a numeric column raises `SchemaError` naming the column.\n"
+    )
 
 
 def _runtime_note(meta: ModelMeta, shipped: list[Any]) -> str:

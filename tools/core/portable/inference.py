@@ -311,6 +311,8 @@ class ModelInference:
                 records = frame[column].fillna("").astype(str).tolist()
             texts = [records] if isinstance(records, str) else np.asarray(records, dtype=object).reshape(-1).tolist()
             return np.asarray(["" if pd.isna(t) else str(t) for t in texts], dtype=object).reshape(-1, 1)
+        if isinstance(records, (str, Path)) and Path(records).suffix.lower() == ".npy":
+            records = np.load(records, allow_pickle=False)  # images or windows saved as an array
         if modality == "image":
             shape = tuple(self.schema["image_shape"])
             if isinstance(records, (str, Path)) or (
@@ -332,6 +334,8 @@ class ModelInference:
                 raise SchemaError(f"Images must have shape {list(shape)} (H, W, C); received {list(arr.shape[1:])}.")
             return arr * np.float32(self.schema["pixel_scale"])
         shape = tuple(self.schema["sequence_shape"])
+        if isinstance(records, (pd.DataFrame, str, Path)):  # recent rows, oldest first: their last window
+            records = self._last_window(self.to_frame(records), shape)
         arr = np.asarray(records, dtype=np.float32)
         if arr.ndim == len(shape):
             arr = arr[None]
@@ -341,6 +345,17 @@ class ModelInference:
                 f"{self.schema.get('features')}); received {list(arr.shape[1:])}."
             )
         return ((arr - np.asarray(self.schema["mean"])) / np.asarray(self.schema["std"])).astype(np.float32)
+
+    def _last_window(self, frame: pd.DataFrame, shape: tuple[int, ...]) -> np.ndarray:
+        """The last shape[0] rows of the series' feature columns (a time column and others are left out)."""
+        features = [str(f) for f in self.schema.get("features") or []]
+        missing = [f for f in features if f not in frame.columns]
+        if not features or missing:
+            raise SchemaError(f"The rows need the series' columns {features}; missing {missing or features}.")
+        if len(frame) < shape[0]:
+            raise SchemaError(f"A window needs the last {shape[0]} rows (oldest first); received {len(frame)}.")
+        values = frame[features].apply(pd.to_numeric, errors="coerce").interpolate(limit_direction="both")
+        return values.to_numpy(np.float32)[-shape[0] :]  # gaps filled as in training
 
     def predict_output(self, records: Any) -> np.ndarray:
         """Raw model output: class probabilities (n, k) or values (n,)."""
@@ -413,7 +428,11 @@ class ModelInference:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Predict with this ml-expert package.")
-    parser.add_argument("input", help="CSV, JSON lines or Parquet file of raw rows (original column names).")
+    parser.add_argument(
+        "input",
+        help="CSV, JSON lines or Parquet file of raw rows (original column names); for an image model an image file "
+        "or a .npy array of images; for a sequence model a .npy array of windows or a CSV of the recent rows.",
+    )
     parser.add_argument("--format", choices=["csv", "json"], default="csv", help="Output format.")
     parser.add_argument("--runtime", default="auto", help="auto (fastest verified) or one from manifest.json.")
     args = parser.parse_args(argv)
@@ -421,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         model = ModelInference(runtime=args.runtime)
         preds = model.predict(args.input)
         probs = model.predict_proba(args.input) if model.task in ("binary", "multiclass") else None
-    except (SchemaError, PackageIntegrityError, ValueError, FileNotFoundError) as exc:
+    except (SchemaError, PackageIntegrityError, ValueError, OSError) as exc:  # OSError: a missing or unreadable file
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rows = []
