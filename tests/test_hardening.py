@@ -349,3 +349,31 @@ def test_bad_npz_and_image_files_get_clear_errors(ws: Workspace) -> None:
         with pytest.raises(InvalidInputError, match=message):
             analyze_data(ws, path)
     assert ws.runs.list(10)[1] == 0
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        (b"Bearer s3cret", 200),
+        (b"bearer s3cret", 200),  # the scheme is case-insensitive (RFC 7235); a lowercase one got 401
+        (b"BEARER  s3cret", 200),
+        (b"Bearer S3CRET", 401),  # the token is not
+        (b"Basic s3cret", 401),
+        (b"s3cret", 401),
+        (b"", 401),
+    ],
+)
+def test_the_bearer_scheme_is_case_insensitive_and_the_token_is_not(header: bytes, status: int) -> None:
+    from ml_expert.server.http import BearerToken
+
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "headers": [(b"authorization", header)] if header else []}
+    anyio.run(BearerToken(app, "s3cret"), scope, None, send)
+    assert sent[0]["status"] == status
