@@ -307,3 +307,12 @@ def test_transfer_takes_a_user_keras_file_and_checks_it(jobs_ws: Workspace) -> N
     with pytest.raises(InvalidInputError, match=r"takes inputs of shape \[8, 8, 1\]; this run's data is \[8, 1\]"):
         train(jobs_ws, seq, "rnn", base_model="mine.keras")  # refused at the call, before any job starts
     assert [j for j in list_jobs(jobs_ws).jobs if j.run_id == seq] == []
+
+
+def test_a_hub_name_as_base_model_says_that_nothing_is_downloaded(ws: Workspace) -> None:
+    """base_model="imagenet" was refused as a path that "does not exist ... Check the name"."""
+    from conftest import prepared_run
+
+    run = prepared_run(ws, "digits")
+    with pytest.raises(InvalidInputError, match=r"'imagenet' is neither a model id nor a .keras file.*never downloads"):
+        train(ws, run, "dnn", base_model="imagenet")

@@ -40,6 +40,12 @@ def resolve_base_model(ws: Workspace, base_model: str) -> Path:
                 "a base). Pass a model_id from train, or a .keras file path."
             )
         return found[0]
+    if not Path(base_model).suffix:  # "imagenet", "resnet50": a name from a model hub
+        raise InvalidInputError(
+            f"base_model {base_model[:80]!r} is neither a model id nor a .keras file. ml-expert never downloads "
+            "weights (it runs offline): pass a model_id from train, or a .keras file you saved inside the workspace "
+            "(e.g. keras.applications.MobileNetV2(weights=...) saved with model.save('base.keras'))."
+        )
     path = ws.resolve_path(base_model, kind="base_model")
     if path.suffix != ".keras":
         raise InvalidInputError(f"base_model must be a model_id or a .keras file; received {base_model!r}.")
