@@ -316,3 +316,10 @@ def test_a_hub_name_as_base_model_says_that_nothing_is_downloaded(ws: Workspace)
     run = prepared_run(ws, "digits")
     with pytest.raises(InvalidInputError, match=r"'imagenet' is neither a model id nor a .keras file.*never downloads"):
         train(ws, run, "dnn", base_model="imagenet")
+
+
+def test_the_fine_tuning_stage_never_runs_more_epochs_than_asked() -> None:
+    """epochs=3 with fine_tune_layers ran 3 + 5 epochs: the stage's floor of 5 ignored the user's epochs."""
+    from ml_expert.tools.training.transfer import fine_tune_epochs
+
+    assert [fine_tune_epochs(e) for e in (1, 3, 8, 20, 100)] == [1, 3, 5, 10, 50]

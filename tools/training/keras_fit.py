@@ -101,7 +101,7 @@ def fit_keras(
     if spec.base_model:
         done = len(history.data.get("loss", []))
         if spec.fine_tune_layers and not reporter.cancel_requested():
-            total = done + max(5, config.epochs // 2)
+            total = done + transfer.fine_tune_epochs(config.epochs)
             stage2 = job_callbacks(config, folder, reporter, history, total, backup="backup_finetune")
             transfer.fine_tune(model, spec.fine_tune_layers, task, config, data, class_weight, stage2, done)
         transfer_info = {"base_model": ws.relative(Path(spec.base_model))}

@@ -25,6 +25,12 @@ np = lazy_import("numpy")  # loads on first use, not at server start
 HEAD_LAYERS = ("output", "output_scaled")
 
 
+def fine_tune_epochs(epochs: int) -> int:
+    """Epochs of the fine-tuning stage after the head's `epochs`: half as many, at least 5 (a lower learning rate
+    needs them), never more than the head's own (epochs=3 ran 5 more)."""
+    return min(epochs, max(5, epochs // 2))
+
+
 def resolve_base_model(ws: Workspace, base_model: str) -> Path:
     """A model id of this workspace (any run) or a .keras file inside the workspace."""
     if base_model.startswith("mdl_"):
@@ -131,7 +137,7 @@ def fine_tune(
         if "batch_normalization" in layer.name:
             layer.trainable = False
     compile_model(model, task, config.model_copy(update={"learning_rate": config.learning_rate / 10}))
-    extra = max(5, config.epochs // 2)
+    extra = fine_tune_epochs(config.epochs)
     model.fit(
         data["X_train"],
         data["y_train"],
