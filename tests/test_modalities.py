@@ -58,6 +58,9 @@ def test_pixel_csv_resized_and_packaged_for_raw_arrays_of_the_original_size(jobs
     model_id = _ok(train(jobs_ws, analysis.run_id, "cnn", config=TrainConfig(epochs=8), wait_seconds=300))["model_id"]
     ev = _ok(evaluate(jobs_ws, analysis.run_id, wait_seconds=120))["evaluations"][0]
     assert ev["test_metrics"]["accuracy"] >= 0.9
+    with pytest.raises(InvalidInputError, match=r"predict scores tables and texts; this run's data are image"):
+        predict(jobs_ws, run_id=analysis.run_id, path="pixels.csv")  # refused at the call, before any job starts
+    assert not [j for j in list_jobs(jobs_ws).jobs if j.kind == "predict"]
     pkg = _ok(package(jobs_ws, analysis.run_id, model_id=model_id, formats=["keras"], wait_seconds=400))
     folder = jobs_ws.root / pkg["folder"]
     assert "pillow==" in (folder / "requirements.txt").read_text()

@@ -134,6 +134,7 @@ def predict_spec(
     if (path is None) == (records is None):
         raise InvalidInputError("Pass either path (a file of rows in the workspace) or records (a list of rows).")
     run_id, meta = resolve_model(ws, run_id, model_id)
+    check_modality(ws, run_id)  # at the call, not when the job starts
     if records is not None and (not records or len(records) > MAX_RECORDS):
         raise InvalidInputError(f"records takes 1 to {MAX_RECORDS} rows; pass a larger batch as a file (path=).")
     size = 0
@@ -254,18 +255,24 @@ def model_inference() -> Any:
     return ModelInference
 
 
+def check_modality(ws: Workspace, run_id: str) -> dict[str, Any]:
+    """The run's schema, when predict can score its data (tables and texts)."""
+    schema = json.loads((ws.run_dir(run_id) / "schema.json").read_text())
+    if schema.get("modality", "tabular") not in ("tabular", "text"):
+        raise InvalidInputError(
+            f"predict scores tables and texts; this run's data are {schema['modality']}. Package the model "
+            f"(package(run_id='{run_id}')) and call deployment/inference.py with the arrays or image files."
+        )
+    return schema
+
+
 def load_inference(ws: Workspace, run_id: str, model_id: str) -> Any:
     """The package's ModelInference over a run's model and preprocessor (both digest-checked when pickled)."""
     from ml_expert.tools.artifacts import predict_output  # numpy: with the first prediction, not at server start
 
     meta = load_model_meta(ws, run_id, model_id)
     folder = ws.run_dir(run_id)
-    schema = json.loads((folder / "schema.json").read_text())
-    if schema.get("modality", "tabular") not in ("tabular", "text"):
-        raise InvalidInputError(
-            f"predict scores tables and texts; this run's data are {schema['modality']}. Package the model "
-            f"(package(run_id='{run_id}')) and call deployment/inference.py with the arrays or image files."
-        )
+    schema = check_modality(ws, run_id)
     schema = schema_for_model(schema, meta.task_type)
     framework, task = meta.framework, schema["task_type"]
     model = load_model(ws, model_path(ws, run_id, meta), framework)
