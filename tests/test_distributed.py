@@ -59,6 +59,7 @@ def test_two_workers_match_a_single_process(jobs_ws: Workspace) -> None:
     assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
     chief = json.loads(outs[0][0].strip().splitlines()[-1])
     assert chief["distribution"]["replicas"] == 2 and chief["distribution"]["chief"]
+    assert chief["epochs_trained"] == 15 and "no early stopping" in chief["distribution"]["note"]
     assert json.loads(outs[1][0].strip().splitlines()[-1])["chief"] is False
     config = TrainConfig(epochs=15, early_stopping_patience=0, reduce_lr_patience=0)
     single = train(jobs_ws, run, "dnn", config=config, wait_seconds=300)

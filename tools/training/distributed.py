@@ -149,6 +149,7 @@ def fit_multi_worker(
         on_epoch(epoch, logs)
     info = {
         "strategy": "MultiWorkerMirroredStrategy",
+        "note": "every epoch runs: the multi-worker loop has no early stopping or learning-rate schedule",
         "replicas": strategy.num_replicas_in_sync,
         "workers": len(cluster["workers"]),
         "task_index": cluster["index"],
