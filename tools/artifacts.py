@@ -21,7 +21,7 @@ from ml_expert.tools.core.model_meta import ModelMeta
 from ml_expert.tools.core.prepared import PreparedData
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.jobs.specs import RUNNING_JOB, JobSpec
-from ml_expert.tools.runs import get_run
+from ml_expert.tools.runs import RunInfo, get_run
 from ml_expert.tools.workspace import Workspace, check_id, is_id
 
 if TYPE_CHECKING:  # numpy loads with the first data tool, not with the server
@@ -64,17 +64,18 @@ def list_model_ids(ws: Workspace, run_id: str) -> list[str]:
 MODEL_JOBS = ("train", "probe", "workflow")  # jobs that fit models from a run's prepared data
 
 
-def check_data_kept(ws: Workspace, run_id: str, tool: str) -> None:
+def check_data_kept(ws: Workspace, run_id: str, tool: str) -> RunInfo:
     """ConflictError when a run's data may no longer be prepared again: its models were fitted on the prepared
     rows, schema and preprocessor, and predict, evaluate and package read those back (a new preparation silently
-    changed a model's predictions, or broke it with a feature-count error). A new run takes the new preparation."""
+    changed a model's predictions, or broke it with a feature-count error). A new run takes the new preparation.
+    Returns the run."""
     info = get_run(ws, run_id)  # NotFoundError for a run that does not exist
     models = list_model_ids(ws, run_id)
     own = RUNNING_JOB.get()  # a workflow's own analyze and prepare phases run inside its job
     active = ws.job_store.active()
     fitting = [j.job_id for j in active if j.run_id == run_id and j.kind in MODEL_JOBS and j.job_id != own]
     if not models and not fitting:
-        return
+        return info
     why = f"has trained models {models[-5:]}" if models else f"is being trained by job(s) {fitting}"
     raise ConflictError(
         f"Run {run_id!r} {why}, fitted on its prepared data: {tool} on it again would change what they predict. "

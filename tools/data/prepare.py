@@ -159,13 +159,13 @@ def _prepare(
         raise InvalidInputError("Pass run_id (from analyze_data) or path (a dataset file).")
     analysis: dict[str, Any] = {}
     if run_id is not None:
-        check_data_kept(ws, run_id, "prepare_data")
-        info = runs.get_run(ws, run_id)
+        info = check_data_kept(ws, run_id, "prepare_data")
         path, target, namespace = path or info.dataset, target or info.target, info.namespace
         analysis = ws.store.get_value(runs.memory_key(f"runs/{run_id}/data-analysis"), namespace=namespace) or {}
     analyzed_target = (analysis.get("target") or {}).get("column")
-    if task_as_analyzed and analysis.get("task_requested") and analyzed_target == (target or "y"):  # y: arrays'
-        opts = opts.model_copy(update={"task_type": analysis["task_requested"]})  # asked for this target only
+    # the task analyze_data was asked for, for this target only ("y": the target of arrays and image folders)
+    if task_as_analyzed and analysis.get("task_requested") and analyzed_target == (target or "y"):
+        opts = opts.model_copy(update={"task_type": analysis["task_requested"]})
     file = ws.resolve_path(path or "", kind="dataset")
     check_size(file, ws.settings.max_file_bytes)
     read_options = analysis.get("data_options") or DataOptions().model_dump()  # as analyze_data read the data
