@@ -168,3 +168,28 @@ def snapshot(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and ".ml-expert" not in p.parts
     }
+
+
+@pytest.fixture(scope="session")
+def padded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, str, pd.DataFrame]]:
+    """A random forest trained on a CSV whose header names a column " padded " (spaces around it); one per session,
+    shared by the tests of tables as read and of the tool surface."""
+    from ml_expert.tools.data.prepare import prepare_data
+    from ml_expert.tools.jobs.manager import JobManager
+    from ml_expert.tools.training.config import TrainConfig
+    from ml_expert.tools.training.train import train
+
+    ws = Workspace(tmp_path_factory.mktemp("padded") / "ws")
+    ws.jobs = JobManager(ws).start()
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({" padded ": rng.normal(size=400), "other": rng.normal(size=400)})
+    frame["y"] = np.where(frame[" padded "] + 0.2 * frame["other"] > 0, "up", "down")
+    frame.to_csv(ws.root / "train.csv", index=False)
+    try:
+        run = prepare_data(ws, path="train.csv", target="y").run_id
+        status = train(ws, run, "random_forest", TrainConfig(n_estimators=50), wait_seconds=180)
+        assert status.status == "succeeded", status.error
+        yield ws, run, frame.drop(columns="y").head(60)
+    finally:
+        ws.jobs.stop()
+        ws.close()
