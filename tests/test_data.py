@@ -341,3 +341,27 @@ def test_copied_rows_of_a_continuous_table_are_still_dropped(ws: Workspace) -> N
     prepared = prepare_data(ws, run_id=run)
     assert sum(prepared.splits.values()) == len(frame)
     assert next(s for s in prepared.cleaning_log if s.action == "drop_rows").rows == 100
+
+
+def test_repeated_rows_of_replicated_measurements_are_kept(ws: Workspace) -> None:
+    """Concrete mixes, some tested two or three times: a replicate mostly measures another strength, and now and then
+    the same one, which makes an exact duplicate row. Those are observations, not copies: dropping them cost a
+    CatBoost bag 1-3 % RMSE on the concrete table on 6 of 6 splits (the test rows repeat mixes too)."""
+    rng = np.random.default_rng(3)
+    mixes = pd.DataFrame({"cement": rng.uniform(100, 500, 300), "water": rng.uniform(120, 250, 300)})
+    mixes["age"] = rng.choice([3, 7, 28, 90], 300)
+    tested = mixes.loc[np.repeat(mixes.index, np.where(mixes.index < 60, 3, 1))].reset_index(drop=True)
+    strength = 0.08 * tested["cement"] - 0.1 * tested["water"] + 5 * np.log(tested["age"])
+    tested["strength"] = np.round(strength + rng.normal(0, 2, len(tested)))  # replicates: another value, or the same
+    frame = pd.concat([tested, tested.iloc[:5]], ignore_index=True)  # and some measured exactly alike
+    frame.to_csv(ws.root / "mixes.csv", index=False)
+    duplicates = int(frame.duplicated().sum())
+    analysis = analyze_data(ws, "mixes.csv", target="strength")
+    warning = next(w for w in analysis.warnings if w.code == "duplicates")
+    assert warning.severity == "info" and "repeats measurements" in warning.message
+    prepared = prepare_data(ws, run_id=analysis.run_id)
+    assert sum(prepared.splits.values()) == len(frame)  # nothing dropped
+    kept = next(s for s in prepared.cleaning_log if s.action == "keep_duplicates")
+    assert kept.rows == duplicates >= 5 and "repeats measurements" in kept.reason
+    forced = analyze_data(ws, "mixes.csv", target="strength").run_id
+    assert sum(prepare_data(ws, run_id=forced, drop_duplicates=True).splits.values()) == len(frame) - duplicates

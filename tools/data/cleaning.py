@@ -18,7 +18,6 @@ from ml_expert.tools.data.io import read_table
 from ml_expert.tools.data.options import PrepareOptions
 from ml_expert.tools.data.profiling import (
     DROP_KINDS,
-    REPEATS_ARE_DATA,
     infer_kind,
     repeats_are_observations,
     row_hashes,
@@ -133,13 +132,13 @@ def drop_rows(table: Table, opts: PrepareOptions) -> None:
     if opts.drop_duplicates:
         features, hashes = row_hashes(table.X, table.df[table.target])
         dup = pd.Series(hashes).duplicated().to_numpy()
-        if dup.any() and opts.drop_duplicates == "auto" and repeats_are_observations(features, hashes):
+        why = repeats_are_observations(features, hashes) if dup.any() and opts.drop_duplicates == "auto" else None
+        if why:
             table.log.append(
                 CleaningStep(
                     action="keep_duplicates",
                     rows=int(dup.sum()),
-                    reason=f"repeated rows kept: the columns take few values (each distinct row is seen "
-                    f"{REPEATS_ARE_DATA}+ times on average), so repeats are observations and dropping them would erase "
+                    reason=f"repeated rows kept: {why}, so repeats are observations and dropping them would erase "
                     "the label frequencies; drop_duplicates=true drops them anyway",
                 )
             )

@@ -59,13 +59,14 @@ def _column_warnings(
     return out
 
 
-def _repeats_are_observations(df: pd.DataFrame, kinds: dict[str, str], target: TargetSummary | None) -> bool:
-    """prepare_data's test, on the columns it keeps as features (no target: repeats are taken for copies)."""
+def _repeats_are_observations(df: pd.DataFrame, kinds: dict[str, str], target: TargetSummary | None) -> str | None:
+    """prepare_data's test, on the columns it keeps as features: why repeats are observations, or None (no target:
+    repeats are taken for copies)."""
     if target is None:
-        return False
+        return None
     features = [c for c in df.columns if kinds[c] not in DROP_KINDS and c != target.column]
     if not features:
-        return False
+        return None
     return repeats_are_observations(*row_hashes(df[features], df[target.column]))
 
 
@@ -86,11 +87,10 @@ def data_warnings(
             "High-cardinality categoricals: use categorical_encoding='ordinal' or 'frequency' for them "
             "(prepare_data does this above the one-hot limit)."
         )
-    if duplicates and _repeats_are_observations(df, kinds, target):
-        message = (
-            f"{duplicates} duplicate rows ({duplicates / len(df):.1%}): the columns take few values, so repeated rows "
-            "are observations, not copies."
-        )
+    why = _repeats_are_observations(df, kinds, target) if duplicates else None
+    if why:
+        share = f"{duplicates / len(df):.1%}"
+        message = f"{duplicates} duplicate rows ({share}): {why}, so repeated rows are observations, not copies."
         out.append(DataWarning(severity="info", code="duplicates", message=message))
         recs.append(
             "Keep the repeated rows: dropping them would keep one row per label and cell and erase the label "

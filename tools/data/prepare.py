@@ -64,7 +64,7 @@ def prepare_data(
         bool | Literal["auto"],
         Field(
             description="Drop exact duplicate rows before splitting: 'auto' (default) drops them unless repeats are "
-            "the data (each distinct row seen 4+ times on average); true always; false never."
+            "observations (a table of codes, or replicated measurements); true always; false never."
         ),
     ] = "auto",
     outliers: Annotated[

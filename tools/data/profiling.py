@@ -26,6 +26,7 @@ MIN_CLASS_ROWS = 5  # above FEW_VALUES, an integer target is classes only when e
 DROP_KINDS = ("identifier", "constant", "empty")  # column kinds that carry no signal (dropped by default)
 HIGH_CARDINALITY = 30
 REPEATS_ARE_DATA = 4  # each distinct feature row seen this many times on average: repeats are observations
+REPLICATE_SHARE = 0.05  # ... or this share of the repeated feature rows seen with more than one target value
 TaskChoice = Literal["auto", "classification", "regression"]  # what a user may ask for; auto = guess_task
 
 
@@ -47,21 +48,36 @@ def row_hashes(features: pd.DataFrame, target: pd.Series) -> tuple[np.ndarray, n
     return hashes, combined
 
 
-def repeats_are_observations(feature_hashes: np.ndarray, row_hashes: np.ndarray) -> bool:
-    """Whether repeated rows are how this table is, not copies (given one hash per row of its feature columns, and
-    of its features and target together): its columns take so few values that each distinct feature row appears
-    at least REPEATS_ARE_DATA times on average (a survey or census table of codes), no single row holds half of
-    them, and at least one distinct feature row in ten is seen with more than one target value (a table copied
-    several times over has none). Dropping such repeats would keep one row per label and cell, and erase the class
-    or target frequencies the model has to learn."""
+def repeats_are_observations(feature_hashes: np.ndarray, row_hashes: np.ndarray) -> str | None:
+    """Why repeated rows are how this table is, not copies, or None (given one hash per row of its feature columns,
+    and of its features and target together). Either its columns take so few values that each distinct feature row
+    appears at least REPEATS_ARE_DATA times on average (a survey or census table of codes) and one distinct feature
+    row in ten is seen with more than one target value; or the table repeats measurements: at least REPLICATE_SHARE
+    of its repeated feature rows are seen with more than one target value (a recipe tested twice, a customer profile
+    that churned once and stayed once). In both, no single feature row holds half of the rows; a table copied over
+    has no row with two targets. Dropping observations would erase the class or target frequencies the model has to
+    learn: on concrete (1,030 mixes, 25 repeated rows among replicates) a CatBoost bag scored 1-3 % worse RMSE on 6
+    of 6 split and fold seeds without them."""
     n = len(feature_hashes)
-    if n < 2 * REPEATS_ARE_DATA:
-        return False
     counts = pd.Series(feature_hashes).value_counts()
-    if len(counts) * REPEATS_ARE_DATA > n or counts.iloc[0] * 2 > n:
-        return False
+    if n < 2 or counts.iloc[0] * 2 > n:  # one feature row holds half the table (no columns left, blank rows)
+        return None
     conflicting = pd.Series(row_hashes).nunique() - len(counts)  # extra (features, target) pairs
-    return conflicting * 10 >= len(counts)
+    codes = n >= 2 * REPEATS_ARE_DATA and len(counts) * REPEATS_ARE_DATA <= n
+    if codes and conflicting * 10 >= len(counts):
+        return f"the columns take few values (each distinct row is seen {REPEATS_ARE_DATA}+ times on average)"
+    repeated = counts[counts > 1].index
+    if not len(repeated):
+        return None
+    frame = pd.DataFrame({"features": feature_hashes, "row": row_hashes})
+    outcomes = frame[frame["features"].isin(repeated)].groupby("features")["row"].nunique()
+    share = float((outcomes > 1).mean())
+    if share >= REPLICATE_SHARE:
+        return (
+            f"{share:.0%} of the {len(repeated):,} feature rows seen more than once are seen with another target "
+            "value too: the table repeats measurements"
+        )
+    return None
 
 
 def is_string_like(s: pd.Series) -> bool:
