@@ -365,3 +365,9 @@ def test_repeated_rows_of_replicated_measurements_are_kept(ws: Workspace) -> Non
     assert kept.rows == duplicates >= 5 and "repeats measurements" in kept.reason
     forced = analyze_data(ws, "mixes.csv", target="strength").run_id
     assert sum(prepare_data(ws, run_id=forced, drop_duplicates=True).splits.values()) == len(frame) - duplicates
+
+    # the same table pasted twice: its replicates still disagree, but half of its rows are now exact copies
+    pd.concat([frame, frame], ignore_index=True).to_csv(ws.root / "pasted.csv", index=False)
+    pasted = prepare_data(ws, path="pasted.csv", target="strength")
+    assert sum(pasted.splits.values()) == len(frame) - duplicates
+    assert next(s for s in pasted.cleaning_log if s.action == "drop_rows").rows == len(frame) + duplicates

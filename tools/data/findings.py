@@ -67,7 +67,8 @@ def _repeats_are_observations(df: pd.DataFrame, kinds: dict[str, str], target: T
     features = [c for c in df.columns if kinds[c] not in DROP_KINDS and c != target.column]
     if not features:
         return None
-    return repeats_are_observations(*row_hashes(df[features], df[target.column]))
+    labelled = df[df[target.column].notna()]  # prepare_data drops the rows without a target first
+    return repeats_are_observations(*row_hashes(labelled[features], labelled[target.column]))
 
 
 def data_warnings(

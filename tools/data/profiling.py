@@ -27,6 +27,7 @@ DROP_KINDS = ("identifier", "constant", "empty")  # column kinds that carry no s
 HIGH_CARDINALITY = 30
 REPEATS_ARE_DATA = 4  # each distinct feature row seen this many times on average: repeats are observations
 REPLICATE_SHARE = 0.05  # ... or this share of the repeated feature rows seen with more than one target value
+PASTED_SHARE = 1 / 3  # ... unless exact copies are this share of the rows or more (a table pasted over; bench: <= 14 %)
 TaskChoice = Literal["auto", "classification", "regression"]  # what a user may ask for; auto = guess_task
 
 
@@ -54,20 +55,22 @@ def repeats_are_observations(feature_hashes: np.ndarray, row_hashes: np.ndarray)
     appears at least REPEATS_ARE_DATA times on average (a survey or census table of codes) and one distinct feature
     row in ten is seen with more than one target value; or the table repeats measurements: at least REPLICATE_SHARE
     of its repeated feature rows are seen with more than one target value (a recipe tested twice, a customer profile
-    that churned once and stayed once). In both, no single feature row holds half of the rows; a table copied over
-    has no row with two targets. Dropping observations would erase the class or target frequencies the model has to
-    learn: on concrete (1,030 mixes, 25 repeated rows among replicates) a CatBoost bag scored 1-3 % worse RMSE on 6
-    of 6 split and fold seeds without them."""
+    that churned once and stayed once) and exact copies are under PASTED_SHARE of the rows. In both, no single
+    feature row holds half of the rows. A table copied over has no row with two targets, or a third of its rows are
+    copies. Dropping observations would erase the class or target frequencies the model has to learn: on concrete
+    (1,030 mixes, 25 repeated rows among replicates) a CatBoost bag scored 1-3 % worse RMSE on 6 of 6 split and
+    fold seeds without them."""
     n = len(feature_hashes)
     counts = pd.Series(feature_hashes).value_counts()
     if n < 2 or counts.iloc[0] * 2 > n:  # one feature row holds half the table (no columns left, blank rows)
         return None
-    conflicting = pd.Series(row_hashes).nunique() - len(counts)  # extra (features, target) pairs
+    pairs = pd.Series(row_hashes).nunique()  # distinct (features, target) rows
+    conflicting = pairs - len(counts)  # extra (features, target) pairs
     codes = n >= 2 * REPEATS_ARE_DATA and len(counts) * REPEATS_ARE_DATA <= n
     if codes and conflicting * 10 >= len(counts):
         return f"the columns take few values (each distinct row is seen {REPEATS_ARE_DATA}+ times on average)"
     repeated = counts[counts > 1].index
-    if not len(repeated):
+    if not len(repeated) or n - pairs >= PASTED_SHARE * n:  # a third of the rows are exact copies: a table pasted over
         return None
     frame = pd.DataFrame({"features": feature_hashes, "row": row_hashes})
     outcomes = frame[frame["features"].isin(repeated)].groupby("features")["row"].nunique()
