@@ -350,8 +350,11 @@ def test_repeated_rows_of_replicated_measurements_are_kept(ws: Workspace) -> Non
     rng = np.random.default_rng(3)
     mixes = pd.DataFrame({"cement": rng.uniform(100, 500, 300), "water": rng.uniform(120, 250, 300)})
     mixes["age"] = rng.choice([3, 7, 28, 90], 300)
+    mixes["cement_type"] = rng.choice(["portland", "slag blend", "fly-ash blend"], 300)  # a string column
+    mixes["retarder"] = rng.random(300) < 0.3  # a boolean
+    mixes.loc[rng.choice(300, 20, replace=False), "water"] = np.nan  # unrecorded water: repeats carry the gap too
     tested = mixes.loc[np.repeat(mixes.index, np.where(mixes.index < 60, 3, 1))].reset_index(drop=True)
-    strength = 0.08 * tested["cement"] - 0.1 * tested["water"] + 5 * np.log(tested["age"])
+    strength = 0.08 * tested["cement"] - 0.1 * tested["water"].fillna(180) + 5 * np.log(tested["age"])
     tested["strength"] = np.round(strength + rng.normal(0, 2, len(tested)))  # replicates: another value, or the same
     frame = pd.concat([tested, tested.iloc[:5]], ignore_index=True)  # and some measured exactly alike
     frame.to_csv(ws.root / "mixes.csv", index=False)

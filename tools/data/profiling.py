@@ -72,8 +72,7 @@ def repeats_are_observations(feature_hashes: np.ndarray, row_hashes: np.ndarray)
     repeated = counts[counts > 1].index
     if not len(repeated) or n - pairs >= PASTED_SHARE * n:  # a third of the rows are exact copies: a table pasted over
         return None
-    frame = pd.DataFrame({"features": feature_hashes, "row": row_hashes})
-    outcomes = frame[frame["features"].isin(repeated)].groupby("features")["row"].nunique()
+    outcomes = pd.Series(row_hashes).groupby(feature_hashes).nunique()[repeated]  # targets per repeated feature row
     share = float((outcomes > 1).mean())
     if share >= REPLICATE_SHARE:
         return (
