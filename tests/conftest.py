@@ -6,6 +6,8 @@ import hashlib
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -193,3 +195,24 @@ def padded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace
     finally:
         ws.jobs.stop()
         ws.close()
+
+
+def probabilities_from_package_files(folder: Path, models: object, X: np.ndarray) -> np.ndarray:
+    """`predict_proba` of each pickled model on X, computed by a fresh isolated interpreter in `folder` holding only
+    the joblib file and the package's `ml_expert_ensemble.py`: fails when ml_expert itself is imported there."""
+    import joblib
+
+    from ml_expert.tools.core.portable import ensemble
+
+    joblib.dump(models, folder / "model.joblib")
+    np.save(folder / "X.npy", X)
+    (folder / "ml_expert_ensemble.py").write_text(Path(ensemble.__file__).read_text())
+    script = (
+        "import sys, joblib, numpy as np; sys.path.insert(0, '.'); X = np.load('X.npy'); "
+        "np.save('p.npy', np.stack([m.predict_proba(X) for m in joblib.load('model.joblib')])); "
+        "print(sorted(m for m in sys.modules if m.startswith('ml_expert')))"
+    )
+    done = subprocess.run([sys.executable, "-I", "-c", script], cwd=folder, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['ml_expert_ensemble']"  # ml_expert itself was never imported there
+    return np.load(folder / "p.npy")

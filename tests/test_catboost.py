@@ -6,14 +6,12 @@ are."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pytest
+from conftest import probabilities_from_package_files
 
 from ml_expert.tools.core.portable import ensemble
 from ml_expert.tools.core.portable.ensemble import Blend, CatBoost, Coded
@@ -128,18 +126,8 @@ def test_a_catboost_model_predicts_the_same_from_the_package_files_alone(tmp_pat
         Coded(ensemble.Prior(CatBoost(classify=True, categorical=(1,), iterations=200).fit(codes, y), y), groups),
         ensemble.Prior(RandomForestClassifier(n_estimators=20, random_state=0).fit(X, y), y),
     ]
-    joblib.dump(models, tmp_path / "model.joblib")
-    np.save(tmp_path / "X.npy", X)
-    (tmp_path / "ml_expert_ensemble.py").write_text(Path(ensemble.__file__).read_text())
-    script = (
-        "import sys, joblib, numpy as np; sys.path.insert(0, '.'); X = np.load('X.npy'); "
-        "np.save('p.npy', np.stack([m.predict_proba(X) for m in joblib.load('model.joblib')])); "
-        "print(sorted(m for m in sys.modules if m.startswith('ml_expert')))"
-    )
-    done = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "['ml_expert_ensemble']"  # ml_expert itself was never imported there
-    assert np.allclose(np.load(tmp_path / "p.npy"), np.stack([m.predict_proba(X) for m in models]))
+    alone = probabilities_from_package_files(tmp_path, models, X)
+    assert np.allclose(alone, np.stack([m.predict_proba(X) for m in models]))
 
 
 @pytest.mark.parametrize("family", ["catboost", "rf", "et"])

@@ -75,9 +75,10 @@ def test_scaled_ordinal_columns_come_back_as_their_category_codes() -> None:
     assert set(codes[5:-1, 2]) <= set(range(40))
 
 
-def test_an_ordinal_column_with_missing_rows_at_the_native_limit_stays_ordinal_codes() -> None:
+def test_an_ordinal_column_with_missing_rows_at_the_native_limit_is_target_encoded_not_native() -> None:
     """HistGradientBoosting counts the missing rows' -1 as one more category: 255 levels and a missing row would
-    be 256 and fail every coded boosting fit, so such a column is split as ordinal codes; 254 levels are native."""
+    be 256 and fail every coded boosting fit, so boosting sees such a column target-encoded (`target_encoding.py`);
+    254 levels are native."""
     rng = np.random.default_rng(0)
     codes = rng.integers(0, 255, 600).astype(float)
     codes[:40] = -1  # missing
@@ -85,7 +86,8 @@ def test_an_ordinal_column_with_missing_rows_at_the_native_limit_stays_ordinal_c
     y = X[:, 0] + (codes % 7 == 0) + rng.normal(0, 0.1, 600)
     assert Search(X, y, "regression", 60, ordinal_columns=[(1, -2.0, 0.02, 254)]).problem.categorical == (1,)
     search = Search(X, y, "regression", 60, ordinal_columns=[(1, -2.0, 0.02, 255)])
-    assert search.problem.categorical == () and np.array_equal(search.codes[:, 1], codes)
+    assert search.problem.categorical == () and search.problem.encoded == (1,)
+    assert np.array_equal(search.codes[:, 1], codes)
     trial = _search_one(search, config("hgb", **HGB_PORTFOLIO[0]))
     assert -trial.mean < 0.5, trial.scores  # fitted on the codes (RMSE of always predicting the mean: ~1.1)
 

@@ -24,9 +24,11 @@ from typing import Any
 
 from ml_expert.tools.core.chunks import predict_in_chunks
 from ml_expert.tools.core.lazy import lazy_import
+from ml_expert.tools.core.portable.ensemble import TargetEncoded, target_encoded
 from ml_expert.tools.core.scoring import rank_score
 from ml_expert.tools.training.chunked import SCORED_ROWS, SCORING_SAMPLE, fit_stoppable
-from ml_expert.tools.training.portfolio import BOOSTING, Config, build, decided
+from ml_expert.tools.training.portfolio import BOOSTING, ENCODED_FAMILIES, Config, build, decided
+from ml_expert.tools.training.target_encoding import fit_target_encoding
 from ml_expert.tools.training.trial import early_stopped_iterations, output_of, widen
 
 np = lazy_import("numpy")  # loads on first use, not at server start
@@ -72,6 +74,7 @@ class Problem:
     seed: int
     n_classes: int
     categorical: tuple[int, ...] = ()  # columns of the coded matrix that boosting splits as categories
+    encoded: tuple[int, ...] = ()  # columns of the coded matrix the tree families see target-encoded (too many levels)
 
 
 def fit_fold(
@@ -89,15 +92,16 @@ def fit_fold(
     (two fits side by side, `helper.py`)."""
     if codes is not None and t.config.coded:
         X, categorical = codes, problem.categorical
+        encoded = problem.encoded if t.config.family in ENCODED_FAMILIES else ()
     else:
-        categorical = ()
+        categorical, encoded = (), ()
     threads = t.threads or _worker_threads()
     if threads is None:
-        return _fit_fold(X, y, problem, t, tick, categorical, -1)
+        return _fit_fold(X, y, problem, t, tick, categorical, encoded, -1)
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=threads):
-        return _fit_fold(X, y, problem, t, tick, categorical, threads)
+        return _fit_fold(X, y, problem, t, tick, categorical, encoded, threads)
 
 
 def _fit_fold(
@@ -107,6 +111,7 @@ def _fit_fold(
     t: FoldTask,
     tick: Callable[[str], None] | None,
     categorical: tuple[int, ...],
+    encoded: tuple[int, ...],
     threads: int,
 ) -> FoldFit:
     started = time.perf_counter()
@@ -114,11 +119,20 @@ def _fit_fold(
         t.config, problem.task, problem.metric, problem.seed, iter_cap=t.iter_cap, rows=len(t.train),
         categorical=categorical, threads=threads,
     )  # fmt: skip
+    rows, encoder = X[t.train], None
+    if encoded:  # many-level categoricals: target-encoded on this fold's training rows only
+        encoder, rows = fit_target_encoding(rows, y[t.train], encoded, problem.n_classes, problem.seed)
+
+    def seen(part: np.ndarray) -> np.ndarray:  # held-out rows as the fitted model sees them
+        return part if encoder is None else target_encoded(part, encoder, encoded)
+
     validation = _validation(X, y, problem, t) if t.config.family in BOOSTING else None  # only boosting early-stops
+    validation = None if validation is None else (seen(validation[0]), validation[1])
     # from SCORED_ROWS held-out rows, their prediction's time is kept free before the deadline
-    scoring = (X[t.test[:SCORING_SAMPLE]], len(t.test)) if len(t.test) >= SCORED_ROWS else None
-    grown = fit_stoppable(model, X[t.train], y[t.train], started + t.seconds, tick, t.per_unit, validation, scoring)
+    scoring = (seen(X[t.test[:SCORING_SAMPLE]]), len(t.test)) if len(t.test) >= SCORED_ROWS else None
+    grown = fit_stoppable(model, rows, y[t.train], started + t.seconds, tick, t.per_unit, validation, scoring)
     fitted = decided(model, t.config, problem.metric, y[t.train])
+    fitted = fitted if encoder is None else TargetEncoded(fitted, encoder, encoded)
     output = predict_in_chunks(partial(output_of, fitted, problem.task), X, t.test, tick, "scoring held-out rows")
     if problem.n_classes and output.shape[1] < problem.n_classes:  # a class missing from this fold's rows
         output = widen(output, fitted.classes_, problem.n_classes)

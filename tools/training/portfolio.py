@@ -30,6 +30,7 @@ MAX_ITER = 2000  # boosting iterations in a fold; early stopping usually ends so
 BOOSTING = ("hgb", "catboost")  # families that early-stop on the fold's held-out rows
 CODED_FAMILIES = ("hgb", "catboost", "rf", "et")  # tree families that see one-hot groups as one code column each
 BAGGED_FAMILIES = BOOSTING  # families whose fold models are kept and averaged instead of a refit on all rows
+ENCODED_FAMILIES = BOOSTING  # see a categorical with too many levels to split natively target-encoded (forests: codes)
 PRIOR_FAMILIES = ("catboost", "rf", "et")  # for balanced accuracy: unweighted, deciding at the class priors (`Prior`)
 BAG_MIN_FOLDS = 3  # fewer folds than this (one hold-out) are refit on all rows, not bagged
 MAX_NATIVE_CATEGORIES = 255  # boosting's native categorical splits take codes below its bin count

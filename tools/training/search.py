@@ -24,7 +24,9 @@
 7. Each family sees the row its own way: linear models the one-hot, scaled columns prepare_data made; tree
    families each one-hot group, and each scaled ordinal column of a categorical with too many levels to one-hot,
    as one column of category codes (boosting splits them as native categoricals, CatBoost with target statistics,
-   forests as ordinal codes), wrapped as `Coded` so that the package applies it to the prepared row.
+   forests as ordinal codes), wrapped as `Coded` so that the package applies it to the prepared row. A categorical
+   with more levels than boosting's native splits take reaches boosting target-encoded instead, by an encoder
+   fitted on each model's own training rows (`target_encoding.py`).
 
 Runs in a worker. Fits use the machine's cores through OpenMP (boosting) or n_jobs (forests).
 """
@@ -93,6 +95,7 @@ class Search(SampleRungs, ClusterWaves, LocalSearch, FinalModels, FoldPairs):
         levels = [len(g) for g in self.categorical_groups] + [n + 1 for *_, n in self.ordinal_columns]
         plain = X.shape[1] - sum(len(g) for g in self.categorical_groups) - len(self.ordinal_columns)
         native = tuple(plain + i for i, n in enumerate(levels) if n <= MAX_NATIVE_CATEGORIES)
+        encoded = tuple(plain + i for i, n in enumerate(levels) if n > MAX_NATIVE_CATEGORIES)  # target-encoded
         self.metric = metric or search_metric(task, y)  # a refit keeps its source's, whatever all rows' ratio
         self.split_strategy = split_strategy
         self.groups = groups
@@ -109,7 +112,7 @@ class Search(SampleRungs, ClusterWaves, LocalSearch, FinalModels, FoldPairs):
         self.cancelled = False
         self.iteration_seconds: float | None = None
         self._timed_rows = len(y)  # training rows of the fold that measured iteration_seconds
-        self.problem = Problem(task, self.metric, seed, self.n_classes, native)
+        self.problem = Problem(task, self.metric, seed, self.n_classes, native, encoded)
         self.fits_on_cluster = 0
         self.fits_in_helper = 0  # fold fits the helper process made, beside one here
         self.cluster, why_not = connect(scheduler, X, y, self.problem, self.codes)  # None: every fit runs here

@@ -144,10 +144,11 @@ def is_plain_estimator(model: Any) -> bool:
 
 
 def _parts(model: Any) -> list[Any]:
-    """The fitted models a combiner holds (a Blend's members, a Coded, Prior or target-transformed model), else []."""
+    """The fitted models a combiner holds (a Blend's members; a Coded, Prior, TargetEncoded or target-transformed
+    model's one), else []."""
     if hasattr(model, "members"):  # a Blend
         return list(model.members)
-    if hasattr(model, "groups") or hasattr(model, "priors"):  # a Coded tree model, a Prior decision
+    if hasattr(model, "groups") or hasattr(model, "priors") or hasattr(model, "encoder"):  # Coded, Prior, TargetEncoded
         return [model.model]
     if hasattr(model, "regressor_"):  # a TransformedTargetRegressor
         return [model.regressor_]

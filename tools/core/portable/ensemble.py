@@ -9,6 +9,9 @@ that module name, which resolves both here and in a deployment folder without ml
 - `Coded`: a tree model that sees each one-hot group of the prepared row as one column of category codes, and
   each scaled ordinal column (a categorical with too many levels to one-hot) as its unscaled codes
   (`one_hot_codes`): boosting splits on them as native categoricals, forests as ordinal codes.
+- `TargetEncoded`: a tree model on code columns in which each categorical with more levels than boosting's native
+  splits take is replaced by its target encoding (scikit-learn's `TargetEncoder`, fitted on the model's own training
+  rows with cross fitting; `target_encoded`).
 - `CatBoost`: CatBoost's gradient boosting as a scikit-learn estimator on prepared rows, the code columns
   `categorical` as its categorical features (ordered target statistics); needs `catboost` where it is used.
 - `Prior`: a classifier fitted on the rows as they are that decides for balanced accuracy, its class probabilities
@@ -84,6 +87,39 @@ class Coded:
             f"Coded({type(self.model).__name__}, {len(self.groups)} categorical groups"
             f"{f', {len(ordinal)} ordinal columns' if ordinal else ''})"
         )
+
+
+def target_encoded(X: Any, encoder: Any, columns: Sequence[int], encoded: Any = None) -> np.ndarray:
+    """Code columns (`one_hot_codes`) with each column of `columns` replaced by its target encoding: `encoded` when
+    given (the training rows' cross-fitted encodings), else `encoder.transform`. A feature's first encoded column
+    takes its place, its others (one per class beyond the first, multiclass) are appended, feature by feature."""
+    X = np.asarray(X, dtype=np.float32)
+    columns = list(columns)
+    values = np.asarray(encoder.transform(X[:, columns]) if encoded is None else encoded, dtype=np.float32)
+    width = values.shape[1] // len(columns)
+    out = X.copy()
+    out[:, columns] = values[:, ::width]
+    return np.hstack([out, np.delete(values, np.s_[::width], axis=1)]) if width > 1 else out
+
+
+class TargetEncoded:
+    """A tree model fitted on `target_encoded` code columns, applied to code columns."""
+
+    def __init__(self, model: Any, encoder: Any, columns: Sequence[int]) -> None:
+        self.model = model
+        self.encoder = encoder
+        self.columns = list(columns)
+        if hasattr(model, "classes_"):
+            self.classes_ = model.classes_
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.model.predict(target_encoded(X, self.encoder, self.columns))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return self.model.predict_proba(target_encoded(X, self.encoder, self.columns))
+
+    def __repr__(self) -> str:
+        return f"TargetEncoded({type(self.model).__name__}, {len(self.columns)} target-encoded columns)"
 
 
 class Prior:
@@ -243,5 +279,5 @@ class CatBoost(BaseEstimator):
         return f"CatBoost(lr={self.learning_rate}, depth={self.depth}, {len(self.categorical)} categorical columns)"
 
 
-for _cls in (Blend, Coded, Prior, CatBoost):
+for _cls in (Blend, Coded, TargetEncoded, Prior, CatBoost):
     _cls.__module__ = MODULE_NAME
