@@ -98,6 +98,21 @@ def test_each_boosting_fold_model_encodes_with_an_encoder_fitted_on_its_own_trai
     assert not isinstance(forest, TargetEncoded) and forest.n_features_in_ == 2  # forests split the codes themselves
 
 
+def test_nothing_is_target_encoded_where_the_folds_hold_whole_groups() -> None:
+    """The encoder's own cross fitting ignores groups: a training row's encoding would hold its group-mates' targets,
+    and every held-out group would be a level it never saw. Boosting keeps the codes there."""
+    codes, y = _coded_multiclass()
+    groups = np.arange(len(y)) % 60
+    search = Search(codes, y, "multiclass", 60, split_strategy="group", groups=groups,
+                    ordinal_columns=[(1, 0.0, 1.0, 300)])  # fmt: skip
+    assert search.problem.encoded == ()
+    train_rows, test_rows = search.folds[0]
+    assert not set(groups[train_rows]) & set(groups[test_rows])
+    task = FoldTask(config("hgb", **HGB_PORTFOLIO[0]), 0, train_rows, test_rows, 60.0, keep_model=True)
+    model = fit_fold(search.X, y, search.problem, task, codes=search.codes).model
+    assert not isinstance(model, TargetEncoded) and model.n_features_in_ == 2
+
+
 def test_a_training_row_never_sees_its_own_target_in_its_encoding() -> None:
     """Cross fitting: a level with one training row gets the other rows' mean, not its own extreme target, so the
     trees cannot learn that row's noise; new rows get the encoding of all training rows."""

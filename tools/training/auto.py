@@ -117,7 +117,8 @@ def run_search(X: np.ndarray, y: np.ndarray, task: str, budget_s: float, **optio
     search = Search(X, y, task, budget_s, **options)
     try:
         # the presets for categoricals where there are one-hot groups or native categorical columns (not where every
-        # coded column is an ordinal one with too many levels: those would repeat the first preset)
+        # coded column is an ordinal one with too many levels: boosting sees those target-encoded, its one-hot view
+        # would be their scaled codes, and CatBoost's column combinations would have no categoricals to combine)
         categorical = bool(search.categorical_groups or search.problem.categorical)
         search.run(portfolio(task, y, *X.shape, categorical=categorical))
     finally:

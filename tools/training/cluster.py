@@ -74,7 +74,7 @@ class Problem:
     seed: int
     n_classes: int
     categorical: tuple[int, ...] = ()  # columns of the coded matrix that boosting splits as categories
-    encoded: tuple[int, ...] = ()  # columns of the coded matrix the tree families see target-encoded (too many levels)
+    encoded: tuple[int, ...] = ()  # columns of the coded matrix boosting sees target-encoded (too many levels)
 
 
 def fit_fold(

@@ -95,7 +95,10 @@ class Search(SampleRungs, ClusterWaves, LocalSearch, FinalModels, FoldPairs):
         levels = [len(g) for g in self.categorical_groups] + [n + 1 for *_, n in self.ordinal_columns]
         plain = X.shape[1] - sum(len(g) for g in self.categorical_groups) - len(self.ordinal_columns)
         native = tuple(plain + i for i, n in enumerate(levels) if n <= MAX_NATIVE_CATEGORIES)
-        encoded = tuple(plain + i for i, n in enumerate(levels) if n > MAX_NATIVE_CATEGORIES)  # target-encoded
+        # boosting sees those target-encoded (`target_encoding.py`), except where folds hold whole groups: the
+        # encoder's cross fitting would put a training row's group-mates' targets in its encoding
+        many = tuple(plain + i for i, n in enumerate(levels) if n > MAX_NATIVE_CATEGORIES)
+        encoded = many if groups is None else ()
         self.metric = metric or search_metric(task, y)  # a refit keeps its source's, whatever all rows' ratio
         self.split_strategy = split_strategy
         self.groups = groups

@@ -6,9 +6,11 @@ sees that column replaced by its target encoding, fitted on each model's own tra
 every refit) with scikit-learn's `TargetEncoder`: the mean target per level, shrunk towards the overall mean by the
 level's row count (empirical Bayes), one column per class beyond the first for a multiclass target, and cross fitting
 inside those rows (5 folds), so that no training row's encoding saw its own target. The held-out rows, the package and
-`predict` get the encoder fitted on all of the model's training rows (`TargetEncoded`); unseen and missing levels
-(code -1) get their own or the overall mean. Forests keep the codes: with leaves of a few rows they isolate single
-levels themselves.
+`predict` get the encoder fitted on all of the model's training rows (`TargetEncoded`). Missing and unseen levels
+share code -1: they get the missing training rows' encoding, or the overall mean where no training row was missing.
+Forests keep the codes: with leaves of a few rows they isolate single levels themselves. Where the search's folds
+hold whole groups (`prepare_data` split by group), nothing is encoded: the encoder's own cross fitting would put a
+training row's group-mates' targets in its encoding.
 
 Measured (2026-12-04, 60 s, `bench/results/resplit_te*_*.json`; the three bench tables with such a column; test
 scores on split seeds 1-4, codes -> every tree family encoded -> boosting only):
