@@ -255,6 +255,32 @@ def test_a_package_job_verifies_in_a_fork_of_the_warm_server_as_a_new_process_wo
     assert np.allclose(forked["output"], fresh["output"], atol=1e-12)
 
 
+def test_the_compiled_single_row_path_checked_on_a_bounded_sample_matches_on_every_test_row(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fast_preprocess.json` (what a one-row request runs) is checked on a bounded number of raw test cells, so a
+    wide table's package is not spent on it; the rows past that bound get the same features from it."""
+    from ml_expert.tools.core.portable.preprocessing import FastPreprocessor, coerce_frame
+
+    run = frame_run(ws, churn_frame(2500, seed=4).drop(columns="joined"), "churn")  # dates: never compiled
+    run_dir = ws.run_dir(run)
+    raw = run_dir / "data" / "raw_test.parquet"
+    frame = pd.read_parquet(raw).drop(columns=["churn"])
+    assert len(frame) > 300  # more test rows than the check's floor of 200
+    frame.to_csv(tmp_path / "raw.csv", index=False)
+    (tmp_path / "schema.json").write_text((run_dir / "schema.json").read_text())
+    pre = joblib.load(run_dir / "preprocessor.joblib")
+    monkeypatch.setattr(verify, "FAST_PATH_CELLS", 10)  # the floor: 200 rows checked
+    assert verify.compile_fast_path(tmp_path, tmp_path / "raw.csv", pre)
+    spec = json.loads((tmp_path / "fast_preprocess.json").read_text())
+    schema = json.loads((tmp_path / "schema.json").read_text())
+    text = pd.read_csv(tmp_path / "raw.csv", dtype=str)  # every test row, as a client's CSV gives them
+    records = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in text.to_dict("records")]
+    fast = FastPreprocessor(spec["blocks"], schema).transform_records(records)
+    fitted = np.asarray(pre.transform(coerce_frame(text, schema)), dtype=np.float32)
+    assert fast.shape == fitted.shape and np.allclose(fast[200:], fitted[200:], atol=1e-5, equal_nan=True)
+
+
 def test_tampered_pickle_is_refused(jobs_ws: Workspace) -> None:
     run = prepared_run(jobs_ws, "wine")
     _train(jobs_ws, run, "linear")

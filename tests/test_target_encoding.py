@@ -42,7 +42,7 @@ def _dealers(n: int, seed: int, levels: int = 400) -> pd.DataFrame:
 
 def test_a_many_level_categorical_is_learned_through_its_target_encoding_and_packaged(jobs_ws: Workspace) -> None:
     run = frame_run(jobs_ws, _dealers(3000, 0), "price")
-    result = train(jobs_ws, run, "auto", time_budget_s=10, wait_seconds=300)
+    result = train(jobs_ws, run, "auto", time_budget_s=6, wait_seconds=300)
     assert result.status == "succeeded", result.error
     search = result.result["search"]
     model = load_model(jobs_ws, model_dir(jobs_ws, run, result.result["model_id"]) / "model.joblib", "sklearn")
