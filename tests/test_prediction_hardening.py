@@ -119,6 +119,47 @@ def test_screen_frame_refuses_non_finite_values_for_every_caller() -> None:
         coerce_frame(raw, schema)
 
 
+def test_many_numeric_columns_read_as_text_convert_and_refuse_as_each_column_alone_would() -> None:
+    """A CSV is read as text: its numeric columns of one dtype are converted together (a wide table's cost), with
+    the same values, the same refused rows and reasons, and the same error naming the column, as one by one."""
+    from ml_expert.tools.core.portable.preprocessing import SchemaError, coerce_column, coerce_frame, screen_frame
+
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=(6, 40)).round(3).astype(str).astype(object)
+    values[1, 3], values[2, 7], values[3, 0], values[4, 39] = "abc", "1e39", " 2.5 ", ""  # bad, past float32, spaces
+    values[5, 12], values[0, 20] = None, "inf"
+    raw = pd.DataFrame(values, columns=[f"x{i}" for i in range(40)]).astype("str")
+    raw["kind"] = pd.Series(["a", "b", None, "a", "b", "a"], dtype="str")
+    schema = {
+        "columns": [{"name": f"x{i}", "kind": "numeric"} for i in range(40)] + [{"name": "kind", "kind": "categorical"}]
+    }
+    converted, refused = screen_frame(raw, schema)
+    assert sorted(refused) == [0, 1, 2] and "x3='abc'" in refused[1] and "x7='1e39'" in refused[2]
+    assert "x20='inf'" in refused[0]
+    for i in range(40):
+        alone, bad = _alone(raw[f"x{i}"])
+        assert np.array_equal(converted[f"x{i}"].to_numpy(), alone, equal_nan=True), i
+        named = [row for row, why in refused.items() if f"x{i}=" in why]  # the rows this column refused
+        assert np.flatnonzero(bad).tolist() == named, i
+    assert converted["x0"].iloc[3] == 2.5 and np.isnan(converted["x39"].iloc[4]) and np.isnan(converted["x12"].iloc[5])
+    with pytest.raises(SchemaError, match=r"Column 'x3' must be numeric .* \['abc'\] in 1 rows"):
+        coerce_frame(raw, schema)
+    fine = raw.drop(index=[0, 1, 2])
+    together = coerce_frame(fine, schema)
+    for i in range(40):
+        expected = coerce_column(fine[f"x{i}"], "numeric", f"x{i}").to_numpy()
+        assert np.array_equal(together[f"x{i}"].to_numpy(), expected, equal_nan=True)
+        assert together.index.equals(fine.index)
+
+
+def _alone(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """One column screened by itself: its values (refused ones missing) and which were refused."""
+    from ml_expert.tools.core.portable.preprocessing import screen_frame
+
+    converted, refused = screen_frame(column.to_frame(), {"columns": [{"name": column.name, "kind": "numeric"}]})
+    return converted[column.name].to_numpy(), np.isin(np.arange(len(column)), list(refused))
+
+
 def test_a_value_that_overflows_float32_after_preprocessing_refuses_its_row() -> None:
     """Within float32 as given, past it once scaled: the model (any runtime) never sees inf."""
     from ml_expert.tools.prediction.predict import model_inference

@@ -246,12 +246,40 @@ def csv_like_cells(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _coerce_text_numbers(df: pd.DataFrame, columns: list[dict[str, Any]]) -> dict[str, tuple[pd.Series, pd.Series]]:
+    """`_coerce` of the numeric columns given as text (pandas' string dtype, no number format), all columns of one
+    dtype at once: the same elementwise conversion over their values end to end, without its cost per column (1,462
+    text columns of 10 rows: 0.75 s one by one, 0.19 s at once). Columns of numbers are fast one by one already."""
+    if not df.columns.is_unique:
+        return {}
+    groups: dict[Any, list[str]] = {}
+    for c in columns:
+        name = c["name"]
+        if c["kind"] == "numeric" and c.get("format") is None and name in df.columns:
+            dtype = df[name].dtype
+            if isinstance(dtype, pd.StringDtype):  # text only (a CSV read as text): no bool or number among them
+                groups.setdefault(dtype, []).append(name)
+    out: dict[str, tuple[pd.Series, pd.Series]] = {}
+    rows = len(df)
+    for names in (names for names in groups.values() if len(names) > 1):
+        mapped, bad = _coerce(pd.concat([df[n] for n in names], ignore_index=True), "numeric")
+        values, flags = mapped.to_numpy(), bad.to_numpy()
+        for i, name in enumerate(names):
+            part = slice(i * rows, (i + 1) * rows)
+            out[name] = pd.Series(values[part], index=df.index), pd.Series(flags[part], index=df.index)
+    return out
+
+
 def coerce_column(s: pd.Series, kind: str, name: str, fmt: str | None = None) -> pd.Series:
     """Convert one raw column to the type its kind needs; raise SchemaError on values that cannot be.
 
     A date that does not parse becomes missing here: analysis calls a column datetime when 90 % of its values
     parse, so a training column may hold a few. screen_frame (new rows) refuses its row instead."""
-    mapped, bad = _coerce(s, kind, fmt)
+    return _checked(s, *_coerce(s, kind, fmt), kind, name)
+
+
+def _checked(s: pd.Series, mapped: pd.Series, bad: pd.Series, kind: str, name: str) -> pd.Series:
+    """The converted column, or SchemaError naming the given values that could not be converted (not for dates)."""
     if bad.any() and kind != "datetime":
         raise SchemaError(
             _bad_values_message(s, bad, kind, name) + " Fix those values or leave them empty (missing values are "
@@ -269,11 +297,14 @@ def coerce_frame(df: pd.DataFrame, schema: dict[str, Any]) -> pd.DataFrame:
             f"Input is missing columns {missing}. Expected columns: {[c['name'] for c in columns]}. "
             "Pass every feature column with its original name (missing values may be empty)."
         )
-    return pd.DataFrame(
-        {c["name"]: coerce_column(df[c["name"]], c["kind"], c["name"], c.get("format")) for c in columns},
-        index=df.index,
-        copy=False,
-    )  # copy=False: a column already of the right type stays shared (copy-on-write) instead of copied
+    done = _coerce_text_numbers(df, columns)
+    converted = {}
+    for c in columns:
+        name, kind = c["name"], c["kind"]
+        pair = done.get(name) or _coerce(df[name], kind, c.get("format"))
+        converted[name] = _checked(df[name], *pair, kind, name)
+    return pd.DataFrame(converted, index=df.index, copy=False)
+    # copy=False: a column already of the right type stays shared (copy-on-write) instead of copied
 
 
 def screen_frame(df: pd.DataFrame, schema: dict[str, Any]) -> tuple[pd.DataFrame, dict[int, str]]:
@@ -286,10 +317,11 @@ def screen_frame(df: pd.DataFrame, schema: dict[str, Any]) -> tuple[pd.DataFrame
     out: dict[str, pd.Series] = {}
     reasons: dict[int, list[str]] = {}
     more: dict[int, int] = {}
+    done = _coerce_text_numbers(df, schema["columns"])
     for c in schema["columns"]:
         name, kind = c["name"], c["kind"]
         raw = df[name] if name in df.columns else pd.Series(np.nan, index=df.index, dtype=object)
-        out[name], bad = _coerce(raw, kind, c.get("format"))
+        out[name], bad = done.get(name) or _coerce(raw, kind, c.get("format"))
         for pos in map(int, np.flatnonzero(bad.to_numpy())):
             why = reasons.setdefault(pos, [])
             if len(why) < SHOWN_REASONS:
