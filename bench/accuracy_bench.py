@@ -20,6 +20,9 @@ hepatic_injury_qsar, tissue_gene_expression, ad_data, grants_other), also never 
 `--suite categorical` runs seven tables whose columns are mostly strings (wa_churn, Benefits, HealthInsurance,
 monica, acs12, epa2021, gss_wages), a probe of the kind of table where AutoML tools differ most; rows without a
 target are dropped (acs12, gss_wages).
+`--suite fresh` runs fourteen tables added after every decision so far, to look for failures and large misses on
+kinds not in the other suites: names as row names, coded school ids, 85 integer-coded columns, 4 classes, a panel,
+cities by month, 110 and 234 rows, timestamps as text, 337k flights (bench/suites.py names each one's trait).
 
 The loader's `rownames` column is an ID: it stays in the rows handed to ml-expert (the tool must find
 and drop IDs by itself) and is dropped for the baselines. A dataset missing from the installed
@@ -387,7 +390,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=60, help="Seconds for FLAML and ml-expert, per dataset.")
     parser.add_argument(
-        "--suite", choices=sorted(SUITES), default="dev", help="dev (default), holdout, wide or categorical tables."
+        "--suite",
+        choices=sorted(SUITES),
+        default="dev",
+        help="dev (default), holdout, wide, categorical or fresh tables.",
     )
     parser.add_argument("--datasets", default="", help="Comma-separated names (default: the whole suite).")
     parser.add_argument("--skip-flaml", action="store_true")

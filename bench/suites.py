@@ -80,7 +80,34 @@ CATEGORICAL = (  # mostly string categoricals, some with missing cells or many l
     Dataset("gss_wages", "stevedata", "gss_wages", "realrinc"),  # 61,697 rows, 5 strings, many missing
 )  # fmt: skip
 
-SUITES = {"dev": DATASETS, "holdout": HOLDOUT, "wide": WIDE, "categorical": CATEGORICAL}
+_STAR_LATER_GRADES = tuple(
+    f"{column}{grade}"
+    for grade in "123"
+    for column in (
+        "star", "read", "math", "lunch", "school", "degree", "ladder", "experience", "tethnicity", "system", "schoolid"
+    )
+)  # fmt: skip
+
+FRESH = (  # added 2026-12-04 after every decision so far, to look for failures and large misses on unseen kinds
+    Dataset("TitanicSurvival", "carData", "TitanicSurvival", "survived"),  # 1,309 rows, names as row names, no ages
+    Dataset("STAR", "AER", "STAR", "readk", drop=_STAR_LATER_GRADES),  # kindergarten reading, coded school ids
+    Dataset("Caravan", "ISLR", "Caravan", "Purchase"),  # 5,822 rows, 85 integer-coded columns, 16:1
+    Dataset("Chile", "carData", "Chile", "vote"),  # 4 classes, missing cells
+    Dataset("Males", "Ecdat", "Males", "wage"),  # 4,360 rows, a panel of 545 men, 12 industries
+    Dataset("txhousing", "ggplot2", "txhousing", "median", drop=("volume",)),  # 46 cities by month, missing cells
+    Dataset("mpg", "ggplot2", "mpg", "hwy", drop=("cty",)),  # 234 cars, 6 string columns
+    Dataset("births14", "openintro", "births14", "weight", drop=("lowbirthweight",)),  # 1,000 births, missing
+    Dataset("taxi", "modeldata", "taxi", "tip"),  # 10,000 rides, weekdays and months as strings
+    Dataset("scat", "modeldata", "scat", "Species"),  # 110 rows, 3 classes, missing cells
+    Dataset("SmokeBan", "AER", "SmokeBan", "smoker"),  # 10,000 workers, yes/no and education strings
+    Dataset("OJ", "ISLR", "OJ", "Purchase"),  # 1,070 purchases, store ids as integers
+    Dataset("car_prices", "modeldata", "car_prices", "Price"),  # 804 cars, one-hot 0/1 integer columns
+    Dataset(
+        "flights", "nycflights13", "flights", "arr_delay", drop=("arr_time", "air_time")
+    ),  # 336,776 flights, 4,043 tail numbers, timestamps as text
+)  # fmt: skip
+
+SUITES = {"dev": DATASETS, "holdout": HOLDOUT, "wide": WIDE, "categorical": CATEGORICAL, "fresh": FRESH}
 
 
 def load(ds: Dataset) -> pd.DataFrame | None:

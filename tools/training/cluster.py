@@ -24,11 +24,10 @@ from typing import Any
 
 from ml_expert.tools.core.chunks import predict_in_chunks
 from ml_expert.tools.core.lazy import lazy_import
-from ml_expert.tools.core.portable.ensemble import TargetEncoded, target_encoded
 from ml_expert.tools.core.scoring import rank_score
 from ml_expert.tools.training.chunked import SCORED_ROWS, SCORING_SAMPLE, fit_stoppable
 from ml_expert.tools.training.portfolio import BOOSTING, ENCODED_FAMILIES, Config, build, decided
-from ml_expert.tools.training.target_encoding import fit_target_encoding
+from ml_expert.tools.training.target_encoding import encode_training_rows
 from ml_expert.tools.training.trial import early_stopped_iterations, output_of, widen
 
 np = lazy_import("numpy")  # loads on first use, not at server start
@@ -119,20 +118,14 @@ def _fit_fold(
         t.config, problem.task, problem.metric, problem.seed, iter_cap=t.iter_cap, rows=len(t.train),
         categorical=categorical, threads=threads,
     )  # fmt: skip
-    rows, encoder = X[t.train], None
-    if encoded:  # many-level categoricals: target-encoded on this fold's training rows only
-        encoder, rows = fit_target_encoding(rows, y[t.train], encoded, problem.n_classes, problem.seed)
-
-    def seen(part: np.ndarray) -> np.ndarray:  # held-out rows as the fitted model sees them
-        return part if encoder is None else target_encoded(part, encoder, encoded)
-
+    # many-level categoricals: target-encoded on this fold's training rows only
+    encoding = encode_training_rows(X[t.train], y[t.train], encoded, problem.n_classes, problem.seed)
     validation = _validation(X, y, problem, t) if t.config.family in BOOSTING else None  # only boosting early-stops
-    validation = None if validation is None else (seen(validation[0]), validation[1])
+    validation = None if validation is None else (encoding.seen(validation[0]), validation[1])
     # from SCORED_ROWS held-out rows, their prediction's time is kept free before the deadline
-    scoring = (seen(X[t.test[:SCORING_SAMPLE]]), len(t.test)) if len(t.test) >= SCORED_ROWS else None
-    grown = fit_stoppable(model, rows, y[t.train], started + t.seconds, tick, t.per_unit, validation, scoring)
-    fitted = decided(model, t.config, problem.metric, y[t.train])
-    fitted = fitted if encoder is None else TargetEncoded(fitted, encoder, encoded)
+    scoring = (encoding.seen(X[t.test[:SCORING_SAMPLE]]), len(t.test)) if len(t.test) >= SCORED_ROWS else None
+    grown = fit_stoppable(model, encoding.rows, y[t.train], started + t.seconds, tick, t.per_unit, validation, scoring)
+    fitted = encoding.wrap(decided(model, t.config, problem.metric, y[t.train]))
     output = predict_in_chunks(partial(output_of, fitted, problem.task), X, t.test, tick, "scoring held-out rows")
     if problem.n_classes and output.shape[1] < problem.n_classes:  # a class missing from this fold's rows
         output = widen(output, fitted.classes_, problem.n_classes)

@@ -9,12 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 from ml_expert.tools.core.lazy import lazy_import
-from ml_expert.tools.core.portable.ensemble import Blend, Coded, OrdinalColumn, TargetEncoded
+from ml_expert.tools.core.portable.ensemble import Blend, Coded, OrdinalColumn
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.training.chunked import fit_stoppable
 from ml_expert.tools.training.ensemble import select_ensemble
 from ml_expert.tools.training.portfolio import BOOSTING, ENCODED_FAMILIES, Config, bags, build, decided
-from ml_expert.tools.training.target_encoding import fit_target_encoding
+from ml_expert.tools.training.target_encoding import encode_training_rows
 from ml_expert.tools.training.trial import Trial
 
 np = lazy_import("numpy")  # loads on first use, not at server start
@@ -92,17 +92,15 @@ class FinalModels:
         end = min(self.end, now + CANCELLED_REFIT_S) if self.cancelled else self.end  # a cancel waits seconds at most
         deadline = now + max((end - now) * share, 1.0)
         tick = self._tick(trial, len(self.y), cancels=False)  # progress while the final model grows
-        rows, encoder = self.codes if coded else self.X, None
         encoded = self.problem.encoded if coded and trial.config.family in ENCODED_FAMILIES else ()
-        if encoded:  # many-level categoricals: target-encoded on all rows (cross-fitted), as in the folds
-            encoder, rows = fit_target_encoding(rows, self.y, encoded, self.n_classes, self.seed)
-        grown = fit_stoppable(model, rows, self.y, deadline, tick)
+        # many-level categoricals: target-encoded on all rows (cross-fitted), as in the folds
+        encoding = encode_training_rows(self.codes if coded else self.X, self.y, encoded, self.n_classes, self.seed)
+        grown = fit_stoppable(model, encoding.rows, self.y, deadline, tick)
         if grown.stopped_by_deadline:
             unit = "iterations" if trial.config.family in BOOSTING else "trees"
             self.notes.append(
                 f"refit of {trial.config.label()} capped by the budget at {grown.units} {unit} (planned "
                 f"{iterations or 'all'})"
             )
-        model = decided(model, trial.config, self.metric, self.y)
-        model = model if encoder is None else TargetEncoded(model, encoder, encoded)
+        model = encoding.wrap(decided(model, trial.config, self.metric, self.y))
         return Coded(model, self.categorical_groups, self.ordinal_columns) if coded else model

@@ -24,12 +24,40 @@ On the bench's split 0: epa2021 1.342 -> 1.291, loans 3.5104 -> 3.5094, grants_o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ml_expert.tools.core.lazy import lazy_import
-from ml_expert.tools.core.portable.ensemble import target_encoded
+from ml_expert.tools.core.portable.ensemble import TargetEncoded, target_encoded
 
 np = lazy_import("numpy")  # loads on first use, not at server start
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """One model's target encoding: the encoder fitted on its training rows (None: nothing encoded), the columns it
+    replaces, and those training rows as the model learns from them (cross-fitted encodings)."""
+
+    encoder: Any | None
+    columns: tuple[int, ...]
+    rows: np.ndarray
+
+    def seen(self, X: np.ndarray) -> np.ndarray:
+        """Other rows (held-out, validation) as the fitted model sees them."""
+        return X if self.encoder is None else target_encoded(X, self.encoder, self.columns)
+
+    def wrap(self, model: Any) -> Any:
+        """The fitted model as it is shipped: applied to code columns (`TargetEncoded`)."""
+        return model if self.encoder is None else TargetEncoded(model, self.encoder, self.columns)
+
+
+def encode_training_rows(X: np.ndarray, y: np.ndarray, columns: Sequence[int], n_classes: int, seed: int) -> Encoding:
+    """The encoding of the code columns `columns` fitted on the training rows `X`; the rows untouched and no encoder
+    when `columns` is empty; `n_classes` 0 for a regression."""
+    if not columns:
+        return Encoding(None, (), X)
+    encoder, rows = fit_target_encoding(X, y, columns, n_classes, seed)
+    return Encoding(encoder, tuple(columns), rows)
 
 
 def fit_target_encoding(
