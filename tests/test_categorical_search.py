@@ -138,6 +138,7 @@ def _members(model: object) -> list[object]:
     return list(getattr(model, "members", [model]))
 
 
+@pytest.mark.slow  # a whole search and package (~11 s; in the slow layer since the fast one neared its 5 minutes)
 def test_boosting_splits_categoricals_natively_and_the_package_applies_it_from_raw_rows(jobs_ws: Workspace) -> None:
     run = frame_run(jobs_ws, _churn(1500, 0), "churn")
     # 10 s: at 5 s a slow first fold (a busy machine) cut the search to 3 folds with capped boosting iterations,

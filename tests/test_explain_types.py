@@ -230,6 +230,7 @@ def test_a_fresh_worker_loads_the_compiled_shapley_kernels_instead_of_compiling_
         assert run["sums"] == pytest.approx(run["expected"], abs=1e-9)
 
 
+@pytest.mark.slow  # a whole workflow and a refit (~12 s); the explain of each column type stays a fast test above
 def test_an_auto_model_and_its_refit_are_explained_on_rows_they_did_not_learn_from(tmp_path: Path) -> None:
     """explain ranked columns on the validation split, which an auto search learns from (train + validation) and a
     refit on all rows learns from too: an auto forest scored .997 there against .72 out of fold, and the importance

@@ -31,6 +31,7 @@ def _log_loss(y: np.ndarray, proba: np.ndarray) -> float:
     return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y.astype(int)], 1e-12, 1))))
 
 
+@pytest.mark.slow  # a search, evaluate and a refit package (~10 s); the refit's rules stay fast tests below
 def test_package_ships_a_refit_on_all_rows_of_an_evaluated_auto_model(jobs_ws: Workspace) -> None:
     # an id, numbers with gaps, a string categorical with missing cells, dates, a true/false column, a constant
     frame = messy_frame(n=400, seed=3)

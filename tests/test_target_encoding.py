@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import frame_run, probabilities_from_package_files
 
 from ml_expert.tools.artifacts import load_model, load_split, model_dir
@@ -40,6 +41,7 @@ def _dealers(n: int, seed: int, levels: int = 400) -> pd.DataFrame:
     return frame
 
 
+@pytest.mark.slow  # a whole search, package and explain (~10 s); the encoder's parts are fast tests below
 def test_a_many_level_categorical_is_learned_through_its_target_encoding_and_packaged(jobs_ws: Workspace) -> None:
     run = frame_run(jobs_ws, _dealers(3000, 0), "price")
     result = train(jobs_ws, run, "auto", time_budget_s=6, wait_seconds=300)

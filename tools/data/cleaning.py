@@ -1,7 +1,7 @@
 """The row and column cleaning of `prepare_data`, each step logged: read and check the named columns, drop rows
-without a target, choose the features (identifiers, constants and free text dropped), log dates that do not
-parse, drop duplicate rows (kept when repeats are observations) and rows with gaps, and remove outlying
-training rows (never validation or test rows)."""
+without a target, choose the features (identifiers and constants dropped; free text kept, as its length and latent
+TF-IDF dimensions: `TextVectorizer`), log dates that do not parse, drop duplicate rows (kept when repeats are
+observations) and rows with gaps, and remove outlying training rows (never validation or test rows)."""
 
 from __future__ import annotations
 
@@ -83,8 +83,6 @@ def select_features(table: Table, task: str, opts: PrepareOptions) -> tuple[list
             continue
         if opts.drop_identifiers and kind in DROP_KINDS:
             dropped[col] = kind
-        elif kind == "text":
-            dropped[col] = "free text (train a text model for it; see modality='text')"
     for col in (opts.group_column, opts.time_column):
         if col and col not in dropped and kinds.get(col) in ("identifier", "datetime"):
             dropped.setdefault(col, "split column")
@@ -92,7 +90,7 @@ def select_features(table: Table, task: str, opts: PrepareOptions) -> tuple[list
         reason = "; ".join(f"{c}: {r}" for c, r in dropped.items())
         table.log.append(CleaningStep(action="drop_columns", columns=list(dropped), reason=reason))
     features = [c for c in kinds if c not in dropped]
-    columns = [{"name": c, "kind": "categorical" if kinds[c] in (*DROP_KINDS, "text") else kinds[c]} for c in features]
+    columns = [{"name": c, "kind": "categorical" if kinds[c] in DROP_KINDS else kinds[c]} for c in features]
     from ml_expert.tools.core.portable.preprocessing import date_format  # sklearn: not at server start
 
     formats = df.attrs.get("number_formats", {})

@@ -1,5 +1,5 @@
 """The tabular preprocessing that prepare_data fits on the training split: one ColumnTransformer
-(imputers, per-column encoders, scalers, datetime parts) and the training-only outlier rule."""
+(imputers, per-column encoders, scalers, datetime parts, free text) and the training-only outlier rule."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def encoder_pipeline(kind_cols: dict[str, list[str]], card: dict[str, int], opti
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, RobustScaler, StandardScaler
 
-    from ml_expert.tools.core.portable.preprocessing import DatetimeExpander, FrequencyEncoder
+    from ml_expert.tools.core.portable.preprocessing import DatetimeExpander, FrequencyEncoder, TextVectorizer
 
     scalers = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
 
@@ -46,6 +46,8 @@ def encoder_pipeline(kind_cols: dict[str, list[str]], card: dict[str, int], opti
                 kind_cols["datetime"],
             )
         )
+    if kind_cols.get("text"):  # free text: its length and latent TF-IDF dimensions (`TextVectorizer`)
+        parts.append(("text", scaled(TextVectorizer(seed=options["random_state"])), kind_cols["text"]))
     cat_imputer = SimpleImputer(strategy="most_frequent", missing_values=np.nan, keep_empty_features=True)
     limit = options["one_hot_max_categories"]
     encoding = options["categorical_encoding"]
@@ -63,7 +65,7 @@ def encoder_pipeline(kind_cols: dict[str, list[str]], card: dict[str, int], opti
             parts.append(("ordinal", scaled(ordinal), high))
     if not parts:
         raise InvalidInputError(
-            "No usable feature columns remain after dropping identifiers, constants and text. "
+            "No usable feature columns remain after dropping identifiers and constants. "
             "Pass keep_columns= to keep some, or check the data."
         )
     return ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=False)

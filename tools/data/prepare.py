@@ -301,7 +301,7 @@ def _fit_preprocessor(
     tables: its means, scales and categories need no more), its output feature names and the rows it saw."""
     kind_cols = {
         k: [c["name"] for c in schema["columns"] if c["kind"] == k]
-        for k in ("numeric", "boolean", "datetime", "categorical")
+        for k in ("numeric", "boolean", "datetime", "categorical", "text")
     }
     if len(train) > FIT_ROWS:
         train = np.sort(np.random.default_rng(opts.random_state).choice(train, FIT_ROWS, replace=False))

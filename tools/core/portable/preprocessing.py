@@ -8,7 +8,8 @@ therefore resolves both here and in a deployment folder without ml-expert instal
   errors for missing columns and wrong types (used at fit time and at inference time alike);
   `screen_frame` does the same row by row, refusing only the rows that cannot be converted.
   Numbers must be finite and within float32's range; every value a message echoes is cut short (`shown`).
-- `FrequencyEncoder`, `DatetimeExpander`: scikit-learn transformers (fit on training data only).
+- `FrequencyEncoder`, `DatetimeExpander`, `TextVectorizer` (free text: its length and latent TF-IDF dimensions):
+  scikit-learn transformers (fit on training data only).
 """
 
 from __future__ import annotations
@@ -385,7 +386,67 @@ class DatetimeExpander(TransformerMixin, BaseEstimator):
         )
 
 
-for _cls in (FrequencyEncoder, DatetimeExpander, SchemaError):
+class TextVectorizer(TransformerMixin, BaseEstimator):
+    """Free-text columns as numbers, fitted on the training rows only: per column, its length in words (log1p) and
+    the first `components` latent dimensions of the TF-IDF of its words and word pairs (sublinear term counts, terms
+    of at least two training rows, the `vocabulary` most frequent; truncated SVD: latent semantic analysis, as
+    scikit-learn's text examples do). Missing text is empty text; a column without terms gives its length only. The
+    terms and dimensions are learned from a seeded sample of at most `fit_rows` texts: word pairs of millions of rows
+    would hold millions of distinct terms in memory, while the 20,000 most frequent ones are stable long before."""
+
+    def __init__(self, components: int = 32, vocabulary: int = 20_000, seed: int = 0, fit_rows: int = 100_000) -> None:
+        self.fit_rows = fit_rows
+        self.components, self.vocabulary, self.seed = components, vocabulary, seed
+
+    @staticmethod
+    def _documents(s: pd.Series) -> list[str]:
+        return [str(v) if not pd.isna(v) else "" for v in s.to_numpy(dtype=object)]
+
+    def fit(self, X: Any, y: Any = None) -> TextVectorizer:
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        frame = pd.DataFrame(X)
+        self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
+        if len(frame) > self.fit_rows:
+            frame = frame.sample(self.fit_rows, random_state=self.seed)
+        self.steps_: list[tuple[Any, Any]] = []
+        for i in range(frame.shape[1]):
+            docs = self._documents(frame.iloc[:, i])
+            tfidf = TfidfVectorizer(
+                sublinear_tf=True, ngram_range=(1, 2), min_df=2 if len(docs) >= 20 else 1,
+                max_features=self.vocabulary, dtype=np.float32,
+            )  # fmt: skip
+            try:
+                terms = tfidf.fit_transform(docs)
+            except ValueError:  # no term at all (empty or one-character texts): the length alone
+                self.steps_.append((None, None))
+                continue
+            k = min(self.components, terms.shape[1] - 1, len(docs) - 1)
+            svd = TruncatedSVD(n_components=k, random_state=self.seed).fit(terms) if k >= 1 else None
+            self.steps_.append((tfidf, svd))
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "steps_")
+        frame = pd.DataFrame(X)
+        cols = []
+        for i, (tfidf, svd) in enumerate(self.steps_):
+            docs = self._documents(frame.iloc[:, i])
+            cols.append(np.log1p([len(d.split()) for d in docs]).reshape(-1, 1))
+            if svd is not None:
+                cols.append(svd.transform(tfidf.transform(docs)))
+        return np.hstack(cols).astype(np.float64) if cols else np.empty((len(frame), 0))
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        names = self.feature_names_in_ if input_features is None else input_features
+        out = []
+        for n, (_, svd) in zip(names, self.steps_, strict=True):
+            out += [f"{n}_words"] + ([f"{n}_topic{j}" for j in range(svd.n_components)] if svd is not None else [])
+        return np.asarray(out, dtype=object)
+
+
+for _cls in (FrequencyEncoder, DatetimeExpander, TextVectorizer, SchemaError):
     _cls.__module__ = MODULE_NAME
 
 
