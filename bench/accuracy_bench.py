@@ -23,6 +23,8 @@ target are dropped (acs12, gss_wages).
 `--suite fresh` runs fourteen tables added after every decision so far, to look for failures and large misses on
 kinds not in the other suites: names as row names, coded school ids, 85 integer-coded columns, 4 classes, a panel,
 cities by month, 110 and 234 rows, timestamps as text, 337k flights (bench/suites.py names each one's trait).
+`--suite text` runs two tables whose free-text column carries much of the signal (fastfood item names -> calories,
+tweets -> their likes).
 
 The loader's `rownames` column is an ID: it stays in the rows handed to ml-expert (the tool must find
 and drop IDs by itself) and is dropped for the baselines. A dataset missing from the installed
@@ -393,7 +395,7 @@ def main() -> None:
         "--suite",
         choices=sorted(SUITES),
         default="dev",
-        help="dev (default), holdout, wide, categorical or fresh tables.",
+        help="dev (default), holdout, wide, categorical, fresh or text tables.",
     )
     parser.add_argument("--datasets", default="", help="Comma-separated names (default: the whole suite).")
     parser.add_argument("--skip-flaml", action="store_true")

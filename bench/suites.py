@@ -107,7 +107,21 @@ FRESH = (  # added 2026-12-04 after every decision so far, to look for failures 
     ),  # 336,776 flights, 4,043 tail numbers, timestamps as text
 )  # fmt: skip
 
-SUITES = {"dev": DATASETS, "holdout": HOLDOUT, "wide": WIDE, "categorical": CATEGORICAL, "fresh": FRESH}
+_FASTFOOD_NUTRIENTS = (
+    "cal_fat", "total_fat", "sat_fat", "trans_fat", "cholesterol", "sodium", "total_carb", "fiber", "sugar", "protein",
+    "vit_a", "vit_c", "calcium",
+)  # fmt: skip
+
+TEXT = (  # a free-text column carries much of the signal (added 2026-12-04 with the text features, as their probe)
+    Dataset("fastfood", "openintro", "fastfood", "calories", drop=_FASTFOOD_NUTRIENTS),  # 515 items: names, chains
+    Dataset(
+        "trump_tweets", "dslabs", "trump_tweets", "favorite_count", drop=("id_str", "retweet_count")
+    ),  # 20,761 tweets: their likes from the text, the time and the device
+)
+
+SUITES = {
+    "dev": DATASETS, "holdout": HOLDOUT, "wide": WIDE, "categorical": CATEGORICAL, "fresh": FRESH, "text": TEXT,
+}  # fmt: skip
 
 
 def load(ds: Dataset) -> pd.DataFrame | None:
