@@ -29,7 +29,8 @@ FILLER = ["the", "box", "arrived", "on", "monday", "my", "kids", "use", "it", "d
 
 def _reviews(n: int = 600, seed: int = 0) -> pd.DataFrame:
     """Product reviews: whether the buyer recommends it shows in one or two phrases among filler words (85 % of them
-    agree with the verdict); price and category carry nothing; 5 % of the reviews missing."""
+    agree with the verdict); price, category (10 % missing), a verified flag and vote counts carry nothing; 5 % of
+    the reviews missing."""
     rng = np.random.default_rng(seed)
     liked = rng.random(n) < 0.5
     texts = []
@@ -44,10 +45,13 @@ def _reviews(n: int = 600, seed: int = 0) -> pd.DataFrame:
             "review": texts,
             "price": np.round(rng.gamma(3, 12, n), 2),
             "category": rng.choice(["toys", "books", "garden"], n),
+            "verified": rng.random(n) < 0.7,  # a boolean
+            "helpful_votes": rng.poisson(2, n),  # an integer
             "recommended": np.where(liked, "yes", "no"),
         }
     )
     frame.loc[rng.choice(n, n // 20, replace=False), "review"] = None
+    frame.loc[rng.choice(n, n // 10, replace=False), "category"] = None  # missing strings beside missing text
     return frame
 
 
@@ -67,7 +71,7 @@ def test_a_free_text_column_is_kept_and_learned_from_its_words(ws: Workspace) ->
     assert accuracy > 0.8, accuracy  # the verdict is in the words (85 % of the phrases agree with it)
     rest = [i for i in range(X_train.shape[1]) if i not in text]
     without = LogisticRegression(max_iter=1000).fit(X_train[:, rest], y_train).score(X_test[:, rest], y_test)
-    assert without < 0.65, without  # price and category alone: about chance
+    assert without < 0.65, without  # the other columns alone: about chance
 
 
 def test_the_text_vectorizer_reads_new_missing_and_unknown_text_as_it_was_fitted() -> None:
@@ -95,10 +99,11 @@ def test_a_text_column_is_learned_packaged_predicted_and_explained_from_raw_text
     assert result.result["val_metrics"]["accuracy"] > 0.75, result.result["val_metrics"]
     pkg = package(jobs_ws, run, wait_seconds=300)
     assert pkg.status == "succeeded" and pkg.result["verified"], pkg.error
+    same = {"price": 20.0, "category": "toys", "verified": True, "helpful_votes": 2}
     rows = [
-        {"review": "Excellent, highly recommend, my kids loved it", "price": 20.0, "category": "toys"},
-        {"review": "Terrible. Broke quickly, a waste of money", "price": 20.0, "category": "toys"},
-        {"review": None, "price": 35.0, "category": "books"},
+        {"review": "Excellent, highly recommend, my kids loved it", **same},
+        {"review": "Terrible. Broke quickly, a waste of money", **same},
+        {"review": None, "price": 35.0, "category": None, "verified": False, "helpful_votes": 0},
     ]
     out = predict(jobs_ws, run_id=run, records=rows)
     assert out.rows_scored == 3 and not out.refused

@@ -20,10 +20,16 @@ from ml_expert.tools.artifacts import check_data_kept
 from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.data import modalities
-from ml_expert.tools.data.findings import DataWarning, add_leakage_warnings, data_warnings, target_warnings
+from ml_expert.tools.data.findings import (
+    DataWarning,
+    add_leakage_warnings,
+    data_warnings,
+    duplicate_rows,
+    target_warnings,
+)
 from ml_expert.tools.data.io import check_size, read_table
 from ml_expert.tools.data.modalities import DataOptions
-from ml_expert.tools.data.profiling import DROP_KINDS, TaskChoice, choose_task, infer_kind, is_string_like
+from ml_expert.tools.data.profiling import TaskChoice, choose_task, infer_kind, is_string_like
 from ml_expert.tools.workspace import Workspace
 
 np = lazy_import("numpy")  # loads with the first data tool call, not at server start
@@ -172,9 +178,7 @@ def _analyze_table(
     nunique = df.nunique()  # once: the most expensive statistic on long data
     kinds = {c: infer_kind(df[c], len(df), int(nunique[c])) for c in df.columns}
     target_summary = _target_summary(df, target, requested) if target else None
-    # on the columns prepare_data keeps: a unique identifier column would hide every repeat that it will see
-    kept = [c for c in df.columns if kinds[c] not in DROP_KINDS or c == target] or list(df.columns)
-    duplicates = int(pd.util.hash_pandas_object(df[kept], index=False).duplicated().sum())
+    duplicates = duplicate_rows(df, kinds, target)
     warns, recs = data_warnings(df, kinds, target_summary, duplicates, nunique)
     for col, count in df.attrs.get("infinite", {}).items():
         message = f"{col!r} held {count} infinite values (±inf); they are treated as missing values."

@@ -59,12 +59,24 @@ def _column_warnings(
     return out
 
 
+def feature_columns(df: pd.DataFrame, kinds: dict[str, str], target: str | None) -> list[str]:
+    """The columns prepare_data keeps as features: not the target, no identifier, constant or empty column."""
+    return [c for c in df.columns if kinds[c] not in DROP_KINDS and c != target]
+
+
+def duplicate_rows(df: pd.DataFrame, kinds: dict[str, str], target: str | None) -> int:
+    """Rows that repeat an earlier row on the features and the target, the rows prepare_data compares: a unique
+    identifier column would hide every repeat."""
+    kept = feature_columns(df, kinds, target) + ([target] if target else [])
+    return int(pd.util.hash_pandas_object(df[kept or list(df.columns)], index=False).duplicated().sum())
+
+
 def _repeats_are_observations(df: pd.DataFrame, kinds: dict[str, str], target: TargetSummary | None) -> str | None:
     """prepare_data's test, on the columns it keeps as features: why repeats are observations, or None (no target:
     repeats are taken for copies)."""
     if target is None:
         return None
-    features = [c for c in df.columns if kinds[c] not in DROP_KINDS and c != target.column]
+    features = feature_columns(df, kinds, target.column)
     if not features:
         return None
     labelled = df[df[target.column].notna()]  # prepare_data drops the rows without a target first

@@ -395,8 +395,7 @@ class TextVectorizer(TransformerMixin, BaseEstimator):
     would hold millions of distinct terms in memory, while the 20,000 most frequent ones are stable long before."""
 
     def __init__(self, components: int = 32, vocabulary: int = 20_000, seed: int = 0, fit_rows: int = 100_000) -> None:
-        self.fit_rows = fit_rows
-        self.components, self.vocabulary, self.seed = components, vocabulary, seed
+        self.components, self.vocabulary, self.seed, self.fit_rows = components, vocabulary, seed, fit_rows
 
     @staticmethod
     def _documents(s: pd.Series) -> list[str]:
