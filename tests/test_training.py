@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -274,3 +275,24 @@ def test_a_forest_curve_is_the_forest_of_its_first_k_trees() -> None:
         history["val_accuracy"][-1] == pytest.approx(forest.score(X[450:], y[450:]))
         and history["val_accuracy"][-1] > 0.9
     )
+
+
+def test_a_snapshot_after_a_kill_mid_removal_replaces_the_leftover_copy(tmp_path: Path) -> None:
+    """A worker killed while removing the previous snapshot (`backup.old`) left part of it behind; the resumed job's
+    next snapshot then failed with "Directory not empty" renaming `backup.good` onto it (seen once in CI)."""
+    from ml_expert.tools.training.callbacks import SnapshotBackup, restore_snapshot
+
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "epoch").write_text("5")
+    good = tmp_path / "backup.good"
+    good.mkdir()
+    (good / "epoch").write_text("4")
+    leftover = tmp_path / "backup.old"
+    leftover.mkdir()
+    (leftover / "epoch").write_text("3")  # the part rmtree had not reached when the worker died
+    SnapshotBackup(backup).on_epoch_end(5)
+    assert (good / "epoch").read_text() == "5" and not leftover.exists() and not (tmp_path / "backup.tmp").exists()
+    (backup / "epoch").write_text("torn")
+    restore_snapshot(backup)  # a later resume starts from the last complete copy
+    assert (backup / "epoch").read_text() == "5"

@@ -90,7 +90,8 @@ class SnapshotBackup(keras.callbacks.Callback):
     """After BackupAndRestore has written an epoch, keep a complete copy of it (copy, then rename).
 
     A worker killed while the backup is being written leaves a torn file; resume starts from the last
-    complete copy instead (at most one epoch earlier).
+    complete copy instead (at most one epoch earlier). A worker killed while removing the previous copy leaves part
+    of `.old` behind: it is removed before the next rename, which cannot replace a folder that is not empty.
     """
 
     def __init__(self, backup: Path) -> None:
@@ -104,6 +105,7 @@ class SnapshotBackup(keras.callbacks.Callback):
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(self.backup, tmp)
         if good.exists():
+            shutil.rmtree(old, ignore_errors=True)  # a leftover of a kill mid-removal; `good` is complete and newer
             good.rename(old)
         tmp.rename(good)
         shutil.rmtree(old, ignore_errors=True)
