@@ -101,6 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         time_budget_s=args.time_budget,
         refit_all_rows=getattr(args, "refit", None),
         task_type=getattr(args, "task_type", "auto"),
+        time_column=getattr(args, "time_column", None),
         resume=getattr(args, "resume", None),
         wait_seconds=0,
     )
@@ -179,6 +180,11 @@ def add_workflow_commands(sub: Any, common: Callable[[argparse.ArgumentParser], 
         default="auto",
         choices=["auto", "classification", "regression"],
         help="Predict the target as classes or as a number (default auto: guessed from its values).",
+    )
+    p.add_argument(
+        "--time-column",
+        metavar="COLUMN",
+        help="Split in time order on this column: oldest rows train, newest test (a forecast; default: random).",
     )
     p.add_argument("--architecture", "-a", default="auto", choices=choices, help="Model family (default auto).")
     p.add_argument("--epochs", type=int, help="Maximum epochs for neural networks (default 100).")

@@ -51,6 +51,7 @@ class WorkflowSpec(JobSpec):
     output_dir: str | None = None
     refit_all_rows: bool | None = None
     task_type: TaskChoice = "auto"
+    time_column: str | None = None
 
     def runs_keras(self, ws: Workspace) -> bool:
         return is_keras(self.architecture)
@@ -122,6 +123,8 @@ def _phase(ws: Workspace, spec: WorkflowSpec, name: str, reporter: Reporter) -> 
         split = {"split": AUTO_SPLIT} if spec.architecture == "auto" else {}
         # auto: what analyze_data was told (a resumed run keeps the task type it started with)
         task = None if spec.task_type == "auto" else spec.task_type
+        if spec.time_column:  # a forecast: oldest rows train, newest test (the search's folds keep that order)
+            split |= {"split_strategy": "time", "time_column": spec.time_column}
         prepare_data(ws, run_id=run_id, target=spec.target, task_type=task, **split)  # target: a resume may add it
     elif name == "recommend":
         from ml_expert.tools.training.probe import probe_measure  # scikit-learn & co.: in the worker only
@@ -179,7 +182,12 @@ def _result(ws: Workspace, run_id: str, done: list[str]) -> WorkflowResult:
         summary += f" The packaged model {deployment['model_id']} refits it on all rows."
     if deployment.get("folder"):
         summary += package_line(deployment)
-    alerts = [w["message"] for w in mem("data-analysis").get("warnings") or [] if w.get("severity") == "high"]
+    in_time_order = (mem("prepared-data").get("options") or {}).get("split_strategy") == "time"
+    alerts = [
+        w["message"]
+        for w in mem("data-analysis").get("warnings") or []
+        if w.get("severity") == "high" and not (in_time_order and w.get("code") == "time_series")  # followed
+    ]
     if alerts:  # a suspected leak makes a perfect test score; say so beside it, not only in the analysis
         more = f" (and {len(alerts) - MAX_ALERTS} more in ml-expert/data-analysis)" if len(alerts) > MAX_ALERTS else ""
         summary += " Check the data first: " + " ".join(alerts[:MAX_ALERTS]) + more
@@ -255,6 +263,13 @@ def run_workflow(
         TaskChoice,
         Field(description="Overrules the task guessed from the target (auto)."),
     ] = "auto",
+    time_column: Annotated[
+        str | None,
+        Field(
+            description="Split in time order on this column (oldest rows train, newest test), for a model that "
+            "forecasts; analyze_data's time_series warning names the column when the rows form a time series."
+        ),
+    ] = None,
     resume: Annotated[str | None, Field(description="run_id of a stopped workflow: continue where it stopped.")] = None,
     namespace: runs.Namespace = "default",
     wait_seconds: WaitSeconds = None,
@@ -277,6 +292,11 @@ def run_workflow(
                 f"Run {resume!r} is already prepared, so its task type is decided; task_type={task_type!r} would be "
                 "ignored. Resume without it, or start a new run with run_workflow(path=..., task_type=...)."
             )
+        if prepared and time_column:  # likewise: the rows are already split
+            raise InvalidInputError(
+                f"Run {resume!r} is already prepared, so its split is made; time_column={time_column!r} would be "
+                "ignored. Resume without it, or start a new run with run_workflow(path=..., time_column=...)."
+            )
         path, target = path or info.dataset, target or info.target
     else:
         if path is None:
@@ -296,6 +316,7 @@ def run_workflow(
         output_dir=output_dir,
         refit_all_rows=refit_all_rows,
         task_type=task_type,
+        time_column=time_column,
         resume=bool(resume),
     )
     return run_as_job(ws, spec, namespace=namespace, wait_seconds=wait_seconds, report=report)

@@ -179,7 +179,7 @@ def _analyze_table(
     kinds = {c: infer_kind(df[c], len(df), int(nunique[c])) for c in df.columns}
     target_summary = _target_summary(df, target, requested) if target else None
     duplicates = duplicate_rows(df, kinds, target)
-    warns, recs = data_warnings(df, kinds, target_summary, duplicates, nunique)
+    warns, recs = data_warnings(df, kinds, target_summary, duplicates, nunique, requested)
     for col, count in df.attrs.get("infinite", {}).items():
         message = f"{col!r} held {count} infinite values (±inf); they are treated as missing values."
         warns.append(DataWarning(severity="warning", code="infinite_values", column=col, message=message))

@@ -1,10 +1,12 @@
 """What `analyze_data` warns about, with the recommendations that follow: per-column warnings (identifiers,
-constants, mostly missing, high cardinality), duplicate rows (copies, or repeated observations), the target
-(missing values, imbalance, classes too small to stratify) and leakage suspects (a feature that alone predicts
-the target on held-out rows)."""
+constants, mostly missing, high cardinality), rows that form a time series (one per regular time step, where a
+random split would test on the past), duplicate rows (copies, or repeated observations), the target (missing
+values, imbalance, classes too small to stratify, integer values taken as classes) and leakage suspects (a feature
+that alone predicts the target on held-out rows)."""
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
@@ -23,6 +25,12 @@ pd = lazy_import("pandas")
 
 LEAKAGE_SAMPLE = 5000
 MIN_ROWS_PER_CLASS = 7  # a 70/15/15 stratified split needs about this many rows in every class
+SERIES_MIN_ROWS = 30  # fewer timestamps say too little about their spacing
+SERIES_UNIQUE = 0.95  # share of the rows with a timestamp of their own: one row per time step
+MIXED_PARSE_ROWS = 100_000  # dates of several formats are read one by one (~20 µs each) up to this many rows
+SERIES_REGULAR = 0.75  # share of the gaps within 10 % of the median gap (business days: 4 of 5 gaps are one day)
+STEPS = (("second", 1), ("minute", 60), ("hour", 3600), ("day", 86400), ("week", 7 * 86400),
+         ("month", 30.44 * 86400), ("quarter", 91.31 * 86400), ("year", 365.25 * 86400))  # fmt: skip
 
 Severity = Literal["info", "warning", "high"]
 
@@ -59,6 +67,73 @@ def _column_warnings(
     return out
 
 
+def _parse_times(stamps: pd.Series) -> pd.Series:
+    """A datetime column's values as timestamps: text in the format of its first value (vectorised, fast on millions
+    of rows), or read value by value ("mixed") when that format misses and the column is short enough."""
+    if pd.api.types.is_datetime64_any_dtype(stamps.dtype):
+        return stamps
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        times = pd.to_datetime(stamps, errors="coerce", utc=True)
+        if times.notna().sum() < SERIES_UNIQUE * stamps.notna().sum() and len(stamps) <= MIXED_PARSE_ROWS:
+            times = pd.to_datetime(stamps, errors="coerce", format="mixed", utc=True)
+    return times
+
+
+def _time_step(stamps: pd.Series) -> str | None:
+    """The step of a column of timestamps that gives each row a time of its own, at regular steps ('month', '3
+    days'), else None."""
+    times = _parse_times(stamps).dropna()
+    if len(times) < SERIES_MIN_ROWS or times.nunique() < SERIES_UNIQUE * len(stamps):
+        return None
+    if getattr(times.dt, "tz", None) is not None:
+        times = times.dt.tz_convert(None)
+    gaps = np.diff(np.sort(times.unique().astype("datetime64[s]").astype(np.int64))).astype(float)
+    median = float(np.median(gaps))
+    if median <= 0 or np.mean(np.abs(gaps - median) <= 0.1 * median) < SERIES_REGULAR:
+        return None
+    name, seconds = next((step for step in reversed(STEPS) if step[1] <= 1.1 * median), STEPS[0])  # the largest unit
+    count = median / seconds
+    return name if abs(count - 1) < 0.1 else f"{count:.3g} {name}s"
+
+
+def _time_series_warnings(
+    df: pd.DataFrame, kinds: dict[str, str], target: str | None, nunique: pd.Series
+) -> list[DataWarning]:
+    """A datetime column that gives every row its own time, at regular steps: the table is a time series, and a
+    random split tests the model on rows between those it learned from."""
+    out = []
+    for col, kind in kinds.items():
+        if kind != "datetime" or col == target or nunique[col] < SERIES_UNIQUE * len(df):
+            continue  # the distinct count first: parsing a column of millions of dates costs seconds
+        if (step := _time_step(df[col])) is None:
+            continue
+        message = (
+            f"{col!r} gives every row its own time, one {step} apart: the rows form a time series. A random split "
+            "tests the model on rows between those it learned from, so its test score flatters a forecast; pass "
+            f"split_strategy='time', time_column={col!r} to prepare_data (run_workflow: time_column={col!r}) to "
+            "test it on the latest rows."
+        )
+        out.append(DataWarning(severity="high", code="time_series", column=col, message=message))
+    return out
+
+
+def _task_guess_warning(df: pd.DataFrame, target: TargetSummary | None, requested: str) -> list[DataWarning]:
+    """A numeric target of a few integer values is taken for class codes; say so, with how to read it as a number."""
+    if target is None or requested != "auto" or target.task_type != "multiclass":
+        return []
+    y = df[target.column]
+    if not pd.api.types.is_numeric_dtype(y.dtype) or pd.api.types.is_bool_dtype(y.dtype):
+        return []
+    values = ", ".join(sorted(target.class_counts or {}, key=float)[:8])
+    message = (
+        f"{target.column!r} holds {target.n_classes} integer values ({values}): they are taken as "
+        f"{target.n_classes} classes. If they are amounts (counts, ratings, scores) whose order matters, pass "
+        "task_type='regression'."
+    )
+    return [DataWarning(severity="info", code="task_guess", column=target.column, message=message)]
+
+
 def feature_columns(df: pd.DataFrame, kinds: dict[str, str], target: str | None) -> list[str]:
     """The columns prepare_data keeps as features: not the target, no identifier, constant or empty column."""
     return [c for c in df.columns if kinds[c] not in DROP_KINDS and c != target]
@@ -84,15 +159,28 @@ def _repeats_are_observations(df: pd.DataFrame, kinds: dict[str, str], target: T
 
 
 def data_warnings(
-    df: pd.DataFrame, kinds: dict[str, str], target: TargetSummary | None, duplicates: int, nunique: pd.Series
+    df: pd.DataFrame,
+    kinds: dict[str, str],
+    target: TargetSummary | None,
+    duplicates: int,
+    nunique: pd.Series,
+    requested: str = "auto",
 ) -> tuple[list[DataWarning], list[str]]:
-    """Every warning about the data and the recommendations that follow from them."""
+    """Every warning about the data and the recommendations that follow from them (`requested`: the task type the
+    caller asked for)."""
     out = _column_warnings(df, kinds, target, nunique)
+    series = _time_series_warnings(df, kinds, target.column if target else None, nunique)
+    out += series + _task_guess_warning(df, target, requested)
     recs: list[str] = []
     codes = {w.code for w in out}
     dropped = [w.column for w in out if w.code in DROP_KINDS]
     if dropped:
         recs.append(f"Drop {dropped}: identifiers and constants carry no signal (prepare_data does this by default).")
+    if series:
+        recs.append(
+            f"Split in time order (split_strategy='time', time_column={series[0].column!r}) so that the test rows "
+            "come after every training row, as they will when the model forecasts."
+        )
     if "mostly_missing" in codes:
         recs.append("Columns mostly missing: drop them or impute with a constant and keep a missing-indicator.")
     if "high_cardinality" in codes:
