@@ -386,3 +386,33 @@ def test_a_fold_fit_outside_a_dask_worker_does_not_import_dask(monkeypatch: pyte
     search.trials.append(trial)
     assert search._fit_fold(trial, 0) and trial.where == {"local"} and trial.scores[0] > 0.9
     assert attempts == []
+
+
+def test_a_model_that_learned_nothing_predicts_the_majority_not_the_first_class_by_name() -> None:
+    """MASS's survey (smoking, no signal in the answers): the search's best was a class-weighted boosting that learned
+    nothing (5 fold models bagged), whose probabilities were exactly equal, so every row got the first class by name,
+    the rarest (test accuracy 0.00 against the majority's 0.83). Exact ties now go to the class more frequent in the
+    training rows (`Blend`, `Prior`), also in float32; where probabilities differ, nothing moves."""
+    from sklearn.dummy import DummyClassifier
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from ml_expert.tools.core.portable.ensemble import Blend, Prior, class_shares
+
+    rng = np.random.default_rng(0)
+    y = rng.choice(4, size=400, p=[0.05, 0.8, 0.05, 0.1])  # code 1 ("Never") the majority; code 0 first by name
+    X = rng.normal(size=(400, 3))
+    folds = [  # what the survey's search bagged: boosting with balanced class weights that could not split
+        HistGradientBoostingClassifier(class_weight="balanced", min_samples_leaf=500, max_iter=10).fit(X[i::5], y[i::5])
+        for i in range(5)
+    ]
+    before = Blend(folds, [1.0] * 5, True)  # as pickled before the shares: the tie goes to code 0
+    bag = Blend(folds, [1.0] * 5, True, shares=class_shares(y, 4))
+    probs = bag.predict_proba(X)
+    assert (before.predict(X) == 0).all() and np.ptp(probs, axis=1).max() < 1e-5
+    assert (bag.predict(X) == 1).all() and (probs.astype(np.float32).argmax(axis=1) == 1).all()
+    prior = Prior(DummyClassifier(strategy="prior").fit(X, y), y)  # a forest or CatBoost that learned nothing
+    assert (prior.predict(X) == 1).all()
+    learned = HistGradientBoostingClassifier(class_weight="balanced", max_iter=20, random_state=0).fit(X, y)
+    tilted = Blend([learned], [1.0], True, shares=class_shares(y, 4))
+    assert (tilted.predict(X) == learned.predict(X)).all()
+    assert np.abs(tilted.predict_proba(X) - learned.predict_proba(X)).max() < 1e-6

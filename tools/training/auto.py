@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ml_expert.tools.core.lazy import lazy_import
-from ml_expert.tools.core.portable.ensemble import Blend, shift_threshold, target_bounds
+from ml_expert.tools.core.portable.ensemble import Blend, class_shares, shift_threshold, target_bounds
 from ml_expert.tools.core.scoring import rank_score
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.training.ensemble import ensemble_or_best, tune_threshold
@@ -92,7 +92,8 @@ def assemble(fitted: list[tuple[Any, float]], task: str, threshold: float | None
     if len(fitted) == 1 and threshold is None:
         return fitted[0][0]
     bounds = None if classify else target_bounds(y)  # no blend of extrapolating members runs away
-    return Blend([m for m, _ in fitted], [w for _, w in fitted], classify, threshold, bounds)
+    shares = class_shares(y, len(fitted[0][0].classes_)) if classify else None  # ties: the more frequent class
+    return Blend([m for m, _ in fitted], [w for _, w in fitted], classify, threshold, bounds, shares)
 
 
 def _member(search: Search, trial: Any, weight: float) -> ChosenMember:

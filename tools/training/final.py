@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ml_expert.tools.core.lazy import lazy_import
-from ml_expert.tools.core.portable.ensemble import Blend, Coded, OrdinalColumn
+from ml_expert.tools.core.portable.ensemble import Blend, Coded, OrdinalColumn, class_shares
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.training.chunked import fit_stoppable
 from ml_expert.tools.training.ensemble import select_ensemble
@@ -81,7 +81,9 @@ class FinalModels:
         coded = self.codes is not None and trial.config.coded
         folds = self.bagged(trial)
         if folds is not None:
-            bag = Blend(folds, [1.0] * len(folds), is_classification(self.task))
+            classify = is_classification(self.task)
+            shares = class_shares(self.y, self.n_classes) if classify else None
+            bag = Blend(folds, [1.0] * len(folds), classify, shares=shares)
             return Coded(bag, self.categorical_groups, self.ordinal_columns) if coded else bag
         iterations = int(np.median(trial.iterations) * 1.1) if trial.iterations else None
         model = build(

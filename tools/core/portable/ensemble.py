@@ -5,7 +5,8 @@ that module name, which resolves both here and in a deployment folder without ml
 
 - `Blend`: the weighted average of fitted members' class probabilities (or values), as chosen by greedy
   ensemble selection, optionally with a tuned decision threshold for a binary task; regression output is kept to
-  a margin around the training target's range (`bounds`).
+  a margin around the training target's range (`bounds`); exact ties of class probabilities go to the class more
+  frequent in the training rows (`shares`, `TIE_TILT`).
 - `Coded`: a tree model that sees each one-hot group of the prepared row as one column of category codes, and
   each scaled ordinal column (a categorical with too many levels to one-hot) as its unscaled codes
   (`one_hot_codes`): boosting splits on them as native categoricals, forests as ordinal codes.
@@ -28,6 +29,26 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 MODULE_NAME = "ml_expert_ensemble"
+# Balanced class weights (boosting) and `Prior`'s division make every class equally likely before a model learns
+# anything: a model that learned nothing (no signal in the rows) gave exactly equal probabilities, and argmax took the
+# first class by name for every row (MASS's survey, smoking: its rarest class, test accuracy 0.00 where the majority
+# is 0.83). `Blend` and `Prior` raise each class's probability by this share of its frequency in the training rows:
+# exact ties go to the more frequent class (still above float32's resolution), and no other decision moves.
+TIE_TILT = 1e-6
+
+
+def class_shares(y: Any, n_classes: int) -> list[float]:
+    """The share of each class code 0..n_classes-1 in the training rows `y`."""
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes)
+    return [float(c) for c in counts / max(counts.sum(), 1)]
+
+
+def lean_to_frequent(probs: np.ndarray, shares: Any) -> np.ndarray:
+    """Class probabilities raised by TIE_TILT times their class's share, renormalised (see TIE_TILT)."""
+    tilted = probs * (1 + TIE_TILT * np.asarray(shares, dtype=np.float64))
+    return tilted / tilted.sum(axis=1, keepdims=True)
+
+
 sys.modules.setdefault(MODULE_NAME, sys.modules[__name__])
 
 
@@ -135,8 +156,8 @@ class Prior:
         self.priors = np.array([np.mean(labels == c) for c in self.classes_])
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        p = np.asarray(self.model.predict_proba(X)) / self.priors
-        return p / p.sum(axis=1, keepdims=True)
+        p = np.asarray(self.model.predict_proba(X)) / self.priors  # a model that learned nothing: all equal
+        return lean_to_frequent(p / p.sum(axis=1, keepdims=True), self.priors)
 
     def predict(self, X: Any) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
@@ -155,6 +176,7 @@ class Blend:
         classify: bool,
         threshold: float | None = None,
         bounds: tuple[float, float] | None = None,
+        shares: list[float] | None = None,
     ) -> None:
         total = float(sum(weights))
         self.members = members
@@ -162,6 +184,7 @@ class Blend:
         self.classify = classify
         self.threshold = threshold
         self.bounds = bounds
+        self.shares = shares  # the training rows' class shares: exact ties go to the more frequent class
         if classify:
             self.classes_ = members[0].classes_
 
@@ -174,6 +197,9 @@ class Blend:
 
     def predict_proba(self, X: Any) -> np.ndarray:
         probs = self._average(X, "predict_proba")
+        shares = getattr(self, "shares", None)  # packages pickled before shares existed have none
+        if shares is not None:
+            probs = lean_to_frequent(probs, shares)
         if self.threshold is not None and probs.shape[1] == 2:
             p1 = shift_threshold(probs[:, 1], self.threshold)
             probs = np.column_stack([1 - p1, p1])
