@@ -21,6 +21,7 @@ from ml_expert.tools.packaging import verify
 from ml_expert.tools.packaging.package import package
 from ml_expert.tools.training.config import TrainConfig
 from ml_expert.tools.training.train import train
+from ml_expert.tools.workflow import run_workflow
 from ml_expert.tools.workspace import Workspace
 
 
@@ -64,6 +65,11 @@ def test_evaluate_binary_metrics_report_and_target(jobs_ws: Workspace) -> None:
     ):
         assert section in report
     assert (jobs_ws.run_dir(run) / "confusion_matrix.png").stat().st_size > 5000
+    low, high = ev["interval"]["test"]  # how far the score would move on other test rows
+    assert ev["interval"]["metric"] == "balanced_accuracy" and ev["interval"]["rows"] == len(y)
+    assert low <= ev["test_metrics"]["balanced_accuracy"] <= high and high - low < 0.2
+    assert ev["interval"]["gain_over_baseline"][0] > 0.3 and "within chance" not in ev["baseline_verdict"]
+    assert "**Uncertainty:** 95% interval of balanced_accuracy" in report
     assert jobs_ws.store.retrieve("ml-expert/metrics").value["best_model_id"] == model_id
     failed = _done(evaluate(jobs_ws, run, target=TargetSpec(metric="accuracy", min=0.999), wait_seconds=120))
     assert failed["evaluations"][0]["target"]["passed"] is False
@@ -79,6 +85,43 @@ def test_accuracy_on_imbalanced_data_is_not_mistaken_for_skill(jobs_ws: Workspac
     assert ev["test_metrics"]["accuracy"] >= 0.9  # looks great...
     assert ev["beats_baseline"] is False and "no better than guessing" in ev["baseline_verdict"]
     assert "one class" in ev["baseline_verdict"]
+
+
+def test_a_gain_over_the_baseline_within_the_noise_of_a_small_test_split_is_called_so(jobs_ws: Workspace) -> None:
+    """24 test rows (160 rows, a weak signal): 0.625 balanced accuracy clears the verdict's fixed margin over 0.5,
+    but the bootstrap interval of the gain reaches below 0, and the verdict and the workflow's summary say so."""
+    from ml_expert.tools.evaluation.uncertainty import metric_interval
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=160)
+    frame = pd.DataFrame(
+        {"x": x, "z": rng.normal(size=160), "y": np.where(x + rng.normal(0, 1.5, 160) > 0, "yes", "no")}
+    )
+    run = frame_run(jobs_ws, frame, "y")
+    _train(jobs_ws, run, "linear")
+    ev = _done(evaluate(jobs_ws, run, wait_seconds=120))["evaluations"][0]
+    gain = ev["interval"]["gain_over_baseline"]
+    assert ev["beats_baseline"] and ev["interval"]["rows"] == 24 and gain[0] < 0 < gain[1]
+    assert "on 24 test rows that gain is within chance" in ev["baseline_verdict"]
+    frame.to_csv(jobs_ws.root / "weak.csv", index=False)
+    whole = run_workflow(jobs_ws, path="weak.csv", target="y", architecture="linear", wait_seconds=300)
+    assert whole.status == "succeeded", whole.error
+    assert "(beats the baseline). On 24 test rows that gain is within chance" in whole.result["summary"]
+    # the same accuracy on 100 times the rows is no longer chance; the interval is seeded
+    y = np.tile([0, 1], 1200)
+    right = np.tile([1] * 15 + [0] * 9, 100).astype(bool)  # 62.5 % right
+    output = np.eye(2)[np.where(right, y, 1 - y)]
+    baseline = np.eye(2)[np.zeros(2400, dtype=int)]
+    large = metric_interval("binary", y, output, baseline)
+    assert large is not None and large.gain_over_baseline[0] > 0.08 and not large.gain_within_chance
+    assert large == metric_interval("binary", y, output, baseline)
+    many = np.tile(np.arange(2400), 100)  # 240,000 rows (20,000 of them resampled): 1/10 of the 2,400 rows width
+    sampled = metric_interval("binary", y[many], output[many], baseline[many])
+    width, sampled_width = (i.test[1] - i.test[0] for i in (large, sampled))  # type: ignore[union-attr]
+    assert sampled is not None and sampled.test[0] < 0.625 < sampled.test[1] and 0.08 < sampled_width / width < 0.12
+    values = np.linspace(0, 10, 500)  # a regression: R² and its gain over the training mean
+    fitted = metric_interval("regression", values, values + rng.normal(0, 1, 500), np.full(500, values.mean()))
+    assert fitted is not None and fitted.metric == "r2" and 0.85 < fitted.test[0] < fitted.test[1] < 0.95
 
 
 def test_leaderboard_and_regression_metrics(jobs_ws: Workspace) -> None:

@@ -31,7 +31,7 @@ PHASE_ORDER = ("analyze", "prepare", "recommend", "train", "evaluate", "package"
 RunId = Annotated[str, Field(description="Run id returned by analyze_data or prepare_data, e.g. 'run_5f2c9a1b'.")]
 Namespace = Annotated[
     str,
-    Field(description="Memory namespace the phase results are written to (claude-flow style). Default 'default'."),
+    Field(description="Memory namespace for the phase results (claude-flow style); default 'default'."),
 ]
 
 

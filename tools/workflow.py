@@ -174,6 +174,9 @@ def _result(ws: Workspace, run_id: str, done: list[str]) -> WorkflowResult:
     if key:
         summary += f"test {key} {test[key]:.4f} vs baseline {base.get(key, float('nan')):.4f}"
         summary += " (beats the baseline)." if ev.get("beats_baseline") else " (NOT better than the baseline)."
+        gain = (ev.get("interval") or {}).get("gain_over_baseline")
+        if ev.get("beats_baseline") and gain and gain[0] <= 0:  # a small test split: say so beside the claim
+            summary += f" On {ev['interval']['rows']:,} test rows that gain is within chance (see the report)."
     elif (
         training and not test
     ):  # e.g. a run packaged without an evaluation, then resumed: nothing to quote, and it says so
@@ -264,11 +267,7 @@ def run_workflow(
         Field(description="Overrules the task guessed from the target (auto)."),
     ] = "auto",
     time_column: Annotated[
-        str | None,
-        Field(
-            description="Split in time order on this column (oldest rows train, newest test), for a model that "
-            "forecasts; analyze_data's time_series warning names the column when the rows form a time series."
-        ),
+        str | None, Field(description="Split in time order on this column (oldest rows train, newest test).")
     ] = None,
     resume: Annotated[str | None, Field(description="run_id of a stopped workflow: continue where it stopped.")] = None,
     namespace: runs.Namespace = "default",

@@ -63,8 +63,8 @@ def prepare_data(
     drop_duplicates: Annotated[
         bool | Literal["auto"],
         Field(
-            description="Drop exact duplicate rows before splitting: 'auto' (default) drops them unless repeats are "
-            "observations (a table of codes, or replicated measurements); true always; false never."
+            description="Drop exact duplicate rows before splitting: 'auto' (default) unless repeats are observations "
+            "(codes, replicated measurements); true; false."
         ),
     ] = "auto",
     outliers: Annotated[

@@ -33,11 +33,13 @@ from ml_expert.tools.core.scoring import (
     baseline_scores,
     beats_baseline,
     check_target,
+    dummy_output,
     main_key,
     scores,
 )
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.evaluation.report import write_report
+from ml_expert.tools.evaluation.uncertainty import MetricInterval, metric_interval
 from ml_expert.tools.jobs.manager import run_as_job
 from ml_expert.tools.jobs.specs import JobSpec, JobStatus, ProgressFn, Reporter, WaitSeconds
 from ml_expert.tools.workspace import Workspace, write_json
@@ -69,6 +71,11 @@ class ModelEvaluation(BaseModel):
     baseline_metrics: dict[str, float] = Field(description="Dummy baseline (majority class / training mean) on test.")
     beats_baseline: bool
     baseline_verdict: str
+    interval: MetricInterval | None = Field(
+        None,
+        description="Bootstrap interval of the main test metric and of its gain over the baseline (how much the "
+        "score would move on other test rows; None for clustering).",
+    )
     split_scores: dict[str, float] = Field(
         description="Main metric on train, validation and test (train and validation: a seeded sample of 200,000 rows "
         "when larger)."
@@ -122,6 +129,12 @@ def evaluate_model(
     verdict = f"{key} {metrics[key]:.4f} vs baseline {baseline[key]:.4f}: " + (
         "clearly better than the dummy baseline." if beats else "no better than guessing — do not ship this model."
     )
+    interval = metric_interval(task, y_test, outputs["test"], dummy_output(task, y_train, len(y_test), len(labels)))
+    if beats and interval is not None and interval.gain_within_chance:
+        verdict += (
+            f" But on {interval.rows:,} test rows that gain is within chance (its {interval.level:.0%} interval "
+            f"reaches {interval.gain_over_baseline[0]:+.4f}): more test rows would settle it."
+        )
     classify = is_classification(task)
     if classify and baseline["accuracy"] >= 0.8:
         verdict += f" Note: {baseline['accuracy']:.0%} of test rows are one class, so accuracy alone flatters."
@@ -150,6 +163,7 @@ def evaluate_model(
         baseline_metrics=baseline,
         beats_baseline=beats,
         baseline_verdict=verdict,
+        interval=interval,
         split_scores=split_scores,
         overfitting=overfitting,
         overfitting_rule=OVERFIT_RULE.get(kind, "not applicable to clustering"),

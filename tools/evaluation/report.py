@@ -58,6 +58,8 @@ def _performance(run_id: str, dataset: str | None, ev: Any, prepared: PreparedDa
         f"**Baseline:** {ev.baseline_verdict}",
         "",
     ]
+    if getattr(ev, "interval", None) is not None:
+        lines += [f"**Uncertainty:** {ev.interval.sentence()}", ""]
     if ev.target:
         t = ev.target
         goal = f">= {t['min']}" if "min" in t else f"<= {t['max']}"

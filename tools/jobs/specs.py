@@ -26,7 +26,7 @@ JobId = Annotated[str, Field(description="Job id returned by train or run_workfl
 WaitSeconds = Annotated[
     float | None,
     Field(
-        description="Seconds to wait before returning a running job (follow with get_job); default: the server's.",
+        description="Seconds to wait, then return the running job (follow with get_job); default: the server's.",
         ge=0,
         le=MAX_WAIT_SECONDS,
     ),

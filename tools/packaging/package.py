@@ -187,10 +187,8 @@ def package(
     refit_all_rows: Annotated[
         bool | None,
         Field(
-            description="Refit an evaluated auto model on all rows (train, validation, test) and package the refit; "
-            f"default: a regression once it was evaluated, when that costs at most {REFIT_SHARE:.0%} of its train "
-            "budget. false: "
-            "package it as it is."
+            description="Refit an evaluated auto model on all rows and package the refit; default: an evaluated "
+            f"regression whose refit costs at most {REFIT_SHARE:.0%} of its train budget. false: package it as it is."
         ),
     ] = None,
     wait_seconds: WaitSeconds = None,
@@ -198,9 +196,8 @@ def package(
 ) -> JobStatus:
     """Build deployment/ (model formats, preprocessing, inference.py, docs, manifest) and verify it.
 
-    Every format is loaded in a fresh process and must reproduce the model's test predictions. An auto model is
-    first refit on all rows (a model of its own; the evaluated one is kept) when it is a cheap regression, or when
-    refit_all_rows=true.
+    Every format is loaded in a fresh process and must reproduce the model's test predictions. An auto model may
+    first be refit on all rows (see refit_all_rows; the evaluated one is kept).
     """
     spec = package_spec(ws, run_id, model_id, formats, output_dir, refit_all_rows)
     return run_as_job(ws, spec, namespace=runs.run_namespace(ws, run_id), wait_seconds=wait_seconds, report=report)

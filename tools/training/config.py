@@ -26,8 +26,7 @@ Filters = Annotated[int, Field(ge=1, le=1024)]
 
 
 class TrainConfig(BaseModel):
-    """Training configuration; every field has the seed's default. Fields a family does not use are ignored (the
-    result shows those it used: `used_config`)."""
+    """Training configuration (the seed's defaults); fields a family does not use are ignored (see `used_config`)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -199,10 +199,9 @@ def train(
     wait_seconds: WaitSeconds = None,
     report: ProgressFn | None = None,
 ) -> JobStatus:
-    """Train a model on the run's prepared data as a background job; returns the result or the running job.
+    """Train a model on the run's prepared data as a job ('auto' on a table: a time-budgeted search, leaderboard).
 
-    'auto' on a table: a time-budgeted model search with a leaderboard. When status is 'running', follow with
-    get_job(job_id). Then call evaluate(run_id, model_id).
+    When status is 'running', follow with get_job(job_id). Then call evaluate(run_id, model_id).
     """
     spec = train_spec(
         ws, run_id, architecture, config, distribution, base_model, fine_tune_layers, freeze, time_budget_s
