@@ -359,28 +359,33 @@ def test_a_time_series_is_named_with_how_to_split_it_in_time_order(ws: Workspace
     assert found["events.csv"] == [] and found["panel.csv"] == []
 
 
-def test_run_workflow_with_a_time_column_tests_on_the_latest_rows(jobs_ws: Workspace) -> None:
-    """What the warning asks for, in one call: time_column splits oldest-train / newest-test; the summary's data
-    alerts then no longer quote the warning, and the model still learns (the signal column, R² above 0.9)."""
+def test_run_workflow_with_a_time_column_tests_on_the_latest_rows(
+    jobs_ws: Workspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the warning asks for, in one call (`ml-expert run --time-column`, `run_workflow(time_column=)`): oldest
+    rows train, newest test; the summary's data alerts then no longer quote the warning, and the model still learns
+    (the signal column, R² above 0.9)."""
+    from ml_expert.server.cli import main
+
     frame = _monthly()
     frame.to_csv(jobs_ws.root / "monthly.csv", index=False)
     plain = run_workflow(jobs_ws, path="monthly.csv", target="y", architecture="linear", wait_seconds=300)
     assert plain.status == "succeeded", plain.error
     assert any("time series" in alert for alert in plain.result["data_alerts"])
-    timed = run_workflow(
-        jobs_ws, path="monthly.csv", target="y", architecture="linear", time_column="month", wait_seconds=300
-    )
-    assert timed.status == "succeeded", timed.error
-    result = timed.result
-    assert result["data_alerts"] == [] and result["test_metrics"]["r2"] > 0.9, result
+    code = main(["run", "monthly.csv", "-t", "y", "-a", "linear", "--time-column", "month", "-w", str(jobs_ws.root)])
+    shown = capsys.readouterr().out
+    assert code == 0 and "test r2" in shown and "time series" not in shown, shown
+    metrics = jobs_ws.store.get_value("ml-expert/metrics")
+    run_id = metrics["run_id"]
+    assert metrics["evaluations"][0]["test_metrics"]["r2"] > 0.9, metrics
     prepared = jobs_ws.store.get_value("ml-expert/prepared-data")
-    assert prepared["run_id"] == result["run_id"] and prepared["options"]["split_strategy"] == "time"
+    assert prepared["run_id"] == run_id and prepared["options"]["split_strategy"] == "time"
     assert prepared["options"]["time_column"] == "month" and prepared["splits"]["test"] == 36  # 15 % of 240
     grows = prepared["feature_names"].index("population")
-    train_rows, test_rows = (load_split(jobs_ws, result["run_id"], split)[0][:, grows] for split in ("train", "test"))
+    train_rows, test_rows = (load_split(jobs_ws, run_id, split)[0][:, grows] for split in ("train", "test"))
     assert test_rows.min() > train_rows.max()  # the test split is the latest months
     with pytest.raises(InvalidInputError, match="already prepared"):
-        run_workflow(jobs_ws, resume=result["run_id"], time_column="month")
+        run_workflow(jobs_ws, resume=run_id, time_column="month")
 
 
 def test_a_few_integer_amounts_taken_as_classes_say_how_to_read_them_as_a_number(ws: Workspace) -> None:
