@@ -102,7 +102,10 @@ def test_a_gain_over_the_baseline_within_the_noise_of_a_small_test_split_is_call
     ev = _done(evaluate(jobs_ws, run, wait_seconds=120))["evaluations"][0]
     gain = ev["interval"]["gain_over_baseline"]
     assert ev["beats_baseline"] and ev["interval"]["rows"] == 24 and gain[0] < 0 < gain[1]
-    assert "on 24 test rows that gain is within chance" in ev["baseline_verdict"]
+    assert (
+        "above the baseline by the verdict's margin, but on 24 test rows that gain is within chance"
+        in (ev["baseline_verdict"])
+    )
     frame.to_csv(jobs_ws.root / "weak.csv", index=False)
     whole = run_workflow(jobs_ws, path="weak.csv", target="y", architecture="linear", wait_seconds=300)
     assert whole.status == "succeeded", whole.error
@@ -119,6 +122,8 @@ def test_a_gain_over_the_baseline_within_the_noise_of_a_small_test_split_is_call
     sampled = metric_interval("binary", y[many], output[many], baseline[many])
     width, sampled_width = (i.test[1] - i.test[0] for i in (large, sampled))  # type: ignore[union-attr]
     assert sampled is not None and sampled.test[0] < 0.625 < sampled.test[1] and 0.08 < sampled_width / width < 0.12
+    flat = np.full(12, 3.0)  # a constant test target leaves R² undefined: no interval (NaN would not store)
+    assert metric_interval("regression", flat, flat + 0.1, np.full(12, 2.0)) is None
     values = np.linspace(0, 10, 500)  # a regression: R² and its gain over the training mean
     fitted = metric_interval("regression", values, values + rng.normal(0, 1, 500), np.full(500, values.mean()))
     assert fitted is not None and fitted.metric == "r2" and 0.85 < fitted.test[0] < fitted.test[1] < 0.95

@@ -388,6 +388,23 @@ def test_run_workflow_with_a_time_column_tests_on_the_latest_rows(
         run_workflow(jobs_ws, resume=run_id, time_column="month")
 
 
+def test_a_time_split_reads_day_first_dates_day_first(ws: Workspace) -> None:
+    """Dates written day first (03/11/2024 is 3 November) were ordered month first by the time split, so its "latest"
+    rows were not the latest; they are read as the features read them now, and the series is still named."""
+    from ml_expert.tools.data.prepare import prepare_data
+
+    frame = _monthly().sample(frac=1, random_state=0)  # rows out of order
+    frame["day"] = frame.index.map(lambda i: (pd.Timestamp("2000-01-01") + pd.Timedelta(days=i)).strftime("%d/%m/%Y"))
+    frame = frame.drop(columns="month")  # 240 days: 01/02/2000 read month first was 2 January
+    frame.to_csv(ws.root / "day_first.csv", index=False)
+    analysis = analyze_data(ws, "day_first.csv", target="y")
+    assert [w.column for w in analysis.warnings if w.code == "time_series"] == ["day"]
+    prepared = prepare_data(ws, run_id=analysis.run_id, split_strategy="time", time_column="day")
+    grows = prepared.feature_names.index("population")  # grows day by day
+    train_rows, test_rows = (load_split(ws, prepared.run_id, split)[0][:, grows] for split in ("train", "test"))
+    assert test_rows.min() > train_rows.max()
+
+
 def test_a_few_integer_amounts_taken_as_classes_say_how_to_read_them_as_a_number(ws: Workspace) -> None:
     """AER's Affairs (0, 1, 2, 3, 7 or 12 affairs) is guessed as 6 classes, a reasonable reading of codes; analyze_data
     now says so and how to predict it as a number instead. Asked for classes, it says nothing."""
@@ -400,5 +417,9 @@ def test_a_few_integer_amounts_taken_as_classes_say_how_to_read_them_as_a_number
     assert "0, 1, 2, 3, 7, 12" in notes[0].message and "task_type='regression'" in notes[0].message
     asked = analyze_data(ws, "affairs.csv", target="affairs", task_type="classification")
     assert not [w for w in asked.warnings if w.code == "task_guess"]
+    with_missing = pd.DataFrame({"age": rng.integers(20, 60, 600), "affairs": np.where(counts > 5, np.nan, counts)})
+    with_missing.to_csv(ws.root / "floats.csv", index=False)  # read as floats: 0.0, 1.0, ...
+    floats = analyze_data(ws, "floats.csv", target="affairs")
+    assert "holds 4 integer values (0, 1, 2, 3)" in next(w.message for w in floats.warnings if w.code == "task_guess")
     labels = analyze_data(ws, "affairs.csv", target="age")  # many integer values: a regression, no note
     assert labels.task_type == "regression" and not [w for w in labels.warnings if w.code == "task_guess"]

@@ -185,11 +185,12 @@ def _result(ws: Workspace, run_id: str, done: list[str]) -> WorkflowResult:
         summary += f" The packaged model {deployment['model_id']} refits it on all rows."
     if deployment.get("folder"):
         summary += package_line(deployment)
-    in_time_order = (mem("prepared-data").get("options") or {}).get("split_strategy") == "time"
+    options = mem("prepared-data").get("options") or {}
+    ordered_by = options.get("time_column") if options.get("split_strategy") == "time" else None
     alerts = [
         w["message"]
         for w in mem("data-analysis").get("warnings") or []
-        if w.get("severity") == "high" and not (in_time_order and w.get("code") == "time_series")  # followed
+        if w.get("severity") == "high" and not (w.get("code") == "time_series" and w.get("column") == ordered_by)
     ]
     if alerts:  # a suspected leak makes a perfect test score; say so beside it, not only in the analysis
         more = f" (and {len(alerts) - MAX_ALERTS} more in ml-expert/data-analysis)" if len(alerts) > MAX_ALERTS else ""

@@ -6,7 +6,6 @@ that alone predicts the target on held-out rows)."""
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
@@ -28,6 +27,7 @@ MIN_ROWS_PER_CLASS = 7  # a 70/15/15 stratified split needs about this many rows
 SERIES_MIN_ROWS = 30  # fewer timestamps say too little about their spacing
 SERIES_UNIQUE = 0.95  # share of the rows with a timestamp of their own: one row per time step
 MIXED_PARSE_ROWS = 100_000  # dates of several formats are read one by one (~20 µs each) up to this many rows
+FORMAT_ROWS = 100_000  # rows whose text says whether the dates are written day first
 SERIES_REGULAR = 0.75  # share of the gaps within 10 % of the median gap (business days: 4 of 5 gaps are one day)
 STEPS = (("second", 1), ("minute", 60), ("hour", 3600), ("day", 86400), ("week", 7 * 86400),
          ("month", 30.44 * 86400), ("quarter", 91.31 * 86400), ("year", 365.25 * 86400))  # fmt: skip
@@ -67,34 +67,21 @@ def _column_warnings(
     return out
 
 
-def _parse_times(stamps: pd.Series) -> pd.Series:
-    """A datetime column's values as timestamps: text in the format of its first value (vectorised, fast on millions
-    of rows), or read value by value ("mixed") when that format misses and the column is short enough."""
-    if pd.api.types.is_datetime64_any_dtype(stamps.dtype):
-        return stamps
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        times = pd.to_datetime(stamps, errors="coerce", utc=True)
-        if times.notna().sum() < SERIES_UNIQUE * stamps.notna().sum() and len(stamps) <= MIXED_PARSE_ROWS:
-            times = pd.to_datetime(stamps, errors="coerce", format="mixed", utc=True)
-    return times
-
-
 def _time_step(stamps: pd.Series) -> str | None:
-    """The step of a column of timestamps that gives each row a time of its own, at regular steps ('month', '3
-    days'), else None."""
-    times = _parse_times(stamps).dropna()
+    """The step of a column of timestamps that gives each row a time of its own, at regular steps ('one month', '3
+    days'), else None. Day-first text (03/11/2024: 3 November) is read day first, as the features read it."""
+    from ml_expert.tools.core.portable.preprocessing import date_format, read_dates  # sklearn: not at server start
+
+    times = read_dates(stamps, date_format(stamps.head(FORMAT_ROWS)), MIXED_PARSE_ROWS).dropna()
     if len(times) < SERIES_MIN_ROWS or times.nunique() < SERIES_UNIQUE * len(stamps):
         return None
-    if getattr(times.dt, "tz", None) is not None:
-        times = times.dt.tz_convert(None)
-    gaps = np.diff(np.sort(times.unique().astype("datetime64[s]").astype(np.int64))).astype(float)
+    gaps = np.diff(np.sort(times.unique().astype("datetime64[ns]").astype(np.int64))).astype(float) / 1e9
     median = float(np.median(gaps))
     if median <= 0 or np.mean(np.abs(gaps - median) <= 0.1 * median) < SERIES_REGULAR:
         return None
     name, seconds = next((step for step in reversed(STEPS) if step[1] <= 1.1 * median), STEPS[0])  # the largest unit
     count = median / seconds
-    return name if abs(count - 1) < 0.1 else f"{count:.3g} {name}s"
+    return f"one {name}" if abs(count - 1) < 0.1 else f"{count:.3g} {name}s"
 
 
 def _time_series_warnings(
@@ -109,7 +96,7 @@ def _time_series_warnings(
         if (step := _time_step(df[col])) is None:
             continue
         message = (
-            f"{col!r} gives every row its own time, one {step} apart: the rows form a time series. A random split "
+            f"{col!r} gives every row its own time, {step} apart: the rows form a time series. A random split "
             "tests the model on rows between those it learned from, so its test score flatters a forecast; pass "
             f"split_strategy='time', time_column={col!r} to prepare_data (run_workflow: time_column={col!r}) to "
             "test it on the latest rows."
@@ -125,7 +112,8 @@ def _task_guess_warning(df: pd.DataFrame, target: TargetSummary | None, requeste
     y = df[target.column]
     if not pd.api.types.is_numeric_dtype(y.dtype) or pd.api.types.is_bool_dtype(y.dtype):
         return []
-    values = ", ".join(sorted(target.class_counts or {}, key=float)[:8])
+    shown = sorted({str(int(float(v))) for v in target.class_counts or {}}, key=int)
+    values = ", ".join(shown[:8]) + (", …" if (target.n_classes or 0) > 8 else "")
     message = (
         f"{target.column!r} holds {target.n_classes} integer values ({values}): they are taken as "
         f"{target.n_classes} classes. If they are amounts (counts, ratings, scores) whose order matters, pass "

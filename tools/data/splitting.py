@@ -21,11 +21,11 @@ def _time_split(n: int, shares: tuple[float, float, float], order: pd.Series | N
     """Oldest rows train, newest test."""
     if order is None:
         raise InvalidInputError("split_strategy='time' needs time_column= (the column that orders the rows).")
-    keys = (
-        order.to_numpy()
-        if pd.api.types.is_numeric_dtype(order)
-        else pd.to_datetime(order, errors="coerce", format="mixed").to_numpy()
-    )
+    from ml_expert.tools.core.portable.preprocessing import date_format, read_dates  # sklearn: not at server start
+
+    # dates as the features read them: day first where written so (03/11/2024 is 3 November), every zone in UTC
+    numeric = pd.api.types.is_numeric_dtype(order)
+    keys = order.to_numpy() if numeric else read_dates(order, date_format(order)).to_numpy()
     sorted_idx = np.arange(n)[np.argsort(keys, kind="stable")]
     a, b = round(n * shares[0]), round(n * (shares[0] + shares[1]))
     return {"train": sorted_idx[:a], "val": sorted_idx[a:b], "test": sorted_idx[b:]}

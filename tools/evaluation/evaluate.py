@@ -131,8 +131,9 @@ def evaluate_model(
     )
     interval = metric_interval(task, y_test, outputs["test"], dummy_output(task, y_train, len(y_test), len(labels)))
     if beats and interval is not None and interval.gain_within_chance:
-        verdict += (
-            f" But on {interval.rows:,} test rows that gain is within chance (its {interval.level:.0%} interval "
+        verdict = (
+            f"{key} {metrics[key]:.4f} vs baseline {baseline[key]:.4f}: above the baseline by the verdict's margin, "
+            f"but on {interval.rows:,} test rows that gain is within chance (its {interval.level:.0%} interval "
             f"reaches {interval.gain_over_baseline[0]:+.4f}): more test rows would settle it."
         )
     classify = is_classification(task)

@@ -70,10 +70,11 @@ def _r2(y: np.ndarray) -> Callable[[np.ndarray, np.ndarray], float]:
 def metric_interval(
     task: str, y_true: np.ndarray, output: np.ndarray, baseline_output: np.ndarray, seed: int = 0
 ) -> MetricInterval | None:
-    """The bootstrap interval of the main metric and of its gain over the baseline (None for clustering, or fewer
-    than 2 test rows). `output` and `baseline_output` are what `predict_output` and `dummy_output` give. Above
-    MAX_ROWS test rows a seeded sample of MAX_ROWS is resampled, and the spread it gives is narrowed by
-    sqrt(MAX_ROWS / rows), as a score's spread narrows with the rows it is computed on."""
+    """The bootstrap interval of the main metric and of its gain over the baseline (None for clustering, fewer than 2
+    test rows, or an R² that a constant test target leaves undefined). `output` and `baseline_output` are what
+    `predict_output` and `dummy_output` give. Above MAX_ROWS test rows a seeded sample of MAX_ROWS is resampled, and
+    the spread it gives is narrowed by sqrt(MAX_ROWS / rows), as a score's spread narrows with the rows it is
+    computed on."""
     key = main_key(task)
     if key not in ("balanced_accuracy", "r2") or len(y_true) < 2:
         return None
@@ -102,6 +103,8 @@ def metric_interval(
 
     full, full_base = score(every, model), score(every, baseline)
     on_pool, on_pool_base = score(pool, model), score(pool, baseline)
+    if not np.isfinite([full, full_base, on_pool, on_pool_base]).all() or np.isnan(scored).mean() > 0.5:
+        return None  # R² of test rows whose target is one value (or nearly always so when resampled): no interval
     return MetricInterval(
         metric=key,
         test=spread(scored, full, on_pool),

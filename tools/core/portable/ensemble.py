@@ -44,8 +44,12 @@ def class_shares(y: Any, n_classes: int) -> list[float]:
 
 
 def lean_to_frequent(probs: np.ndarray, shares: Any) -> np.ndarray:
-    """Class probabilities raised by TIE_TILT times their class's share, renormalised (see TIE_TILT)."""
-    tilted = probs * (1 + TIE_TILT * np.asarray(shares, dtype=np.float64))
+    """Class probabilities raised by TIE_TILT times their class's share, renormalised (see TIE_TILT); as they are
+    when the shares do not match their classes (a tie-break never stops a prediction)."""
+    lean = np.asarray(shares, dtype=np.float64)
+    if probs.ndim != 2 or lean.shape != (probs.shape[1],):
+        return probs
+    tilted = probs * (1 + TIE_TILT * lean)
     return tilted / tilted.sum(axis=1, keepdims=True)
 
 

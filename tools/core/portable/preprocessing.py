@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -178,6 +179,20 @@ def date_format(s: pd.Series) -> str | None:
         return None
     dotted = text.str.match(r"^\s*\d{1,2}\.\d{1,2}\.\d{2,4}\b").mean() > 0.5
     return DAY_FIRST if (parts[0] > 12).any() or dotted else None
+
+
+def read_dates(s: pd.Series, fmt: str | None = None, mixed_rows: int | None = None) -> pd.Series:
+    """A column of dates as UTC timestamps without a zone (NaT where unreadable), day first when `fmt` is DAY_FIRST:
+    in the format of its first value (vectorised: fast on millions of rows), or value by value ("mixed", ~20 µs each)
+    when that format leaves some unread, on columns of at most `mixed_rows` rows (None: any)."""
+    if pd.api.types.is_datetime64_any_dtype(s.dtype):
+        return pd.to_datetime(s, utc=True).dt.tz_convert(None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "could not infer format", parsed value by value
+        dates = pd.to_datetime(s, errors="coerce", utc=True, dayfirst=fmt == DAY_FIRST)
+        if dates.isna().sum() > s.isna().sum() and (mixed_rows is None or len(s) <= mixed_rows):
+            dates = pd.to_datetime(s, errors="coerce", utc=True, dayfirst=fmt == DAY_FIRST, format="mixed")
+    return dates.dt.tz_convert(None)
 
 
 def read_numbers(s: pd.Series, fmt: str | None = None) -> pd.Series:
