@@ -69,6 +69,26 @@ def test_leakage_suspect_and_imbalance_are_flagged(ws: Workspace) -> None:
     )
 
 
+def test_a_label_cut_from_a_number_is_a_leakage_suspect_on_a_small_table(ws: Workspace) -> None:
+    """MASS's birthwt: `low` is `bwt < 2500`, yet on its 189 rows the 64-bin check scored bwt 0.92 and said nothing
+    (the model then scored 1.00). A single cut learned on half the rows is checked too; a target that is a feature
+    in other units (a straight line) likewise; a merely strong feature is not flagged."""
+    rng = np.random.default_rng(2)
+    n = 189
+    weight = rng.normal(2950, 700, n).round()
+    strong = weight / 1000 + rng.normal(0, 0.5, n)  # informative, not a leak
+    df = pd.DataFrame({"bwt": weight, "age": rng.integers(15, 45, n), "strong": strong, "low": (weight < 2500) * 1})
+    df.to_csv(ws.root / "births.csv", index=False)
+    codes = {(w.code, w.column) for w in analyze_data(ws, "births.csv", target="low").warnings}
+    assert ("leakage_suspect", "bwt") in codes
+    assert ("leakage_suspect", "strong") not in codes and ("leakage_suspect", "age") not in codes
+    celsius = rng.normal(15, 8, n)
+    units = pd.DataFrame({"celsius": celsius, "wind": rng.normal(size=n), "fahrenheit": celsius * 1.8 + 32})
+    units.to_csv(ws.root / "units.csv", index=False)
+    codes = {(w.code, w.column) for w in analyze_data(ws, "units.csv", target="fahrenheit").warnings}
+    assert ("leakage_suspect", "celsius") in codes and ("leakage_suspect", "wind") not in codes
+
+
 def test_wide_data_stays_bounded(ws: Workspace) -> None:
     rng = np.random.default_rng(1)
     df = pd.DataFrame(rng.normal(size=(60, 2000)), columns=[f"f{i}" for i in range(2000)])

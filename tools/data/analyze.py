@@ -20,14 +20,9 @@ from ml_expert.tools.artifacts import check_data_kept
 from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.data import modalities
-from ml_expert.tools.data.findings import (
-    DataWarning,
-    add_leakage_warnings,
-    data_warnings,
-    duplicate_rows,
-    target_warnings,
-)
+from ml_expert.tools.data.findings import DataWarning, data_warnings, duplicate_rows, target_warnings
 from ml_expert.tools.data.io import check_size, read_table
+from ml_expert.tools.data.leakage import add_leakage_warnings
 from ml_expert.tools.data.modalities import DataOptions
 from ml_expert.tools.data.profiling import TaskChoice, choose_task, infer_kind, is_string_like
 from ml_expert.tools.workspace import Workspace

@@ -1,8 +1,8 @@
 """What `analyze_data` warns about, with the recommendations that follow: per-column warnings (identifiers,
 constants, mostly missing, high cardinality), rows that form a time series (one per regular time step, where a
 random split would test on the past), duplicate rows (copies, or repeated observations), the target (missing
-values, imbalance, classes too small to stratify, integer values taken as classes) and leakage suspects (a feature
-that alone predicts the target on held-out rows)."""
+values, imbalance, classes too small to stratify, integer values taken as classes). Leakage suspects are in
+`leakage.py`."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ from pydantic import BaseModel
 
 from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.core.scoring import IMBALANCE_RATIO
-from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.data.profiling import DROP_KINDS, HIGH_CARDINALITY, repeats_are_observations, row_hashes
-from ml_expert.tools.workspace import DEFAULT_SEED
 
 if TYPE_CHECKING:
     from ml_expert.tools.data.analyze import TargetSummary
@@ -22,7 +20,6 @@ if TYPE_CHECKING:
 np = lazy_import("numpy")
 pd = lazy_import("pandas")
 
-LEAKAGE_SAMPLE = 5000
 MIN_ROWS_PER_CLASS = 7  # a 70/15/15 stratified split needs about this many rows in every class
 SERIES_MIN_ROWS = 30  # fewer timestamps say too little about their spacing
 SERIES_UNIQUE = 0.95  # share of the rows with a timestamp of their own: one row per time step
@@ -245,84 +242,3 @@ def target_warnings(target: TargetSummary | None) -> tuple[list[DataWarning], li
             )
             recs.append("Merge or drop the tiny classes, or collect more rows for them.")
     return out, recs
-
-
-def _codes(x: pd.Series) -> np.ndarray:
-    """A feature as small integer bins: 64 quantile bins for numbers, codes for categories; missing = own bin."""
-    if pd.api.types.is_numeric_dtype(x.dtype):
-        values = x.to_numpy(dtype=float)
-        edges = np.unique(np.nanquantile(values, np.linspace(0, 1, 65)[1:-1])) if np.isfinite(values).any() else []
-        codes = np.searchsorted(edges, values)
-        codes[np.isnan(values)] = len(edges) + 1
-        return codes
-    return x.astype("category").cat.codes.to_numpy().astype(np.int64) + 1
-
-
-def _holdout_score(codes: np.ndarray, y: np.ndarray, classify: bool, train: np.ndarray) -> float:
-    """How well the feature alone predicts y on held-out rows: bin -> majority class (accuracy) or mean (R²)."""
-    test = ~train
-    n_bins = int(codes.max()) + 1
-    if classify:
-        table = np.zeros((n_bins, int(y.max()) + 1))
-        np.add.at(table, (codes[train], y[train]), 1)
-        return float(np.mean(table.argmax(axis=1)[codes[test]] == y[test]))
-    sums = np.bincount(codes[train], weights=y[train], minlength=n_bins)
-    counts = np.bincount(codes[train], minlength=n_bins)
-    means = np.where(counts > 0, sums / np.maximum(counts, 1), y[train].mean())
-    residual = np.sum((y[test] - means[codes[test]]) ** 2)
-    return float(1 - residual / max(np.sum((y[test] - y[test].mean()) ** 2), 1e-12))
-
-
-def _leakage_suspects(df: pd.DataFrame, target: str, task: str, kinds: dict[str, str]) -> list[tuple[str, float]]:
-    """Features that alone predict the target almost perfectly on held-out rows (a leakage smell).
-
-    Each feature is binned (quantiles / categories); the bin -> class (or mean) map is learned on a
-    random half of a sample and scored on the other half. NumPy only, so wide and long data stay fast.
-    """
-    data = df[df[target].notna()]
-    if len(data) > LEAKAGE_SAMPLE:
-        data = data.sample(LEAKAGE_SAMPLE, random_state=DEFAULT_SEED)
-    if len(data) < 30:
-        return []
-    classify = is_classification(task)
-    if classify:
-        labels = data[target].astype(str)
-        if labels.value_counts().min() < 3:
-            return []
-        y = labels.astype("category").cat.codes.to_numpy().astype(np.int64)
-    else:
-        y = data[target].to_numpy(dtype=float)
-    train = np.random.default_rng(DEFAULT_SEED).random(len(data)) < 0.5
-    baseline = float(np.mean(y[~train] == np.bincount(y[train]).argmax())) if classify else 0.0
-    suspects = []
-    for col, kind in kinds.items():
-        if col == target or kind not in ("numeric", "categorical", "boolean"):
-            continue
-        codes = _codes(data[col])
-        if codes.max() > 256:  # a near-unique categorical: reported as high cardinality instead
-            continue
-        score = _holdout_score(codes, y, classify, train)
-        if score >= 0.98 and (not classify or score - baseline >= 0.05):
-            suspects.append((col, score))
-    return suspects
-
-
-def add_leakage_warnings(
-    df: pd.DataFrame, target: TargetSummary, kinds: dict[str, str], warns: list[DataWarning], recs: list[str]
-) -> None:
-    suspects = _leakage_suspects(df, target.column, target.task_type, kinds)
-    for col, score in suspects:
-        warns.append(
-            DataWarning(
-                severity="high",
-                code="leakage_suspect",
-                column=col,
-                message=f"{col!r} alone predicts {target.column!r} with score {score:.3f}: check that "
-                "it is known at prediction time, else drop it.",
-            )
-        )
-    if suspects:
-        recs.append(
-            "Leakage suspects: pass them in drop_columns to prepare_data unless they are truly available "
-            "when predicting."
-        )
