@@ -116,7 +116,9 @@ def test_a_gain_over_the_baseline_within_the_noise_of_a_small_test_split_is_call
     output = np.eye(2)[np.where(right, y, 1 - y)]
     baseline = np.eye(2)[np.zeros(2400, dtype=int)]
     large = metric_interval("binary", y, output, baseline)
-    assert large is not None and large.gain_over_baseline[0] > 0.08 and not large.gain_within_chance
+    assert large is not None and large.gain_over_baseline[0] > 0.08 and not large.within_chance
+    few = metric_interval("binary", y[:6], output[:6], baseline[:6])  # every one right: still too few to tell
+    assert few is not None and few.gain_over_baseline[0] > 0 and few.within_chance
     assert large == metric_interval("binary", y, output, baseline)
     many = np.tile(np.arange(2400), 100)  # 240,000 rows (20,000 of them resampled): 1/10 of the 2,400 rows width
     sampled = metric_interval("binary", y[many], output[many], baseline[many])

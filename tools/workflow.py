@@ -174,8 +174,7 @@ def _result(ws: Workspace, run_id: str, done: list[str]) -> WorkflowResult:
     if key:
         summary += f"test {key} {test[key]:.4f} vs baseline {base.get(key, float('nan')):.4f}"
         summary += " (beats the baseline)." if ev.get("beats_baseline") else " (NOT better than the baseline)."
-        gain = (ev.get("interval") or {}).get("gain_over_baseline")
-        if ev.get("beats_baseline") and gain and gain[0] <= 0:  # a small test split: say so beside the claim
+        if ev.get("beats_baseline") and (ev.get("interval") or {}).get("within_chance"):  # a small test split
             summary += f" On {ev['interval']['rows']:,} test rows that gain is within chance (see the report)."
     elif (
         training and not test

@@ -130,11 +130,15 @@ def evaluate_model(
         "clearly better than the dummy baseline." if beats else "no better than guessing — do not ship this model."
     )
     interval = metric_interval(task, y_test, outputs["test"], dummy_output(task, y_train, len(y_test), len(labels)))
-    if beats and interval is not None and interval.gain_within_chance:
+    if beats and interval is not None and interval.within_chance:
+        why = (
+            f"its {interval.level:.0%} interval reaches {interval.gain_over_baseline[0]:+.4f}"
+            if interval.gain_over_baseline[0] <= 0
+            else "too few to resample"
+        )
         verdict = (
             f"{key} {metrics[key]:.4f} vs baseline {baseline[key]:.4f}: above the baseline by the verdict's margin, "
-            f"but on {interval.rows:,} test rows that gain is within chance (its {interval.level:.0%} interval "
-            f"reaches {interval.gain_over_baseline[0]:+.4f}): more test rows would settle it."
+            f"but on {interval.rows:,} test rows that gain is within chance ({why}): more test rows would settle it."
         )
     classify = is_classification(task)
     if classify and baseline["accuracy"] >= 0.8:

@@ -18,6 +18,7 @@ from ml_expert.tools.core.scoring import main_key
 np = lazy_import("numpy")  # loads on first use, not at server start
 
 RESAMPLES = 1000
+MIN_ROWS = 10  # below, resampling a handful of rows says nothing: any gain counts as within chance
 MAX_ROWS = 20_000  # above, a seeded sample of the test rows is resampled (see `metric_interval`)
 LEVEL = 0.95
 
@@ -32,10 +33,9 @@ class MetricInterval(BaseModel):
     )
     rows: int = Field(description=f"Test rows scored (above {MAX_ROWS:,}, a seeded sample of them is resampled).")
     resamples: int = RESAMPLES
-
-    @property
-    def gain_within_chance(self) -> bool:
-        return self.gain_over_baseline[0] <= 0.0
+    within_chance: bool = Field(
+        description=f"The gain's interval reaches 0, or fewer than {MIN_ROWS} test rows (too few to resample)."
+    )
 
     def sentence(self) -> str:
         """The interval in words, for the verdict and the report."""
@@ -105,9 +105,11 @@ def metric_interval(
     on_pool, on_pool_base = score(pool, model), score(pool, baseline)
     if not np.isfinite([full, full_base, on_pool, on_pool_base]).all() or np.isnan(scored).mean() > 0.5:
         return None  # R² of test rows whose target is one value (or nearly always so when resampled): no interval
+    gain = spread(gains, full - full_base, on_pool - on_pool_base)
     return MetricInterval(
         metric=key,
         test=spread(scored, full, on_pool),
-        gain_over_baseline=spread(gains, full - full_base, on_pool - on_pool_base),
+        gain_over_baseline=gain,
         rows=len(y),
+        within_chance=gain[0] <= 0.0 or len(y) < MIN_ROWS,
     )
