@@ -423,3 +423,26 @@ def test_a_few_integer_amounts_taken_as_classes_say_how_to_read_them_as_a_number
     assert "holds 4 integer values (0, 1, 2, 3)" in next(w.message for w in floats.warnings if w.code == "task_guess")
     labels = analyze_data(ws, "affairs.csv", target="age")  # many integer values: a regression, no note
     assert labels.task_type == "regression" and not [w for w in labels.warnings if w.code == "task_guess"]
+
+
+def test_labels_that_differ_only_in_case_or_spaces_are_named(ws: Workspace) -> None:
+    """A yes/no answer typed by people ('Yes', 'yes', 'YES ', 'No', 'no') became 5 classes with no word, and the
+    model learned to tell 'Yes' from 'yes'. analyze_data now names such values: for the target as a high warning
+    (the workflow's summary quotes it), for a categorical feature as information."""
+    rng = np.random.default_rng(1)
+    n = 400
+    x = rng.normal(size=n)
+    said_yes = x + rng.normal(0, 0.5, n) > 0
+    answer = np.where(said_yes, rng.choice(["Yes", "yes", "YES "], n), rng.choice(["No", "no"], n))
+    city = rng.choice(["Oslo", "oslo", "Bergen"], n)
+    pd.DataFrame({"x": x, "city": city, "answer": answer}).to_csv(ws.root / "answers.csv", index=False)
+    analysis = analyze_data(ws, "answers.csv", target="answer")
+    found = {w.column: w for w in analysis.warnings if w.code == "spelling_variants"}
+    assert found["answer"].severity == "high" and "'YES ', 'Yes', 'yes'" in found["answer"].message
+    assert found["city"].severity == "info" and "'Oslo', 'oslo'" in found["city"].message
+    assert any("differ only in case or spaces" in r for r in analysis.recommendations)
+    clean = pd.DataFrame(
+        {"x": x, "city": np.where(city == "oslo", "Oslo", city), "answer": np.where(said_yes, "yes", "no")}
+    )
+    clean.to_csv(ws.root / "clean.csv", index=False)
+    assert not [w for w in analyze_data(ws, "clean.csv", target="answer").warnings if w.code == "spelling_variants"]

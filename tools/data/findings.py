@@ -1,7 +1,8 @@
 """What `analyze_data` warns about, with the recommendations that follow: per-column warnings (identifiers,
 constants, mostly missing, high cardinality), rows that form a time series (one per regular time step, where a
 random split would test on the past), duplicate rows (copies, or repeated observations), the target (missing
-values, imbalance, classes too small to stratify, integer values taken as classes). Leakage suspects are in
+values, imbalance, classes too small to stratify, integer values taken as classes), values that differ only in case
+or spaces ('Yes', 'yes', 'YES '). Leakage suspects are in
 `leakage.py`."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pydantic import BaseModel
 
 from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.core.scoring import IMBALANCE_RATIO
+from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.data.profiling import DROP_KINDS, HIGH_CARDINALITY, repeats_are_observations, row_hashes
 
 if TYPE_CHECKING:
@@ -25,6 +27,7 @@ SERIES_MIN_ROWS = 30  # fewer timestamps say too little about their spacing
 SERIES_UNIQUE = 0.95  # share of the rows with a timestamp of their own: one row per time step
 MIXED_PARSE_ROWS = 100_000  # dates of several formats are read one by one (~20 µs each) up to this many rows
 FORMAT_ROWS = 100_000  # rows whose text says whether the dates are written day first
+VARIANT_VALUES = 10_000  # distinct values of a column compared for spelling variants
 SERIES_ROWS = 1_000_000  # rows whose times are read for the series check (5M timestamps as text took 5.4 s)
 SERIES_REGULAR = 0.75  # share of the gaps within 10 % of the median gap (business days: 4 of 5 gaps are one day)
 STEPS = (("second", 1), ("minute", 60), ("hour", 3600), ("day", 86400), ("week", 7 * 86400),
@@ -120,6 +123,36 @@ def _task_guess_warning(df: pd.DataFrame, target: TargetSummary | None, requeste
     return [DataWarning(severity="info", code="task_guess", column=target.column, message=message)]
 
 
+def _spelling_variants(s: pd.Series) -> list[list[str]]:
+    """Groups of a text column's values that differ only in case or surrounding spaces ('Yes', 'yes', 'YES ')."""
+    values = s.dropna().astype(str).unique()[:VARIANT_VALUES]
+    groups: dict[str, list[str]] = {}
+    for value in values:
+        groups.setdefault(value.strip().casefold(), []).append(value)
+    return [sorted(g) for g in groups.values() if len(g) > 1]
+
+
+def _variant_warnings(df: pd.DataFrame, kinds: dict[str, str], target: TargetSummary | None) -> list[DataWarning]:
+    """Values that differ only in case or spaces are different classes (the target) or categories to a model."""
+    out = []
+    for col in df.columns:
+        is_target = target is not None and col == target.column
+        if not (is_target and is_classification(target.task_type)) and kinds.get(col) != "categorical":
+            continue
+        if not (df[col].dtype == object or pd.api.types.is_string_dtype(df[col].dtype)):
+            continue
+        groups = _spelling_variants(df[col])
+        if not groups:
+            continue
+        shown = "; ".join(", ".join(repr(v) for v in g[:4]) for g in groups[:3]) + ("; …" if len(groups) > 3 else "")
+        what = "different classes" if is_target else "different categories"
+        message = f"{col!r} has values that differ only in case or spaces ({shown}): the model takes them as {what}."
+        out.append(
+            DataWarning(severity="high" if is_target else "info", code="spelling_variants", column=col, message=message)
+        )
+    return out
+
+
 def feature_columns(df: pd.DataFrame, kinds: dict[str, str], target: str | None) -> list[str]:
     """The columns prepare_data keeps as features: not the target, no identifier, constant or empty column."""
     return [c for c in df.columns if kinds[c] not in DROP_KINDS and c != target]
@@ -156,7 +189,8 @@ def data_warnings(
     caller asked for)."""
     out = _column_warnings(df, kinds, target, nunique)
     series = _time_series_warnings(df, kinds, target.column if target else None, nunique)
-    out += series + _task_guess_warning(df, target, requested)
+    variants = _variant_warnings(df, kinds, target)
+    out += series + variants + _task_guess_warning(df, target, requested)
     recs: list[str] = []
     codes = {w.code for w in out}
     dropped = [w.column for w in out if w.code in DROP_KINDS]
@@ -166,6 +200,11 @@ def data_warnings(
         recs.append(
             f"Split in time order (split_strategy='time', time_column={series[0].column!r}) so that the test rows "
             "come after every training row, as they will when the model forecasts."
+        )
+    if variants:
+        recs.append(
+            "Values that differ only in case or spaces are told apart by the model: if they mean the same, write "
+            "them one way in the file (e.g. stripped and lowercased) and analyze it again."
         )
     if "mostly_missing" in codes:
         recs.append("Columns mostly missing: drop them or impute with a constant and keep a missing-indicator.")
