@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import frame_run
 
 from ml_expert.memory.errors import InvalidInputError
 from ml_expert.tools.artifacts import load_split
@@ -446,3 +447,22 @@ def test_labels_that_differ_only_in_case_or_spaces_are_named(ws: Workspace) -> N
     )
     clean.to_csv(ws.root / "clean.csv", index=False)
     assert not [w for w in analyze_data(ws, "clean.csv", target="answer").warnings if w.code == "spelling_variants"]
+
+
+def test_class_codes_written_with_leading_zeros_keep_them_in_labels_and_predictions(jobs_ws: Workspace) -> None:
+    """A target of codes "01", "02", "03" in a CSV was read as the numbers 1, 2 and 3, so the model predicted "1";
+    the target's text is kept now when it is digits with leading zeros. A count target stays a number."""
+    rng = np.random.default_rng(0)
+    n = 300
+    x = rng.normal(size=n)
+    code = np.select([x < -0.5, x < 0.5], ["01", "02"], "03")
+    run_id = frame_run(jobs_ws, pd.DataFrame({"x": x, "z": rng.normal(size=n), "code": code}), "code")
+    prepared = jobs_ws.store.get_value("ml-expert/prepared-data")
+    assert prepared["task_type"] == "multiclass" and sorted(prepared["label_mapping"].values()) == ["01", "02", "03"]
+    status = train(jobs_ws, run_id, "linear", wait_seconds=120)
+    assert status.status == "succeeded", status.error
+    result = predict(jobs_ws, run_id=run_id, records=[{"x": -2.0, "z": 0.0}, {"x": 2.0, "z": 0.0}])
+    assert [p.prediction for p in result.predictions] == ["01", "03"]
+    counts = pd.DataFrame({"x": x, "visits": rng.poisson(np.exp(x + 1))})  # 0, 1, 2, ...: no leading zeros
+    frame_run(jobs_ws, counts, "visits", name="visits.csv")
+    assert jobs_ws.store.get_value("ml-expert/prepared-data")["task_type"] == "regression"

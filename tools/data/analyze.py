@@ -153,7 +153,7 @@ def analyze_data(
             f"task_type={task_type!r} needs the column to predict: pass target= as well (without a target, "
             "the data is clustered)."
         )
-    df = read_table(file)
+    df = read_table(file, target)
     if target is not None:
         check_target_column(df, target, file.name)
     return _analyze_table(ws, file, df, target, run_id, namespace, started, task_type)

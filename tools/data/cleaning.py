@@ -39,7 +39,7 @@ class Table:
 
 def read_and_check(file: Path, target: str, opts: PrepareOptions) -> Table:
     """Read the table, check the named columns, drop rows without a target; refuse a target with one value."""
-    df = read_table(file)
+    df = read_table(file, target)
     check_target_column(df, target, file.name)
     for name, col in (("group_column", opts.group_column), ("time_column", opts.time_column)):
         if col is not None and col not in df.columns:

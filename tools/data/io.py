@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import gzip
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 from ml_expert.memory.errors import InvalidInputError
@@ -106,10 +107,11 @@ def _check_header(path: Path, gz: bool, encoding: str, delimiter: str) -> None:
             )
 
 
-def read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path, target: str | None = None) -> pd.DataFrame:
     """Read a dataset file into a DataFrame with clear errors for anything unreadable.
 
-    Infinite numbers become missing values; `df.attrs["infinite"]` counts them per column."""
+    Infinite numbers become missing values; `df.attrs["infinite"]` counts them per column. A `target` of codes
+    written with leading zeros ("01", "02") keeps its text (see `_codes_as_written`)."""
     suffix, gz = _suffixes(path)
     if path.is_dir():
         raise InvalidInputError(f"{path.name} is a folder; pass a data file ({SUPPORTED}).")
@@ -152,7 +154,28 @@ def read_table(path: Path) -> pd.DataFrame:
         raise InvalidInputError(f"{path.name} holds only blank lines. Pass a file with a header row and data rows.")
     delimiter = sniff_delimiter(text, suffix)
     _check_header(path, gz, encoding, delimiter)
-    return _check_rows(_read_csv(path, delimiter, encoding, gz), path)
+    df = _check_rows(_read_csv(path, delimiter, encoding, gz), path)
+    if target is not None and target in df.columns and pd.api.types.is_numeric_dtype(df[target].dtype):
+        _codes_as_written(df, target, path, delimiter, encoding, gz)
+    return df
+
+
+CODE_SAMPLE = 100_000  # rows of a numeric-looking target whose text is checked for leading zeros
+
+
+def _codes_as_written(df: pd.DataFrame, target: str, path: Path, delimiter: str, encoding: str, gz: bool) -> None:
+    """A target the CSV reader took for numbers but written as codes with leading zeros ("01", "02": classes, not
+    the numbers 1 and 2) gets its text back, so that its labels, and the predictions, keep the zeros."""
+    compression = "gzip" if gz else None
+    read = partial(pd.read_csv, path, sep=delimiter, encoding=encoding, compression=compression, dtype=str)
+    column = [str(c).strip() for c in pd.read_csv(path, sep=delimiter, encoding=encoding, compression=compression,
+                                                 nrows=0).columns].index(target)  # fmt: skip
+    head = read(usecols=[column], nrows=CODE_SAMPLE).iloc[:, 0].dropna().str.strip()
+    if head.empty or not head.str.fullmatch(r"\d+").all() or not head.str.match(r"0\d").any():
+        return
+    text = read(usecols=[column]).iloc[:, 0].str.strip()
+    if len(text) == len(df) and text.dropna().str.fullmatch(r"\d+").all():
+        df[target] = text.to_numpy(dtype=object)
 
 
 _POOL_SET = False
