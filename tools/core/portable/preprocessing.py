@@ -233,8 +233,9 @@ def _coerce(s: pd.Series, kind: str, fmt: str | None = None) -> tuple[pd.Series,
     if kind == "datetime":
         # every date in UTC, without its time zone: a Parquet column in Europe/Berlin and its CSV export (offsets
         # +01:00 and +02:00 across a clock change) give the same hour and day (a date without a zone counts as UTC)
-        mapped = pd.to_datetime(s, errors="coerce", format="mixed", utc=True, dayfirst=fmt == DAY_FIRST)
-        mapped = mapped.dt.tz_convert(None)
+        # (`read_dates`: in the first value's format at once, value by value only where that leaves some unread: a
+        # million month-first or day-first dates took 28 s value by value, 1.5 s at once)
+        mapped = read_dates(s, fmt)
         return mapped, _given(s) & mapped.isna()
     return _as_object(s.astype(str).where(s.notna(), np.nan)), pd.Series(False, index=s.index)
 
