@@ -310,7 +310,8 @@ def test_the_compiled_single_row_path_checked_on_a_bounded_sample_matches_on_eve
 ) -> None:
     """`fast_preprocess.json` (what a one-row request runs) is checked on a bounded number of raw test cells, so a
     wide table's package is not spent on it; the rows past that bound get the same features from it."""
-    from ml_expert.tools.core.portable.preprocessing import FastPreprocessor, coerce_frame
+    from ml_expert.tools.core.portable.fast import FastPreprocessor
+    from ml_expert.tools.core.portable.preprocessing import coerce_frame
 
     run = frame_run(ws, churn_frame(2500, seed=4).drop(columns="joined"), "churn")  # dates: never compiled
     run_dir = ws.run_dir(run)

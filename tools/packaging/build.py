@@ -68,6 +68,7 @@ def _stage(
     write_json(build / "schema.json", schema_for_model(schema, meta.task_type))  # a clustering: cluster ids
     shutil.copy(PORTABLE / "preprocessing.py", build / "ml_expert_transformers.py")
     shutil.copy(PORTABLE / "ensemble.py", build / "ml_expert_ensemble.py")
+    shutil.copy(PORTABLE / "fast.py", build / "ml_expert_fast.py")
     shutil.copy(PORTABLE / "inference.py", build / "inference.py")
     if prepared.modality == "tabular":  # other modalities have no fitted preprocessor
         verified = read_verified(ws, run_dir / "preprocessor.joblib")  # shipped: the bytes whose digest was checked

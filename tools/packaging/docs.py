@@ -68,7 +68,8 @@ predicting `{prepared.target}` ({meta.task_type}). Built and verified by ml-expe
 - `inference.py` — `ModelInference(...).predict(records)`; also a CLI.
 - `preprocessor.joblib` — the fitted preprocessing (imputation, encoding, scaling), fitted on training rows only.
 - `ml_expert_transformers.py` — input validation and the custom transformers the preprocessor uses;
-  `ml_expert_ensemble.py` — the blend of models a model search may choose.
+  `ml_expert_ensemble.py` — the blend of models a model search may choose; `ml_expert_fast.py` — the compiled
+  preprocessing a few rows at a time use (`fast_preprocess.json`).
 - `schema.json` — input columns, their kinds and known categories; label mapping.
 - {", ".join(f"`{r.file}` ({r.format})" for r in shipped)} — the model.
 - `manifest.json` — sha256 of every file (see Integrity below) and the build environment.

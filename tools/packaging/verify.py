@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from ml_expert.tools.core.model_meta import ModelMeta
-from ml_expert.tools.core.portable.preprocessing import FastPreprocessor, coerce_frame
+from ml_expert.tools.core.portable.fast import FastPreprocessor
+from ml_expert.tools.core.portable.preprocessing import coerce_frame
 from ml_expert.tools.core.tasks import is_classification
 from ml_expert.tools.packaging.export import FormatReport, tolerance
 

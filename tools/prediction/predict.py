@@ -247,10 +247,10 @@ class _InlineReporter:
 
 
 def model_inference() -> Any:
-    """The deployment package's ModelInference class. Its module imports `ml_expert_transformers`, the name a
-    package gives to portable/preprocessing.py, which registers itself under that name when imported first."""
-    from ml_expert.tools.core.portable import preprocessing  # noqa: F401 - first: registers the name
-    from ml_expert.tools.core.portable.inference import ModelInference
+    """The deployment package's ModelInference class. Its module imports `ml_expert_transformers` and
+    `ml_expert_fast`, the names a package gives to portable/preprocessing.py and fast.py, which register themselves
+    under them when imported."""
+    from ml_expert.tools.core.portable.inference import ModelInference  # registers its siblings' names first
 
     return ModelInference
 

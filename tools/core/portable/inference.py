@@ -28,12 +28,14 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
-if "ml_expert_transformers" not in sys.modules and str(HERE) not in sys.path:  # in ml-expert it is registered
+if __package__:  # in ml-expert: the sibling modules register the names a deployment folder gives their files
+    from . import fast, preprocessing  # noqa: F401
+elif str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+from ml_expert_fast import FastPreprocessor  # noqa: E402
 from ml_expert_transformers import (  # noqa: E402
     FLOAT32_MAX,
-    FastPreprocessor,
     SchemaError,
     coerce_frame,
     csv_like_cells,
