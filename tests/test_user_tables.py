@@ -389,6 +389,22 @@ def test_run_workflow_with_a_time_column_tests_on_the_latest_rows(
         run_workflow(jobs_ws, resume=run_id, time_column="month")
 
 
+def test_a_resumed_workflow_keeps_the_time_column_it_started_with(jobs_ws: Workspace) -> None:
+    """A workflow started with time_column that stopped before its split (here: no target yet) and resumed without
+    it split at random; the resume now takes the column the run was started with."""
+    _monthly().to_csv(jobs_ws.root / "monthly.csv", index=False)
+    stopped = run_workflow(jobs_ws, path="monthly.csv", architecture="linear", time_column="month", wait_seconds=300)
+    assert stopped.status == "failed" and "Phase 'prepare' failed" in stopped.error, stopped.error
+    resumed = run_workflow(jobs_ws, resume=stopped.run_id, target="y", architecture="linear", wait_seconds=300)
+    assert resumed.status == "succeeded", resumed.error
+    prepared = jobs_ws.store.get_value("ml-expert/prepared-data")
+    assert prepared["run_id"] == stopped.run_id and prepared["options"]["time_column"] == "month"
+    assert not any("time series" in alert for alert in resumed.result["data_alerts"])
+    grows = prepared["feature_names"].index("population")
+    train_rows, test_rows = (load_split(jobs_ws, stopped.run_id, split)[0][:, grows] for split in ("train", "test"))
+    assert test_rows.min() > train_rows.max()  # the latest months
+
+
 def test_a_time_split_reads_day_first_dates_day_first(ws: Workspace) -> None:
     """Dates written day first (03/11/2024 is 3 November) were ordered month first by the time split, so its "latest"
     rows were not the latest; they are read as the features read them now, and the series is still named."""

@@ -297,6 +297,8 @@ def run_workflow(
                 "ignored. Resume without it, or start a new run with run_workflow(path=..., time_column=...)."
             )
         path, target = path or info.dataset, target or info.target
+        if not prepared and time_column is None:  # the split the run was started with, not a random one
+            time_column = (ws.job_store.latest_spec(resume, WorkflowSpec.kind) or {}).get("time_column")
     else:
         if path is None:
             raise InvalidInputError("run_workflow needs path= (a dataset file) or resume= (a run_id).")
