@@ -14,7 +14,13 @@ from pydantic import BaseModel
 from ml_expert.tools.core.lazy import lazy_import
 from ml_expert.tools.core.scoring import IMBALANCE_RATIO
 from ml_expert.tools.core.tasks import is_classification
-from ml_expert.tools.data.profiling import DROP_KINDS, HIGH_CARDINALITY, repeats_are_observations, row_hashes
+from ml_expert.tools.data.profiling import (
+    DROP_KINDS,
+    HIGH_CARDINALITY,
+    copied_columns,
+    repeats_are_observations,
+    row_hashes,
+)
 
 if TYPE_CHECKING:
     from ml_expert.tools.data.analyze import TargetSummary
@@ -153,6 +159,21 @@ def _variant_warnings(df: pd.DataFrame, kinds: dict[str, str], target: TargetSum
     return out
 
 
+def _copy_warning(df: pd.DataFrame, kinds: dict[str, str], target: TargetSummary | None) -> list[DataWarning]:
+    """One info warning naming the feature columns that repeat an earlier one value for value (prepare_data drops
+    them)."""
+    copies = copied_columns(df, feature_columns(df, kinds, target.column if target else None))
+    if not copies:
+        return []
+    example = ", ".join(f"{c!r} = {first!r}" for c, first in list(copies.items())[:3])
+    more = f" and {len(copies) - 3:,} more" if len(copies) > 3 else ""
+    message = (
+        f"{len(copies):,} columns repeat an earlier column value for value ({example}{more}): copies add nothing "
+        "but time; prepare_data keeps the first of each."
+    )
+    return [DataWarning(severity="info", code="duplicate_columns", column=next(iter(copies)), message=message)]
+
+
 def feature_columns(df: pd.DataFrame, kinds: dict[str, str], target: str | None) -> list[str]:
     """The columns prepare_data keeps as features: not the target, no identifier, constant or empty column."""
     return [c for c in df.columns if kinds[c] not in DROP_KINDS and c != target]
@@ -190,7 +211,7 @@ def data_warnings(
     out = _column_warnings(df, kinds, target, nunique)
     series = _time_series_warnings(df, kinds, target.column if target else None, nunique)
     variants = _variant_warnings(df, kinds, target)
-    out += series + variants + _task_guess_warning(df, target, requested)
+    out += series + variants + _task_guess_warning(df, target, requested) + _copy_warning(df, kinds, target)
     recs: list[str] = []
     codes = {w.code for w in out}
     dropped = [w.column for w in out if w.code in DROP_KINDS]

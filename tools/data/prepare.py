@@ -90,7 +90,9 @@ def prepare_data(
     scaling: Annotated[
         Literal["standard", "minmax", "robust", "none"], Field(description="Feature scaling.")
     ] = "standard",
-    drop_identifiers: Annotated[bool, Field(description="Drop identifier, constant and empty columns.")] = True,
+    drop_identifiers: Annotated[
+        bool, Field(description="Drop identifier, constant, empty and duplicate columns.")
+    ] = True,
     drop_columns: Annotated[list[str] | None, Field(description="Columns to drop, e.g. leakage suspects.")] = None,
     keep_columns: Annotated[list[str] | None, Field(description="Columns to keep even if they look like ids.")] = None,
     split: Annotated[Split, Field(description="Train/validation/test shares; must sum to 1.")] = (0.7, 0.15, 0.15),

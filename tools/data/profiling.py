@@ -29,6 +29,7 @@ REPEATS_ARE_DATA = 4  # each distinct feature row seen this many times on averag
 REPLICATE_SHARE = 0.05  # ... or this share of the repeated feature rows seen with more than one target value
 PASTED_SHARE = 1 / 3  # ... unless exact copies are this share of the rows or more (a table pasted over; bench: <= 16 %)
 PASTED_CONFLICT = 1 / 4  # ... and fewer of its repeated feature rows than this share are seen with another target
+COPY_SAMPLE = 10_000  # leading rows each column's fingerprint is taken on; columns that match are then compared whole
 TaskChoice = Literal["auto", "classification", "regression"]  # what a user may ask for; auto = guess_task
 
 
@@ -87,6 +88,26 @@ def repeats_are_observations(feature_hashes: np.ndarray, row_hashes: np.ndarray)
             return f"{seen} value too, and {(n - pairs) / n:.0%} of the rows repeat one: few columns, few values"
         return f"{seen} value too: the table repeats measurements"
     return None
+
+
+def copied_columns(df: pd.DataFrame, columns: list[str]) -> dict[str, str]:
+    """Columns that repeat an earlier one of `columns` value for value (same type, missing in the same rows):
+    {copy: the first column with those values}. A fingerprint of each column's first COPY_SAMPLE rows finds the
+    candidates; only those are compared on every row."""
+    import hashlib
+
+    seen: dict[tuple[str, bytes], list[str]] = {}
+    copies: dict[str, str] = {}
+    for col in columns:
+        s = df[col]
+        head = pd.util.hash_pandas_object(s.iloc[:COPY_SAMPLE], index=False).to_numpy()
+        key = (str(s.dtype), hashlib.blake2b(head.tobytes(), digest_size=16).digest())
+        first = next((c for c in seen.get(key, []) if df[c].equals(s)), None)
+        if first is None:
+            seen.setdefault(key, []).append(col)
+        else:
+            copies[col] = first
+    return copies
 
 
 def is_string_like(s: pd.Series) -> bool:
