@@ -92,19 +92,32 @@ def repeats_are_observations(feature_hashes: np.ndarray, row_hashes: np.ndarray)
 
 def copied_columns(df: pd.DataFrame, columns: list[str]) -> dict[str, str]:
     """Columns that repeat an earlier one of `columns` value for value (same type, missing in the same rows):
-    {copy: the first column with those values}. A fingerprint of each column's first COPY_SAMPLE rows finds the
-    candidates; only those are compared on every row."""
+    {copy: the first column with those values}. A fingerprint of COPY_SAMPLE rows spread over the table finds the
+    candidates; a fingerprint of every row separates those that only agree there (sparse columns), and only columns
+    whose full fingerprints match are compared value by value."""
     import hashlib
 
-    seen: dict[tuple[str, bytes], list[str]] = {}
+    def fingerprint(s: pd.Series) -> tuple[str, bytes]:
+        plain = isinstance(s.dtype, np.dtype) and s.dtype.kind in "biuf"  # its bytes are its values
+        data = np.ascontiguousarray(s.to_numpy()) if plain else pd.util.hash_pandas_object(s, index=False).to_numpy()
+        return str(s.dtype), hashlib.blake2b(data.tobytes(), digest_size=16).digest()
+
+    step = max(1, len(df) // COPY_SAMPLE)
+    full: dict[str, tuple[str, bytes]] = {}  # each column's fingerprint of every row, taken once when needed
+
+    def whole(col: str) -> tuple[str, bytes]:
+        if col not in full:
+            full[col] = fingerprint(df[col])
+        return full[col]
+
+    originals: dict[tuple[str, bytes], list[str]] = {}  # sample fingerprint -> the columns with it that copy none
     copies: dict[str, str] = {}
     for col in columns:
         s = df[col]
-        head = pd.util.hash_pandas_object(s.iloc[:COPY_SAMPLE], index=False).to_numpy()
-        key = (str(s.dtype), hashlib.blake2b(head.tobytes(), digest_size=16).digest())
-        first = next((c for c in seen.get(key, []) if df[c].equals(s)), None)
+        rivals = originals.setdefault(fingerprint(s.iloc[::step]), [])
+        first = next((c for c in rivals if whole(c) == whole(col) and df[c].equals(s)), None)
         if first is None:
-            seen.setdefault(key, []).append(col)
+            rivals.append(col)
         else:
             copies[col] = first
     return copies
