@@ -175,7 +175,7 @@ def add_use_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]
     p = sub.add_parser("predict", help="Score a file with a trained model (the predict tool's code path).")
     common(p)
     p.add_argument("model", help="A run id (its latest model) or a model id, e.g. run_5f2c9a1b or mdl_09c1e2aa.")
-    p.add_argument("file", help="CSV/TSV/JSON-lines/Parquet file of raw rows inside the workspace.")
+    p.add_argument("file", help="CSV/TSV/JSON-lines/Parquet/.xlsx file of raw rows inside the workspace.")
     p.add_argument("--out", help="New CSV for the predictions (default predictions/<file>-<model_id>.csv).")
     p = sub.add_parser("explain", help="Which columns drive a trained model (the explain tool's code path).")
     common(p)

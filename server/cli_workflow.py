@@ -171,7 +171,7 @@ def add_workflow_commands(sub: Any, common: Callable[[argparse.ArgumentParser], 
     choices = list(Architecture.__args__)
     p = sub.add_parser("run", help="Run the whole workflow on a dataset with a progress bar.")
     common(p)
-    p.add_argument("dataset", nargs="?", help="CSV/TSV/Parquet/JSON-lines file inside the workspace.")
+    p.add_argument("dataset", nargs="?", help="CSV/TSV/Parquet/JSON-lines/.xlsx file inside the workspace.")
     p.add_argument("--resume", metavar="RUN_ID", help="Continue a stopped run where it stopped (no dataset needed).")
     p.add_argument("--target", "-t", help="Column to predict (a table needs one; --resume may add it).")
     p.add_argument(

@@ -134,7 +134,7 @@ def analyze_data(
     ] = "auto",
     namespace: runs.Namespace = "default",
 ) -> DataAnalysis:
-    """Profile a dataset (CSV/TSV/Parquet/JSON lines): columns, kinds, missing, stats, target, warnings.
+    """Profile a dataset (CSV/TSV/Parquet/JSON lines/.xlsx): columns, kinds, missing, stats, target, warnings.
 
     Starts a run; call prepare_data(run_id=...) next.
     """

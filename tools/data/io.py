@@ -23,7 +23,11 @@ HEADER_CHARS = 64 * 1024 * 1024  # a header line longer than this is far past MA
 TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".tab"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
-SUPPORTED = "CSV/TSV (.csv, .tsv, .txt, optionally .gz), Parquet (.parquet) or JSON lines (.jsonl, .ndjson)"
+EXCEL_SUFFIXES = {".xlsx", ".xlsm"}  # the first sheet
+SUPPORTED = (
+    "CSV/TSV (.csv, .tsv, .txt, optionally .gz), Parquet (.parquet), JSON lines (.jsonl, .ndjson) or Excel (.xlsx, "
+    "its first sheet)"
+)
 
 
 def _suffixes(path: Path) -> tuple[str, bool]:
@@ -131,6 +135,8 @@ def read_table(path: Path, target: str | None = None) -> pd.DataFrame:
         except Exception as exc:
             raise InvalidInputError(f"{path.name} is not a readable Parquet file ({exc}).") from exc
         return _check_rows(df, path)
+    if suffix in EXCEL_SUFFIXES and not gz:
+        return _check_rows(_read_excel(path), path)
     if suffix not in TEXT_SUFFIXES | JSONL_SUFFIXES:
         raise InvalidInputError(
             f"Unsupported file type {''.join(path.suffixes) or '(none)'!r} for {path.name}. Use {SUPPORTED}."
@@ -197,6 +203,19 @@ def _release_arrow_memory() -> None:
         pa.jemalloc_set_decay_ms(0)
     except (ImportError, NotImplementedError, AttributeError):
         pass
+
+
+def _read_excel(path: Path) -> pd.DataFrame:
+    """A workbook's first sheet, with a clear error for a file that is not one."""
+    from ml_expert.tools.core.portable.preprocessing import read_sheet
+
+    try:
+        return read_sheet(path)
+    except Exception as exc:  # zipfile.BadZipFile, openpyxl's InvalidFileException, a sheet pandas cannot parse
+        raise InvalidInputError(
+            f"{path.name} is not a readable Excel workbook ({type(exc).__name__}: {exc}). Save it again as .xlsx "
+            "from Excel, or export the sheet as CSV."
+        ) from exc
 
 
 def _read_csv(path: Path, delimiter: str, encoding: str, gz: bool) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """The `predict` tool: score new rows with a trained model, from MCP, the way its deployment package would.
 
-Rows come from a CSV / TSV / JSON-lines / Parquet file in the workspace or inline (at most MAX_RECORDS).
+Rows come from a CSV / TSV / JSON-lines / Parquet / Excel (.xlsx) file in the workspace or inline (at most MAX_RECORDS).
 The model and the preprocessor load from the run (pickles only after their digest check) and go into
 the package's own `ModelInference` (`core/portable/inference.py`), so conversion, per-row checks,
 transform and label decoding are the package's code. A value that does not fit its column refuses its
@@ -46,7 +46,7 @@ CHUNK_ROWS = 20_000
 SHOWN_PREDICTIONS = 10
 SHOWN_REFUSALS = 20
 OUTPUT_DIR = "predictions"
-INPUT_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".ndjson", ".parquet", ".pq")
+INPUT_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".ndjson", ".parquet", ".pq", ".xlsx", ".xlsm")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet evaluates a cell starting so (OWASP)
 
 
@@ -92,7 +92,8 @@ def predict(
     run_id: RunRef = None,
     model_id: ModelRef = None,
     path: Annotated[
-        str | None, Field(description="CSV / TSV / JSON lines / Parquet file of raw rows (original column names).")
+        str | None,
+        Field(description="CSV / TSV / JSON lines / Parquet / .xlsx file of raw rows (original column names)."),
     ] = None,
     records: Annotated[
         list[dict[str, Any]] | None,

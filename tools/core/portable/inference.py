@@ -9,7 +9,7 @@
     python inference.py new_rows.csv [--format json|csv] [--runtime auto|onnx|tflite|keras|sklearn]
 
 Inputs are raw rows with the original column names: a list of dicts, a dict, a pandas DataFrame,
-or a CSV / JSON-lines / Parquet path. They are validated against schema.json and transformed by
+or a CSV / JSON-lines / Parquet / Excel path. They are validated against schema.json and transformed by
 the preprocessing fitted at training time. Every pickled file is checked against the sha256 in
 manifest.json before it is loaded; Keras models load with safe_mode=True.
 """
@@ -35,10 +35,12 @@ elif str(HERE) not in sys.path:
 
 from ml_expert_fast import FastPreprocessor  # noqa: E402
 from ml_expert_transformers import (  # noqa: E402
+    EXCEL_SUFFIXES,
     FLOAT32_MAX,
     SchemaError,
     coerce_frame,
     csv_like_cells,
+    read_sheet,
     resize_images,
     screen_frame,
     shown,
@@ -68,7 +70,7 @@ def _delimiter(path: Path) -> str:
         return ","
 
 
-ROW_FILES = (".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")  # what _read_rows reads
+ROW_FILES = (".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json", ".parquet", ".pq", *EXCEL_SUFFIXES)
 
 
 def _read_rows(records: Any) -> pd.DataFrame:
@@ -81,12 +83,14 @@ def _read_rows(records: Any) -> pd.DataFrame:
         suffix = path.suffix.lower()
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
+        if suffix in EXCEL_SUFFIXES:  # the first sheet; needs openpyxl (not in requirements.txt: CSV needs none)
+            return read_sheet(path)
         if suffix in (".jsonl", ".ndjson", ".json"):  # list or object cells as their JSON text, as training read them
             return csv_like_cells(pd.read_json(path, lines=True, dtype=False))
         return pd.read_csv(path, dtype=str, sep=_delimiter(path))
     if isinstance(records, list) and all(isinstance(r, dict) for r in records):
         return pd.DataFrame(records)
-    raise TypeError("records must be a dict, a list of dicts, a pandas DataFrame, or a CSV/JSONL/Parquet path.")
+    raise TypeError("records must be a dict, a list of dicts, a pandas DataFrame, or a CSV/JSONL/Parquet/Excel path.")
 
 
 def _trimmed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -262,7 +266,7 @@ class ModelInference:
 
     @staticmethod
     def to_frame(records: Any) -> pd.DataFrame:
-        """Raw rows as a DataFrame: from a DataFrame, a dict, a list of dicts, or a CSV/JSONL/Parquet path. Column
+        """Raw rows as a DataFrame: from a DataFrame, a dict, a list of dicts, or a CSV/JSONL/Parquet/Excel path. Column
         names lose surrounding spaces, as the training file's did (a header " price " trained as "price")."""
         return _trimmed(_read_rows(records))
 
@@ -432,8 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Predict with this ml-expert package.")
     parser.add_argument(
         "input",
-        help="CSV, JSON lines or Parquet file of raw rows (original column names); for an image model an image file "
-        "or a .npy array of images; for a sequence model a .npy array of windows or a CSV of the recent rows.",
+        help="CSV, JSON lines, Parquet or Excel file of raw rows (original column names); for an image model an image "
+        "file or a .npy array of images; for a sequence model a .npy array of windows or a CSV of the recent rows.",
     )
     parser.add_argument("--format", choices=["csv", "json"], default="csv", help="Output format.")
     parser.add_argument("--runtime", default="auto", help="auto (fastest verified) or one from manifest.json.")

@@ -263,6 +263,14 @@ def csv_like_cells(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+EXCEL_SUFFIXES = (".xlsx", ".xlsm")
+
+
+def read_sheet(path: Any) -> pd.DataFrame:
+    """An Excel workbook's first sheet, its cells as a CSV of it would give them (`csv_like_cells`); needs openpyxl."""
+    return csv_like_cells(pd.read_excel(path, sheet_name=0, engine="openpyxl"))
+
+
 def _coerce_text_numbers(df: pd.DataFrame, columns: list[dict[str, Any]]) -> dict[str, tuple[pd.Series, pd.Series]]:
     """`_coerce` of the numeric columns given as text (pandas' string dtype, no number format), all columns of one
     dtype at once: the same elementwise conversion over their values end to end, without its cost per column (1,462
