@@ -405,6 +405,21 @@ def test_a_resumed_workflow_keeps_the_time_column_it_started_with(jobs_ws: Works
     assert test_rows.min() > train_rows.max()  # the latest months
 
 
+def test_a_row_identifier_picked_as_target_is_named_before_its_perfect_score(ws: Workspace) -> None:
+    """A survey's 'uid' picked as the target (2026-12-04 scan: World Values Survey rows numbered by country and
+    wave) scored R² 1.00 without a word; analyze_data now says it is a row identifier (high: the workflow's summary
+    quotes it). A unique price is a target like any other."""
+    rng = np.random.default_rng(0)
+    country = np.repeat(["AR", "BR", "CL", "DE"], 150)
+    frame = pd.DataFrame({"country": country, "age": rng.integers(18, 90, 600), "price": rng.gamma(3, 100, 600)})
+    frame["uid"] = np.arange(600) + 1000
+    frame.to_csv(ws.root / "survey.csv", index=False)
+    found = analyze_data(ws, "survey.csv", target="uid").warnings
+    assert [(w.code, w.severity) for w in found if w.column == "uid"] == [("target_identifier", "high")]
+    assert "row identifier" in found[0].message  # first, so that a summary's three alerts include it
+    assert not [w for w in analyze_data(ws, "survey.csv", target="price").warnings if w.code == "target_identifier"]
+
+
 def test_a_time_split_reads_day_first_dates_day_first(ws: Workspace) -> None:
     """Dates written day first (03/11/2024 is 3 November) were ordered month first by the time split, so its "latest"
     rows were not the latest; they are read as the features read them now, and the series is still named."""

@@ -18,6 +18,7 @@ from ml_expert.tools.data.profiling import (
     DROP_KINDS,
     HIGH_CARDINALITY,
     copied_columns,
+    name_says_id,
     repeats_are_observations,
     row_hashes,
 )
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 np = lazy_import("numpy")
 pd = lazy_import("pandas")
 
+ID_SHARE = 0.95  # a target named like an identifier with a value of its own in this share of the rows
 MIN_ROWS_PER_CLASS = 7  # a 70/15/15 stratified split needs about this many rows in every class
 SERIES_MIN_ROWS = 30  # fewer timestamps say too little about their spacing
 SERIES_UNIQUE = 0.95  # share of the rows with a timestamp of their own: one row per time step
@@ -129,6 +131,22 @@ def _task_guess_warning(df: pd.DataFrame, target: TargetSummary | None, requeste
     return [DataWarning(severity="info", code="task_guess", column=target.column, message=message)]
 
 
+def _target_identifier_warning(df: pd.DataFrame, target: TargetSummary | None) -> list[DataWarning]:
+    """A target named like an identifier with a value of its own in (nearly) every row (a 'uid' picked by mistake):
+    a model of it learns how the rows were numbered, and scores well doing so (R² 1.00 on a survey's row ids)."""
+    if target is None or not name_says_id(target.column):
+        return []
+    values = df[target.column].dropna()
+    if len(values) < 20 or values.nunique() < ID_SHARE * len(values):
+        return []
+    message = (
+        f"Target {target.column!r} looks like a row identifier (its name, and a value of its own in "
+        f"{values.nunique() / len(values):.0%} of the rows): a model of it learns how the rows were numbered, not "
+        "something to predict. Pick the column to predict as target."
+    )
+    return [DataWarning(severity="high", code="target_identifier", column=target.column, message=message)]
+
+
 def _spelling_variants(s: pd.Series) -> list[list[str]]:
     """Groups of a text column's values that differ only in case or surrounding spaces ('Yes', 'yes', 'YES ')."""
     values = s.dropna().astype(str).unique()[:VARIANT_VALUES]
@@ -212,6 +230,7 @@ def data_warnings(
     series = _time_series_warnings(df, kinds, target.column if target else None, nunique)
     variants = _variant_warnings(df, kinds, target)
     out += series + variants + _task_guess_warning(df, target, requested) + _copy_warning(df, kinds, target)
+    out = _target_identifier_warning(df, target) + out
     recs: list[str] = []
     codes = {w.code for w in out}
     dropped = [w.column for w in out if w.code in DROP_KINDS]
