@@ -96,12 +96,12 @@ class JobStore:
         rows = self.database.query(f"SELECT * FROM jobs {where} ORDER BY created_at DESC LIMIT ?", [*params, limit])
         return [_row(r) for r in rows], total
 
-    def latest_spec(self, run_id: str, kind: str) -> dict[str, Any] | None:
-        """The spec of the newest job of this kind on a run (what a resume of it was first asked), or None."""
+    def latest(self, run_id: str, kind: str) -> JobRow | None:
+        """The job of this kind on a run submitted, requeued or updated last, or None."""
         rows = self.database.query(
-            "SELECT spec FROM jobs WHERE run_id = ? AND kind = ? ORDER BY created_at DESC LIMIT 1", [run_id, kind]
+            "SELECT * FROM jobs WHERE run_id = ? AND kind = ? ORDER BY updated_at DESC LIMIT 1", [run_id, kind]
         )
-        return json.loads(rows[0]["spec"]) if rows else None
+        return _row(rows[0]) if rows else None
 
     def active(self) -> list[JobRow]:
         """Queued and running jobs, oldest first."""

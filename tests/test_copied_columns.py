@@ -9,6 +9,7 @@ from conftest import sklearn_frame
 
 from ml_expert.tools.data.analyze import analyze_data
 from ml_expert.tools.data.prepare import prepare_data
+from ml_expert.tools.data.profiling import copied_columns
 from ml_expert.tools.prediction.predict import predict
 from ml_expert.tools.training.config import TrainConfig
 from ml_expert.tools.training.train import train
@@ -49,6 +50,30 @@ def test_copies_of_a_column_are_named_dropped_and_not_needed_to_predict(jobs_ws:
     assert scored.rows_scored == 60
     labels = pd.read_csv(ws.root / scored.output)["prediction"].to_numpy()
     assert (labels == new["target"].to_numpy()).mean() >= 0.9  # it learned without the copies
+
+
+def test_only_columns_equal_on_every_row_and_of_one_type_are_copies() -> None:
+    """Sparse columns that agree on every sampled row (30,000 rows: every third is sampled) but not on the others,
+    missing cells in other rows, equal numbers of another type: not copies; floats, dates, text and categories that
+    repeat a column are."""
+    n, rng = 30_000, np.random.default_rng(0)
+    a = rng.random(n)
+    one_at = {row: np.where(np.arange(n) == row, 1.0, 0.0) for row in (1, 2)}  # rows the sample skips
+    gaps = {row: np.where(np.arange(n) % 7 == row, np.nan, a) for row in (0, 1)}
+    frame = pd.DataFrame(
+        {
+            "a": a, "a_copy": a.copy(), "cents": np.round(a * 100).astype(int), "cents_float": np.round(a * 100),
+            "sparse": one_at[1], "other_sparse": one_at[2], "sparse_copy": one_at[1].copy(),
+            "gaps": gaps[0], "other_gaps": gaps[1], "gaps_copy": gaps[0].copy(),
+            "when": pd.date_range("2020", periods=n, freq="h"), "when_copy": pd.date_range("2020", periods=n, freq="h"),
+            "text": rng.choice(["x", "y"], n), "kind": pd.Categorical(rng.choice(["x", "y"], n)),
+        }
+    )  # fmt: skip
+    frame["text_copy"], frame["kind_copy"] = frame["text"].copy(), frame["kind"].copy()
+    assert copied_columns(frame, list(frame.columns)) == {
+        "a_copy": "a", "sparse_copy": "sparse", "gaps_copy": "gaps", "when_copy": "when", "text_copy": "text",
+        "kind_copy": "kind",
+    }  # fmt: skip
 
 
 def test_a_copy_the_caller_keeps_stays_and_the_option_off_keeps_all(ws: Workspace) -> None:

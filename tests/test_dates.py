@@ -163,6 +163,13 @@ def test_a_resumed_workflow_keeps_the_time_column_it_started_with(jobs_ws: Works
     grows = prepared["feature_names"].index("population")
     train_rows, test_rows = (load_split(jobs_ws, stopped.run_id, split)[0][:, grows] for split in ("train", "test"))
     assert test_rows.min() > train_rows.max()  # the latest months
+    # a time_column that is not there failed the first job: a resume without it does not bring it back
+    wrong = run_workflow(jobs_ws, path="monthly.csv", target="y", architecture="linear", time_column="mnth",
+                         wait_seconds=300)  # fmt: skip
+    assert wrong.status == "failed" and "time_column 'mnth'" in wrong.error, wrong.error
+    again = run_workflow(jobs_ws, resume=wrong.run_id, architecture="linear", wait_seconds=300)
+    assert again.status == "succeeded", again.error
+    assert jobs_ws.store.get_value("ml-expert/prepared-data")["options"]["split_strategy"] != "time"
 
 
 def test_a_time_split_reads_day_first_dates_day_first(ws: Workspace) -> None:

@@ -63,7 +63,14 @@ def test_a_workbook_trains_and_its_new_rows_score_as_their_csv_does(jobs_ws: Wor
     assert (rows["new.xlsx"]["prediction"] == new["returned"]).mean() >= 0.8  # it learned from the workbook
 
 
-def test_a_file_named_xlsx_that_is_not_a_workbook_is_refused_clearly(ws: Workspace) -> None:
+def test_a_file_named_xlsx_that_is_not_a_workbook_is_refused_clearly(jobs_ws: Workspace) -> None:
+    """In training and, before a job starts, in predict."""
+    ws = jobs_ws
     (ws.root / "broken.xlsx").write_bytes(b"name,age\nann,3\n")  # a CSV renamed
     with pytest.raises(InvalidInputError, match=r"not a readable Excel workbook.*export the sheet as CSV"):
         analyze_data(ws, "broken.xlsx", target="age")
+    _workbook(ws.root / "orders.xlsx", _orders(200, seed=0))
+    run = prepare_data(ws, path="orders.xlsx", target="returned").run_id
+    assert train(ws, run, "random_forest", TrainConfig(n_estimators=10), wait_seconds=180).status == "succeeded"
+    with pytest.raises(InvalidInputError, match=r"broken.xlsx is not a readable Excel workbook.*renamed CSV"):
+        predict(ws, run_id=run, path="broken.xlsx")

@@ -242,6 +242,14 @@ def run_workflow_job(ws: Workspace, spec: WorkflowSpec, reporter: Reporter) -> W
     return _result(ws, run_id, done)
 
 
+def _started_with_time_column(ws: Workspace, run_id: str) -> str | None:
+    """The time_column of the run's last workflow job, unless that job failed on it (a column that is not there):
+    a resume then splits at random unless it names another."""
+    last = ws.job_store.latest(run_id, WorkflowSpec.kind)
+    column = last.spec.get("time_column") if last is not None else None
+    return None if column is None or "time_column" in (last.error or "") else column
+
+
 def run_workflow(
     ws: Workspace,
     path: Annotated[str | None, Field(description="Dataset file inside the workspace, e.g. 'data/houses.csv'.")] = None,
@@ -298,7 +306,7 @@ def run_workflow(
             )
         path, target = path or info.dataset, target or info.target
         if not prepared and time_column is None:  # the split the run was started with, not a random one
-            time_column = (ws.job_store.latest_spec(resume, WorkflowSpec.kind) or {}).get("time_column")
+            time_column = _started_with_time_column(ws, resume)
     else:
         if path is None:
             raise InvalidInputError("run_workflow needs path= (a dataset file) or resume= (a run_id).")

@@ -139,6 +139,9 @@ def _target_identifier_warning(df: pd.DataFrame, target: TargetSummary | None) -
     values = df[target.column].dropna()
     if len(values) < 20 or values.nunique() < ID_SHARE * len(values):
         return []
+    numeric = pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype)
+    if numeric and not (values == values.round()).all():  # a body_mass_index or a price_index: a measure
+        return []
     message = (
         f"Target {target.column!r} looks like a row identifier (its name, and a value of its own in "
         f"{values.nunique() / len(values):.0%} of the rows): a model of it learns how the rows were numbered, not "

@@ -26,7 +26,7 @@ PARQUET_SUFFIXES = {".parquet", ".pq"}
 EXCEL_SUFFIXES = {".xlsx", ".xlsm"}  # the first sheet
 SUPPORTED = (
     "CSV/TSV (.csv, .tsv, .txt, optionally .gz), Parquet (.parquet), JSON lines (.jsonl, .ndjson) or Excel (.xlsx, "
-    "its first sheet)"
+    ".xlsm: the first sheet)"
 )
 
 
@@ -205,17 +205,30 @@ def _release_arrow_memory() -> None:
         pass
 
 
+def _not_a_workbook(path: Path, why: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"{path.name} is not a readable Excel workbook ({why}). Save it again as .xlsx from Excel, or export the "
+        "sheet as CSV."
+    )
+
+
+def check_workbook(path: Path) -> None:
+    """Refuse a file named .xlsx that is not one (an .xlsx is a zip archive), before anything reads it."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise _not_a_workbook(path, "it is not a zip archive, as every .xlsx is; an old .xls, or a renamed CSV?")
+
+
 def _read_excel(path: Path) -> pd.DataFrame:
     """A workbook's first sheet, with a clear error for a file that is not one."""
     from ml_expert.tools.core.portable.preprocessing import read_sheet
 
+    check_workbook(path)
     try:
         return read_sheet(path)
-    except Exception as exc:  # zipfile.BadZipFile, openpyxl's InvalidFileException, a sheet pandas cannot parse
-        raise InvalidInputError(
-            f"{path.name} is not a readable Excel workbook ({type(exc).__name__}: {exc}). Save it again as .xlsx "
-            "from Excel, or export the sheet as CSV."
-        ) from exc
+    except Exception as exc:  # openpyxl's InvalidFileException, a sheet pandas cannot parse
+        raise _not_a_workbook(path, f"{type(exc).__name__}: {exc}") from exc
 
 
 def _read_csv(path: Path, delimiter: str, encoding: str, gz: bool) -> pd.DataFrame:

@@ -29,7 +29,7 @@ REPEATS_ARE_DATA = 4  # each distinct feature row seen this many times on averag
 REPLICATE_SHARE = 0.05  # ... or this share of the repeated feature rows seen with more than one target value
 PASTED_SHARE = 1 / 3  # ... unless exact copies are this share of the rows or more (a table pasted over; bench: <= 16 %)
 PASTED_CONFLICT = 1 / 4  # ... and fewer of its repeated feature rows than this share are seen with another target
-COPY_SAMPLE = 10_000  # leading rows each column's fingerprint is taken on; columns that match are then compared whole
+COPY_SAMPLE = 10_000  # rows spread over the table each column's first fingerprint is taken on
 TaskChoice = Literal["auto", "classification", "regression"]  # what a user may ask for; auto = guess_task
 
 
@@ -98,9 +98,10 @@ def copied_columns(df: pd.DataFrame, columns: list[str]) -> dict[str, str]:
     import hashlib
 
     def fingerprint(s: pd.Series) -> tuple[str, bytes]:
-        plain = isinstance(s.dtype, np.dtype) and s.dtype.kind in "biuf"  # its bytes are its values
+        plain = isinstance(s.dtype, np.dtype) and s.dtype.kind in "biufmM"  # its bytes are its values
         data = np.ascontiguousarray(s.to_numpy()) if plain else pd.util.hash_pandas_object(s, index=False).to_numpy()
-        return str(s.dtype), hashlib.blake2b(data.tobytes(), digest_size=16).digest()
+        data = data.view(np.int64) if data.dtype.kind in "mM" else data  # a buffer takes no datetime64
+        return str(s.dtype), hashlib.blake2b(memoryview(data).cast("B"), digest_size=16).digest()
 
     step = max(1, len(df) // COPY_SAMPLE)
     full: dict[str, tuple[str, bytes]] = {}  # each column's fingerprint of every row, taken once when needed
@@ -110,14 +111,20 @@ def copied_columns(df: pd.DataFrame, columns: list[str]) -> dict[str, str]:
             full[col] = fingerprint(df[col])
         return full[col]
 
-    originals: dict[tuple[str, bytes], list[str]] = {}  # sample fingerprint -> the columns with it that copy none
+    first_with: dict[tuple[str, bytes], str] = {}  # sample fingerprint -> the first column with it
+    originals: dict[tuple[str, bytes], list[str]] = {}  # full fingerprint -> the columns with it that copy none
     copies: dict[str, str] = {}
     for col in columns:
         s = df[col]
-        rivals = originals.setdefault(fingerprint(s.iloc[::step]), [])
-        first = next((c for c in rivals if whole(c) == whole(col) and df[c].equals(s)), None)
+        first_seen = first_with.setdefault(fingerprint(s.iloc[::step]), col)
+        if first_seen == col:  # no earlier column agrees with it on the sample
+            continue
+        if first_seen not in full:  # the sample's first column, now that another agrees with it there
+            originals.setdefault(whole(first_seen), []).append(first_seen)
+        alike = originals.setdefault(whole(col), [])
+        first = next((c for c in alike if df[c].equals(s)), None)
         if first is None:
-            rivals.append(col)
+            alike.append(col)
         else:
             copies[col] = first
     return copies

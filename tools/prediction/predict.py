@@ -182,6 +182,8 @@ def _check_limits(ws: Workspace, file: Path) -> None:
         except Exception as exc:
             raise InvalidInputError(f"{file.name} is not a readable Parquet file ({exc}).") from exc
         _check_columns(columns, file.name)
+    elif suffix in io.EXCEL_SUFFIXES:
+        io.check_workbook(file)
     elif suffix in io.TEXT_SUFFIXES:
         head = io._head(file, gz)
         encoding = io.sniff_encoding(head)

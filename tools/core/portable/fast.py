@@ -16,10 +16,12 @@ import pandas as pd
 
 MODULE_NAME = "ml_expert_fast"
 sys.modules.setdefault(MODULE_NAME, sys.modules[__name__])
-if __package__:  # in ml-expert: the sibling module registers the name a deployment folder gives its file
+HERE = Path(__file__).resolve().parent
+if (HERE / "ml_expert_transformers.py").exists():  # a deployment folder (run as a script or imported as a package)
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+else:  # in ml-expert: the sibling module registers the name a deployment folder gives its file
     from . import preprocessing  # noqa: F401
-elif str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ml_expert_transformers import (  # noqa: E402
     EXPECTED,

@@ -28,10 +28,11 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
-if __package__:  # in ml-expert: the sibling modules register the names a deployment folder gives their files
+if (HERE / "ml_expert_transformers.py").exists():  # a deployment folder (run as a script or imported as a package)
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+else:  # in ml-expert: the sibling modules register the names a deployment folder gives their files
     from . import fast, preprocessing  # noqa: F401
-elif str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
 
 from ml_expert_fast import FastPreprocessor  # noqa: E402
 from ml_expert_transformers import (  # noqa: E402
