@@ -125,8 +125,10 @@ def _usage(prepared: PreparedData, fastest: str, classify: bool, columns: str) -
     return (
         f"{head}model.predict([{{...one raw row with columns {columns}...}}])\n"
         f"{proba}('rows.csv')   # {'class probabilities' if classify else 'predicted values'}\n```\n"
-        f"{shell.format('rows.csv')}Missing values are imputed; unseen categories are ignored by one-hot encoding; a "
-        "missing column or a non-numeric value in a numeric column raises `SchemaError` naming the column.\n"
+        f"{shell.format('rows.csv')}Rows may also come as JSON lines, Parquet or an Excel workbook's first sheet "
+        "(`.xlsx`: `pip install openpyxl` first). Missing values are imputed; unseen categories are ignored by one-hot "
+        "encoding; a missing column or a non-numeric value in a numeric column raises `SchemaError` naming the "
+        "column.\n"
     )
 
 
