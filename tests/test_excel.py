@@ -74,3 +74,7 @@ def test_a_file_named_xlsx_that_is_not_a_workbook_is_refused_clearly(jobs_ws: Wo
     assert train(ws, run, "random_forest", TrainConfig(n_estimators=10), wait_seconds=180).status == "succeeded"
     with pytest.raises(InvalidInputError, match=r"broken.xlsx is not a readable Excel workbook.*renamed CSV"):
         predict(ws, run_id=run, path="broken.xlsx")
+    twice = pd.DataFrame([[1, 2, "a"], [3, 4, "b"]], columns=["x", "x ", "y"])  # "x" twice, as a reader trims it
+    twice.to_excel(ws.root / "twice.xlsx", index=False)
+    with pytest.raises(InvalidInputError, match=r"twice.xlsx has duplicate column names \['x'\]"):
+        analyze_data(ws, "twice.xlsx", target="y")

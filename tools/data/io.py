@@ -1,4 +1,4 @@
-"""Reading tabular datasets: CSV/TSV (delimiter and encoding sniffed, `.gz` too), Parquet, JSON lines.
+"""Reading tabular datasets: CSV/TSV (delimiter and encoding sniffed, `.gz` too), Parquet, JSON lines, Excel.
 
 Every failure is an `InvalidInputError` that names the file, what is wrong and how to fix it.
 """
@@ -10,6 +10,7 @@ import gzip
 from collections import Counter
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from ml_expert.memory.errors import InvalidInputError
 from ml_expert.tools.core.lazy import lazy_import
@@ -103,12 +104,15 @@ def _check_header(path: Path, gz: bool, encoding: str, delimiter: str) -> None:
             "you need (or reduce them, e.g. with a feature selection) before analysis."
         )
     if header.endswith(("\n", "\r")):  # the whole header line: names a CSV reader would rename (x, x.1) are refused
-        names = [name.strip() for name in next(csv.reader([header.rstrip("\r\n")], delimiter=delimiter), [])]
-        dupes = sorted(name for name, n in Counter(names).items() if n > 1 and name)  # blanks: "Unnamed: 3", …
-        if dupes:
-            raise InvalidInputError(
-                f"{path.name} has duplicate column names {dupes[:20]}. Rename them so each is unique."
-            )
+        _refuse_repeated_names(path, next(csv.reader([header.rstrip("\r\n")], delimiter=delimiter), []))
+
+
+def _refuse_repeated_names(path: Path, header: list[Any]) -> None:
+    """A header's names that a reader would rename (x, x.1) are refused; blank ones become "Unnamed: 3", …"""
+    names = [str(name).strip() for name in header if name is not None and name == name]
+    dupes = sorted(name for name, n in Counter(names).items() if n > 1 and name)
+    if dupes:
+        raise InvalidInputError(f"{path.name} has duplicate column names {dupes[:20]}. Rename them so each is unique.")
 
 
 def read_table(path: Path, target: str | None = None) -> pd.DataFrame:
@@ -226,7 +230,11 @@ def _read_excel(path: Path) -> pd.DataFrame:
 
     check_workbook(path)
     try:
+        header = pd.read_excel(path, sheet_name=0, header=None, nrows=1, engine="openpyxl")
+        _refuse_repeated_names(path, header.iloc[0].tolist() if len(header) else [])
         return read_sheet(path)
+    except InvalidInputError:
+        raise
     except Exception as exc:  # openpyxl's InvalidFileException, a sheet pandas cannot parse
         raise _not_a_workbook(path, f"{type(exc).__name__}: {exc}") from exc
 
