@@ -20,6 +20,7 @@ from ml_expert.tools.data.options import PrepareOptions
 from ml_expert.tools.data.profiling import (
     DROP_KINDS,
     copied_columns,
+    copies_shown,
     infer_kind,
     repeats_are_observations,
     row_hashes,
@@ -95,8 +96,8 @@ def select_features(table: Table, task: str, opts: PrepareOptions) -> tuple[list
     copies = {c: first for c, first in copies.items() if c not in keep}
     if copies:  # a copy adds nothing but time (a wide table's fingerprint bits: 744 of 1,107 columns)
         dropped |= {c: f"duplicate of {first}" for c, first in copies.items()}
-        example = ", ".join(f"{c!r} = {first!r}" for c, first in list(copies.items())[:3])
-        reason = f"{len(copies):,} columns repeat an earlier column value for value ({example}); the first is kept"
+        shown = copies_shown(copies)
+        reason = f"{len(copies):,} columns repeat an earlier column value for value ({shown}); the first is kept"
         table.log.append(CleaningStep(action="drop_columns", columns=list(copies), reason=reason))
     features = [c for c in kinds if c not in dropped]
     columns = [{"name": c, "kind": "categorical" if kinds[c] in DROP_KINDS else kinds[c]} for c in features]

@@ -18,6 +18,7 @@ from ml_expert.tools.data.profiling import (
     DROP_KINDS,
     HIGH_CARDINALITY,
     copied_columns,
+    copies_shown,
     name_says_id,
     repeats_are_observations,
     row_hashes,
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 np = lazy_import("numpy")
 pd = lazy_import("pandas")
 
-ID_SHARE = 0.95  # a target named like an identifier with a value of its own in this share of the rows
 MIN_ROWS_PER_CLASS = 7  # a 70/15/15 stratified split needs about this many rows in every class
 SERIES_MIN_ROWS = 30  # fewer timestamps say too little about their spacing
 SERIES_UNIQUE = 0.95  # share of the rows with a timestamp of their own: one row per time step
@@ -131,21 +131,19 @@ def _task_guess_warning(df: pd.DataFrame, target: TargetSummary | None, requeste
     return [DataWarning(severity="info", code="task_guess", column=target.column, message=message)]
 
 
-def _target_identifier_warning(df: pd.DataFrame, target: TargetSummary | None) -> list[DataWarning]:
-    """A target named like an identifier with a value of its own in (nearly) every row (a 'uid' picked by mistake):
-    a model of it learns how the rows were numbered, and scores well doing so (R² 1.00 on a survey's row ids)."""
-    if target is None or not name_says_id(target.column):
+def _target_identifier_warning(
+    df: pd.DataFrame, kinds: dict[str, str], target: TargetSummary | None, nunique: pd.Series
+) -> list[DataWarning]:
+    """A target named like an identifier that is one by the rule a feature is (`infer_kind`: a 'uid' picked by
+    mistake): a model of it learns how the rows were numbered, and scores well doing so (R² 1.00 on a survey's row
+    ids). A measure named like one (a price_index of decimals) is numeric, not an identifier."""
+    if target is None or kinds.get(target.column) != "identifier" or not name_says_id(target.column):
         return []
-    values = df[target.column].dropna()
-    if len(values) < 20 or values.nunique() < ID_SHARE * len(values):
-        return []
-    numeric = pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype)
-    if numeric and not (values == values.round()).all():  # a body_mass_index or a price_index: a measure
-        return []
+    share = int(nunique[target.column]) / max(1, int(df[target.column].notna().sum()))
     message = (
-        f"Target {target.column!r} looks like a row identifier (its name, and a value of its own in "
-        f"{values.nunique() / len(values):.0%} of the rows): a model of it learns how the rows were numbered, not "
-        "something to predict. Pick the column to predict as target."
+        f"Target {target.column!r} looks like a row identifier (its name, and a value of its own in {share:.0%} of "
+        "the rows): a model of it learns how the rows were numbered, not something to predict. Pick the column to "
+        "predict as target."
     )
     return [DataWarning(severity="high", code="target_identifier", column=target.column, message=message)]
 
@@ -186,11 +184,9 @@ def _copy_warning(df: pd.DataFrame, kinds: dict[str, str], target: TargetSummary
     copies = copied_columns(df, feature_columns(df, kinds, target.column if target else None))
     if not copies:
         return []
-    example = ", ".join(f"{c!r} = {first!r}" for c, first in list(copies.items())[:3])
-    more = f" and {len(copies) - 3:,} more" if len(copies) > 3 else ""
     message = (
-        f"{len(copies):,} columns repeat an earlier column value for value ({example}{more}): copies add nothing "
-        "but time; prepare_data keeps the first of each."
+        f"{len(copies):,} columns repeat an earlier column value for value ({copies_shown(copies)}): copies add "
+        "nothing but time; prepare_data keeps the first of each."
     )
     return [DataWarning(severity="info", code="duplicate_columns", column=next(iter(copies)), message=message)]
 
@@ -233,7 +229,7 @@ def data_warnings(
     series = _time_series_warnings(df, kinds, target.column if target else None, nunique)
     variants = _variant_warnings(df, kinds, target)
     out += series + variants + _task_guess_warning(df, target, requested) + _copy_warning(df, kinds, target)
-    out = _target_identifier_warning(df, target) + out
+    out = _target_identifier_warning(df, kinds, target, nunique) + out
     recs: list[str] = []
     codes = {w.code for w in out}
     dropped = [w.column for w in out if w.code in DROP_KINDS]

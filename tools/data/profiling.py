@@ -130,6 +130,12 @@ def copied_columns(df: pd.DataFrame, columns: list[str]) -> dict[str, str]:
     return copies
 
 
+def copies_shown(copies: dict[str, str], limit: int = 3) -> str:
+    """The first few copies as "'b' = 'a'", and how many more, for a warning or a cleaning log."""
+    shown = ", ".join(f"{c!r} = {first!r}" for c, first in list(copies.items())[:limit])
+    return shown + (f" and {len(copies) - limit:,} more" if len(copies) > limit else "")
+
+
 def is_string_like(s: pd.Series) -> bool:
     return pd.api.types.is_object_dtype(s.dtype) or pd.api.types.is_string_dtype(s.dtype)
 
