@@ -130,6 +130,37 @@ def test_prepare_fits_on_training_rows_only(ws: Workspace) -> None:
     assert ws.store.retrieve("ml-expert/prepared-data").value["features_out"] == 30
 
 
+def test_missing_cells_are_features_a_model_learns_from(ws: Workspace) -> None:
+    """An empty cell is information (no garage, an income not declared): a numeric column with gaps gets a 0/1
+    column saying where, and a missing category is a category of its own, not the most frequent one. Here the
+    gaps are the signal: buyers declared no income and had no garage far more often."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    n = 900
+    bought = rng.random(n) < 0.5
+    income = rng.normal(50, 15, n).round(1)
+    garage = rng.choice(["attached", "detached", "carport"], n, p=[0.5, 0.3, 0.2]).astype(object)
+    no_income = np.where(bought, rng.random(n) < 0.6, rng.random(n) < 0.05)
+    no_garage = np.where(bought & ~no_income, rng.random(n) < 0.9, rng.random(n) < 0.03)
+    frame = pd.DataFrame({"income": np.where(no_income, np.nan, income), "garage": garage, "rooms": rng.integers(1, 9, n)})
+    frame.loc[no_garage, "garage"] = None
+    frame["bought"] = np.where(bought, "yes", "no")
+    frame.to_csv(ws.root / "homes.csv", index=False)
+    result = prepare_data(ws, path="homes.csv", target="bought")
+    assert {"missingindicator_income", "garage_(missing)"} <= set(result.feature_names)
+    assert "missingindicator_rooms" not in result.feature_names  # no gaps in training: no indicator
+    names = result.feature_names
+    X_train, y_train = load_split(ws, result.run_id, "train")
+    X_test, y_test = load_split(ws, result.run_id, "test")
+    raw = pd.read_parquet(ws.run_dir(result.run_id) / "data" / "raw_test.parquet")
+    flag = X_test[:, names.index("missingindicator_income")]
+    assert (flag > flag.min()).tolist() == raw["income"].isna().tolist()  # scaled, but 1 exactly where missing
+    assert (X_test[:, names.index("garage_(missing)")] == 1).tolist() == raw["garage"].isna().tolist()
+    model = LogisticRegression(max_iter=1000).fit(X_train, y_train)
+    assert model.score(X_test, y_test) >= 0.88  # the gaps alone carry it; mean and mode fills hid them (~0.6)
+
+
 def test_outliers_only_leave_the_training_split(ws: Workspace) -> None:
     path = write_dataset(ws, "diabetes")
     base = prepare_data(ws, path=path, target="target", outliers="none")

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 np = lazy_import("numpy")  # loads with the first data tool call, not at server start
 pd = lazy_import("pandas")  # loads with the first data tool call, not at server start
 
+MISSING_CATEGORY = "(missing)"
+
 
 def encoder_pipeline(kind_cols: dict[str, list[str]], card: dict[str, int], options: dict[str, Any]) -> Any:
     from sklearn.compose import ColumnTransformer
@@ -30,7 +32,9 @@ def encoder_pipeline(kind_cols: dict[str, list[str]], card: dict[str, int], opti
         return make_pipeline(*steps, *([scalers[scale]()] if scale != "none" else []))
 
     strategy = {"mean": "mean", "median": "median", "constant": "constant", "drop": "mean"}[options["impute"]]
-    numeric_imputer = SimpleImputer(strategy=strategy, fill_value=0.0, keep_empty_features=True)
+    # a column missing in some training rows also gets a 0/1 column saying where (`missingindicator_<name>`): the
+    # imputed value alone hides that a cell was empty, which is often information (no garage, an age not recorded)
+    numeric_imputer = SimpleImputer(strategy=strategy, fill_value=0.0, keep_empty_features=True, add_indicator=True)
     parts: list[tuple[str, Any, list[str]]] = []
     if kind_cols["numeric"]:
         parts.append(("numeric", scaled(numeric_imputer), kind_cols["numeric"]))
@@ -48,7 +52,8 @@ def encoder_pipeline(kind_cols: dict[str, list[str]], card: dict[str, int], opti
         )
     if kind_cols.get("text"):  # free text: its length and latent TF-IDF dimensions (`TextVectorizer`)
         parts.append(("text", scaled(TextVectorizer(seed=options["random_state"])), kind_cols["text"]))
-    cat_imputer = SimpleImputer(strategy="most_frequent", missing_values=np.nan, keep_empty_features=True)
+    # a missing category is a category of its own, not the most frequent one
+    cat_imputer = SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY, missing_values=np.nan)
     limit = options["one_hot_max_categories"]
     encoding = options["categorical_encoding"]
     low = [c for c in kind_cols["categorical"] if encoding == "onehot" or (encoding == "auto" and card[c] <= limit)]

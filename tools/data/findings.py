@@ -273,8 +273,8 @@ def data_warnings(
         recs.append("Drop duplicate rows before splitting so no row lands in both train and test (default).")
     if df.isna().any().any():
         recs.append(
-            "Impute missing values with statistics of the training split only (prepare_data default: mean / "
-            "most frequent)."
+            "Impute missing values with statistics of the training split only (prepare_data default: the mean, plus "
+            "a column marking where a number was missing; a missing category is a category of its own)."
         )
     target_warns, target_recs = target_warnings(target)
     return out + target_warns, recs + target_recs

@@ -91,8 +91,12 @@ class FastPreprocessor:
             ):
                 if name not in ("numeric", "boolean"):
                     return None
-                block |= {"kind": "numeric", "fill": list(map(float, first.statistics_)), "width": len(cols)}
-                block["offset"], block["factor"] = cls._scaler(rest, len(cols))
+                indicator = getattr(first, "indicator_", None)  # 0/1 columns after the values: where one was missing
+                flagged = [int(i) for i in indicator.features_] if indicator is not None else []
+                width = len(cols) + len(flagged)
+                block |= {"kind": "numeric", "fill": list(map(float, first.statistics_)), "width": width}
+                block["flagged"] = flagged
+                block["offset"], block["factor"] = cls._scaler(rest, width)
             elif name == "onehot" and isinstance(steps[-1], OneHotEncoder) and steps[-1].drop is None:
                 fill = list(steps[0].statistics_) if isinstance(steps[0], SimpleImputer) else [None] * len(cols)
                 cats = [[str(c) for c in cat] for cat in steps[-1].categories_]
@@ -158,10 +162,12 @@ class FastPreprocessor:
             pos = 0
             for b in self.blocks:
                 kind = b["kind"]
+                empty = []
                 for j, col in enumerate(b["columns"]):
                     value = record.get(col, None)
                     if kind == "numeric":
                         x = self._number(col, value)
+                        empty.append(x != x)
                         x = b["fill"][j] if x != x else x
                         out[r, pos] = (x - b["offset"][j]) * b["factor"][j]
                         pos += 1
@@ -181,5 +187,9 @@ class FastPreprocessor:
                             x = 0.0 if missing_value else b["maps"][j].get(str(value), 0.0)
                         out[r, pos] = (x - b["offset"][j]) * b["factor"][j]
                         pos += 1
+                for k, j in enumerate(b.get("flagged", ())):  # packages compiled before: no indicators
+                    at = len(b["columns"]) + k
+                    out[r, pos] = (float(empty[j]) - b["offset"][at]) * b["factor"][at]
+                    pos += 1
         with np.errstate(over="ignore"):  # a value pushed past float32 by its scaler: ModelInference refuses it
             return out.astype(np.float32)
