@@ -143,7 +143,9 @@ def test_missing_cells_are_features_a_model_learns_from(ws: Workspace) -> None:
     garage = rng.choice(["attached", "detached", "carport"], n, p=[0.5, 0.3, 0.2]).astype(object)
     no_income = np.where(bought, rng.random(n) < 0.6, rng.random(n) < 0.05)
     no_garage = np.where(bought & ~no_income, rng.random(n) < 0.9, rng.random(n) < 0.03)
-    frame = pd.DataFrame({"income": np.where(no_income, np.nan, income), "garage": garage, "rooms": rng.integers(1, 9, n)})
+    frame = pd.DataFrame(
+        {"income": np.where(no_income, np.nan, income), "garage": garage, "rooms": rng.integers(1, 9, n)}
+    )
     frame.loc[no_garage, "garage"] = None
     frame["bought"] = np.where(bought, "yes", "no")
     frame.to_csv(ws.root / "homes.csv", index=False)
