@@ -210,3 +210,29 @@ def test_dates_of_one_format_are_read_at_once_and_mixed_formats_value_by_value()
         pd.Timestamp("2021-03-01 10:00"),
     ]
     assert read_dates(mixed, mixed_rows=3).isna().sum() > 1  # above mixed_rows: the first pass only
+
+
+def test_one_split_on_a_date_separates_before_and_after_it(ws: Workspace) -> None:
+    """A date column also becomes the days since 1970, not only its calendar parts: a change on 15 June 2021
+    (a new price list, a policy) is one split on time itself, where year, month and day need three."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    from ml_expert.tools.data.prepare import prepare_data
+
+    rng = np.random.default_rng(5)
+    when = pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 3 * 365, 800), unit="D")
+    frame = pd.DataFrame({"ordered": when.strftime("%Y-%m-%d"), "amount": rng.normal(100, 20, 800).round(2)})
+    frame["new_terms"] = np.where(when >= pd.Timestamp("2021-06-15"), "yes", "no")
+    frame.to_csv(ws.root / "orders.csv", index=False)
+    prepared = prepare_data(ws, path="orders.csv", target="new_terms")
+    names = prepared.feature_names
+    assert {"ordered_days", "ordered_year", "ordered_month", "ordered_day"} <= set(names)
+    X_train, y_train = load_split(ws, prepared.run_id, "train")
+    X_test, y_test = load_split(ws, prepared.run_id, "test")
+    stump = DecisionTreeClassifier(max_depth=1, random_state=0).fit(X_train, y_train)
+    assert stump.score(X_test, y_test) >= 0.99
+    assert names[int(np.argmax(stump.feature_importances_))] == "ordered_days"
+    calendar = [i for i, n in enumerate(names) if n != "ordered_days"]  # the parts alone: one split is not enough
+    assert (
+        DecisionTreeClassifier(max_depth=1).fit(X_train[:, calendar], y_train).score(X_test[:, calendar], y_test) < 0.9
+    )

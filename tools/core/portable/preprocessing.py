@@ -381,9 +381,18 @@ class FrequencyEncoder(TransformerMixin, BaseEstimator):
 
 
 class DatetimeExpander(TransformerMixin, BaseEstimator):
-    """Expand datetime columns into numeric parts (year, month, day, weekday, hour) that vary in training."""
+    """Expand datetime columns into numeric parts that vary in training: the days since 1970 (time itself, so that
+    one split or one coefficient can separate before and after a date, or follow a trend), the year, month, day,
+    weekday and hour (the calendar's cycles)."""
 
-    PARTS = ("year", "month", "day", "dayofweek", "hour")
+    PARTS = ("days", "year", "month", "day", "dayofweek", "hour")
+
+    @staticmethod
+    def _part(d: pd.Series, part: str) -> pd.Series:
+        if part == "days":
+            naive = d.dt.tz_convert(None) if d.dt.tz is not None else d  # an instant, in UTC
+            return (naive - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
+        return getattr(d.dt, part)
 
     def fit(self, X: Any, y: Any = None) -> DatetimeExpander:
         frame = pd.DataFrame(X)
@@ -391,7 +400,7 @@ class DatetimeExpander(TransformerMixin, BaseEstimator):
         self.parts_ = []
         for c in frame.columns:
             d = pd.to_datetime(frame[c], errors="coerce", format="mixed")
-            self.parts_.append([p for p in self.PARTS if getattr(d.dt, p).nunique(dropna=True) > 1])
+            self.parts_.append([p for p in self.PARTS if self._part(d, p).nunique(dropna=True) > 1])
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -400,7 +409,7 @@ class DatetimeExpander(TransformerMixin, BaseEstimator):
         cols = []
         for i, parts in enumerate(self.parts_):
             d = pd.to_datetime(frame.iloc[:, i], errors="coerce", format="mixed")
-            cols += [getattr(d.dt, p).astype(float).to_numpy() for p in parts]
+            cols += [self._part(d, p).astype(float).to_numpy() for p in parts]
         return np.column_stack(cols) if cols else np.empty((len(frame), 0))
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
