@@ -64,7 +64,7 @@ def test_a_free_text_column_is_kept_and_learned_from_its_words(ws: Workspace) ->
     prepared = prepare_data(ws, run_id=analysis.run_id)
     assert "review" in prepared.features_in and not prepared.dropped_columns  # it used to be dropped as free text
     text = [i for i, name in enumerate(prepared.feature_names) if name.startswith("review_")]
-    assert prepared.feature_names[text[0]] == "review_words" and len(text) == 33  # length + 32 latent dimensions
+    assert prepared.feature_names[text[0]] == "review_words" and len(text) == 38  # length, style, 32 latent dimensions
     X_train, y_train = load_split(ws, prepared.run_id, "train")
     X_test, y_test = load_split(ws, prepared.run_id, "test")
     accuracy = LogisticRegression(max_iter=1000).fit(X_train, y_train).score(X_test, y_test)
@@ -77,17 +77,44 @@ def test_a_free_text_column_is_kept_and_learned_from_its_words(ws: Workspace) ->
 def test_the_text_vectorizer_reads_new_missing_and_unknown_text_as_it_was_fitted() -> None:
     train = pd.DataFrame({"note": ["great value and sturdy", "terrible, broke quickly", None, "great, loved it"] * 10})
     fitted = TextVectorizer(components=3, seed=0).fit(train)
-    assert list(fitted.get_feature_names_out()) == ["note_words", "note_topic0", "note_topic1", "note_topic2"]
-    new = pd.DataFrame({"note": ["sturdy and great value", None, "zebra quantum", ""]})
+    style = ["note_chars", "note_capitals", "note_digits", "note_symbols", "note_marks"]
+    assert list(fitted.get_feature_names_out()) == ["note_words", *style, "note_topic0", "note_topic1", "note_topic2"]
+    new = pd.DataFrame({"note": ["sturdy and great value", None, "zebra quantum", "", "GREAT VALUE!! 10/10?"]})
     out = fitted.transform(new)
-    assert out.shape == (4, 4) and np.isfinite(out).all()
-    assert out[1, 0] == 0.0 and np.allclose(out[1], out[3])  # missing text is empty text: no words, no topic
-    assert np.allclose(out[2, 1:], 0.0)  # words no training row had: no topic either, only its length
+    assert out.shape == (5, 9) and np.isfinite(out).all()
+    assert out[1, 0] == 0.0 and np.allclose(out[1], out[3]) and np.allclose(out[1], 0.0)  # missing text is empty
+    assert np.allclose(out[2, 6:], 0.0) and out[2, 1] > 0  # words no training row had: no topic, only length and style
+    # its style: every letter a capital, 4 digits and 4 symbols of 20 characters, two ! and one ?
+    assert np.allclose(out[4, 1:6], [np.log1p(20), 1.0, 4 / 20, 4 / 20, np.log1p(3)])
+    assert np.allclose(out[0, 2:6], [0.0, 0.0, 0.0, 0.0])  # lower case words and spaces only
     again = TextVectorizer(components=3, seed=0).fit(train)
     assert np.allclose(again.transform(new), out)  # seeded: the same dimensions each fit
     assert type(pickle.loads(pickle.dumps(fitted))).__module__ == MODULE_NAME  # unpickles where packages load it
     letters = TextVectorizer().fit(pd.DataFrame({"code": ["a", "b", None] * 5}))  # no term of two characters
-    assert list(letters.get_feature_names_out()) == ["code_words"]
+    assert list(letters.get_feature_names_out()) == ["code_words"] + [f"code_{p}" for p in TextVectorizer.STYLE]
+
+
+def test_how_a_text_is_written_is_learned_when_its_words_say_nothing(ws: Workspace) -> None:
+    """Complaints written in capitals with !!! and calm notes in the same words: the style columns carry the verdict
+    where the words (the same for both) and the latent dimensions cannot."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(2)
+    angry = rng.random(500) < 0.5
+    texts = []
+    for shout in angry:
+        text = " ".join(rng.choice(FILLER, rng.integers(5, 12)))
+        texts.append(text.upper() + "!" * int(rng.integers(1, 4)) if shout else text.capitalize() + ".")
+    frame = pd.DataFrame({"message": texts, "escalated": np.where(angry, "yes", "no")})
+    prepared = prepare_data(ws, run_id=analyze_data(ws, _written(ws, frame), target="escalated").run_id)
+    X_train, y_train = load_split(ws, prepared.run_id, "train")
+    X_test, y_test = load_split(ws, prepared.run_id, "test")
+    assert LogisticRegression(max_iter=1000).fit(X_train, y_train).score(X_test, y_test) >= 0.95
+
+
+def _written(ws: Workspace, frame: pd.DataFrame, name: str = "messages.csv") -> str:
+    frame.to_csv(ws.root / name, index=False)
+    return name
 
 
 @pytest.mark.slow  # a whole search, package and explain (~25 s); the text features' parts are fast tests above

@@ -423,7 +423,10 @@ class TextVectorizer(TransformerMixin, BaseEstimator):
     """Free-text columns as numbers, fitted on the training rows only: per column, its length in words (log1p) and
     the first `components` latent dimensions of the TF-IDF of its words and word pairs (sublinear term counts, terms
     of at least two training rows, the `vocabulary` most frequent; truncated SVD: latent semantic analysis, as
-    scikit-learn's text examples do). Missing text is empty text; a column without terms gives its length only. The
+    scikit-learn's text examples do), and its style: its length in characters (log1p), the shares of its letters
+    written in capitals, of digits and of other symbols among its characters, and its count of ! and ? (log1p), as
+    AutoGluon's text features count them. Missing text is empty text; a column without terms gives its length and
+    style only. The
     terms and dimensions are learned from a seeded sample of at most `fit_rows` texts: word pairs of millions of rows
     would hold millions of distinct terms in memory, while the 20,000 most frequent ones are stable long before."""
 
@@ -443,6 +446,7 @@ class TextVectorizer(TransformerMixin, BaseEstimator):
         if len(frame) > self.fit_rows:
             frame = frame.sample(self.fit_rows, random_state=self.seed)
         self.steps_: list[tuple[Any, Any]] = []
+        self.style_ = True  # fitted before 2026-12-05 (pickled in a workspace): no style columns
         for i in range(frame.shape[1]):
             docs = self._documents(frame.iloc[:, i])
             tfidf = TfidfVectorizer(
@@ -466,15 +470,34 @@ class TextVectorizer(TransformerMixin, BaseEstimator):
         for i, (tfidf, svd) in enumerate(self.steps_):
             docs = self._documents(frame.iloc[:, i])
             cols.append(np.log1p([len(d.split()) for d in docs]).reshape(-1, 1))
+            if getattr(self, "style_", False):
+                cols.append(self._style(docs))
             if svd is not None:
                 cols.append(svd.transform(tfidf.transform(docs)))
         return np.hstack(cols).astype(np.float64) if cols else np.empty((len(frame), 0))
 
+    STYLE = ("chars", "capitals", "digits", "symbols", "marks")
+
+    @staticmethod
+    def _style(docs: list[str]) -> np.ndarray:
+        text = pd.Series(docs, dtype=object)
+        chars = text.str.len().to_numpy(dtype=np.float64)
+        letters = text.str.count(r"[^\W\d_]").to_numpy(dtype=np.float64)
+        capitals = np.fromiter((sum(map(str.isupper, d)) for d in docs), dtype=np.float64, count=len(docs))
+        digits = text.str.count(r"\d").to_numpy(dtype=np.float64)
+        symbols = text.str.count(r"[^\w\s]").to_numpy(dtype=np.float64)
+        marks = text.str.count(r"[!?]").to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shares = [np.nan_to_num(a / b) for a, b in ((capitals, letters), (digits, chars), (symbols, chars))]
+        return np.column_stack([np.log1p(chars), *shares, np.log1p(marks)])
+
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         names = self.feature_names_in_ if input_features is None else input_features
+        style = list(self.STYLE) if getattr(self, "style_", False) else []
         out = []
         for n, (_, svd) in zip(names, self.steps_, strict=True):
-            out += [f"{n}_words"] + ([f"{n}_topic{j}" for j in range(svd.n_components)] if svd is not None else [])
+            out += [f"{n}_words"] + [f"{n}_{p}" for p in style]
+            out += [f"{n}_topic{j}" for j in range(svd.n_components)] if svd is not None else []
         return np.asarray(out, dtype=object)
 
 
