@@ -50,7 +50,7 @@ def encoder_pipeline(kind_cols: dict[str, list[str]], card: dict[str, int], opti
                 kind_cols["datetime"],
             )
         )
-    if kind_cols.get("text"):  # free text: its length and latent TF-IDF dimensions (`TextVectorizer`)
+    if kind_cols.get("text"):  # free text: its length, style and latent TF-IDF dimensions (`TextVectorizer`)
         parts.append(("text", scaled(TextVectorizer(seed=options["random_state"])), kind_cols["text"]))
     # a missing category is a category of its own, not the most frequent one
     cat_imputer = SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY, missing_values=np.nan)

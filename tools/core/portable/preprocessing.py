@@ -426,9 +426,9 @@ class TextVectorizer(TransformerMixin, BaseEstimator):
     scikit-learn's text examples do), and its style: its length in characters (log1p), the shares of its letters
     written in capitals, of digits and of other symbols among its characters, and its count of ! and ? (log1p), as
     AutoGluon's text features count them. Missing text is empty text; a column without terms gives its length and
-    style only. The
-    terms and dimensions are learned from a seeded sample of at most `fit_rows` texts: word pairs of millions of rows
-    would hold millions of distinct terms in memory, while the 20,000 most frequent ones are stable long before."""
+    style only. The terms and dimensions are learned from a seeded sample of at most `fit_rows` texts: word pairs of
+    millions of rows would hold millions of distinct terms in memory, while the 20,000 most frequent ones are stable
+    long before."""
 
     def __init__(self, components: int = 32, vocabulary: int = 20_000, seed: int = 0, fit_rows: int = 100_000) -> None:
         self.components, self.vocabulary, self.seed, self.fit_rows = components, vocabulary, seed, fit_rows
